@@ -1,0 +1,215 @@
+"""Load a config: defaults, then the file, then ``--set`` overrides, then short flags.
+
+Every mistake becomes a one-line :class:`ConfigError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from kubetune.config.schema import Config
+from kubetune.config.yaml_io import dump_yaml, parse_yaml, read_yaml_file
+from kubetune.errors import ConfigError
+
+# The guide's short flags, each an alias of one dotted key.
+ALIASES: dict[str, str] = {
+    "lr": "optimizer.lr",
+    "batch_size": "training.batch_size",
+    "epochs": "training.num_epochs",
+    "momentum": "optimizer.momentum",
+    "weight_decay": "optimizer.weight_decay",
+    "optimizer": "optimizer.type",
+    "architecture": "model.architecture",
+    "dropout": "model.dropout",
+    "seed": "training.seed",
+    "device": "training.device",
+}
+
+# Fields whose keys are user data (a search space names config fields as keys).
+_FREE_KEYS = {"search.search_space", "search.enqueue_trials"}
+
+
+def field_paths(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key a config can hold, sections included."""
+    paths: list[str] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        sub = _section_type(field.annotation)
+        if sub is not None and path not in _FREE_KEYS:
+            paths.extend(field_paths(sub, f"{path}."))
+    return paths
+
+
+def leaf_paths(model: type[BaseModel] = Config) -> list[str]:
+    """Dotted keys that hold values (not sections), outside ``search``."""
+    all_paths = field_paths(model)
+    sections = {p.rsplit(".", 1)[0] for p in all_paths if "." in p}
+    return [p for p in all_paths if p not in sections and not p.startswith("search")]
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean `x`?)`` for a close match, else an empty string."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+def unknown_key_error(path: str) -> ConfigError:
+    """The error for a dotted key that names no config field."""
+    parent, _, leaf = path.rpartition(".")
+    siblings = [p for p in field_paths() if p.rpartition(".")[0] == parent]
+    hint = did_you_mean(path, siblings) or did_you_mean(path, field_paths())
+    if not hint and leaf:
+        leaves = [p for p in field_paths() if p.rpartition(".")[2] == leaf]
+        hint = did_you_mean(path, leaves) if leaves else ""
+    return ConfigError(f"unknown config key `{path}`{hint}", path=path)
+
+
+def _format_input(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """Turn pydantic's report into one line naming the first bad key."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
+    # Drop union-branch tags pydantic inserts (e.g. 'int', 'literal['auto']').
+    loc = [p for p in loc if not (p.startswith(("literal[", "constrained")) or p in {"int", "str"})]
+    path = prefix + ".".join(loc)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return unknown_key_error(path) if not more else ConfigError(
+            f"{unknown_key_error(path)}{more}", path=path
+        )
+    if kind == "missing":
+        return ConfigError(f"`{path}` is required but missing{more}", path=path)
+    message = first["msg"]
+    for lead in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(lead)
+    message = message.replace("Input should be", "must be")
+    if kind == "value_error":
+        target = f"`{path}`: " if path else ""
+        return ConfigError(f"{target}{message}{more}", path=path or None)
+    if not message.startswith("must"):
+        message = f"is invalid: {message}"
+    return ConfigError(f"`{path}` {message}, but got {_format_input(first['input'])}{more}", path=path)
+
+
+def validate_config(data: Mapping[str, Any], source: str | None = None) -> Config:
+    """Validate a plain mapping as a :class:`Config`."""
+    try:
+        config = Config.model_validate(dict(data))
+    except ValidationError as exc:
+        error = format_validation_error(exc)
+        if source:
+            error = ConfigError(f"{source}: {error}", path=error.path)
+        raise error from None
+    check_search_space_keys(config)
+    return config
+
+
+def check_search_space_keys(config: Config) -> None:
+    """Every search-space key must name a config value outside ``search``."""
+    if config.search is None:
+        return
+    leaves = leaf_paths()
+    for key in config.search.search_space:
+        if key not in leaves:
+            hint = did_you_mean(key, leaves)
+            path = f"search.search_space.{key}"
+            raise ConfigError(
+                f"`{path}` does not name a config field{hint}", path=path
+            )
+
+
+def parse_set_option(text: str) -> tuple[str, Any]:
+    """Split ``a.b=value`` and parse the value as YAML (numbers, bools, lists)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE, but got {text!r}", path=None)
+    value = parse_yaml(raw, f"--set {key}") if raw.strip() else ""
+    return key, value
+
+
+def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted ``key`` in the raw config mapping, checking the key exists.
+
+    Below a free-keyed section (``search.search_space``) the rest of the key is
+    one entry name, dots included: ``search.search_space.optimizer.lr``.
+    """
+    free = next((p for p in _FREE_KEYS if key.startswith(f"{p}.")), None)
+    if free is None and key not in field_paths():
+        raise unknown_key_error(key)
+    parts = free.split(".") + [key[len(free) + 1 :]] if free else key.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"`{'.'.join(parts[: depth + 1])}` is not a section", path=key)
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve_config(
+    path: str | Path | None = None,
+    *,
+    base: Mapping[str, Any] | None = None,
+    sets: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults < file (or ``base``) < each ``--set`` in order < short flags."""
+    if path is not None:
+        data = read_yaml_file(path)
+        source = str(path)
+    else:
+        data = copy.deepcopy(dict(base or {}))
+        source = None
+    for item in sets:
+        key, value = parse_set_option(item)
+        apply_override(data, key, value)
+    for alias, value in (flags or {}).items():
+        if value is not None:
+            apply_override(data, ALIASES[alias], value)
+    return validate_config(data, source)
+
+
+def with_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
+    """A validated copy of ``config`` with dotted-key ``overrides`` applied."""
+    data = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        apply_override(data, key, value)
+    return validate_config(data)
+
+
+def config_to_dict(config: Config, *, include_search: bool = True) -> dict[str, Any]:
+    """Plain data, ready for YAML or JSON."""
+    data = config.model_dump(mode="json", exclude_none=False)
+    if not include_search or data.get("search") is None:
+        data.pop("search", None)
+    return data
+
+
+def config_to_yaml(config: Config, *, include_search: bool = True) -> str:
+    """The resolved config as YAML that ``ml-train --config`` accepts."""
+    return dump_yaml(config_to_dict(config, include_search=include_search))

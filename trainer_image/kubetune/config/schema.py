@@ -1,0 +1,107 @@
+"""The typed config: one model per YAML section, unknown keys rejected."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kubetune.config.search_schema import SearchConfig
+
+ARCHITECTURES = (
+    "small_cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "efficientnet_b0",
+    "mobilenet_v3_small",
+)
+METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
+
+
+class Section(BaseModel):
+    """Base for every config section: strict keys, validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    architecture: Literal[ARCHITECTURES] = "small_cnn"  # type: ignore[valid-type]
+    pretrained: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class NormalizeConfig(Section):
+    mean: list[float] = Field(default_factory=lambda: [0.5])
+    std: list[float] = Field(default_factory=lambda: [0.5])
+
+    @model_validator(mode="after")
+    def _same_length(self) -> NormalizeConfig:
+        if len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have the same length")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be greater than 0")
+        return self
+
+
+class AugmentConfig(Section):
+    horizontal_flip: bool = False
+    random_crop_padding: int = Field(0, ge=0)
+    rotation_degrees: float = Field(0.0, ge=0.0, le=180.0)
+
+
+class DataConfig(Section):
+    path: str
+    image_size: int = Field(32, ge=4, le=1024)
+    channels: Literal[1, 3] | None = None  # None: detected from the images
+    val_split: float = Field(0.2, gt=0.0, lt=1.0)
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    num_workers: int = Field(0, ge=0)
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class TrainingConfig(Section):
+    num_epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+    trainer: Literal["standard", "mixed_precision"] = "standard"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class OptimizerConfig(Section):
+    type: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimizerConfig:
+        if self.type == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum greater than 0")
+        return self
+
+
+class SchedulerConfig(Section):
+    type: Literal["step", "cosine", "none"] = "step"
+    step_size: int = Field(5, ge=1)
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+
+
+class LoggingConfig(Section):
+    output_dir: str = "runs"
+    experiment_name: str | None = None  # None: the dataset folder's name
+    run_name: str | None = None  # None: a timestamp; never reuses a folder
+
+
+class Config(Section):
+    """A complete kubetune config: what ml-train trains and ml-search searches over."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    search: SearchConfig | None = None

@@ -1,0 +1,136 @@
+"""The ``search:`` section, exactly the Hyperparameter Tuning Guide's schema.
+
+Only structure and value checks live here; turning it into Optuna objects is
+``kubetune.search``'s job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_STORAGE = "sqlite:///optuna_studies.db"
+
+SAMPLERS = ("TPESampler", "RandomSampler", "CmaEsSampler", "GridSampler")
+PRUNERS = ("MedianPruner", "PercentilePruner", "HyperbandPruner", "none")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ParamSpec(_Section):
+    """One search-space entry: ``{type: loguniform, low: 1e-5, high: 1e-1}`` and friends."""
+
+    type: Literal["categorical", "uniform", "loguniform", "int", "float"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("choices must be a non-empty list for a categorical parameter")
+            for name in ("low", "high", "step"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} does not apply to a categorical parameter")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"choices only apply to a categorical parameter, not {self.type}")
+        if self.low is None or self.high is None:
+            raise ValueError(f"low and high are required for a {self.type} parameter")
+        if self.low >= self.high:
+            raise ValueError(f"low must be less than high, but got low={self.low}, high={self.high}")
+        if self.type == "loguniform" or self.log:
+            if self.low <= 0:
+                raise ValueError(f"low must be greater than 0 on a log scale, but got {self.low}")
+            if self.step is not None:
+                raise ValueError("step cannot be combined with a log scale")
+        if self.type == "int":
+            for name in ("low", "high", "step"):
+                value = getattr(self, name)
+                if value is not None and float(value) != int(value):
+                    raise ValueError(f"{name} must be an integer for an int parameter, but got {value}")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be greater than 0, but got {self.step}")
+        return self
+
+
+class SamplerConfig(_Section):
+    type: Literal[SAMPLERS] = "TPESampler"  # type: ignore[valid-type]
+    seed: int | None = None
+    n_startup_trials: int | None = Field(None, ge=0)
+    multivariate: bool | None = None
+    constant_liar: bool | None = None
+    sigma0: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> SamplerConfig:
+        allowed = {
+            "TPESampler": {"n_startup_trials", "multivariate", "constant_liar"},
+            "RandomSampler": set(),
+            "CmaEsSampler": {"n_startup_trials", "sigma0"},
+            "GridSampler": set(),
+        }[self.type]
+        for name in ("n_startup_trials", "multivariate", "constant_liar", "sigma0"):
+            if getattr(self, name) is not None and name not in allowed:
+                raise ValueError(f"{name} does not apply to {self.type}")
+        return self
+
+
+class PrunerConfig(_Section):
+    type: Literal[PRUNERS] = "MedianPruner"  # type: ignore[valid-type]
+    n_startup_trials: int | None = Field(None, ge=0)
+    n_warmup_steps: int | None = Field(None, ge=0)
+    interval_steps: int | None = Field(None, ge=1)
+    percentile: float | None = Field(None, ge=0, le=100)
+    min_resource: int | None = Field(None, ge=1)
+    max_resource: int | Literal["auto"] | None = None
+    reduction_factor: int | None = Field(None, ge=2)
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> PrunerConfig:
+        common = {"n_startup_trials", "n_warmup_steps", "interval_steps"}
+        allowed = {
+            "MedianPruner": common,
+            "PercentilePruner": common | {"percentile"},
+            "HyperbandPruner": {"min_resource", "max_resource", "reduction_factor"},
+            "none": set(),
+        }[self.type]
+        for name in sorted(type(self).model_fields):
+            if name != "type" and getattr(self, name) is not None and name not in allowed:
+                raise ValueError(f"{name} does not apply to {self.type}")
+        if self.type == "PercentilePruner" and self.percentile is None:
+            raise ValueError("percentile is required for PercentilePruner")
+        if isinstance(self.max_resource, int) and self.max_resource < (self.min_resource or 1):
+            raise ValueError("max_resource must be at least min_resource")
+        return self
+
+
+class CrossValidationConfig(_Section):
+    enabled: bool = False
+    n_folds: int = Field(5, ge=2)
+    aggregation: Literal["mean", "median"] = "mean"
+
+
+class SearchConfig(_Section):
+    study_name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    storage: str | None = None  # None: $KUBETUNE_STORAGE_URL, then DEFAULT_STORAGE
+    n_trials: int = Field(50, ge=1)
+    direction: Literal["maximize", "minimize"] = "maximize"
+    metric: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    cross_validation: CrossValidationConfig = Field(default_factory=CrossValidationConfig)
+    # The guide's advice for slow searches, as settings: trials train on a
+    # stratified fraction of the training split and for fewer epochs than the
+    # final run; best_config.yaml keeps the full values.
+    trial_epochs: int | None = Field(None, ge=1)
+    trial_train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    enqueue_config: bool = True
+    enqueue_trials: list[dict[str, Any]] = Field(default_factory=list)

@@ -1,0 +1,99 @@
+"""Find and inspect ImageFolder trees (``class/image.png``), no torch needed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubetune.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+SPLIT_FOLDERS = ("train", "val")
+
+
+@dataclass
+class ImageList:
+    """The images of one folder: paths, class indices and the class names."""
+
+    paths: list[Path]
+    targets: list[int]
+    classes: list[str]
+
+
+@dataclass
+class DatasetInfo:
+    """What ``ml-init-config`` reports about a dataset folder."""
+
+    root: Path
+    layout: str  # "split" (train/ and val/) or "single"
+    classes: list[str]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> n
+    image_size: tuple[int, int] = (0, 0)  # most common (width, height)
+    channels: int = 3
+
+    @property
+    def n_images(self) -> int:
+        return sum(sum(c.values()) for c in self.counts.values())
+
+
+def dataset_layout(root: Path) -> str:
+    """``split`` when ``root`` has ``train/`` and ``val/`` sub-folders, else ``single``."""
+    return "split" if all((root / name).is_dir() for name in SPLIT_FOLDERS) else "single"
+
+
+def list_images(folder: Path, classes: list[str] | None = None) -> ImageList:
+    """All images under ``folder/<class>/``; ``classes`` fixes the index order."""
+    if not folder.is_dir():
+        raise DataError(f"dataset folder {folder} does not exist")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes is None:
+        classes = found
+    elif extra := sorted(set(found) - set(classes)):
+        raise DataError(f"{folder} has classes {extra} that the training split does not have")
+    if not classes:
+        raise DataError(f"{folder} has no class sub-folders (expected {folder}/<class>/<image>)")
+    paths: list[Path] = []
+    targets: list[int] = []
+    for index, name in enumerate(classes):
+        class_dir = folder / name
+        if not class_dir.is_dir():
+            continue
+        for path in sorted(class_dir.rglob("*")):
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                paths.append(path)
+                targets.append(index)
+    if not paths:
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS[:3])}, ...)")
+    return ImageList(paths, targets, classes)
+
+
+def inspect_dataset(root: str | Path, sample_size: int = 200) -> DatasetInfo:
+    """Classes, counts per split, the usual image size and the channel count."""
+    from PIL import Image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} does not exist")
+    layout = dataset_layout(root)
+    splits = {name: root / name for name in SPLIT_FOLDERS} if layout == "split" else {"all": root}
+    first = list_images(next(iter(splits.values())))
+    info = DatasetInfo(root=root, layout=layout, classes=first.classes)
+    sample: list[Path] = []
+    for split, folder in splits.items():
+        images = list_images(folder, first.classes)
+        counts = Counter(images.targets)
+        info.counts[split] = {c: counts.get(i, 0) for i, c in enumerate(first.classes)}
+        sample.extend(images.paths[:: max(1, len(images.paths) // sample_size)])
+    sizes: Counter[tuple[int, int]] = Counter()
+    modes: Counter[str] = Counter()
+    for path in sample:
+        try:
+            with Image.open(path) as image:
+                sizes[image.size] += 1
+                modes[image.mode] += 1
+        except OSError as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from None
+    info.image_size = sizes.most_common(1)[0][0]
+    info.channels = 1 if set(modes) <= {"L", "1", "I", "I;16", "F", "LA"} else 3
+    return info

@@ -1,0 +1,43 @@
+"""Write scikit-learn's bundled 8x8 handwritten digits as an ImageFolder tree."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from kubetune.errors import DataError
+
+SAMPLES = ("digits",)
+
+
+def write_digits(target: str | Path) -> int:
+    """Export the 1,797 digits as ``target/<digit>/<index>.png``; return the count.
+
+    Writes into a temporary folder beside ``target`` and renames it, so an
+    interrupted export leaves nothing half-written.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    target = Path(target)
+    if target.exists() and any(target.iterdir()):
+        raise DataError(f"{target} already exists and is not empty")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digits = load_digits()
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        # Pixel values are 0..16; scale to the full 8-bit range.
+        pixels = np.clip(digits.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
+        for index, (image, label) in enumerate(zip(pixels, digits.target, strict=True)):
+            folder = staging / str(int(label))
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(image).save(folder / f"{index:04d}.png")
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return len(pixels)

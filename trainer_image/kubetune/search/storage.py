@@ -1,0 +1,70 @@
+"""Optuna storage URLs: where they come from, how they are logged, how they connect."""
+
+from __future__ import annotations
+
+import os
+
+import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from kubetune.config.search_schema import DEFAULT_STORAGE, SearchConfig
+from kubetune.errors import ConfigError
+
+STORAGE_ENV = "KUBETUNE_STORAGE_URL"
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 30  # a RUNNING trial without a heartbeat for this long is failed
+MAX_RETRIES = 2  # retries of a heartbeat-stale trial with the same params
+
+
+def resolve_storage_url(cli_value: str | None = None, search: SearchConfig | None = None) -> str:
+    """``--storage`` > ``$KUBETUNE_STORAGE_URL`` > ``search.storage`` > the SQLite default."""
+    for candidate in (cli_value, os.environ.get(STORAGE_ENV), search.storage if search else None):
+        if candidate:
+            return candidate
+    return DEFAULT_STORAGE
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``: the only form that is ever logged."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url.split("@")[-1] if "@" in url else url
+    return parsed.render_as_string(hide_password=True)
+
+
+def _normalise(url: str) -> str:
+    # Plain postgresql:// would pick psycopg2; kubetune ships psycopg 3.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+    """An RDB storage with pre-ping, heartbeats and bounded retries of stale trials."""
+    url = _normalise(url)
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"`search.storage` is not a database URL: {mask_url(url)!r}", path="search.storage") from None
+    engine_kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {}
+    if url.startswith("sqlite"):
+        # Several local worker processes share the file: wait for the lock instead of failing.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    extra = {}
+    if heartbeat:
+        extra = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL,
+            "grace_period": GRACE_PERIOD,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRIES
+            ),
+        }
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **extra)
+    except Exception as exc:  # sqlalchemy's OperationalError and friends
+        from kubetune.errors import KubetuneError
+
+        reason = str(exc).splitlines()[0][:200].replace(url, mask_url(url))
+        raise KubetuneError(f"cannot open storage {mask_url(url)}: {reason}") from None

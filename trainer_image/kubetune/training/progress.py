@@ -1,0 +1,47 @@
+"""Progress: a rich bar on a terminal, one plain line per epoch otherwise."""
+
+from __future__ import annotations
+
+import sys
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return " ".join(
+        f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" for k, v in metrics.items()
+    )
+
+
+class EpochProgress:
+    """Batch-level bar on a TTY (``enabled=None`` decides by ``isatty``) plus epoch lines."""
+
+    def __init__(self, epochs: int, batches: int, enabled: bool | None = None) -> None:
+        self.epochs = epochs
+        self.batches = batches
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> EpochProgress:
+        if self.enabled:
+            from rich.progress import Progress
+
+            self._progress = Progress(transient=True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task("epoch 1", total=self.epochs * self.batches)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        line = f"epoch {epoch}/{self.epochs} {format_metrics(metrics)}"
+        if self._progress is not None:
+            self._progress.console.print(line)
+            self._progress.update(self._task, description=f"epoch {min(epoch + 1, self.epochs)}")
+        else:
+            print(line, file=sys.stderr, flush=True)

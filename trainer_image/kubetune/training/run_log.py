@@ -1,0 +1,91 @@
+"""Where a run writes: its folder, TensorBoard events with hparams, metrics.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from kubetune.config.loader import config_to_dict, config_to_yaml
+from kubetune.config.schema import Config
+
+SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def new_run_dir(config: Config) -> Path:
+    """``<output_dir>/<experiment>/<run>``, created now and never an existing folder."""
+    experiment = config.logging.experiment_name or Path(config.data.path).resolve().name
+    base = Path(config.logging.output_dir) / experiment
+    name = config.logging.run_name or time.strftime("%Y%m%d-%H%M%S")
+    base.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        candidate = base / (name if attempt == 0 else f"{name}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free run folder name under {base}")
+
+
+def flat_hparams(config: Config) -> dict[str, Any]:
+    """Config leaves as ``dotted.key: scalar`` for TensorBoard's HParams tab."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}{key}.", value)
+        elif isinstance(node, bool | int | float | str):
+            out[prefix[:-1]] = node
+        else:
+            out[prefix[:-1]] = str(node)
+
+    walk("", config_to_dict(config, include_search=False))
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunLog:
+    """TensorBoard scalars and hparams plus ``metrics.json`` for one run folder."""
+
+    def __init__(self, run_dir: Path, config: Config) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+
+        self.run_dir = run_dir
+        (run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self._hparams = flat_hparams(config)
+        experiment, start, self._end = hparams(self._hparams, {f"hparam/{k}": 0 for k in SCALARS})
+        for summary in (experiment, start):
+            self.writer.file_writer.add_summary(summary)
+        self.history: list[dict[str, float]] = []
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Write one epoch's scalars (also under ``hparam/`` for the HParams tab)."""
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, epoch)
+            if key in SCALARS:
+                self.writer.add_scalar(f"hparam/{key}", value, epoch)
+        self.writer.flush()
+        self.history.append({"epoch": epoch, **metrics})
+        self.write_metrics(status="running")
+
+    def write_metrics(self, status: str, best: dict[str, Any] | None = None) -> None:
+        _write_json(
+            self.run_dir / "metrics.json",
+            {"status": status, "best": best, "epochs": self.history, "hparams": self._hparams},
+        )
+
+    def close(self, status: str, best: dict[str, Any] | None) -> None:
+        self.write_metrics(status, best)
+        self.writer.file_writer.add_summary(self._end)
+        self.writer.close()
