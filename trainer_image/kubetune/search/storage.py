@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import optuna
 from sqlalchemy.engine import make_url
@@ -15,6 +16,28 @@ STORAGE_ENV = "KUBETUNE_STORAGE_URL"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # a RUNNING trial without a heartbeat for this long is failed
 MAX_RETRIES = 2  # retries of a heartbeat-stale trial with the same params
+# Tests (and impatient clusters) shorten the two timings without a config change.
+HEARTBEAT_ENV = "KUBETUNE_HEARTBEAT_INTERVAL"
+GRACE_ENV = "KUBETUNE_HEARTBEAT_GRACE"
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in seconds: the defaults or ``$KUBETUNE_HEARTBEAT_*``."""
+    values = []
+    for env, default in ((HEARTBEAT_ENV, HEARTBEAT_INTERVAL), (GRACE_ENV, GRACE_PERIOD)):
+        raw = os.environ.get(env)
+        if raw is None or raw == "":
+            values.append(default)
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ConfigError(f"${env} must be a positive whole number of seconds, but got {raw!r}")
+        values.append(value)
+    interval, grace = values
+    return interval, max(grace, interval + 1)
 
 
 def resolve_storage_url(cli_value: str | None = None, search: SearchConfig | None = None) -> str:
@@ -54,15 +77,19 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
         engine_kwargs["connect_args"] = {"timeout": 60}
     extra = {}
     if heartbeat:
+        interval, grace = heartbeat_settings()
         extra = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL,
-            "grace_period": GRACE_PERIOD,
+            "heartbeat_interval": interval,
+            "grace_period": grace,
             "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=MAX_RETRIES
             ),
         }
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **extra)
+        with warnings.catch_warnings():
+            # Heartbeats are "experimental" in Optuna 5 and warn on every storage.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **extra)
     except Exception as exc:  # sqlalchemy's OperationalError and friends
         from kubetune.errors import KubetuneError
 

@@ -1,0 +1,121 @@
+{{/* Names, labels and shared fragments. */}}
+
+{{- define "kubetune.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "kubetune" for `helm install kubetune`, else "<release>-kubetune". */}}
+{{- define "kubetune.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "kubetune.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kubetune.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubetune
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component: include with (dict "ctx" $ "component" "operator"). */}}
+{{- define "kubetune.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubetune.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "kubetune.serviceAccountName" -}}
+{{- default (printf "%s-operator" (include "kubetune.fullname" .)) .Values.serviceAccount.name }}
+{{- end }}
+
+{{- define "kubetune.operatorImage" -}}
+{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- end }}
+
+{{- define "kubetune.trainerImage" -}}
+{{- printf "%s:%s" .Values.trials.image.repository .Values.trials.image.tag }}
+{{- end }}
+
+{{- define "kubetune.trainerCpuImage" -}}
+{{- printf "%s:%s" .Values.trials.cpuImage.repository .Values.trials.cpuImage.tag }}
+{{- end }}
+
+{{/* An image from {repository, tag} that falls back to the CPU trainer image. */}}
+{{- define "kubetune.imageOrCpu" -}}
+{{- printf "%s:%s" (default .ctx.Values.trials.cpuImage.repository .image.repository) (default .ctx.Values.trials.cpuImage.tag .image.tag) }}
+{{- end }}
+
+{{/* The Secret that holds the storage URL, and its key. */}}
+{{- define "kubetune.storageSecretName" -}}
+{{- if .Values.postgresql.enabled }}
+{{- printf "%s-postgres" (include "kubetune.fullname" .) }}
+{{- else if .Values.storage.existingSecret }}
+{{- .Values.storage.existingSecret }}
+{{- else }}
+{{- fail "storage.existingSecret must name a Secret with the storage URL when postgresql.enabled is false, but got an empty string" }}
+{{- end }}
+{{- end }}
+
+{{- define "kubetune.resultsClaimName" -}}
+{{- if .Values.results.create }}
+{{- if .Values.results.existingClaim }}
+{{- fail (printf "results.existingClaim must be empty when results.create is true, but got %q" .Values.results.existingClaim) }}
+{{- end }}
+{{- printf "%s-results" (include "kubetune.fullname" .) }}
+{{- else if .Values.results.existingClaim }}
+{{- .Values.results.existingClaim }}
+{{- else }}
+{{- fail "results.existingClaim must name a PersistentVolumeClaim when results.create is false, but got an empty string" }}
+{{- end }}
+{{- end }}
+
+{{/* Namespaces the operator watches; empty list means all namespaces. */}}
+{{- define "kubetune.watchNamespaces" -}}
+{{- if .Values.operator.watchNamespaces }}
+{{- toJson .Values.operator.watchNamespaces }}
+{{- else if .Values.rbac.namespaced }}
+{{- toJson (list .Release.Namespace) }}
+{{- else }}
+{{- toJson (list) }}
+{{- end }}
+{{- end }}
+
+{{/* storageClassName: "" uses the default class (omitted), "-" means none. */}}
+{{- define "kubetune.storageClass" -}}
+{{- if eq . "-" -}}
+storageClassName: ""
+{{- else if . -}}
+storageClassName: {{ . | quote }}
+{{- end -}}
+{{- end }}
+
+{{/* Pod securityContext meeting Pod Security "restricted"; include with the UID. */}}
+{{- define "kubetune.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
+fsGroup: {{ . }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "kubetune.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+{{- end }}

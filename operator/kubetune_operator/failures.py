@@ -1,0 +1,106 @@
+"""Why a trial Job ended without its trial being told, read from the Job and its pods.
+
+Reasons and whether they are retried with the same params:
+
+==================== ========= ===================================================
+reason               retried   seen as
+==================== ========= ===================================================
+Evicted              yes       pod ``status.reason`` Evicted (node pressure, drain)
+Preempted            yes       pod condition DisruptionTarget (preemption, taint)
+JobDeleted           yes       the Job vanished while its trial was RUNNING
+OOMKilled            no        container terminated with reason OOMKilled
+DeadlineExceeded     no        Job condition Failed/DeadlineExceeded
+BackoffLimitExceeded no        the pod exited non-zero without telling the trial
+==================== ========= ===================================================
+
+Infrastructure failures say nothing about the params, so a retry may succeed;
+the others would fail again the same way (same params, same memory, same time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+RETRYABLE = frozenset({"Evicted", "Preempted", "JobDeleted"})
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+
+    @property
+    def retryable(self) -> bool:
+        return self.reason in RETRYABLE
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}" if self.message else self.reason
+
+
+def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def job_outcome(job: Mapping[str, Any]) -> str | None:
+    """``"succeeded"``, ``"failed"`` or ``None`` while the Job still runs."""
+    status = job.get("status") or {}
+    if _condition(job, "Complete") or (status.get("succeeded") or 0) > 0:
+        return "succeeded"
+    if _condition(job, "Failed"):
+        return "failed"
+    return None
+
+
+def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for status in statuses:
+        state = status.get("state") or {}
+        last = status.get("lastState") or {}
+        terminated = state.get("terminated") or last.get("terminated")
+        if terminated:
+            return terminated
+    return None
+
+
+def _pod_failure(pod: Mapping[str, Any]) -> Failure | None:
+    status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        return Failure("Evicted", status.get("message") or "the pod was evicted")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            return Failure("Preempted", condition.get("message") or condition.get("reason") or "")
+    terminated = _terminated(pod)
+    if terminated and terminated.get("reason") == "OOMKilled":
+        return Failure("OOMKilled", "the trial container exceeded its memory limit")
+    return None
+
+
+def failure_reason(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Failure:
+    """The reason a failed Job gives, refined by what its pods say."""
+    failed = _condition(job, "Failed") or {}
+    if failed.get("reason") == "DeadlineExceeded":
+        deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+        suffix = f" of {deadline}s" if deadline else ""
+        return Failure("DeadlineExceeded", f"the trial ran past its deadline{suffix}")
+    for pod in pods:
+        found = _pod_failure(pod)
+        if found is not None:
+            return found
+    for pod in pods:
+        terminated = _terminated(pod)
+        if terminated and terminated.get("exitCode") not in (None, 0):
+            return Failure(
+                "BackoffLimitExceeded",
+                f"the trial pod exited with code {terminated['exitCode']} without reporting a result",
+            )
+    reason = failed.get("reason") or "BackoffLimitExceeded"
+    return Failure(reason, failed.get("message") or "the trial pod failed without reporting a result")
+
+
+def vanished() -> Failure:
+    return Failure("JobDeleted", "the trial's Job was deleted while the trial was running")

@@ -1,0 +1,77 @@
+"""Names shared by the operator, its builders and its tests: API coordinates, labels, paths."""
+
+from __future__ import annotations
+
+GROUP = "kubetune.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "StudyJob"
+PLURAL = "studyjobs"
+SHORT_NAME = "sj"
+
+# Labels on every child object. Kubernetes ignores nothing here: the operator lists
+# Jobs by these labels and also filters by them locally (a selector may be ignored).
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_STUDYJOB = "kubetune.dev/studyjob"
+LABEL_TRIAL = "kubetune.dev/trial"
+MANAGED_BY = "kubetune-operator"
+APP_NAME = "kubetune"
+
+ANNOTATION_STUDY = "kubetune.dev/study"
+ANNOTATION_FINISHED = "kubetune.dev/finished-trials"
+ANNOTATION_BEST_TRIAL = "kubetune.dev/best-trial"
+
+FINALIZER = "kubetune.dev/finalizer"
+
+# Where the trial pod finds things.
+CONFIG_DIR = "/etc/kubetune"
+CONFIG_KEY = "config.yaml"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+DATA_DIR = "/data"
+RESULTS_DIR = "/results"
+BEST_CONFIG_KEY = "best_config.yaml"
+STORAGE_ENV = "KUBETUNE_STORAGE_URL"
+
+# Trial user attributes the operator writes (trials.csv shows them too).
+ATTR_OWNER = "kubetune.owner"  # "<namespace>/<name>" of the StudyJob that asked the trial
+ATTR_JOB = "kubetune.job"  # set just before the trial's Job is created
+ATTR_RETRY_OF = "kubetune.retry_of"  # number of the failed trial this one repeats
+ATTR_ATTEMPT = "kubetune.attempt"  # 1 for a first try, 2 for its first retry, ...
+ATTR_FAIL_REASON = "fail_reason"  # why a trial failed (the trial pod uses the same key)
+
+# Longest StudyJob name: child names add at most 13 characters ("-trial-999999")
+# and a Job name must fit a 63-character label value.
+MAX_NAME_LENGTH = 45
+
+
+def owner_key(namespace: str, name: str) -> str:
+    """The value of :data:`ATTR_OWNER` for a StudyJob."""
+    return f"{namespace}/{name}"
+
+
+def trial_job_name(studyjob: str, number: int) -> str:
+    return f"{studyjob}-trial-{number}"
+
+
+def visualise_job_name(studyjob: str) -> str:
+    return f"{studyjob}-visualise"
+
+
+def config_map_name(studyjob: str) -> str:
+    return f"{studyjob}-config"
+
+
+def best_config_map_name(studyjob: str) -> str:
+    return f"{studyjob}-best-config"
+
+
+def child_labels(studyjob: str, component: str) -> dict[str, str]:
+    """Labels every object the operator creates for ``studyjob`` carries."""
+    return {
+        LABEL_NAME: APP_NAME,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_COMPONENT: component,
+        LABEL_STUDYJOB: studyjob,
+    }

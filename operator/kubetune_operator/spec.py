@@ -1,0 +1,227 @@
+"""A StudyJob's spec, read and checked the way the CLIs check a config file.
+
+The API server validates against the CRD schema, but kmock does not and a
+CRD schema cannot say everything (a config's cross-field rules), so the operator
+checks the whole spec itself. Every mistake is a :class:`SpecError` naming the
+field (``spec.trials.parallelism``, ``spec.config.optimizer.lr``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubetune.config import Config, validate_config
+from kubetune.config.loader import format_validation_error
+from kubetune.config.yaml_io import parse_yaml
+from kubetune.errors import ConfigError
+from kubetune_operator import names
+
+
+class SpecError(Exception):
+    """A StudyJob spec the operator cannot run; ``field`` is the dotted path at fault."""
+
+    def __init__(self, message: str, field: str | None = None, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.field = field
+        self.temporary = temporary  # may fix itself (a ConfigMap not created yet)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(None, alias="tolerationSeconds")
+
+
+class EnvVar(_Model):
+    name: str = Field(..., min_length=1)
+    value: str = ""
+
+
+class Resources(_Model):
+    limits: dict[str, int | str] = Field(default_factory=dict)
+    requests: dict[str, int | str] = Field(default_factory=dict)
+
+
+class TrialsSpec(_Model):
+    parallelism: int = Field(1, ge=1)
+    max_failed: int = Field(3, ge=0, alias="maxFailed")
+    retries: int = Field(1, ge=0)
+    image: str | None = Field(None, min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, alias="imagePullPolicy"
+    )
+    image_pull_secrets: list[str] = Field(default_factory=list, alias="imagePullSecrets")
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tolerations: list[Toleration] = Field(default_factory=list)
+    active_deadline_seconds: int | None = Field(None, ge=1, alias="activeDeadlineSeconds")
+    service_account_name: str | None = Field(None, alias="serviceAccountName")
+    env: list[EnvVar] = Field(default_factory=list)
+
+
+class SecretRef(_Model):
+    name: str = Field("kubetune-postgres", min_length=1)
+    key: str = Field("url", min_length=1)
+
+
+class StorageSpec(_Model):
+    secret_ref: SecretRef = Field(default_factory=SecretRef, alias="secretRef")
+
+
+class ConfigMapRef(_Model):
+    name: str = Field(..., min_length=1)
+    key: str = Field(names.CONFIG_KEY, min_length=1)
+
+
+class DataSpec(_Model):
+    persistent_volume_claim: str | None = Field(None, min_length=1, alias="persistentVolumeClaim")
+    sub_path: str | None = Field(None, alias="subPath")
+    sample: Literal["digits"] | None = None
+
+
+class OutputSpec(_Model):
+    persistent_volume_claim: str | None = Field(None, min_length=1, alias="persistentVolumeClaim")
+    sub_path: str | None = Field(None, alias="subPath")
+
+
+class CleanupSpec(_Model):
+    delete_study: bool = Field(False, alias="deleteStudy")
+
+
+class StudyJobSpec(_Model):
+    """``spec`` of a StudyJob, minus the config itself (see :func:`resolve_config`)."""
+
+    config: dict[str, Any] | None = None
+    config_map_ref: ConfigMapRef | None = Field(None, alias="configMapRef")
+    trials: TrialsSpec = Field(default_factory=TrialsSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    data: DataSpec | None = None
+    output: OutputSpec | None = None
+    suspend: bool = False
+    cleanup: CleanupSpec = Field(default_factory=CleanupSpec)
+
+    @property
+    def data_path(self) -> str | None:
+        """Where the dataset lies inside a trial pod, when the spec mounts one."""
+        if self.data is None:
+            return None
+        if self.data.sample:
+            return f"{names.DATA_DIR}/{self.data.sample}"
+        return names.DATA_DIR
+
+
+def _format(exc: ValidationError, prefix: str) -> SpecError:
+    first = exc.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    path = f"{prefix}{loc}"
+    if first["type"] == "extra_forbidden":
+        return SpecError(f"unknown field `{path}`", field=path)
+    error = format_validation_error(exc, prefix=prefix)
+    return SpecError(str(error), field=error.path or path)
+
+
+def parse_spec(spec: Mapping[str, Any], name: str) -> StudyJobSpec:
+    """Check the spec's own fields (not the config yet)."""
+    if len(name) > names.MAX_NAME_LENGTH:
+        raise SpecError(
+            f"`metadata.name` must be at most {names.MAX_NAME_LENGTH} characters "
+            f"(trial Jobs are named <name>-trial-<number>), but got {len(name)}",
+            field="metadata.name",
+        )
+    try:
+        parsed = StudyJobSpec.model_validate(dict(spec or {}))
+    except ValidationError as exc:
+        raise _format(exc, "spec.") from None
+    if (parsed.config is None) == (parsed.config_map_ref is None):
+        raise SpecError(
+            "exactly one of `spec.config` and `spec.configMapRef` must be set", field="spec.config"
+        )
+    if parsed.data is not None and (parsed.data.persistent_volume_claim is None) == (
+        parsed.data.sample is None
+    ):
+        raise SpecError(
+            "`spec.data` must name either a persistentVolumeClaim or a sample", field="spec.data"
+        )
+    if parsed.data is not None and parsed.data.sample and parsed.data.sub_path:
+        raise SpecError("`spec.data.subPath` only applies to a persistentVolumeClaim", field="spec.data.subPath")
+    return parsed
+
+
+def config_from_configmap(data: Mapping[str, str] | None, ref: ConfigMapRef) -> dict[str, Any]:
+    """The raw config a ``spec.configMapRef`` points at."""
+    text = (data or {}).get(ref.key)
+    if text is None:
+        raise SpecError(
+            f"`spec.configMapRef`: ConfigMap `{ref.name}` has no key `{ref.key}`",
+            field="spec.configMapRef.key",
+        )
+    try:
+        raw = parse_yaml(text, f"ConfigMap {ref.name}/{ref.key}")
+    except ConfigError as exc:
+        raise SpecError(f"`spec.configMapRef`: {exc}", field="spec.configMapRef") from None
+    if not isinstance(raw, dict):
+        raise SpecError(
+            f"`spec.configMapRef`: ConfigMap `{ref.name}` key `{ref.key}` must hold a YAML mapping",
+            field="spec.configMapRef",
+        )
+    return raw
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """The validated config and what the operator changed on the way."""
+
+    config: Config
+    dropped_storage: bool  # search.storage was set and is ignored (spec.storage rules)
+
+
+def resolve_config(raw: Mapping[str, Any], spec: StudyJobSpec) -> ResolvedConfig:
+    """Validate the config as the CLIs do, after pointing it at the pod's mounts."""
+    data = copy.deepcopy(dict(raw))
+    source = "spec.config" if spec.config is not None else "spec.configMapRef"
+    for section in ("data", "logging", "search"):
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise SpecError(f"`{source}.{section}` must be a mapping", field=f"{source}.{section}")
+    if spec.data_path is not None:
+        data.setdefault("data", {})["path"] = spec.data_path
+    data.setdefault("logging", {})["output_dir"] = names.RESULTS_DIR
+    search = data.get("search")
+    dropped = bool(search and search.get("storage"))
+    if search and "storage" in search:
+        # The storage comes from spec.storage's Secret: a URL here could carry a password.
+        search.pop("storage")
+    try:
+        config = validate_config(data)
+    except ConfigError as exc:
+        field = f"{source}.{exc.path}" if exc.path else source
+        raise SpecError(f"{source}: {exc}", field=field) from None
+    if config.search is None:
+        raise SpecError(
+            f"`{source}.search` is required: a StudyJob runs a search", field=f"{source}.search"
+        )
+    _check_search(config, source)
+    return ResolvedConfig(config=config, dropped_storage=dropped)
+
+
+def _check_search(config: Config, source: str) -> None:
+    """Errors that only show when the search section becomes Optuna objects."""
+    from kubetune.search.samplers import build_sampler
+    from kubetune.search.space import distributions
+
+    try:
+        distributions(config.search.search_space)  # type: ignore[union-attr]
+        build_sampler(config.search)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        field = f"{source}.{exc.path}" if exc.path else source
+        raise SpecError(f"{source}: {exc}", field=field) from None

@@ -1,0 +1,104 @@
+"""A StudyJob's status: the phase machine's output, counts, best trial, conditions.
+
+Phases: Pending -> Running -> Visualising -> Succeeded, with Failed and Suspended
+reachable from Pending and Running (and back: raising ``n_trials`` or ``maxFailed``,
+or clearing ``suspend``, lets the study continue).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PENDING = "Pending"
+RUNNING = "Running"
+VISUALISING = "Visualising"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+SUSPENDED = "Suspended"
+PHASES = (PENDING, RUNNING, VISUALISING, SUCCEEDED, FAILED, SUSPENDED)
+
+# Condition types, in the order status lists them.
+SPEC_VALID = "SpecValid"
+STORAGE_READY = "StorageReady"
+SUSPENDED_CONDITION = "Suspended"
+TRIALS_DONE = "TrialsDone"
+VISUALISED = "Visualised"
+FAILED_CONDITION = "Failed"
+CONDITION_ORDER = (SPEC_VALID, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_DONE, VISUALISED, FAILED_CONDITION)
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def conditions_list(
+    new: Sequence[Condition], old: Sequence[Mapping[str, Any]], generation: int | None
+) -> list[dict[str, Any]]:
+    """Kubernetes-style conditions; ``lastTransitionTime`` moves only when the status flips."""
+    previous = {c.get("type"): c for c in old or []}
+    result = []
+    for condition in sorted(new, key=lambda c: CONDITION_ORDER.index(c.type)):
+        text = "True" if condition.status else "False"
+        before = previous.get(condition.type) or {}
+        item: dict[str, Any] = {
+            "type": condition.type,
+            "status": text,
+            "reason": condition.reason,
+            "message": condition.message,
+            "lastTransitionTime": before.get("lastTransitionTime") if before.get("status") == text else now(),
+        }
+        if generation is not None:
+            item["observedGeneration"] = generation
+        result.append(item)
+    return result
+
+
+def _strip_times(conditions: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions or []]
+
+
+def same_status(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Equal apart from condition timestamps (which only follow other changes)."""
+    a, b = dict(a or {}), dict(b or {})
+    conditions_a, conditions_b = a.pop("conditions", None), b.pop("conditions", None)
+    return a == b and _strip_times(conditions_a) == _strip_times(conditions_b)
+
+
+def trials_block(summary: Any, n_trials: int, owned_running: int) -> dict[str, int]:
+    """``status.trials``: counts by state; ``finished`` is what counts towards ``total``."""
+    return {
+        "running": owned_running,
+        "waiting": summary.waiting,
+        "complete": summary.complete,
+        "pruned": summary.pruned,
+        "failed": summary.failed,
+        "retried": summary.retried,
+        "finished": summary.finished,
+        "total": n_trials,
+    }
+
+
+def best_block(trial: Any) -> dict[str, Any] | None:
+    if trial is None:
+        return None
+    return {"trial": trial.number, "value": float(trial.value), "params": dict(trial.params)}
+
+
+def merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns ``old`` status into ``new``: dropped keys become null."""
+    patch = dict(new)
+    for key in old or {}:
+        if key not in new:
+            patch[key] = None
+    return patch

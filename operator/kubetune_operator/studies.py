@@ -1,0 +1,203 @@
+"""The operator's side of the Optuna study: create or load it, ask, fail, retry, count.
+
+Every trial the operator starts is first enqueued with ``kubetune.owner`` in its
+user attributes and then asked for, so the mark and the trial appear together:
+after a crash, a RUNNING trial with the mark but no Job is the operator's own.
+Retries are enqueued trials with the failed trial's params (Optuna's fixed params)
+and ``kubetune.retry_of``; a retried failure does not count towards ``n_trials``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from kubetune.config import Config, config_to_dict
+from kubetune.search.pruners import build_pruner
+from kubetune.search.samplers import build_sampler
+from kubetune.search.space import contains, distributions
+from kubetune_operator import names
+from kubetune_operator.failures import Failure
+from kubetune_operator.spec import SpecError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def search_fingerprint(config: Config) -> str:
+    """What a cached study depends on: everything in ``search`` but the trial count."""
+    assert config.search is not None
+    return json.dumps(config.search.model_dump(mode="json", exclude={"n_trials"}), sort_keys=True)
+
+
+def _config_value(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+@dataclass
+class Summary:
+    """Counts over a study's trials, as the operator sees them."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0  # every FAIL trial, retried ones included
+    retried: int = 0  # FAIL trials that a retry replaces
+    running: int = 0  # RUNNING trials, whoever runs them
+    waiting: int = 0  # WAITING trials (enqueued: first config, retries)
+    best: FrozenTrial | None = None
+    owned_running: list[FrozenTrial] = field(default_factory=list)
+    owned_waiting: list[FrozenTrial] = field(default_factory=list)
+
+    @property
+    def counted_failed(self) -> int:
+        return self.failed - self.retried
+
+    @property
+    def finished(self) -> int:
+        """Finished trials that count towards ``n_trials``."""
+        return self.complete + self.pruned + self.counted_failed
+
+
+def summarise(trials: Sequence[FrozenTrial], owner: str, maximize: bool) -> Summary:
+    summary = Summary()
+    retried = {t.user_attrs.get(names.ATTR_RETRY_OF) for t in trials} - {None}
+    for trial in trials:
+        state = trial.state
+        if state == TrialState.COMPLETE:
+            summary.complete += 1
+            if trial.value is not None and (
+                summary.best is None
+                or (trial.value > summary.best.value if maximize else trial.value < summary.best.value)  # type: ignore[operator]
+            ):
+                summary.best = trial
+        elif state == TrialState.PRUNED:
+            summary.pruned += 1
+        elif state == TrialState.FAIL:
+            summary.failed += 1
+            summary.retried += trial.number in retried
+        elif state == TrialState.RUNNING:
+            summary.running += 1
+            if trial.user_attrs.get(names.ATTR_OWNER) == owner:
+                summary.owned_running.append(trial)
+        elif state == TrialState.WAITING:
+            summary.waiting += 1
+            if trial.user_attrs.get(names.ATTR_OWNER) == owner:
+                summary.owned_waiting.append(trial)
+    return summary
+
+
+class StudyHandle:
+    """One StudyJob's handle on its study; lives as long as the search section is unchanged."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, config: Config, owner: str) -> None:
+        search = config.search
+        assert search is not None
+        self.owner = owner
+        self.fingerprint = search_fingerprint(config)
+        self.distributions = distributions(search.search_space)
+        self.study = optuna.create_study(
+            storage=storage,
+            study_name=search.study_name,
+            direction=search.direction,
+            pruner=build_pruner(search),
+            load_if_exists=True,
+        )
+        stored = self.study.direction.name.lower()
+        if stored != search.direction:
+            raise SpecError(
+                f"`spec.config.search.direction` must be {stored}, the direction study "
+                f"`{search.study_name}` was created with, but got {search.direction}",
+                field="spec.config.search.direction",
+            )
+        trials = self.study.get_trials(deepcopy=False)
+        # A seeded sampler made afresh after a restart would repeat its first points.
+        seed = search.sampler.seed
+        if seed is not None and trials:
+            search = search.model_copy(
+                update={"sampler": search.sampler.model_copy(update={"seed": seed + len(trials)})}
+            )
+        self.study.sampler = build_sampler(search)
+        if not trials:
+            self._enqueue_initial(config)
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def maximize(self) -> bool:
+        return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+    def _enqueue_initial(self, config: Config) -> None:
+        """The config's own values first (when inside the space), then the listed points."""
+        search = config.search
+        assert search is not None
+        if search.enqueue_config and search.search_space:
+            data = config_to_dict(config)
+            values = {key: _config_value(data, key) for key in search.search_space}
+            if contains(search.search_space, values):
+                self.study.enqueue_trial(values, user_attrs=self._attrs())
+        for point in search.enqueue_trials:
+            self.study.enqueue_trial(dict(point), user_attrs=self._attrs())
+
+    def _attrs(self, **extra: Any) -> dict[str, Any]:
+        return {names.ATTR_OWNER: self.owner, names.ATTR_ATTEMPT: 1, **extra}
+
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def ask(self, summary: Summary) -> optuna.Trial:
+        """A new RUNNING trial with its params chosen, marked as this StudyJob's."""
+        if not summary.owned_waiting:
+            self.study.enqueue_trial({}, user_attrs=self._attrs())
+        trial = self.study.ask(self.distributions)
+        if trial.user_attrs.get(names.ATTR_OWNER) != self.owner:
+            # Someone else enqueued it; whoever pops a trial runs it.
+            trial.set_user_attr(names.ATTR_OWNER, self.owner)
+        return trial
+
+    def mark_job(self, trial: optuna.Trial | FrozenTrial, job_name: str) -> None:
+        """Record that the trial's Job is about to exist (a missing Job then means a lost one)."""
+        self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_JOB, job_name)
+
+    def tell_fail(self, trial: FrozenTrial, failure: Failure) -> bool:
+        """Fail a RUNNING trial with its reason; False if it finished meanwhile."""
+        try:
+            self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_FAIL_REASON, str(failure))
+        except UpdateFinishedTrialError:
+            return False
+        self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        return True
+
+    def retry(self, trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> None:
+        """Enqueue ``trial``'s params again, once, as its next attempt."""
+        if any(t.user_attrs.get(names.ATTR_RETRY_OF) == trial.number for t in trials):
+            return
+        attempt = int(trial.user_attrs.get(names.ATTR_ATTEMPT, 1)) + 1
+        self.study.enqueue_trial(
+            dict(trial.params),
+            user_attrs=self._attrs(**{names.ATTR_RETRY_OF: trial.number, names.ATTR_ATTEMPT: attempt}),
+        )
+
+
+def attempt(trial: FrozenTrial) -> int:
+    return int(trial.user_attrs.get(names.ATTR_ATTEMPT, 1))
+
+
+def delete_study(storage: optuna.storages.BaseStorage, study_name: str) -> bool:
+    """Delete the study; False if it was not there."""
+    try:
+        optuna.delete_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return False
+    return True

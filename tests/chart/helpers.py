@@ -1,0 +1,123 @@
+"""Render the chart in-process, read manifests/, validate objects against Kubernetes schemas."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "kubetune"
+MANIFESTS = ROOT / "manifests"
+CRD_SOURCE = MANIFESTS / "crd" / "studyjobs.kubetune.dev.yaml"
+CRD_CHART = CHART / "crds" / "studyjobs.kubetune.dev.yaml"
+RELEASE = "kubetune"
+NAMESPACE = "kubetune"
+
+# The Kubernetes versions kubetune claims (README): the oldest and the newest, both
+# validated in strict mode. 1.37 is the newest schema set kubernetes-validate bundles.
+KUBERNETES_VERSIONS = ("1.29", "1.37")
+
+
+def gpu_values() -> dict:
+    return yaml.safe_load((CHART / "values-gpu.yaml").read_text(encoding="utf-8"))
+
+
+# Value sets the chart must render for; the README's install commands map onto these.
+SCENARIOS: dict[str, dict] = {
+    "default": {},
+    "gpu": gpu_values(),
+    "external-postgres": {"postgresql": {"enabled": False}, "storage": {"existingSecret": "my-pg"}},
+    "namespaced": {"rbac": {"namespaced": True}},
+    "namespaced-two": {"rbac": {"namespaced": True}, "operator": {"watchNamespaces": ["ml-a", "ml-b"]}},
+    "no-tensorboard": {"tensorboard": {"enabled": False}},
+    "grpc-proxy": {"grpcProxy": {"enabled": True}},
+}
+
+
+def render_files(values: dict | None = None, *, namespace: str = NAMESPACE) -> dict[str, str]:
+    """Template path -> rendered text, by Helm's own engine (no helm binary, no cluster)."""
+    import helm_python as helm
+
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values or {}, name=RELEASE, namespace=namespace)
+
+
+@functools.lru_cache(maxsize=None)
+def _render_scenario(name: str) -> tuple[dict, ...]:
+    files = render_files(SCENARIOS[name])
+    objects = []
+    for path in sorted(files):
+        if path.endswith(".txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(files[path]) if doc)
+    return tuple(objects)
+
+
+def render(name: str) -> list[dict]:
+    """The objects of one scenario (rendered once per session)."""
+    return list(_render_scenario(name))
+
+
+def manifest_objects() -> list[tuple[Path, dict]]:
+    """(file, object) for every YAML document under manifests/, examples included."""
+    found = []
+    for path in sorted(MANIFESTS.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc:
+                found.append((path, doc))
+    return found
+
+
+def find(objects: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def pod_specs(obj: dict) -> Iterator[tuple[str, dict]]:
+    """(label, pod spec) of every pod template an object carries."""
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    label = f"{kind}/{obj.get('metadata', {}).get('name')}"
+    if kind == "Pod":
+        yield label, spec
+    elif kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        yield label, spec["template"]["spec"]
+    elif kind == "CronJob":
+        yield label, spec["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def kustomize_only(obj: dict) -> bool:
+    """kustomization.yaml: a kustomize input, not an API object."""
+    return str(obj.get("apiVersion", "")).startswith("kustomize.config.k8s.io/")
+
+
+def studyjob_objects(objects: list[dict]) -> list[dict]:
+    return [o for o in objects if o.get("kind") == "StudyJob"]
+
+
+@functools.lru_cache(maxsize=1)
+def _patch_schema_cache() -> None:
+    # kubernetes-validate re-reads its (large) JSON schemas on every call; cache them.
+    import kubernetes_validate.utils as kv_utils
+
+    kv_utils.schema_contents = functools.lru_cache(maxsize=None)(kv_utils.schema_contents)
+
+
+def k8s_validate(obj: dict, version: str) -> None:
+    """Validate against the bundled Kubernetes schemas for ``version``, strict mode.
+
+    Raises ``kubernetes_validate.ValidationError`` (bad object) or
+    ``SchemaNotFoundError`` (a kind this Kubernetes version does not serve).
+    """
+    import kubernetes_validate
+
+    _patch_schema_cache()
+    kubernetes_validate.validate(obj, version, strict=True)
+
+
+def crd_schema(crd: dict, version: str | None = None) -> dict:
+    """The openAPIV3Schema of the CRD's served version (the storage one by default)."""
+    versions = crd["spec"]["versions"]
+    chosen = next(v for v in versions if (v["name"] == version if version else v.get("storage")))
+    return chosen["schema"]["openAPIV3Schema"]

@@ -1,0 +1,66 @@
+"""ml-train through real subprocesses: overrides, --print-config, exit codes, no half-written runs."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from tests.conftest import run_cli
+
+
+def write_config(tmp_path, data) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_print_config_shows_the_resolved_values(tmp_path, fast_config):
+    path = write_config(tmp_path, fast_config)
+    result = run_cli(
+        "ml-train", "--config", path, "--print-config", "--lr", "0.02", "--batch_size", "16",
+        "--set", "optimizer.momentum=0.95", "--set", "scheduler.step_size=3", "--epochs", "7",
+    )
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["optimizer"]["lr"] == 0.02
+    assert printed["optimizer"]["momentum"] == 0.95
+    assert printed["training"]["batch_size"] == 16
+    assert printed["training"]["num_epochs"] == 7
+    assert printed["scheduler"]["step_size"] == 3
+    assert printed["model"]["dropout"] == 0.1  # from the file
+
+
+def test_config_errors_exit_2_with_one_line_and_no_run_folder(tmp_path, fast_config):
+    runs = tmp_path / "runs"
+    cases = [
+        (["--set", "optimizer.lrr=0.1"], "optimizer.lrr", "did you mean `optimizer.lr`"),
+        (["--lr", "-1"], "optimizer.lr", "greater than 0"),
+        (["--set", "training.num_epochs=many"], "training.num_epochs", "valid integer"),
+        (["--optimizer", "lion"], "optimizer.type", "must be"),
+        (["--set", "data.path=" + str(tmp_path / "missing")], "data.path", "does not exist"),
+    ]
+    path = write_config(tmp_path, fast_config)
+    for args, key, fragment in cases:
+        result = run_cli("ml-train", "--config", path, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert key in lines[0] and fragment in lines[0], lines[0]
+        assert "Traceback" not in result.stderr
+        assert not runs.exists() or not any(runs.rglob("events.out.*")), args
+    bad_flag = run_cli("ml-train", "--config", path, "--batch_size", "lots")
+    assert bad_flag.returncode == 2 and "--batch_size" in bad_flag.stderr
+
+
+def test_train_cli_writes_a_run_folder(tmp_path, fast_config):
+    fast_config["training"]["num_epochs"] = 2
+    path = write_config(tmp_path, fast_config)
+    result = run_cli("ml-train", "--config", path, "--set", "logging.run_name=first")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "digits" / "first"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert "epoch 2/2" in result.stderr  # plain lines when not on a terminal
+    assert "tensorboard --logdir" in result.stdout

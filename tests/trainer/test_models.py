@@ -1,0 +1,46 @@
+"""Model factory: every architecture, channel counts, dropout, pretrained from cache only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kubetune.config.schema import ARCHITECTURES, ModelConfig
+from kubetune.errors import ConfigError
+from kubetune.models import build_model
+from kubetune.models.factory import cached_weights_path
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_architecture_classifies_n_classes(architecture, channels):
+    model = build_model(ModelConfig(architecture=architecture, dropout=0.3), 7, channels).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, channels, 32, 32))
+    assert out.shape == (2, 7)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in model.modules())
+
+
+def test_pretrained_without_cached_weights_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    with pytest.raises(ConfigError, match="not in the local torch cache") as info:
+        build_model(ModelConfig(architecture="resnet18", pretrained=True), 10, 3)
+    assert info.value.path == "model.pretrained"
+
+
+def test_pretrained_loads_weights_from_the_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    path = cached_weights_path("mobilenet_v3_small")
+    path.parent.mkdir(parents=True)
+    reference = torchvision.models.mobilenet_v3_small(weights=None)
+    torch.save(reference.state_dict(), path)
+    model = build_model(ModelConfig(architecture="mobilenet_v3_small", pretrained=True), 4, 3)
+    first_conv = model.features[0][0].weight
+    assert torch.equal(first_conv, reference.features[0][0].weight)
+
+
+def test_small_cnn_has_no_pretrained_weights():
+    with pytest.raises(ConfigError, match="small_cnn"):
+        build_model(ModelConfig(architecture="small_cnn", pretrained=True), 10, 1)

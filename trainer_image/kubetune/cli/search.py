@@ -1,0 +1,191 @@
+"""``ml-search``: search a config's hyperparameters with Optuna, locally or with a team.
+
+Every check (config, search space, data) runs before the storage is touched;
+then the study is created or resumed, trials run in this process or in
+``--n-jobs`` worker processes, and the results land in
+``<logging.output_dir>/optuna_studies/<study>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubetune.cli.common import ArgumentParser, add_common_flags, run_command
+from kubetune.cli.train import add_override_flags, alias_values
+from kubetune.config import config_to_dict, resolve_config, with_overrides
+from kubetune.config.schema import Config
+from kubetune.errors import KubetuneError, UsageError
+
+PROG = "ml-search"
+log = logging.getLogger("kubetune.search")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, but got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, but got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Search hyperparameters of a kubetune config with Optuna (its `search:` section).",
+    )
+    parser.add_argument("--config", "-c", required=True, help="YAML config with a search section")
+    parser.add_argument("--n-trials", type=_positive, metavar="N",
+                        help="trials in the study, all workers together (default: search.n_trials); "
+                             "with --resume: N more trials")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the existing study of this name (or join its workers)")
+    parser.add_argument("--n-jobs", type=_positive, default=1, metavar="K",
+                        help="worker processes on this machine sharing the study (default 1)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="Optuna storage URL (default: $KUBETUNE_STORAGE_URL, then search.storage, "
+                             "then sqlite:///optuna_studies.db)")
+    parser.add_argument("--study-name", metavar="NAME", help="override search.study_name")
+    parser.add_argument("--export-only", action="store_true",
+                        help="run no trials: write best_config.yaml and trials.csv of the study")
+    parser.add_argument("--output-dir", metavar="DIR",
+                        help="where results go (default: <logging.output_dir>/optuna_studies/<study>)")
+    add_override_flags(parser)
+    add_common_flags(parser)
+    return parser
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    from kubetune.search.checks import check_search, require_search
+
+    config = resolve_config(args.config, sets=args.sets, flags=alias_values(args))
+    require_search(config)
+    if args.study_name:
+        config = with_overrides(config, {"search.study_name": args.study_name})
+    check_search(config)
+    return config
+
+
+def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool:
+    """Write the results and print the top trials; False when no trial completed."""
+    from rich.console import Console
+
+    from kubetune.search.results import export_results, study_dir, top_trials_table
+
+    written = export_results(config, study, output_dir)
+    console = Console(file=sys.stdout)
+    if not quiet:
+        console.print(top_trials_table(study, config.search.metric))
+    folder = output_dir or study_dir(config, study.study_name)
+    print(f"trials: {written['trials_csv']}")
+    if "best_config" in written:
+        print(f"best config: {written['best_config']} "
+              f"(train it: ml-train --config {written['best_config']})")
+        print(f"TensorBoard: tensorboard --logdir {Path(config.logging.output_dir) / study.study_name}")
+        return True
+    log.warning("no trial of study %s completed: no best_config.yaml in %s", study.study_name, folder)
+    return False
+
+
+def _run_processes(config: Config, url: str, study_name: str, n_jobs: int, args) -> bool:
+    """Run ``n_jobs`` worker processes; True when interrupted."""
+    from kubetune.search.worker import worker_process
+
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    level = logging.getLogger().getEffectiveLevel()
+    procs = [
+        ctx.Process(
+            target=worker_process, name=f"ml-search-worker-{i}",
+            args=(config_to_dict(config), url, study_name, not args.verbose, not args.quiet,
+                  threads, level),
+        )
+        for i in range(n_jobs)
+    ]
+    for proc in procs:
+        proc.start()
+    interrupted = False
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        interrupted = True
+        for proc in procs:
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGINT)
+        for proc in procs:
+            proc.join()
+    codes = [proc.exitcode for proc in procs]
+    if any(code == 130 for code in codes):
+        interrupted = True
+    broken = [code for code in codes if code not in (0, 130)]
+    if broken:
+        raise KubetuneError(f"{len(broken)} of {n_jobs} workers failed (exit codes {broken}); "
+                            "see their messages above, then continue with --resume")
+    return interrupted
+
+
+def _run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from kubetune.search.storage import mask_url, resolve_storage_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose else optuna.logging.ERROR)
+    config = _load_config(args)
+    search = config.search
+    study_name = search.study_name
+    url = resolve_storage_url(args.storage, search)
+    output_dir = Path(args.output_dir) if args.output_dir else None
+
+    if args.export_only:
+        if args.resume or args.n_trials:
+            raise UsageError("--export-only runs no trials; drop --resume and --n-trials")
+        from kubetune.search.study import load_search_study
+
+        study = load_search_study(config, url, study_name, heartbeat=False)
+        return 0 if _export(config, study, output_dir, args.quiet) else 1
+
+    from kubetune.search.objective import TrialTrainer
+    from kubetune.search.pruners import build_pruner
+    from kubetune.search.samplers import build_sampler
+    from kubetune.search.study import start_study
+    from kubetune.search.worker import run_worker
+
+    build_sampler(search), build_pruner(search)
+    trainer = TrialTrainer(config, study_name, quiet_epochs=not args.verbose)
+    trainer.prepare()  # data errors stop here, before the storage is touched
+
+    start = start_study(config, url, study_name, resume=args.resume, n_trials=args.n_trials)
+    from kubetune.search.budget import budget
+
+    state = budget(start.study, start.target)
+    log.info("study %s in %s: %d of %d trials counted, %s", study_name, mask_url(url), state.counted,
+             start.target, "new" if start.created else "resumed")
+    if args.n_jobs == 1:
+        interrupted = run_worker(config, url, study_name, quiet_epochs=not args.verbose,
+                                 progress=not args.quiet, trainer=trainer).interrupted
+    else:
+        interrupted = _run_processes(config, url, study_name, args.n_jobs, args)
+    completed = _export(config, start.study, output_dir, args.quiet)
+    if interrupted:
+        print(f"{PROG}: interrupted; continue with: {PROG} --config {args.config} --resume",
+              file=sys.stderr)
+        return 130
+    return 0 if completed else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ml-search``."""
+    return run_command(PROG, _run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

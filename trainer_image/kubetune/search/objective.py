@@ -1,0 +1,214 @@
+"""Train one trial: the single code path behind ``ml-search`` and ``ml-train --trial``.
+
+A trial's params are applied as dotted overrides to a copy of the config (plus the
+trial-only shortcuts ``search.trial_epochs`` and ``search.trial_train_fraction``),
+the model trains, and after every epoch the trial reports its *running value*:
+the value it would return if it stopped now. Without cross-validation that is
+the best ``search.metric`` so far; with it, the folds run one after another and
+the value at step ``fold * epochs + epoch`` aggregates (mean or median) the
+finished folds' best values and the current fold's best so far. Each step means
+the same thing in every trial, so the pruner compares like with like, and a
+trial can be pruned in any fold.
+
+Torch is imported only when a trial trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import logging
+import statistics
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from kubetune.config.loader import with_overrides
+from kubetune.config.schema import Config
+from kubetune.errors import KubetuneError
+from kubetune.search.checks import overrides_for_trial, require_search
+from kubetune.search.results import FAIL_REASON_ATTR, trial_run_dir
+from kubetune.search.space import distributions
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted"
+
+
+def suggest_params(trial: optuna.Trial, dists: Mapping[str, BaseDistribution]) -> dict[str, Any]:
+    """Ask ``trial`` for every param; params the storage already holds come back as they are."""
+    params: dict[str, Any] = {}
+    for name, dist in dists.items():
+        if isinstance(dist, CategoricalDistribution):
+            params[name] = trial.suggest_categorical(name, list(dist.choices))
+        elif isinstance(dist, IntDistribution):
+            params[name] = trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        elif isinstance(dist, FloatDistribution):
+            params[name] = trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        else:  # pragma: no cover - space.py builds only these three
+            raise TypeError(f"unsupported distribution {dist!r}")
+    return params
+
+
+def fail_reason(exc: BaseException) -> str:
+    """One line for the trial's ``fail_reason`` user attribute."""
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if name == "OutOfMemoryError" or "out of memory" in text.lower():
+        prefix = "CUDA out of memory"
+    elif name == "TrainingDiverged":
+        prefix = "NaN loss"
+    else:
+        prefix = name
+    reason = f"{prefix}: {text}" if text else prefix
+    return reason if len(reason) <= 500 else reason[:497] + "..."
+
+
+class _Reporter:
+    """The epoch callback: report the running value, then ask the pruner."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, maximize: bool, aggregate: Callable,
+                 done_folds: list[float], fold: int, folds: int, epochs: int) -> None:
+        self.trial, self.metric, self.maximize, self.aggregate = trial, metric, maximize, aggregate
+        self.done_folds, self.fold, self.folds, self.epochs = done_folds, fold, folds, epochs
+        self.best: float | None = None
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        value = float(metrics[self.metric])
+        if self.best is None or (value > self.best if self.maximize else value < self.best):
+            self.best = value
+        running = self.aggregate([*self.done_folds, self.best])
+        step = self.fold * self.epochs + epoch
+        self.trial.report(running, step)
+        if self.trial.should_prune():
+            where = f"epoch {epoch}" + (f" of fold {self.fold + 1}" if self.folds > 1 else "")
+            raise optuna.TrialPruned(f"pruned at {where} with {self.metric}={running:.4f}")
+
+
+class TrialTrainer:
+    """Trains trials of one study; data is loaded once per process and reused."""
+
+    def __init__(self, config: Config, study_name: str, *, quiet_epochs: bool = False) -> None:
+        self.config = config
+        self.search = require_search(config)
+        self.study_name = study_name
+        self.quiet_epochs = quiet_epochs
+        self.dists = distributions(self.search.search_space)
+        self._base = config.model_copy(update={"search": None})
+        self._data: dict[tuple[str, int], Any] = {}
+        self._folds: dict[tuple[str, int], list] = {}
+
+    def trial_config(self, params: Mapping[str, Any]) -> Config:
+        """The config one trial trains: params and the trial-only shortcuts applied."""
+        return with_overrides(self._base, overrides_for_trial(self.search, self._base, params))
+
+    def prepare(self) -> None:
+        """Load the data a trial with the config's own values would use (raises DataError)."""
+        from kubetune.search.checks import config_point
+
+        cfg = self.trial_config(config_point(self.config))
+        self._splits(cfg)
+        if self.search.cross_validation.enabled:
+            self._fold_splits(cfg)
+
+    def _splits(self, cfg: Config):
+        from kubetune.data.datasets import load_splits
+
+        key = (cfg.data.model_dump_json(), cfg.training.seed)
+        if key not in self._data:
+            self._data[key] = load_splits(cfg.data, cfg.training.seed)
+        return self._data[key]
+
+    def _fold_splits(self, cfg: Config) -> list:
+        from kubetune.data.datasets import DataSplits, stratified_folds
+
+        key = (cfg.data.model_dump_json(), cfg.training.seed)
+        if key not in self._folds:
+            splits = self._splits(cfg)
+            train = splits.train
+            folds = stratified_folds(train.targets.tolist(), self.search.cross_validation.n_folds,
+                                     cfg.training.seed)
+            self._folds[key] = [
+                DataSplits(train=train.subset(tr, transform=train.transform),
+                           val=train.subset(va, transform=splits.val.transform),
+                           classes=splits.classes, channels=splits.channels)
+                for tr, va in folds
+            ]
+        return self._folds[key]
+
+    def objective(self, trial: optuna.Trial,
+                  after_sampling: Callable[[optuna.Trial], None] | None = None) -> float:
+        """Sample (or load) the params, then train; failures leave a ``fail_reason``.
+
+        ``after_sampling(trial)`` runs once the params are stored (ml-search releases
+        the study lock there).
+        """
+        try:
+            params = suggest_params(trial, self.dists)
+            if after_sampling is not None:
+                after_sampling(trial)
+            return self.train_trial(trial, params)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                trial.set_user_attr(FAIL_REASON_ATTR, fail_reason(exc))
+            if isinstance(exc, Exception) and not isinstance(exc, KubetuneError):
+                # Not a user mistake: keep the traceback (the search goes on regardless).
+                log.warning("trial %d raised %s", trial.number, type(exc).__name__, exc_info=True)
+            raise
+
+    def train_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> float:
+        """Train ``trial`` with ``params``; report every epoch; return its value."""
+        from kubetune.training import train
+
+        cfg = self.trial_config(params)
+        search = self.search
+        maximize = search.direction == "maximize"
+        aggregate = statistics.median if search.cross_validation.aggregation == "median" else statistics.fmean
+        run_dir = trial_run_dir(self.config, self.study_name, trial.number)
+        if search.cross_validation.enabled:
+            folds = self._fold_splits(cfg)
+            run_dirs = [run_dir / f"fold-{k + 1}" for k in range(len(folds))]
+        else:
+            folds, run_dirs = [self._splits(cfg)], [run_dir]
+        done: list[float] = []
+        sink = _Discard() if self.quiet_epochs else None
+        try:
+            for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
+                reporter = _Reporter(trial, search.metric, maximize, aggregate, done, fold,
+                                     len(folds), cfg.training.num_epochs)
+                # Epoch lines are the trainer's; a search prints one line per trial instead.
+                with contextlib.redirect_stderr(sink) if sink else contextlib.nullcontext():
+                    result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
+                                   callback=reporter, progress=False)
+                done.append(float(result.best[search.metric]))
+        finally:
+            _free_memory()
+        return float(aggregate(done))
+
+
+class _Discard(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,163 @@
+"""What a study leaves behind: best_config.yaml, trials.csv and the top-trials table.
+
+Torch-free: the operator builds its best-config ConfigMap with :func:`best_config_dict`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from kubetune.config.loader import config_to_dict, with_overrides
+from kubetune.config.schema import Config
+from kubetune.config.yaml_io import dump_yaml
+from kubetune.search.budget import retried_numbers
+
+FAIL_REASON_ATTR = "fail_reason"
+
+
+def best_config_dict(config: Config, best_params: Mapping[str, Any]) -> dict[str, Any]:
+    """The complete config with ``best_params`` applied and no search section.
+
+    Epochs and the training fraction are the config's own: ``search.trial_epochs``
+    and ``search.trial_train_fraction`` only ever shorten trials.
+    """
+    base = config.model_copy(update={"search": None})
+    return config_to_dict(with_overrides(base, dict(best_params)), include_search=False)
+
+
+def study_dir(config: Config, study_name: str) -> Path:
+    """``<logging.output_dir>/optuna_studies/<study>``: where results of a study go."""
+    return Path(config.logging.output_dir) / "optuna_studies" / study_name
+
+
+def trial_run_dir(config: Config, study_name: str, number: int) -> Path:
+    """``<logging.output_dir>/<study>/trial-<number>``: a trial's TensorBoard folder."""
+    return Path(config.logging.output_dir) / study_name / f"trial-{number}"
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best COMPLETE trial, or None when there is none yet."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def best_config_text(config: Config, study: optuna.Study, trial: FrozenTrial) -> str:
+    search = config.search
+    metric = search.metric if search else "value"
+    header = (
+        f"# Best trial {trial.number} of study {study.study_name}: {metric}={trial.value:.6g}.\n"
+        f"# Train it: ml-train --config <this file>\n"
+    )
+    return header + dump_yaml(best_config_dict(config, trial.params))
+
+
+def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
+    """trials.csv's header and rows, one per trial, in trial-number order."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    retry_of = {}
+    for t in trials:
+        history = t.system_attrs.get("retry_history")
+        if history:
+            retry_of[t.number] = history[-1]
+    param_keys: list[str] = []
+    for t in trials:
+        for key in t.params:
+            if key not in param_keys:
+                param_keys.append(key)
+    header = ["number", "state", "value", *param_keys, "epochs", "duration_s",
+              "datetime_start", "datetime_complete", FAIL_REASON_ATTR, "retry_of", "retried"]
+    rows = []
+    for t in sorted(trials, key=lambda t: t.number):
+        duration = t.duration.total_seconds() if t.duration is not None else None
+        rows.append({
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value if t.values else None,
+            **{key: t.params.get(key) for key in param_keys},
+            "epochs": t.last_step,
+            "duration_s": round(duration, 3) if duration is not None else None,
+            "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
+            "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+            FAIL_REASON_ATTR: t.user_attrs.get(FAIL_REASON_ATTR),
+            "retry_of": retry_of.get(t.number),
+            "retried": t.number in retried,
+        })
+    return header, rows
+
+
+def trials_csv_text(study: optuna.Study) -> str:
+    header, rows = trial_rows(study)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def export_results(config: Config, study: optuna.Study, output_dir: Path | None = None) -> dict[str, Path]:
+    """Write ``trials.csv`` and, when a trial completed, ``best_config.yaml``."""
+    target = output_dir if output_dir is not None else study_dir(config, study.study_name)
+    written = {}
+    csv_path = target / "trials.csv"
+    _write_atomic(csv_path, trials_csv_text(study))
+    written["trials_csv"] = csv_path
+    best = best_trial(study)
+    if best is not None:
+        path = target / "best_config.yaml"
+        _write_atomic(path, best_config_text(config, study, best))
+        written["best_config"] = path
+    return written
+
+
+def top_trials_table(study: optuna.Study, metric: str, limit: int = 10):
+    """A rich Table of the best COMPLETE trials, best first."""
+    from rich.table import Table
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: t.value, reverse=reverse)[:limit]
+    keys: list[str] = []
+    for t in ranked:
+        keys.extend(k for k in t.params if k not in keys)
+    counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name in counts:
+            counts[t.state.name] += 1
+    caption = ", ".join(f"{n} {name.lower()}" for name, n in counts.items())
+    table = Table(title=f"Top trials of {study.study_name}", caption=caption)
+    table.add_column("rank", justify="right")
+    table.add_column("trial", justify="right")
+    table.add_column(metric, justify="right")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for rank, t in enumerate(ranked, 1):
+        table.add_row(str(rank), str(t.number), f"{t.value:.4f}",
+                      *(_fmt(t.params.get(k)) for k in keys))
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

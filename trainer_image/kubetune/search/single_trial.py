@@ -1,0 +1,108 @@
+"""Run one trial the storage already holds: what a Kubernetes trial pod does.
+
+``ml-train --config C --trial STUDY:NUMBER`` (storage URL from ``--storage`` or
+``$KUBETUNE_STORAGE_URL``). The operator created the trial with
+``study.ask(distributions)``, so it is RUNNING with its params set; this loads
+it, trains with those params through the same ``TrialTrainer`` as ml-search,
+reports every epoch, obeys the pruner and tells the result. Re-running a
+finished trial does nothing, so a restarted pod is harmless.
+
+No heartbeats here: the operator watches the trial's Job instead and fails
+(and possibly retries) the trial when the Job dies without telling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from kubetune.config.schema import Config
+from kubetune.errors import UsageError
+from kubetune.search.checks import check_search
+from kubetune.search.results import FAIL_REASON_ATTR
+from kubetune.search.storage import mask_url, resolve_storage_url
+from kubetune.search.study import load_search_study
+
+log = logging.getLogger(__name__)
+
+TERMINATED = "terminated (SIGTERM)"
+
+
+def parse_trial_spec(spec: str) -> tuple[str, int]:
+    """``"STUDY:NUMBER"`` -> (study, number)."""
+    study, sep, number = spec.rpartition(":")
+    if not sep or not study or not number.isdigit():
+        raise UsageError(f"--trial must be STUDY:NUMBER (e.g. digits_optimization:3), but got {spec!r}")
+    return study, int(number)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (pod deletion, eviction) turned into an interrupt so the trial is told FAIL."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
+    """Train trial ``spec`` of its study; 0 for COMPLETE or PRUNED, 1 for FAIL."""
+    from kubetune.search.objective import TrialTrainer, fail_reason
+
+    search = check_search(config)
+    study_name, number = parse_trial_spec(spec)
+    url = resolve_storage_url(storage, search)
+    study = load_search_study(config, url, study_name, heartbeat=False)
+    stored = study._storage
+    try:
+        trial_id = stored.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    except KeyError:
+        raise UsageError(f"study `{study_name}` in {mask_url(url)} has no trial {number}") from None
+    frozen = stored.get_trial(trial_id)
+    if frozen.state.is_finished():
+        print(f"trial {number} of {study_name} is already {frozen.state.name}: nothing to do")
+        return 0
+    if frozen.state == TrialState.WAITING and not stored.set_trial_state_values(trial_id, TrialState.RUNNING):
+        raise UsageError(f"trial {number} of {study_name} was claimed by another worker")
+
+    trial = optuna.trial.Trial(study, trial_id)
+    trainer = TrialTrainer(config, study_name)
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        previous = None
+    state, value = TrialState.FAIL, None
+    try:
+        trainer.prepare()
+        value = trainer.objective(trial)
+        state = TrialState.COMPLETE
+    except optuna.TrialPruned as exc:
+        state = TrialState.PRUNED
+        print(f"trial {number}: {exc}", file=sys.stderr)
+    except _Terminated:
+        with contextlib.suppress(Exception):
+            trial.set_user_attr(FAIL_REASON_ATTR, TERMINATED)
+    except (Exception, KeyboardInterrupt) as exc:
+        with contextlib.suppress(Exception):
+            trial.set_user_attr(FAIL_REASON_ATTR, fail_reason(exc))
+        log.debug("trial %d failed", number, exc_info=True)
+        print(f"trial {number} failed: {fail_reason(exc)}", file=sys.stderr)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    try:
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as exc:
+        print(f"trial {number}: could not record {state.name}: {exc}", file=sys.stderr)
+        return 1
+    if state == TrialState.COMPLETE:
+        print(f"trial {number} of {study_name} COMPLETE: {search.metric}={value:.4f}")
+    return 0 if state in (TrialState.COMPLETE, TrialState.PRUNED) else 1

@@ -1,0 +1,112 @@
+"""Create, resume or load a study in its storage, after every check has passed.
+
+Torch-free. The order matters: :func:`start_study` is the first thing that writes
+to the storage, and it runs only after the config, the data and the space are known good.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import optuna
+
+from kubetune.config.schema import Config
+from kubetune.errors import ConfigError, UsageError
+from kubetune.search.budget import TARGET_ATTR, budget, stored_target
+from kubetune.search.checks import grid_size, initial_points, require_search
+from kubetune.search.locking import StudyLock
+from kubetune.search.pruners import build_pruner
+from kubetune.search.samplers import build_sampler
+from kubetune.search.storage import make_storage, mask_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyStart:
+    study: optuna.Study
+    target: int
+    created: bool
+
+
+def load_search_study(config: Config, url: str, study_name: str, *, heartbeat: bool = True) -> optuna.Study:
+    """Load an existing study with the config's sampler and pruner (UsageError if missing)."""
+    search = require_search(config)
+    storage = make_storage(url, heartbeat=heartbeat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return optuna.load_study(study_name=study_name, storage=storage,
+                                     sampler=build_sampler(search), pruner=build_pruner(search))
+        except KeyError:
+            raise UsageError(f"no study `{study_name}` in {mask_url(url)}") from None
+
+
+def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
+def start_study(config: Config, url: str, study_name: str, *, resume: bool,
+                n_trials: int | None) -> StudyStart:
+    """Create the study (new) or load it (``resume``) and set its total number of trials.
+
+    New study: total = ``n_trials`` or ``search.n_trials``; the config's own point and
+    ``search.enqueue_trials`` are queued first. Resumed: ``n_trials`` adds that many to
+    the trials counted so far; without it the total is the larger of the stored one and
+    ``search.n_trials``. GridSampler's total never exceeds its grid.
+    """
+    search = require_search(config)
+    storage = make_storage(url)
+    lock = StudyLock(url, study_name)
+    try:
+        with lock:
+            exists = _study_exists(storage, study_name)
+            if exists and not resume:
+                raise UsageError(
+                    f"study `{study_name}` already exists in {mask_url(url)}; pass --resume to "
+                    "continue it, or choose another --study-name"
+                )
+            created = False
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if not exists:
+                    if resume:
+                        log.info("study %s does not exist yet: creating it", study_name)
+                    study = optuna.create_study(
+                        study_name=study_name, storage=storage, direction=search.direction,
+                        sampler=build_sampler(search), pruner=build_pruner(search),
+                    )
+                    created = True
+                else:
+                    study = optuna.load_study(study_name=study_name, storage=storage,
+                                              sampler=build_sampler(search), pruner=build_pruner(search))
+            if not created and study.direction.name.lower() != search.direction:
+                raise ConfigError(
+                    f"`search.direction` must be '{study.direction.name.lower()}' like study "
+                    f"`{study_name}`, but got '{search.direction}'",
+                    path="search.direction",
+                )
+            if created:
+                target = n_trials or search.n_trials
+                study.set_user_attr("metric", search.metric)
+                for point in initial_points(config)[:target]:
+                    study.enqueue_trial(point, user_attrs={"source": "enqueued"})
+            elif n_trials is not None:
+                target = budget(study, 0).counted + n_trials
+            else:
+                target = max(stored_target(study) or 0, search.n_trials)
+            size = grid_size(search)
+            if size is not None and target > size:
+                log.info("GridSampler: the grid has %d points, so the study runs at most %d trials",
+                         size, size)
+                target = size
+            study.set_user_attr(TARGET_ATTR, target)
+    finally:
+        lock.close()
+    return StudyStart(study=study, target=target, created=created)

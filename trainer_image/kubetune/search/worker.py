@@ -1,0 +1,190 @@
+"""One ml-search worker: ask for trials until the study's total is reached.
+
+Each trial runs inside ``study.optimize(n_trials=1)``, because Optuna's RDB
+heartbeats only beat inside ``optimize``: a worker that is SIGKILLed stops
+beating, and the next worker to look fails its trial and queues a retry with the
+same params (``RetryHeartbeatStaleTrialCallback``, bounded by ``MAX_RETRIES``).
+Counting, asking and sampling happen under the study lock (see ``locking``), so
+``n_trials`` is exact however many workers share the storage.
+
+Ctrl-C ends the running trial as FAIL (``fail_reason: interrupted``) and queues
+it again, so ``--resume`` re-runs that point; an interrupt that arrives while the
+lock is held waits until the trial's params are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from kubetune.config.schema import Config
+from kubetune.search.budget import WORKER_ATTR, budget, enqueue_retry
+from kubetune.search.locking import StudyLock
+from kubetune.search.results import FAIL_REASON_ATTR, best_trial
+from kubetune.search.storage import heartbeat_settings
+from kubetune.search.study import load_search_study
+
+log = logging.getLogger(__name__)
+
+
+class _DeferredInterrupt:
+    """SIGINT handling that can hold an interrupt back while the study lock is held."""
+
+    def __init__(self) -> None:
+        self.deferring = False
+        self.pending = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.deferring:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    def hold(self) -> None:
+        self.deferring = True
+
+    def let_go(self) -> None:
+        self.deferring = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+@dataclass
+class WorkerResult:
+    trials: int = 0
+    interrupted: bool = False
+    states: dict[str, int] = field(default_factory=dict)
+
+
+def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str) -> str:
+    """``trial 4 COMPLETE val_acc=0.9611 {...} | 5/20 done | best val_acc=0.97 (trial 2)``."""
+    parts = [f"trial {trial.number} {trial.state.name}"]
+    if trial.state == TrialState.COMPLETE:
+        parts.append(f"{metric}={trial.value:.4f}")
+    elif trial.state == TrialState.PRUNED:
+        parts.append(f"at step {trial.last_step}")
+    elif trial.state == TrialState.FAIL:
+        parts.append(f"({trial.user_attrs.get(FAIL_REASON_ATTR, 'no reason recorded')})")
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in trial.params.items())
+    line = " ".join(parts) + f" [{params}]"
+    state = budget(study)
+    line += f" | {state.finished}/{state.target} done"
+    best = best_trial(study)
+    if best is not None:
+        line += f" | best {metric}={best.value:.4f} (trial {best.number})"
+    return line
+
+
+def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool = True,
+               progress: bool = True, trainer: Any = None) -> WorkerResult:
+    """Run trials of ``study_name`` until its total is reached; return what this worker did.
+
+    ``trainer`` (a prepared ``TrialTrainer``) saves loading the data a second time.
+    """
+    from kubetune.search.objective import INTERRUPTED, TrialTrainer
+
+    search = config.search
+    assert search is not None
+    study = load_search_study(config, url, study_name)
+    if trainer is None:
+        trainer = TrialTrainer(config, study_name, quiet_epochs=quiet_epochs)
+        trainer.prepare()
+    lock = StudyLock(url, study_name)
+    interrupt = _DeferredInterrupt()
+    result = WorkerResult()
+    poll = heartbeat_settings()[0]
+
+    def after_sampling(trial: optuna.Trial) -> None:
+        # Marks the trial as a heartbeat-sending worker's (budget.running_workers).
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        lock.release()
+        interrupt.let_go()
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            return trainer.objective(trial, after_sampling=after_sampling)
+        except KeyboardInterrupt:
+            frozen = study._storage.get_trial(trial._trial_id)
+            if frozen.user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED and set(frozen.params) == set(trainer.dists):
+                enqueue_retry(study, frozen, frozen.params, trainer.dists)
+            raise
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        result.trials += 1
+        result.states[trial.state.name] = result.states.get(trial.state.name, 0) + 1
+        if progress:
+            print(describe_trial(study, trial, search.metric), file=sys.stderr, flush=True)
+
+    interrupt.install()
+    try:
+        while True:
+            interrupt.hold()
+            lock.acquire()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+                state = budget(study)
+                if interrupt.pending:
+                    interrupt.pending = False
+                    raise KeyboardInterrupt
+                if state.waiting or state.has_room:
+                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
+                    continue
+            finally:
+                lock.release()
+                interrupt.let_go()
+            if state.running_workers:
+                # Trials of other workers are still running; if one of them dies, its
+                # retry lands here. Wait rather than leave the study half-finished.
+                time.sleep(poll)
+                continue
+            break
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        interrupt.uninstall()
+        lock.close()
+    return result
+
+
+def worker_process(config_data: dict, url: str, study_name: str, quiet_epochs: bool,
+                   progress: bool, threads: int, log_level: int) -> None:
+    """Entry of one ``--n-jobs`` worker process (spawned: no state shared with the parent)."""
+    os.setpgrp()  # Ctrl-C reaches the parent, which forwards exactly one SIGINT here
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING if log_level <= logging.DEBUG else optuna.logging.ERROR)
+    from kubetune.config.loader import validate_config
+
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    config = validate_config(config_data)
+    outcome = run_worker(config, url, study_name, quiet_epochs=quiet_epochs, progress=progress)
+    sys.exit(130 if outcome.interrupted else 0)

@@ -1,0 +1,178 @@
+"""Optuna's own plotly figures for one study, and the reasons a plot cannot be drawn.
+
+Every figure comes from ``optuna.visualization``; nothing here redraws what Optuna draws.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from kubetune.errors import UsageError
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+log = logging.getLogger(__name__)
+
+# The guide's six, then edf and timeline; also the order of the report.
+PLOT_TYPES: tuple[str, ...] = (
+    "optimization_history",
+    "param_importances",
+    "slice",
+    "contour",
+    "parallel_coordinate",
+    "intermediate_values",
+    "edf",
+    "timeline",
+)
+
+# Plots that take Optuna's ``params`` argument, i.e. that --params narrows.
+_TAKES_PARAMS = {"param_importances", "slice", "contour", "parallel_coordinate"}
+
+
+def importance_evaluator() -> optuna.importance.BaseImportanceEvaluator:
+    """The evaluator behind ``param_importances``: fANOVA with a fixed seed.
+
+    Optuna 5 defaults to PED-ANOVA, which scores how much each parameter matters
+    for reaching the top ``target_quantile`` (10 %) of trials and, by its own
+    documentation, wants at least five trials inside that quantile, i.e. about
+    fifty completed trials. kubetune studies are usually a few dozen trials of
+    real training, where PED-ANOVA's top-10 % holds one to three trials and its
+    importances are mostly noise. fANOVA (a random forest over every completed
+    trial, the evaluator of Optuna before 5 and of the tuning guide) uses all of
+    them, and ``seed=0`` makes a rerun draw the same bars (the operator's
+    visualisation Job reruns on every finish). kubetune search spaces are flat,
+    so fANOVA's one limit, parameters present in every completed trial, holds.
+    """
+    return optuna.importance.FanovaImportanceEvaluator(seed=0)
+
+
+@dataclass
+class StudyFigures:
+    """The figures that could be drawn, and a one-line reason for each that could not."""
+
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    params: list[str] = field(default_factory=list)
+
+
+def study_param_names(study: optuna.Study) -> list[str]:
+    """Every parameter name any trial of the study holds, sorted."""
+    names: set[str] = set()
+    for trial in study.get_trials(deepcopy=False):
+        names.update(trial.params)
+    return sorted(names)
+
+
+def resolve_params(names: Sequence[str], choices: Sequence[str]) -> list[str]:
+    """Short names (``lr``) to the dotted keys they end with (``optimizer.lr``).
+
+    A full dotted key is taken as it is. Unknown or ambiguous names are a
+    :class:`UsageError` that lists the study's parameters.
+    """
+    resolved: list[str] = []
+    listing = ", ".join(f"`{c}`" for c in choices) or "none"
+    for name in names:
+        if name in choices:
+            matches = [name]
+        else:
+            matches = [c for c in choices if c.endswith(f".{name}")]
+        if not matches:
+            raise UsageError(
+                f"`--params` must name parameters of the study, but got `{name}`; "
+                f"the study's parameters are: {listing}"
+            )
+        if len(matches) > 1:
+            options = ", ".join(f"`{m}`" for m in matches)
+            raise UsageError(
+                f"`--params` name `{name}` is ambiguous: it matches {options}; pass the full dotted key"
+            )
+        if matches[0] not in resolved:
+            resolved.append(matches[0])
+    return resolved
+
+
+def _complete(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def skip_reason(plot_type: str, study: optuna.Study, params: Sequence[str]) -> str | None:
+    """Why ``plot_type`` cannot be drawn for this study and these params, or ``None``."""
+    complete = _complete(study)
+    if plot_type in _TAKES_PARAMS and not params:
+        return "the study has no parameters"
+    if plot_type == "param_importances" and len(complete) < 2:
+        return f"importances need at least two completed trials, but the study has {len(complete)}"
+    if plot_type == "contour":
+        if len(params) < 2:
+            return f"contour needs at least two parameters, but got {len(params)} ({', '.join(params)})"
+        varying = [p for p in params if len({repr(t.params.get(p)) for t in complete if p in t.params}) > 1]
+        if len(varying) < 2:
+            return (
+                "contour needs two parameters that vary across completed trials, "
+                f"but only {len(varying)} of {len(params)} do"
+            )
+    if plot_type == "intermediate_values":
+        if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+            return "no trial reported intermediate values"
+    return None
+
+
+def _target_name(study: optuna.Study) -> str:
+    names = study.metric_names
+    return names[0] if names else "Objective Value"
+
+
+def build_figure(plot_type: str, study: optuna.Study, params: Sequence[str] | None) -> go.Figure:
+    """One of Optuna's plotly figures, by kubetune's plot-type name."""
+    vis = optuna.visualization
+    target_name = _target_name(study)
+    selected = list(params) if params else None
+    if plot_type == "optimization_history":
+        return vis.plot_optimization_history(study, target_name=target_name)
+    if plot_type == "param_importances":
+        return vis.plot_param_importances(
+            study, evaluator=importance_evaluator(), params=selected, target_name=target_name
+        )
+    if plot_type == "slice":
+        return vis.plot_slice(study, params=selected, target_name=target_name)
+    if plot_type == "contour":
+        return vis.plot_contour(study, params=selected, target_name=target_name)
+    if plot_type == "parallel_coordinate":
+        return vis.plot_parallel_coordinate(study, params=selected, target_name=target_name)
+    if plot_type == "intermediate_values":
+        return vis.plot_intermediate_values(study)
+    if plot_type == "edf":
+        return vis.plot_edf(study, target_name=target_name)
+    if plot_type == "timeline":
+        return vis.plot_timeline(study)
+    raise ValueError(f"unknown plot type {plot_type!r}")
+
+
+def build_figures(
+    study: optuna.Study, plot_types: Sequence[str] = PLOT_TYPES, params: Sequence[str] | None = None
+) -> StudyFigures:
+    """Draw every requested plot that this study allows; record why the others were skipped.
+
+    ``params`` are dotted keys (see :func:`resolve_params`); ``None`` means all of them.
+    """
+    chosen = list(params) if params else study_param_names(study)
+    result = StudyFigures(params=chosen)
+    for plot_type in plot_types:
+        reason = skip_reason(plot_type, study, chosen)
+        if reason is None:
+            try:
+                result.figures[plot_type] = build_figure(plot_type, study, params)
+                continue
+            except ValueError as exc:  # Optuna refuses a study shape we did not foresee
+                log.debug("optuna could not draw %s", plot_type, exc_info=True)
+                reason = f"Optuna could not draw it: {str(exc).splitlines()[0]}"
+        result.skipped[plot_type] = reason
+        log.info("skipped %s: %s", plot_type, reason)
+    return result

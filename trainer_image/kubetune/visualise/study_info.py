@@ -1,0 +1,118 @@
+"""Find a study by name in a storage, and summarise it for the report."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+
+from kubetune.errors import KubetuneError, UsageError
+from kubetune.search.storage import make_storage, mask_url
+
+STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL, or ``None`` for other URLs and memory."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def open_study(url: str, study_name: str) -> optuna.Study:
+    """Load ``study_name`` from the storage at ``url``, without creating anything.
+
+    A missing SQLite file, or a study the storage does not hold, is an error that
+    says what the storage does hold.
+    """
+    db_file = _sqlite_file(url)
+    if db_file is not None and not db_file.is_file():
+        # RDBStorage would create an empty database here; reading must not write.
+        raise KubetuneError(
+            f"no Optuna storage at {mask_url(url)}: {db_file} does not exist "
+            "(run ml-search first, or pass --storage / --config)"
+        )
+    storage = make_storage(url, heartbeat=False)
+    names = optuna.study.get_all_study_names(storage)
+    if study_name not in names:
+        held = ", ".join(f"`{n}`" for n in sorted(names)) if names else "none"
+        raise UsageError(
+            f"`--study-name` must name a study in {mask_url(url)}, but got `{study_name}`; "
+            f"studies there: {held}"
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+@dataclass
+class StudySummary:
+    """What the report says about a study besides its plots."""
+
+    name: str
+    direction: str
+    metric: str
+    counts: dict[str, int]
+    best_trial: FrozenTrial
+    top_trials: list[FrozenTrial]
+    param_names: list[str]
+
+    @property
+    def n_trials(self) -> int:
+        return sum(self.counts.values())
+
+
+def summarise(study: optuna.Study, top: int = 10) -> StudySummary:
+    """Counts by state, the best trial and the ``top`` completed trials, best first.
+
+    A study without a completed trial has nothing to plot: that is an error.
+    """
+    if study._is_multi_objective():
+        raise KubetuneError(
+            f"study `{study.study_name}` has {len(study.directions)} objectives; "
+            "ml-visualise draws single-objective studies"
+        )
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(t.state.name for t in trials)
+    ordered = {s: counts.get(s, 0) for s in STATE_ORDER if counts.get(s)}
+    complete = [
+        t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+    ]
+    if not complete:
+        seen = ", ".join(f"{n} {s.lower()}" for s, n in ordered.items()) or "no trials at all"
+        raise KubetuneError(
+            f"study `{study.study_name}` has no finished trial yet ({seen}); nothing to plot"
+        )
+    maximise = study.direction == StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: t.value, reverse=maximise)  # type: ignore[arg-type, return-value]
+    names = sorted({name for t in trials for name in t.params})
+    metric = study.metric_names[0] if study.metric_names else "value"
+    return StudySummary(
+        name=study.study_name,
+        direction="maximize" if maximise else "minimize",
+        metric=metric,
+        counts=ordered,
+        best_trial=ranked[0],
+        top_trials=ranked[:top],
+        param_names=names,
+    )
+
+
+def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    """One row of the trials table: number, value, state, duration, params."""
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    return {
+        "number": trial.number,
+        "value": trial.value,
+        "state": trial.state.name,
+        "duration_s": duration,
+        "params": dict(trial.params),
+    }

@@ -1,0 +1,101 @@
+"""Everything ``ml-visualise --mode search`` writes for one study, in one call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from kubetune.errors import KubetuneError
+from kubetune.visualise.export import (
+    ChromiumMissing,
+    PngJob,
+    ensure_output_dir,
+    find_chromium,
+    wants_html,
+    wants_png,
+    write_html,
+    write_pngs,
+)
+from kubetune.visualise.plots import PLOT_TYPES, build_figures
+from kubetune.visualise.report import write_index
+from kubetune.visualise.study_info import StudySummary, summarise
+
+log = logging.getLogger(__name__)
+
+PNG_SIZE = (1000, 600)  # width, height in pixels
+PNG_SIZE_GRID = (1000, 1000)  # contour with more than two params draws a square grid
+
+
+def png_size(plot_type: str, n_params: int) -> tuple[int, int]:
+    """The pixel size of a plot's PNG."""
+    if plot_type == "contour" and n_params > 2:
+        return PNG_SIZE_GRID
+    return PNG_SIZE
+
+
+@dataclass
+class StudyReport:
+    """What was written: files per plot type, skipped plots with reasons, the index."""
+
+    output_dir: Path
+    summary: StudySummary
+    files: dict[str, dict[str, Path]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    index: Path | None = None
+
+
+def render_study(
+    study: optuna.Study,
+    output_dir: Path,
+    *,
+    plot_types: Sequence[str] = PLOT_TYPES,
+    params: Sequence[str] | None = None,
+    fmt: str = "both",
+    top: int = 10,
+) -> StudyReport:
+    """Write ``<type>.html``/``<type>.png`` for each drawable plot, and ``index.html``.
+
+    ``params`` are dotted keys. With ``fmt="png"`` a missing Chromium fails before
+    anything is written; with ``"both"`` the HTML files and the index are written
+    first and then the missing Chromium is raised.
+    """
+    summary = summarise(study, top=top)
+    png_error: KubetuneError | None = None
+    chromium: str | None = None
+    if wants_png(fmt):
+        try:
+            chromium = find_chromium()
+        except ChromiumMissing as exc:
+            if not wants_html(fmt):
+                raise
+            png_error = exc
+    drawn = build_figures(study, plot_types, params)
+    report = StudyReport(output_dir=ensure_output_dir(output_dir), summary=summary, skipped=drawn.skipped)
+    for plot_type, figure in drawn.figures.items():
+        report.files[plot_type] = {}
+        if wants_html(fmt):
+            report.files[plot_type]["html"] = write_html(figure, output_dir / f"{plot_type}.html")
+    if chromium is not None:
+        jobs = [
+            PngJob(figure, output_dir / f"{plot_type}.png", *png_size(plot_type, len(drawn.params)))
+            for plot_type, figure in drawn.figures.items()
+        ]
+        try:
+            for job, path in zip(jobs, write_pngs(jobs, chromium)):
+                report.files[job.path.stem]["png"] = path
+        except KubetuneError as exc:
+            if not wants_html(fmt):
+                raise
+            png_error = exc
+    notes = [f"PNG files were not written: {png_error}"] if png_error else []
+    report.index = write_index(
+        output_dir / "index.html", summary, drawn.figures, report.files, drawn.skipped, notes
+    )
+    if png_error is not None:
+        # The HTML half is done and usable: say so in the one line the user sees.
+        raise type(png_error)(f"{png_error}; wrote the HTML plots and index.html to {output_dir}")
+    return report
