@@ -1,0 +1,321 @@
+"""One reconcile pass over a StudyJob, from the storage and the Jobs alone.
+
+A pass: read and validate the spec; open the study; list the StudyJob's Jobs;
+settle trials whose Job ended or vanished without a result (fail them, maybe
+retry); start trials while fewer than ``parallelism`` run and fewer than
+``n_trials`` have finished or run; when all are done, visualise and write the
+best config; then write the status (only if it changed) and post the events.
+Nothing is remembered between passes that the API and the storage do not hold,
+so a restarted operator picks up exactly where the old one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from kubetune.config import Config
+from kubetune.search.storage import mask_url
+from kubetune_operator import finish, names
+from kubetune_operator import status as st
+from kubetune_operator.builders import config_map, trial_job
+from kubetune_operator.failures import Failure, failure_reason, job_outcome, vanished
+from kubetune_operator.runtime import Runtime, StorageProblem, redact
+from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec, resolve_config
+from kubetune_operator.studies import StudyHandle, Summary, attempt, summarise
+
+logger = logging.getLogger("kubetune_operator")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    retry_after: float | None = None  # come back after this many seconds (storage, Secret)
+
+
+def reconcile(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
+    """One pass over the StudyJob ``body``; serialised per StudyJob."""
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return Outcome()  # the delete handler owns the rest
+    key = names.owner_key(meta["namespace"], meta["name"])
+    with rt.lock(key):
+        return Pass(rt, body).run()
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
+    return ", ".join(parts) or "no params"
+
+
+class Pass:
+    """The state of one pass; its methods run in the order :meth:`run` calls them."""
+
+    def __init__(self, rt: Runtime, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        self.rt, self.kube = rt, rt.kube
+        self.namespace, self.name = meta["namespace"], meta["name"]
+        self.key = names.owner_key(self.namespace, self.name)
+        self.generation = meta.get("generation")
+        self.body = body
+        self.owner = {
+            "apiVersion": body.get("apiVersion", names.API_VERSION),
+            "kind": body.get("kind", names.KIND),
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels") if k in meta},
+        }
+        self.old_status: dict[str, Any] = dict(rt.last_status.get(self.key) or body.get("status") or {})
+        self.conditions: list[st.Condition] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.url = ""
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    def run(self) -> Outcome:
+        try:
+            return self._run()
+        finally:
+            for type_, reason, message in self.events:
+                self.rt.post_event(self.owner, type_, reason, message)
+
+    def _run(self) -> Outcome:
+        try:
+            spec = parse_spec(self.body.get("spec") or {}, self.name)
+            resolved = resolve_config(self._raw_config(spec), spec)
+        except SpecError as exc:
+            return self._invalid(exc)
+        self.conditions.append(st.Condition(st.SPEC_VALID, True, "Valid", "the spec and its config are valid"))
+        if resolved.dropped_storage and self.rt.warn_once(self.key, "storage-ignored"):
+            self.event("Warning", "StorageIgnored",
+                       "search.storage is ignored in a StudyJob: the storage URL comes from "
+                       "spec.storage.secretRef")
+        try:
+            return self._with_storage(spec, resolved.config)
+        except SpecError as exc:
+            return self._invalid(exc)
+        except StorageProblem as exc:
+            return self._unavailable(exc.reason, str(exc))
+        except SQLAlchemyError as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return self._unavailable("StorageUnavailable", redact(text, self.url)[:300])
+
+    def _raw_config(self, spec: StudyJobSpec) -> dict[str, Any]:
+        if spec.config is not None:
+            return spec.config
+        ref = spec.config_map_ref
+        assert ref is not None
+        found = self.kube.get("ConfigMap", self.namespace, ref.name)
+        if found is None:
+            raise SpecError(
+                f"`spec.configMapRef`: ConfigMap `{ref.name}` not found in namespace `{self.namespace}`",
+                field="spec.configMapRef.name", temporary=True,
+            )
+        return config_from_configmap(found.get("data"), ref)
+
+    # The pass proper -----------------------------------------------------------
+    def _with_storage(self, spec: StudyJobSpec, config: Config) -> Outcome:
+        assert config.search is not None
+        self.url = self.rt.storage_url(self.namespace, spec)
+        handle = self.rt.study(self.key, self.url, config)
+        self.conditions.append(st.Condition(
+            st.STORAGE_READY, True, "Connected", f"study `{handle.name}` in {mask_url(self.url)}"))
+        self._ensure_config_map(config)
+        jobs = self.kube.list_jobs(self.namespace, self.name)
+        trial_jobs = {
+            int(job["metadata"]["labels"][names.LABEL_TRIAL]): job
+            for job in jobs if names.LABEL_TRIAL in job["metadata"].get("labels", {})
+        }
+        visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(self.name)), None)
+        trials = handle.trials()
+        if self._settle(spec, handle, trials, trial_jobs):
+            trials = handle.trials()
+        summary = summarise(trials, self.key, handle.maximize)
+        self._announce(trials, summary, config)
+        n_trials = config.search.n_trials
+        running = len(summary.owned_running)
+        best_config = None
+        if summary.counted_failed > spec.trials.max_failed:
+            phase = st.FAILED
+            self.conditions.append(st.Condition(
+                st.FAILED_CONDITION, True, "MaxFailedExceeded",
+                f"{summary.counted_failed} trials failed, more than spec.trials.maxFailed="
+                f"{spec.trials.max_failed}; no new trials start"))
+        elif summary.finished >= n_trials and not summary.owned_running:
+            self.conditions.append(st.Condition(
+                st.TRIALS_DONE, True, "AllTrialsFinished", f"{summary.finished} of {n_trials} trials finished"))
+            if summary.best is None:
+                phase = st.FAILED
+                self.conditions.append(st.Condition(
+                    st.FAILED_CONDITION, True, "NoCompletedTrial", "every trial was pruned or failed"))
+            else:
+                finisher = finish.Finisher(self, spec, config, handle.name)
+                phase, best_config = finisher.run(summary, visualise)
+        else:
+            self.conditions.append(st.Condition(
+                st.TRIALS_DONE, False, "TrialsRemaining", f"{summary.finished} of {n_trials} trials finished"))
+            if spec.suspend:
+                phase = st.SUSPENDED
+            else:
+                running += self._launch(spec, handle, summary, n_trials)
+                phase = st.RUNNING if running or summary.finished else st.PENDING
+        self.conditions.append(st.Condition(
+            st.SUSPENDED_CONDITION, spec.suspend, "Suspended" if spec.suspend else "NotSuspended",
+            "spec.suspend is true: no new trials start" if spec.suspend else ""))
+        self._write_status(phase, self._message(phase, summary, running, config), {
+            "study": handle.name,
+            "progress": f"{summary.finished}/{n_trials}",
+            "trials": st.trials_block(summary, n_trials, running),
+            "best": st.best_block(summary.best),
+            "bestConfig": best_config or self.old_status.get("bestConfig"),
+        })
+        return Outcome()
+
+    def _ensure_config_map(self, config: Config) -> None:
+        """``<name>-config`` holds the config every pod mounts; rewritten when it changes."""
+        body = config_map(self.owner, config)
+        text = body["data"][names.CONFIG_KEY]
+        if self.rt.config_written.get(self.key) == text:
+            return
+        if not self.kube.create(body, self.namespace):
+            existing = self.kube.get("ConfigMap", self.namespace, body["metadata"]["name"]) or {}
+            if (existing.get("data") or {}) != body["data"]:
+                self.kube.patch("ConfigMap", self.namespace, body["metadata"]["name"], {"data": body["data"]})
+        self.rt.config_written[self.key] = text
+
+    def _settle(
+        self, spec: StudyJobSpec, handle: StudyHandle, trials: list[FrozenTrial],
+        trial_jobs: dict[int, dict[str, Any]],
+    ) -> bool:
+        """Fail the RUNNING trials whose Job ended or vanished; start lost Jobs. True if anything changed."""
+        changed = False
+        for trial in trials:
+            if trial.state != TrialState.RUNNING or trial.user_attrs.get(names.ATTR_OWNER) != self.key:
+                continue
+            job = trial_jobs.get(trial.number)
+            if job is None:
+                if names.ATTR_JOB not in trial.user_attrs:
+                    # Asked, but the operator stopped before the Job existed.
+                    self._start_job(spec, handle, trial)
+                    continue
+                failure = vanished()
+            else:
+                outcome = job_outcome(job)
+                if outcome is None:
+                    continue
+                if outcome == "succeeded":
+                    failure = Failure("NoReport", "the trial pod exited 0 without reporting a result")
+                else:
+                    pods = self.kube.list_job_pods(self.namespace, job["metadata"]["name"])
+                    failure = failure_reason(job, pods)
+            changed = True
+            if not handle.tell_fail(trial, failure):
+                continue  # the pod told it after all
+            seen = self.rt.announced.get(self.key)
+            if seen is not None:
+                seen.add(trial.number)
+            message = f"trial {trial.number} failed: {failure}"
+            if failure.retryable and attempt(trial) <= spec.trials.retries:
+                handle.retry(trial, trials)
+                message += (f"; its params run again as a new trial (attempt {attempt(trial) + 1} "
+                            f"of {spec.trials.retries + 1})")
+            self.event("Warning", "TrialFailed", message)
+        return changed
+
+    def _launch(self, spec: StudyJobSpec, handle: StudyHandle, summary: Summary, n_trials: int) -> int:
+        running = len(summary.owned_running)
+        used = summary.finished + summary.running
+        launched = 0
+        while running < spec.trials.parallelism and used < n_trials:
+            trial = handle.ask()
+            self._start_job(spec, handle, trial)
+            running, used, launched = running + 1, used + 1, launched + 1
+        return launched
+
+    def _start_job(self, spec: StudyJobSpec, handle: StudyHandle, trial: optuna.Trial | FrozenTrial) -> None:
+        job_name = names.trial_job_name(self.name, trial.number)
+        handle.mark_job(trial, job_name)
+        job = trial_job(self.owner, spec, handle.name, trial.number, self.rt.options.trial_image)
+        self.kube.create(job, self.namespace)
+        retry_of = trial.user_attrs.get(names.ATTR_RETRY_OF)
+        note = f" (retry of trial {retry_of})" if retry_of is not None else ""
+        self.event("Normal", "TrialStarted",
+                   f"trial {trial.number} started as Job {job_name}{note}: {format_params(trial.params)}")
+
+    def _announce(self, trials: list[FrozenTrial], summary: Summary, config: Config) -> None:
+        """Events for trials that finished since the last pass (history is not news after a restart)."""
+        finished = {t.number: t for t in trials if t.state.is_finished()}
+        seen = self.rt.announced.get(self.key)
+        if seen is None:
+            self.rt.announced[self.key] = set(finished)
+            return
+        metric = config.search.metric if config.search else "value"
+        for number in sorted(set(finished) - seen):
+            trial = finished[number]
+            seen.add(number)
+            if trial.state == TrialState.COMPLETE:
+                self.event("Normal", "TrialComplete", f"trial {number} complete: {metric}={trial.value:.4g}")
+            elif trial.state == TrialState.PRUNED:
+                step = trial.last_step
+                at = f" after step {step}" if step is not None else ""
+                self.event("Normal", "TrialPruned", f"trial {number} pruned{at}")
+            else:
+                reason = trial.user_attrs.get(names.ATTR_FAIL_REASON) or "no reason recorded"
+                self.event("Warning", "TrialFailed", f"trial {number} failed: {reason}")
+        best = summary.best
+        old_best = (self.old_status.get("best") or {}).get("trial")
+        if best is not None and best.number != old_best:
+            self.event("Normal", "NewBest", f"trial {best.number} is the best so far: {metric}={best.value:.4g}")
+
+    # Status ------------------------------------------------------------------
+    def _message(self, phase: str, summary: Summary, running: int, config: Config) -> str:
+        metric = config.search.metric if config.search else "value"
+        best = f"; best {metric}={summary.best.value:.4g} (trial {summary.best.number})" if summary.best else ""
+        return f"{running} running, {summary.finished} finished{best}"
+
+    def _write_status(self, phase: str, message: str, fields: Mapping[str, Any]) -> None:
+        status = {k: v for k, v in fields.items() if v is not None}
+        status["phase"] = phase
+        status["message"] = message
+        status["conditions"] = st.conditions_list(self.conditions, self.old_status.get("conditions") or [],
+                                                  self.generation)
+        if self.generation is not None:
+            status["observedGeneration"] = self.generation
+        old_phase = self.old_status.get("phase")
+        if phase != old_phase:
+            failed = [c for c in self.conditions if c.type == st.FAILED_CONDITION and c.status]
+            detail = failed[0].message if failed else message
+            self.event("Warning" if phase == st.FAILED else "Normal", phase, f"{phase}: {detail}")
+        if st.same_status(self.old_status, status):
+            return
+        self.kube.patch_studyjob_status(self.namespace, self.name, st.merge_patch(self.old_status, status))
+        self.rt.last_status[self.key] = status
+
+    def _invalid(self, exc: SpecError) -> Outcome:
+        message = str(exc)
+        reason = "ConfigMapNotFound" if exc.temporary else "InvalidSpec"
+        self.conditions = [st.Condition(st.SPEC_VALID, False, reason, message)]
+        if not exc.temporary:
+            self.conditions.append(st.Condition(st.FAILED_CONDITION, True, "InvalidSpec", message))
+        if self.rt.warn_once(self.key, f"invalid:{message}"):
+            self.event("Warning", reason, message)
+        phase = st.PENDING if exc.temporary else st.FAILED
+        self._write_status(phase, message, {k: v for k, v in self.old_status.items()
+                                            if k not in ("phase", "message", "conditions")})
+        return Outcome(retry_after=self.rt.options.retry_seconds if exc.temporary else None)
+
+    def _unavailable(self, reason: str, message: str) -> Outcome:
+        self.conditions = [c for c in self.conditions if c.type == st.SPEC_VALID]
+        self.conditions.append(st.Condition(st.STORAGE_READY, False, reason, message))
+        if self.rt.warn_once(self.key, f"storage:{message}"):
+            self.event("Warning", reason, message)
+        phase = self.old_status.get("phase") or st.PENDING
+        if phase == st.FAILED:
+            phase = st.PENDING
+        self._write_status(phase, message, {k: v for k, v in self.old_status.items()
+                                            if k not in ("phase", "message", "conditions")})
+        return Outcome(retry_after=self.rt.options.retry_seconds)
