@@ -64,3 +64,36 @@ def test_train_cli_writes_a_run_folder(tmp_path, fast_config):
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert "epoch 2/2" in result.stderr  # plain lines when not on a terminal
     assert "tensorboard --logdir" in result.stdout
+
+
+def test_progress_bar_on_a_terminal(tmp_path, fast_config):
+    import os
+    import pty
+    import subprocess
+
+    from tests.conftest import BIN
+
+    fast_config["training"]["num_epochs"] = 2
+    path = write_config(tmp_path, fast_config)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [str(BIN / "ml-train"), "--config", path],
+        stdin=follower, stdout=follower, stderr=follower, close_fds=True,
+        env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    import re
+
+    output = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert "epoch 2/2" in output
+    assert "━" in output  # rich's bar, drawn only on a terminal
