@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,6 @@ def run_search(url: str, config_dict: dict, runs: Path, n_trials: int = N_TRIALS
     """Real training under Optuna: report val_acc each epoch, prune on should_prune."""
     import optuna
     import torch
-
     from kubetune.config import validate_config, with_overrides
     from kubetune.data.datasets import load_splits
     from kubetune.training import train
@@ -75,7 +75,9 @@ def run_search(url: str, config_dict: dict, runs: Path, n_trials: int = N_TRIALS
         sampler=optuna.samplers.RandomSampler(seed=1),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
-    study.set_metric_names(["val_acc"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val_acc"])  # what the plots call the objective
     for params in ENQUEUED:
         study.enqueue_trial(params)
 

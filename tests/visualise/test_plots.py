@@ -7,7 +7,6 @@ import stat
 
 import optuna
 import pytest
-
 from kubetune.errors import KubetuneError, UsageError
 from kubetune.visualise import (
     PLOT_TYPES,
@@ -20,6 +19,7 @@ from kubetune.visualise import (
     summarise,
 )
 from kubetune.visualise.plots import skip_reason
+
 from tests.visualise.conftest import make_study
 
 PARAMS = ["optimizer.lr", "training.batch_size"]
@@ -71,7 +71,7 @@ def test_real_study_draws_every_plot(search_study):
     # importances come from the chosen evaluator: same bars as asking Optuna directly
     bars = drawn.figures["param_importances"].data[0]
     expected = optuna.importance.get_param_importances(study, evaluator=importance_evaluator())
-    assert dict(zip(bars.y, bars.x)) == pytest.approx(expected)
+    assert dict(zip(bars.y, bars.x, strict=True)) == pytest.approx(expected)
 
 
 def test_params_narrow_the_plots_that_take_them(search_study):
@@ -164,3 +164,21 @@ def test_find_chromium_honours_browser_path_then_path(tmp_path, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(fake))
     assert find_chromium() == str(fake)
     assert os.access(fake, os.X_OK)
+
+
+def test_png_sizes_grow_with_the_panels_a_plot_draws():
+    from kubetune.visualise.study_report import PNG_SIZE, png_size
+
+    assert png_size("optimization_history", 9) == PNG_SIZE
+    assert png_size("slice", 2) == PNG_SIZE
+    assert png_size("slice", 5) == (1600, PNG_SIZE[1])
+    assert png_size("contour", 2) == PNG_SIZE
+    assert png_size("contour", 4) == (1280, 1280)
+    assert png_size("contour", 40) == (3200, 3200)
+
+
+def test_a_multi_objective_study_is_refused(tmp_path):
+    study = optuna.create_study(storage=_storage(tmp_path), study_name="two", directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))
+    with pytest.raises(KubetuneError, match="2 objectives"):
+        summarise(study)

@@ -88,7 +88,10 @@ def _plot_section(
         f'<a href="{html.escape(path.name)}">{kind.upper()}</a>' for kind, path in files.items()
     )
     if embed_interactive:
-        body = figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+        body = figure.to_html(
+            full_html=False, include_plotlyjs=False, default_height="560px",
+            config={"displaylogo": False},
+        )
     elif "png" in files:
         body = f'<img src="{html.escape(files["png"].name)}" alt="{title}" style="max-width:100%">'
     else:

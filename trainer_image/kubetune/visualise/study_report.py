@@ -11,6 +11,7 @@ import optuna
 
 from kubetune.errors import KubetuneError
 from kubetune.visualise.export import (
+    FORMATS,
     ChromiumMissing,
     PngJob,
     ensure_output_dir,
@@ -26,15 +27,20 @@ from kubetune.visualise.study_info import StudySummary, summarise
 
 log = logging.getLogger(__name__)
 
-PNG_SIZE = (1000, 600)  # width, height in pixels
-PNG_SIZE_GRID = (1000, 1000)  # contour with more than two params draws a square grid
+PNG_SIZE = (1000, 600)  # width, height in pixels of a plot with up to two parameters
+PANEL_PX = 320  # per parameter, for the plots that draw one panel (slice) or a grid (contour)
+MAX_PX = 3200
 
 
 def png_size(plot_type: str, n_params: int) -> tuple[int, int]:
-    """The pixel size of a plot's PNG."""
+    """The pixel size of a plot's PNG: wider for many slice panels, square for a contour grid."""
+    width, height = PNG_SIZE
+    if plot_type == "slice":
+        return min(MAX_PX, max(width, PANEL_PX * n_params)), height
     if plot_type == "contour" and n_params > 2:
-        return PNG_SIZE_GRID
-    return PNG_SIZE
+        side = min(MAX_PX, max(width, PANEL_PX * n_params))
+        return side, side
+    return width, height
 
 
 @dataclass
@@ -63,6 +69,8 @@ def render_study(
     anything is written; with ``"both"`` the HTML files and the index are written
     first and then the missing Chromium is raised.
     """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")
     summary = summarise(study, top=top)
     png_error: KubetuneError | None = None
     chromium: str | None = None
@@ -85,7 +93,7 @@ def render_study(
             for plot_type, figure in drawn.figures.items()
         ]
         try:
-            for job, path in zip(jobs, write_pngs(jobs, chromium)):
+            for job, path in zip(jobs, write_pngs(jobs, chromium), strict=True):
                 report.files[job.path.stem]["png"] = path
         except KubetuneError as exc:
             if not wants_html(fmt):

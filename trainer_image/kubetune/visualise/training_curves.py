@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from kubetune.errors import DataError, KubetuneError
 from kubetune.visualise.export import (
+    FORMATS,
     ChromiumMissing,
     PngJob,
     ensure_output_dir,
@@ -130,7 +131,8 @@ def curves_figure(runs: Sequence[Run]) -> go.Figure:
                     ),
                     row=1, col=col,
                 )
-    fig.update_xaxes(title_text="epoch")
+    last_epoch = max((step for run in runs for points in run.scalars.values() for step, _ in points), default=1)
+    fig.update_xaxes(title_text="epoch", dtick=1 if last_epoch <= 20 else None)  # whole epochs
     fig.update_yaxes(title_text="loss", row=1, col=1)
     fig.update_yaxes(title_text="accuracy", row=1, col=2)
     fig.update_layout(title=f"Training curves ({len(runs)} run{'s' if len(runs) != 1 else ''})",
@@ -154,6 +156,8 @@ def render_training(logdirs: Sequence[Path], output_dir: Path, *, fmt: str = "bo
     Chromium missing: with ``fmt="png"`` nothing is written; with ``"both"`` the
     HTML is written, then the error is raised.
     """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")
     runs, skipped = read_runs(logdirs)
     chromium, png_error = None, None
     if wants_png(fmt):

@@ -1,0 +1,304 @@
+"""ml-visualise --mode search through real subprocesses, on a study of real digits training."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from kubetune.visualise import PLOT_TYPES
+from kubetune.visualise.study_report import PNG_SIZE
+from optuna.trial import TrialState
+from PIL import Image
+
+from tests.conftest import run_cli
+from tests.visualise.conftest import all_figures_from_html, figure_from_html, make_study
+
+PARAMS = ["optimizer.lr", "training.batch_size"]
+REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?\s*(https?:)?//", re.IGNORECASE)
+
+
+def visualise(*args: str, **kwargs):
+    return run_cli("ml-visualise", *args, **kwargs)
+
+
+def load(search_study) -> optuna.Study:
+    return optuna.load_study(study_name=search_study.name, storage=search_study.url)
+
+
+def check_figure(plot_type: str, data: list[dict], layout: dict, study: optuna.Study) -> None:
+    """The figure holds this study's own numbers, not just a frame."""
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    values = sorted(t.value for t in complete)
+    lrs = sorted(t.params["optimizer.lr"] for t in complete)
+    if plot_type == "optimization_history":
+        objective = next(t for t in data if t.get("name") == "val_acc")
+        assert sorted(objective["y"]) == pytest.approx(values)
+    elif plot_type == "param_importances":
+        assert sorted(data[0]["y"]) == PARAMS
+        assert sum(data[0]["x"]) == pytest.approx(1.0)
+    elif plot_type == "slice":
+        assert sorted(data[0]["x"]) == pytest.approx(lrs)
+        assert sorted(data[0]["y"]) == pytest.approx(values)
+    elif plot_type == "contour":
+        assert any(t["type"] == "contour" for t in data)
+        points = next(t for t in data if t.get("name") == "Feasible Trial")
+        assert sorted(points["x"]) == pytest.approx(lrs)
+    elif plot_type == "parallel_coordinate":
+        assert layout["xaxis"]["ticktext"] == ["val_acc", *PARAMS]
+        assert len([t for t in data if t.get("customdata")]) == len(complete)
+    elif plot_type == "intermediate_values":
+        reported = {f"Trial{t.number}": [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
+                    for t in study.trials if t.intermediate_values}
+        drawn = {t["name"]: t["y"] for t in data if t.get("name", "").startswith("Trial")}
+        assert drawn.keys() == reported.keys()
+        for name, ys in reported.items():
+            assert drawn[name] == pytest.approx(ys)
+    elif plot_type == "edf":
+        xs = data[0]["x"]
+        assert min(xs) == pytest.approx(values[0]) and max(xs) == pytest.approx(values[-1])
+    elif plot_type == "timeline":
+        by_state = {t["name"]: sorted(t["y"]) for t in data}
+        assert by_state["COMPLETE"] == [t.number for t in complete]
+        assert by_state["PRUNED"] == [t.number for t in study.trials if t.state == TrialState.PRUNED]
+    else:
+        raise AssertionError(plot_type)
+
+
+def check_png(path: Path, size: tuple[int, int] = PNG_SIZE) -> None:
+    with Image.open(path) as image:
+        image.load()
+        assert image.size == size, path
+        gray = np.asarray(image.convert("L"), dtype=float)
+    assert gray.std() > 5, f"{path.name} looks blank (std {gray.std():.2f})"
+    assert len(np.unique(gray)) > 20, f"{path.name} has almost no distinct shades"
+
+
+def assert_offline(folder: Path) -> None:
+    for page in folder.glob("*.html"):
+        assert not REMOTE_SCRIPT.search(page.read_text(encoding="utf-8")), page.name
+
+
+@pytest.fixture(scope="module")
+def html_run(search_study, tmp_path_factory):
+    out = tmp_path_factory.mktemp("html") / "plots"
+    result = visualise("--mode", "search", "--study-name", search_study.name,
+                       "--storage", search_study.url, "--output", str(out), "--format", "html")
+    assert result.returncode == 0, result.stderr
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def png_run(search_study, chromium, tmp_path_factory):
+    out = tmp_path_factory.mktemp("png") / "plots"
+    result = visualise("--study-name", search_study.name, "--storage", search_study.url,
+                       "--output", str(out), "--format", "png", env={"BROWSER_PATH": chromium})
+    assert result.returncode == 0, result.stderr
+    return result, out
+
+
+def test_every_plot_type_writes_html_holding_its_data(html_run, search_study):
+    result, out = html_run
+    study = load(search_study)
+    for plot_type in PLOT_TYPES:
+        page = out / f"{plot_type}.html"
+        assert page.stat().st_size > 1000, plot_type
+        data, layout = figure_from_html(page.read_text(encoding="utf-8"))
+        check_figure(plot_type, data, layout, study)
+    assert not list(out.glob("*.png"))  # --format html
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000  # the pages work offline
+    best = study.best_trial
+    assert f"best val_acc={best.value:.6g} (trial #{best.number}; 5 trials: 3 complete, 2 pruned)" in result.stdout
+
+
+def test_index_links_every_plot_and_shows_the_best_trial(html_run, search_study):
+    _, out = html_run
+    study = load(search_study)
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for plot_type in PLOT_TYPES:
+        assert f'href="{plot_type}.html"' in index, plot_type
+    assert len(all_figures_from_html(index)) == len(PLOT_TYPES)  # every plot embedded
+    best = study.best_trial
+    assert f"Trial <b>#{best.number}</b>" in index
+    assert f'class="best-value">{best.value:.6g}<' in index
+    for name, value in best.params.items():
+        assert f"<td>{name}</td><td>{value:.6g}</td>" in index
+    assert "<td>COMPLETE</td><td class=num>3</td>" in index
+    assert "<td>PRUNED</td>" in index
+    assert re.findall(r"<script[^>]*src=\"([^\"]+)\"", index) == ["plotly.min.js"]
+    assert_offline(out)
+
+
+def test_every_plot_type_writes_a_png_of_the_expected_size(png_run):
+    result, out = png_run
+    for plot_type in PLOT_TYPES:
+        check_png(out / f"{plot_type}.png")
+    assert [p.name for p in out.glob("*.html")] == ["index.html"]
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for plot_type in PLOT_TYPES:
+        assert f'href="{plot_type}.png"' in index and f'<img src="{plot_type}.png"' in index
+    assert_offline(out)
+
+
+def test_short_params_narrow_the_plots_and_contour_is_skipped(search_study, tmp_path):
+    out = tmp_path / "plots"
+    result = visualise("--study-name", search_study.name, "--storage", search_study.url,
+                       "--output", str(out), "--format", "html",
+                       "--plot-type", "contour", "slice", "--params", "lr")
+    assert result.returncode == 0, result.stderr
+    assert "skipped contour: contour needs at least two parameters, but got 1 (optimizer.lr)" in result.stderr
+    assert sorted(p.name for p in out.glob("*.html")) == ["index.html", "slice.html"]
+    data, _ = figure_from_html((out / "slice.html").read_text(encoding="utf-8"))
+    assert len(data) == 1  # lr only
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "<b>contour</b>: contour needs at least two parameters" in index
+
+
+def test_a_thin_study_skips_what_it_cannot_draw_and_draws_the_rest(tmp_path):
+    url = f"sqlite:///{tmp_path / 'thin.db'}"
+    make_study(url, "thin", [
+        {"params": {"optimizer.lr": 0.01, "training.batch_size": 32}, "value": 0.4},
+        {"params": {"optimizer.lr": 0.03, "training.batch_size": 64}, "state": "FAIL"},
+    ])
+    out = tmp_path / "plots"
+    result = visualise("--study-name", "thin", "--storage", url, "--output", str(out), "--format", "html")
+    assert result.returncode == 0, result.stderr
+    skipped = dict(re.findall(r"^skipped (\w+): (.+)$", result.stderr, re.MULTILINE))
+    assert skipped == {
+        "param_importances": "importances need at least two completed trials, but the study has 1",
+        "contour": "contour needs two parameters that vary across completed trials, but only 0 of 2 do",
+        "intermediate_values": "no trial reported intermediate values",
+    }
+    drawn = {p.stem for p in out.glob("*.html")} - {"index"}
+    assert drawn == set(PLOT_TYPES) - set(skipped)
+
+
+def test_a_study_without_a_finished_trial_is_an_error(tmp_path):
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    make_study(url, "unfinished", [
+        {"params": {"optimizer.lr": 0.01}, "state": "PRUNED", "reports": {1: 0.1}},
+        {"params": {"optimizer.lr": 0.02}, "state": "FAIL"},
+    ])
+    out = tmp_path / "plots"
+    result = visualise("--study-name", "unfinished", "--storage", url, "--output", str(out))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "ml-visualise: error: study `unfinished` has no finished trial yet (1 pruned, 1 fail); nothing to plot"
+    ]
+    assert not out.exists()
+
+
+def test_unknown_study_lists_the_studies_in_the_storage(search_study, tmp_path):
+    result = visualise("--study-name", "digits-viz", "--storage", search_study.url,
+                       "--output", str(tmp_path / "plots"))
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "`digits-viz`" in line and f"studies there: `{search_study.name}`" in line
+    assert "\n" not in line and "Traceback" not in line
+    assert not (tmp_path / "plots").exists()
+
+
+def test_unknown_and_ambiguous_params_exit_2_listing_the_choices(search_study, tmp_path):
+    out = tmp_path / "plots"
+    unknown = visualise("--study-name", search_study.name, "--storage", search_study.url,
+                        "--output", str(out), "--params", "lr", "momentum")
+    assert unknown.returncode == 2
+    assert "`momentum`" in unknown.stderr and "`optimizer.lr`, `training.batch_size`" in unknown.stderr
+    url = f"sqlite:///{tmp_path / 'types.db'}"
+    make_study(url, "types", [
+        {"params": {"optimizer.type": "sgd", "scheduler.type": "step"}, "value": 0.1},
+        {"params": {"optimizer.type": "adam", "scheduler.type": "cosine"}, "value": 0.2},
+    ])
+    ambiguous = visualise("--study-name", "types", "--storage", url, "--output", str(out),
+                          "--params", "type")
+    assert ambiguous.returncode == 2
+    assert "ambiguous" in ambiguous.stderr
+    assert "`optimizer.type`, `scheduler.type`" in ambiguous.stderr
+    assert not out.exists()
+
+
+def _hide_chromium() -> dict[str, str]:
+    # Only the venv's bin on PATH, and no $BROWSER_PATH: no Chromium to be found.
+    return {"PATH": str(Path(sys.executable).parent), "BROWSER_PATH": ""}
+
+
+def test_missing_chromium_still_writes_html_and_names_the_package(search_study, tmp_path):
+    out = tmp_path / "plots"
+    result = visualise("--study-name", search_study.name, "--storage", search_study.url,
+                       "--output", str(out), env=_hide_chromium())
+    assert result.returncode == 1
+    error = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(error) == 1
+    assert "apt-get install chromium" in error[0] and "HTML output still works" in error[0]
+    assert str(out) in error[0]
+    for plot_type in PLOT_TYPES:
+        assert (out / f"{plot_type}.html").stat().st_size > 1000
+    assert not list(out.glob("*.png"))
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "PNG files were not written" in index and 'href="contour.png"' not in index
+
+    png_only = tmp_path / "png-only"
+    result = visualise("--study-name", search_study.name, "--storage", search_study.url,
+                       "--output", str(png_only), "--format", "png", env=_hide_chromium())
+    assert result.returncode == 1
+    assert "apt-get install chromium" in result.stderr
+    assert not png_only.exists()  # nothing half-written
+
+
+def test_config_gives_the_study_name_storage_and_output_folder(search_study, tmp_path):
+    config = yaml.safe_load(search_study.config_path.read_text())
+    config["search"]["storage"] = search_study.url
+    config["logging"]["output_dir"] = str(tmp_path / "results")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = visualise("--config", str(path), "--format", "html", "--plot-type", "edf",
+                       env={"KUBETUNE_STORAGE_URL": ""})
+    assert result.returncode == 0, result.stderr
+    plots = tmp_path / "results" / "optuna_studies" / search_study.name / "plots"
+    assert (plots / "edf.html").is_file() and (plots / "index.html").is_file()
+
+
+def test_storage_from_the_environment_and_the_default_output_folder(search_study, tmp_path):
+    result = visualise("--study-name", search_study.name, "--format", "html",
+                       "--plot-type", "optimization_history", cwd=tmp_path,
+                       env={"KUBETUNE_STORAGE_URL": search_study.url})
+    assert result.returncode == 0, result.stderr
+    plots = tmp_path / "runs" / "optuna_studies" / search_study.name / "plots"
+    assert (plots / "optimization_history.html").is_file()
+
+
+def test_usage_errors_exit_2_and_a_missing_sqlite_file_is_not_created(tmp_path):
+    no_name = visualise("--storage", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert no_name.returncode == 2 and "--study-name is required" in no_name.stderr
+    bad_type = visualise("--study-name", "s", "--plot-type", "histogram")
+    assert bad_type.returncode == 2 and "invalid choice" in bad_type.stderr
+    logdir = visualise("--study-name", "s", "--logdir", str(tmp_path))
+    assert logdir.returncode == 2 and "--logdir only applies to --mode training" in logdir.stderr
+    missing = visualise("--study-name", "s", cwd=tmp_path, env={"KUBETUNE_STORAGE_URL": ""})
+    assert missing.returncode == 1
+    assert "optuna_studies.db does not exist" in missing.stderr
+    assert not (tmp_path / "optuna_studies.db").exists()
+
+
+@pytest.mark.postgres
+def test_renders_a_study_held_in_postgresql(search_study, postgres_url, chromium, tmp_path):
+    optuna.copy_study(from_study_name=search_study.name, from_storage=search_study.url,
+                      to_storage=postgres_url)
+    out = tmp_path / "pvc" / "plots"
+    result = visualise("--mode", "search", "--study-name", search_study.name,
+                       "--storage", postgres_url, "--output", str(out), "--format", "both",
+                       env={"BROWSER_PATH": chromium})
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name=search_study.name, storage=postgres_url)
+    for plot_type in PLOT_TYPES:
+        data, layout = figure_from_html((out / f"{plot_type}.html").read_text(encoding="utf-8"))
+        check_figure(plot_type, data, layout, study)
+        check_png(out / f"{plot_type}.png")
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for plot_type in PLOT_TYPES:
+        assert f'href="{plot_type}.html"' in index and f'href="{plot_type}.png"' in index
+    assert_offline(out)
