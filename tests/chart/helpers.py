@@ -45,7 +45,7 @@ def render_files(values: dict | None = None, *, namespace: str = NAMESPACE) -> d
         return chart.render(values or {}, name=RELEASE, namespace=namespace)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render_scenario(name: str) -> tuple[dict, ...]:
     files = render_files(SCENARIOS[name])
     objects = []
@@ -121,3 +121,25 @@ def crd_schema(crd: dict, version: str | None = None) -> dict:
     versions = crd["spec"]["versions"]
     chosen = next(v for v in versions if (v["name"] == version if version else v.get("storage")))
     return chosen["schema"]["openAPIV3Schema"]
+
+
+def strict(schema: dict) -> dict:
+    """The CRD schema as kubectl's default strict field validation applies it.
+
+    Kubernetes rejects fields a structural schema does not declare (unless the node
+    preserves unknown fields); JSON Schema allows them unless told otherwise.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) if isinstance(v, dict) else v for k, v in schema.items()}
+    if "properties" in schema:
+        out["properties"] = {k: strict(v) for k, v in schema["properties"].items()}
+        if not schema.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in schema:
+            out["additionalProperties"] = False
+    if isinstance(schema.get("items"), dict):
+        out["items"] = strict(schema["items"])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in schema:
+            out[key] = [strict(s) for s in schema[key]]
+    return out
+

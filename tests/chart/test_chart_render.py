@@ -37,7 +37,10 @@ def env(container_spec: dict) -> dict[str, dict]:
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_scenario_renders(scenario):
     kinds = {o["kind"] for o in render(scenario)}
-    assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"} <= kinds
+    assert {"Deployment", "ServiceAccount"} <= kinds
+    rbac = {"Role", "RoleBinding"} if SCENARIOS[scenario].get("rbac", {}).get("namespaced") else {
+        "ClusterRole", "ClusterRoleBinding"}
+    assert rbac <= kinds
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -139,10 +142,13 @@ def test_operator_container_contract():
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in operator["ports"]
     variables = env(operator)
-    assert variables["KUBETUNE_STORAGE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "kubetune-postgres", "key": "url"}
-    assert variables["KUBETUNE_TRAINER_IMAGE"]["value"] == "kubetune-trainer:cpu"
+    # The operator reads StudyJobs' Secrets through the API, never from its own env.
+    assert not any("valueFrom" in v for v in variables.values())
+    assert variables["KUBETUNE_TRIAL_IMAGE"]["value"] == "kubetune-trainer:cpu"
     assert variables["KUBETUNE_TRAINER_IMAGE_CPU"]["value"] == "kubetune-trainer:cpu"
     assert variables["KUBETUNE_RESULTS_PVC"]["value"] == "kubetune-results"
+    assert variables["KUBETUNE_STORAGE_SECRET"]["value"] == "kubetune-postgres"
+    assert variables["KUBETUNE_STORAGE_SECRET_KEY"]["value"] == "url"
     assert "KUBETUNE_TRIAL_DEFAULTS" not in variables
     assert operator["resources"]["limits"] and operator["resources"]["requests"]
     assert operator["image"] == "kubetune-operator:0.1.0"
@@ -166,7 +172,7 @@ def test_postgres_secret_url_points_at_the_service_and_readiness_uses_pg_isready
 
 def test_gpu_values_switch_trials_to_cuda_on_gpu_nodes():
     variables = env(container(operator_pod(render("gpu")), "operator"))
-    assert variables["KUBETUNE_TRAINER_IMAGE"]["value"] == "kubetune-trainer:cuda"
+    assert variables["KUBETUNE_TRIAL_IMAGE"]["value"] == "kubetune-trainer:cuda"
     # Plots and TensorBoard stay on the CPU image, which has Chromium.
     assert variables["KUBETUNE_TRAINER_IMAGE_CPU"]["value"] == "kubetune-trainer:cpu"
     defaults = json.loads(variables["KUBETUNE_TRIAL_DEFAULTS"]["value"])
@@ -181,7 +187,7 @@ def test_external_postgres_uses_the_existing_secret_and_runs_no_database():
     objects = render("external-postgres")
     assert not find(objects, "StatefulSet") and not find(objects, "Secret")
     variables = env(container(operator_pod(objects), "operator"))
-    assert variables["KUBETUNE_STORAGE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "my-pg", "key": "url"}
+    assert variables["KUBETUNE_STORAGE_SECRET"]["value"] == "my-pg"
 
 
 def test_external_postgres_without_a_secret_fails_with_a_clear_message():

@@ -1,15 +1,15 @@
 {{/*
 The operator's permissions: exactly the API calls it makes, no more.
-tests/chart/test_rbac.py compares these rules with the calls recorded from a real
-operator run (tests/fixtures/operator_api_calls.json); change both together.
+tests/chart/test_rbac.py compares these rules with the calls recorded from an operator
+run (tests/fixtures/operator_api_calls.json); change both together.
 */}}
 
-{{/* Cluster-scoped reads kopf needs in every mode. */}}
+{{/*
+Cluster-scoped calls (a ClusterRole even when rbac.namespaced is true). None today:
+the operator disables kopf's CRD and namespace scanning. Put rules here, not in
+"kubetune.rules.namespaced", if that changes.
+*/}}
 {{- define "kubetune.rules.cluster" -}}
-# Framework: kopf discovers and watches the StudyJob CRD.
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["list", "watch"]
 {{- end }}
 
 {{/* Namespaced rules: a Role per watched namespace, or part of the ClusterRole. */}}
@@ -18,26 +18,27 @@ operator run (tests/fixtures/operator_api_calls.json); change both together.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# Framework: kopf watches StudyJobs and records its progress in annotations.
+# Framework and application: kopf watches StudyJobs and keeps its progress, the
+# finalizer and the last handled spec in their metadata; reconcile re-reads them.
 - apiGroups: ["kubetune.dev"]
   resources: ["studyjobs"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Application: phase, trial counts and the best trial in the status.
 - apiGroups: ["kubetune.dev"]
   resources: ["studyjobs/status"]
   verbs: ["patch"]
-# Application: one Job per trial and one visualise Job.
+# Application: one Job per trial and one visualise Job; deleted on retry and cleanup.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "delete", "get", "list", "watch"]
+  verbs: ["create", "delete", "list", "watch"]
 # Application: why a trial's pod failed (OOMKilled, evicted, ...).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list"]
+  verbs: ["list"]
 # Application: the trial config and <name>-best-config ConfigMaps.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create", "get", "list", "patch"]
+  verbs: ["create", "get", "patch"]
 # Application: the storage URL a StudyJob's spec.storage.secretRef names.
 - apiGroups: [""]
   resources: ["secrets"]
