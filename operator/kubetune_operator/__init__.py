@@ -5,4 +5,6 @@ which reads ``spec``, talks to the storage through ``studies`` and to the API th
 ``kube``, builds objects with the pure functions in ``builders`` and writes ``status``.
 """
 
-__version__ = "0.1.0"
+from kubetune_operator.names import VERSION_STRING as __version__
+
+__all__ = ["__version__"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kubetune.config import Config
+
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.builders import best_config_map, visualise_job
@@ -53,8 +54,9 @@ class Finisher:
                 p.conditions.append(st.Condition(st.VISUALISED, False, "Outdated", "replacing the plots"))
                 return st.VISUALISING
         if job is None:
+            options = p.rt.options
             body = visualise_job(p.owner, self.spec, self.study_name, summary.finished,
-                                 p.rt.options.trial_image)
+                                 options.cpu_image or options.trial_image)
             p.kube.create(body, p.namespace)
             p.event("Normal", "VisualisationStarted",
                     f"all {summary.finished} trials finished; Job {name} writes the plots and "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+VERSION_STRING = "0.1.0"  # the operator's own version
+
 GROUP = "kubetune.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"

@@ -17,18 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from kubetune.config import Config
+from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
 
-from kubetune.config import Config
-from kubetune.search.storage import mask_url
 from kubetune_operator import finish, names
 from kubetune_operator import status as st
 from kubetune_operator.builders import config_map, trial_job
-from kubetune_operator.failures import Failure, failure_reason, job_outcome, vanished
-from kubetune_operator.runtime import Runtime, StorageProblem, redact
-from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec, resolve_config
-from kubetune_operator.studies import StudyHandle, Summary, attempt, summarise
+from kubetune_operator.runtime import Runtime, StorageProblem, describe_storage, redact
+from kubetune_operator.settle import Settler
+from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec
+from kubetune_operator.studies import StudyHandle, Summary, summarise
 
 logger = logging.getLogger("kubetune_operator")
 
@@ -72,6 +71,7 @@ class Pass:
         self.conditions: list[st.Condition] = []
         self.events: list[tuple[str, str, str]] = []
         self.url = ""
+        self.config_text = ""
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
@@ -85,8 +85,8 @@ class Pass:
 
     def _run(self) -> Outcome:
         try:
-            spec = parse_spec(self.body.get("spec") or {}, self.name)
-            resolved = resolve_config(self._raw_config(spec), spec)
+            spec = parse_spec(self.body.get("spec") or {}, self.name, self.rt.options.defaults)
+            resolved, self.config_text = self.rt.resolve(self.key, spec, self._raw_config(spec))
         except SpecError as exc:
             return self._invalid(exc)
         self.conditions.append(st.Condition(st.SPEC_VALID, True, "Valid", "the spec and its config are valid"))
@@ -122,20 +122,27 @@ class Pass:
         assert config.search is not None
         self.url = self.rt.storage_url(self.namespace, spec)
         handle = self.rt.study(self.key, self.url, config)
+        handle.sync_target(config.search.n_trials)
         self.conditions.append(st.Condition(
-            st.STORAGE_READY, True, "Connected", f"study `{handle.name}` in {mask_url(self.url)}"))
+            st.STORAGE_READY, True, "Connected", f"study `{handle.name}` in {describe_storage(self.url)}"))
         self._ensure_config_map(config)
-        jobs = self.kube.list_jobs(self.namespace, self.name)
+        # The Jobs (API) and the trials (storage) are read at the same time. Their order
+        # does not matter: a trial is only failed while the storage still has it RUNNING
+        # (Optuna refuses to change a finished trial), so a pod that told its result just
+        # before its Job ended keeps that result.
+        listing = self.rt.pool.submit(self.kube.list_jobs, self.namespace, self.name)
+        trials = handle.trials()
+        jobs = listing.result()
         trial_jobs = {
             int(job["metadata"]["labels"][names.LABEL_TRIAL]): job
             for job in jobs if names.LABEL_TRIAL in job["metadata"].get("labels", {})
         }
         visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(self.name)), None)
-        trials = handle.trials()
-        if self._settle(spec, handle, trials, trial_jobs):
+        settler = Settler(self, spec, handle, trial_jobs, lambda t: self._start_job(spec, handle, t))
+        if settler.settle(trials):
             trials = handle.trials()
         summary = summarise(trials, self.key, handle.maximize)
-        self._announce(trials, summary, config)
+        settler.announce(trials, summary, config.search.metric)
         n_trials = config.search.n_trials
         running = len(summary.owned_running)
         best_config = None
@@ -177,99 +184,40 @@ class Pass:
 
     def _ensure_config_map(self, config: Config) -> None:
         """``<name>-config`` holds the config every pod mounts; rewritten when it changes."""
-        body = config_map(self.owner, config)
-        text = body["data"][names.CONFIG_KEY]
+        text = self.config_text
         if self.rt.config_written.get(self.key) == text:
             return
+        body = config_map(self.owner, config)
         if not self.kube.create(body, self.namespace):
             existing = self.kube.get("ConfigMap", self.namespace, body["metadata"]["name"]) or {}
             if (existing.get("data") or {}) != body["data"]:
                 self.kube.patch("ConfigMap", self.namespace, body["metadata"]["name"], {"data": body["data"]})
         self.rt.config_written[self.key] = text
 
-    def _settle(
-        self, spec: StudyJobSpec, handle: StudyHandle, trials: list[FrozenTrial],
-        trial_jobs: dict[int, dict[str, Any]],
-    ) -> bool:
-        """Fail the RUNNING trials whose Job ended or vanished; start lost Jobs. True if anything changed."""
-        changed = False
-        for trial in trials:
-            if trial.state != TrialState.RUNNING or trial.user_attrs.get(names.ATTR_OWNER) != self.key:
-                continue
-            job = trial_jobs.get(trial.number)
-            if job is None:
-                if names.ATTR_JOB not in trial.user_attrs:
-                    # Asked, but the operator stopped before the Job existed.
-                    self._start_job(spec, handle, trial)
-                    continue
-                failure = vanished()
-            else:
-                outcome = job_outcome(job)
-                if outcome is None:
-                    continue
-                if outcome == "succeeded":
-                    failure = Failure("NoReport", "the trial pod exited 0 without reporting a result")
-                else:
-                    pods = self.kube.list_job_pods(self.namespace, job["metadata"]["name"])
-                    failure = failure_reason(job, pods)
-            changed = True
-            if not handle.tell_fail(trial, failure):
-                continue  # the pod told it after all
-            seen = self.rt.announced.get(self.key)
-            if seen is not None:
-                seen.add(trial.number)
-            message = f"trial {trial.number} failed: {failure}"
-            if failure.retryable and attempt(trial) <= spec.trials.retries:
-                handle.retry(trial, trials)
-                message += (f"; its params run again as a new trial (attempt {attempt(trial) + 1} "
-                            f"of {spec.trials.retries + 1})")
-            self.event("Warning", "TrialFailed", message)
-        return changed
-
     def _launch(self, spec: StudyJobSpec, handle: StudyHandle, summary: Summary, n_trials: int) -> int:
         running = len(summary.owned_running)
         used = summary.finished + summary.running
+        waiting = summary.waiting
         launched = 0
         while running < spec.trials.parallelism and used < n_trials:
-            trial = handle.ask()
+            trial = handle.ask(waiting=waiting > 0)
+            waiting = max(0, waiting - 1)
             self._start_job(spec, handle, trial)
             running, used, launched = running + 1, used + 1, launched + 1
         return launched
 
     def _start_job(self, spec: StudyJobSpec, handle: StudyHandle, trial: optuna.Trial | FrozenTrial) -> None:
         job_name = names.trial_job_name(self.name, trial.number)
-        handle.mark_job(trial, job_name)
         job = trial_job(self.owner, spec, handle.name, trial.number, self.rt.options.trial_image)
         self.kube.create(job, self.namespace)
+        # Only now: a RUNNING trial without this mark and without a Job was asked by an
+        # operator that stopped before creating the Job, and gets its Job; one with the
+        # mark but no Job lost it (deleted) and fails.
+        handle.mark_job(trial, job_name)
         retry_of = trial.user_attrs.get(names.ATTR_RETRY_OF)
         note = f" (retry of trial {retry_of})" if retry_of is not None else ""
         self.event("Normal", "TrialStarted",
                    f"trial {trial.number} started as Job {job_name}{note}: {format_params(trial.params)}")
-
-    def _announce(self, trials: list[FrozenTrial], summary: Summary, config: Config) -> None:
-        """Events for trials that finished since the last pass (history is not news after a restart)."""
-        finished = {t.number: t for t in trials if t.state.is_finished()}
-        seen = self.rt.announced.get(self.key)
-        if seen is None:
-            self.rt.announced[self.key] = set(finished)
-            return
-        metric = config.search.metric if config.search else "value"
-        for number in sorted(set(finished) - seen):
-            trial = finished[number]
-            seen.add(number)
-            if trial.state == TrialState.COMPLETE:
-                self.event("Normal", "TrialComplete", f"trial {number} complete: {metric}={trial.value:.4g}")
-            elif trial.state == TrialState.PRUNED:
-                step = trial.last_step
-                at = f" after step {step}" if step is not None else ""
-                self.event("Normal", "TrialPruned", f"trial {number} pruned{at}")
-            else:
-                reason = trial.user_attrs.get(names.ATTR_FAIL_REASON) or "no reason recorded"
-                self.event("Warning", "TrialFailed", f"trial {number} failed: {reason}")
-        best = summary.best
-        old_best = (self.old_status.get("best") or {}).get("trial")
-        if best is not None and best.number != old_best:
-            self.event("Normal", "NewBest", f"trial {best.number} is the best so far: {metric}={best.value:.4g}")
 
     # Status ------------------------------------------------------------------
     def _message(self, phase: str, summary: Summary, running: int, config: Config) -> str:

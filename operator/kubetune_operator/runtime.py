@@ -7,6 +7,8 @@ kopf may start concurrently from a StudyJob event, Job events and the timer.
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import logging
 import os
 import threading
@@ -16,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-
-from kubetune.config import Config
+from kubetune.config import Config, config_to_yaml
 from kubetune.search.storage import make_storage, mask_url
-from kubetune_operator import __version__
+
 from kubetune_operator.kube import Kube
-from kubetune_operator.spec import StudyJobSpec
+from kubetune_operator.names import VERSION_STRING as __version__
+from kubetune_operator.spec import Defaults, ResolvedConfig, StudyJobSpec, resolve_config
 from kubetune_operator.studies import StudyHandle, search_fingerprint
 
 logger = logging.getLogger("kubetune_operator")
@@ -42,9 +44,11 @@ class StorageProblem(Exception):
 
 @dataclass
 class Options:
-    trial_image: str = DEFAULT_TRIAL_IMAGE
+    trial_image: str = DEFAULT_TRIAL_IMAGE  # trial Jobs, unless spec.trials.image
+    cpu_image: str | None = None  # the visualisation Job (needs no GPU); default: trial_image
     resync_seconds: float = 60.0  # the safety-net timer; events drive everything else
     retry_seconds: float = 15.0  # back-off while the storage or a Secret is missing
+    defaults: Defaults = field(default_factory=Defaults)
 
 
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
@@ -68,15 +72,18 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self._guard = threading.Lock()
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="kubetune-io")
         self._locks: dict[str, threading.Lock] = {}
         self._storages: dict[str, optuna.storages.BaseStorage] = {}
         self._secrets: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._studies: dict[str, tuple[str, str, StudyHandle]] = {}
+        self._resolved: dict[str, tuple[str, ResolvedConfig, str]] = {}
         # What this process last wrote or announced, per StudyJob (refilled after a restart).
         self.last_status: dict[str, dict[str, Any]] = {}
         self.config_written: dict[str, str] = {}
         self.best_written: dict[str, str] = {}
-        self.announced: dict[str, set[int]] = {}
+        self.announced: dict[str, set[int]] = {}  # trials whose end was announced
+        self.examined: dict[str, set[int]] = {}  # FAIL trials whose failed Job was read
         self.warned: dict[str, set[str]] = {}
 
     def lock(self, key: str) -> threading.Lock:
@@ -85,8 +92,8 @@ class Runtime:
 
     def forget(self, key: str) -> None:
         """Drop everything cached for a deleted StudyJob."""
-        for cache in (self._studies, self.last_status, self.config_written, self.best_written,
-                      self.announced, self.warned):
+        for cache in (self._studies, self._resolved, self.last_status, self.config_written, self.best_written,
+                      self.announced, self.examined, self.warned):
             cache.pop(key, None)
 
     # Storage ---------------------------------------------------------------
@@ -128,6 +135,18 @@ class Runtime:
         self._studies[key] = (url, fingerprint, handle)
         return handle
 
+    def resolve(self, key: str, spec: StudyJobSpec, raw: Mapping[str, Any]) -> tuple[ResolvedConfig, str]:
+        """The validated config and its YAML, recomputed only when spec or config change."""
+        fingerprint = json.dumps([raw, spec.model_dump(mode="json", exclude={"config"})],
+                                 sort_keys=True, default=str)
+        cached = self._resolved.get(key)
+        if cached and cached[0] == fingerprint:
+            return cached[1], cached[2]
+        resolved = resolve_config(raw, spec)
+        text = config_to_yaml(resolved.config)
+        self._resolved[key] = (fingerprint, resolved, text)
+        return resolved, text
+
     def warn_once(self, key: str, tag: str) -> bool:
         """True the first time ``tag`` is seen for this StudyJob in this process."""
         seen = self.warned.setdefault(key, set())
@@ -150,3 +169,15 @@ def redact(text: str, url: str) -> str:
     if password:
         text = text.replace(str(password), "***")
     return text
+
+
+def describe_storage(url: str) -> str:
+    """The storage's kind, host and database, without user or password (for status)."""
+    try:
+        from sqlalchemy.engine import URL, make_url
+
+        parsed = make_url(url)
+        bare = URL.create(parsed.drivername, host=parsed.host, port=parsed.port, database=parsed.database)
+        return bare.render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL sqlalchemy reads: say nothing about it
+        return "the configured storage"

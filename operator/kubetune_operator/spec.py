@@ -9,16 +9,18 @@ field (``spec.trials.parallelism``, ``spec.config.optimizer.lr``).
 from __future__ import annotations
 
 import copy
+import json
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune.config import Config, validate_config
 from kubetune.config.loader import format_validation_error
 from kubetune.config.yaml_io import parse_yaml
 from kubetune.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from kubetune_operator import names
 
 
@@ -131,8 +133,63 @@ def _format(exc: ValidationError, prefix: str) -> SpecError:
     return SpecError(str(error), field=error.path or path)
 
 
-def parse_spec(spec: Mapping[str, Any], name: str) -> StudyJobSpec:
-    """Check the spec's own fields (not the config yet)."""
+@dataclass(frozen=True)
+class Defaults:
+    """What the operator fills in where a spec says nothing (the Helm chart sets these).
+
+    From the environment: ``KUBETUNE_STORAGE_SECRET`` and ``KUBETUNE_STORAGE_SECRET_KEY``
+    (``spec.storage.secretRef``), ``KUBETUNE_RESULTS_PVC`` (``spec.output``) and
+    ``KUBETUNE_TRIAL_DEFAULTS``, JSON with ``resources``, ``nodeSelector`` and
+    ``tolerations`` shaped as in ``spec.trials``.
+    """
+
+    storage_secret: str = "kubetune-postgres"
+    storage_key: str = "url"
+    results_pvc: str | None = None
+    trials: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] = os.environ) -> Defaults:
+        """The defaults the environment sets; ValueError names a malformed variable."""
+        trials: dict[str, Any] = {}
+        text = env.get("KUBETUNE_TRIAL_DEFAULTS", "").strip()
+        if text:
+            try:
+                trials = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"KUBETUNE_TRIAL_DEFAULTS must be JSON, but got {text[:60]!r}: {exc}") from None
+            if not isinstance(trials, dict) or set(trials) - {"resources", "nodeSelector", "tolerations"}:
+                raise ValueError("KUBETUNE_TRIAL_DEFAULTS must be a JSON object with resources, "
+                                 f"nodeSelector and tolerations, but got {text[:60]!r}")
+            try:
+                TrialsSpec.model_validate(trials)
+            except ValidationError as exc:
+                raise ValueError(str(_format(exc, "KUBETUNE_TRIAL_DEFAULTS."))) from None
+        return cls(
+            storage_secret=env.get("KUBETUNE_STORAGE_SECRET") or cls.storage_secret,
+            storage_key=env.get("KUBETUNE_STORAGE_SECRET_KEY") or cls.storage_key,
+            results_pvc=env.get("KUBETUNE_RESULTS_PVC") or None,
+            trials={k: v for k, v in trials.items() if v},
+        )
+
+    def apply(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """``spec`` with the defaults filled in where it has nothing."""
+        filled = dict(spec)
+        if "storage" not in filled:
+            filled["storage"] = {"secretRef": {"name": self.storage_secret, "key": self.storage_key}}
+        if "output" not in filled and self.results_pvc:
+            filled["output"] = {"persistentVolumeClaim": self.results_pvc}
+        if self.trials:
+            trials = dict(filled.get("trials") or {})
+            for key, value in self.trials.items():
+                trials.setdefault(key, copy.deepcopy(value))
+            filled["trials"] = trials
+        return filled
+
+
+def parse_spec(spec: Mapping[str, Any], name: str, defaults: Defaults | None = None) -> StudyJobSpec:
+    """Check the spec's own fields (not the config yet), after filling in ``defaults``."""
+    spec = (defaults or Defaults()).apply(spec or {})
     if len(name) > names.MAX_NAME_LENGTH:
         raise SpecError(
             f"`metadata.name` must be at most {names.MAX_NAME_LENGTH} characters "
@@ -140,7 +197,7 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> StudyJobSpec:
             field="metadata.name",
         )
     try:
-        parsed = StudyJobSpec.model_validate(dict(spec or {}))
+        parsed = StudyJobSpec.model_validate(spec)
     except ValidationError as exc:
         raise _format(exc, "spec.") from None
     if (parsed.config is None) == (parsed.config_map_ref is None):

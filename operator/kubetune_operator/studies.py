@@ -3,8 +3,10 @@
 Every trial the operator starts is first enqueued with ``kubetune.owner`` in its
 user attributes and then asked for, so the mark and the trial appear together:
 after a crash, a RUNNING trial with the mark but no Job is the operator's own.
-Retries are enqueued trials with the failed trial's params (Optuna's fixed params)
-and ``kubetune.retry_of``; a retried failure does not count towards ``n_trials``.
+Retries are WAITING trials with the failed trial's params and distributions and
+Optuna's retry marks (``failed_trial``, ``retry_history`` in the system attributes,
+as ml-search's own retries), plus ``kubetune.retry_of``; a retried failure does not
+count towards ``n_trials`` (``kubetune.search.budget`` counts the same way).
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial, TrialState
-
 from kubetune.config import Config, config_to_dict
+from kubetune.search.budget import TARGET_ATTR, retried_numbers
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler
 from kubetune.search.space import contains, distributions
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
 from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.spec import SpecError
@@ -70,7 +73,7 @@ class Summary:
 
 def summarise(trials: Sequence[FrozenTrial], owner: str, maximize: bool) -> Summary:
     summary = Summary()
-    retried = {t.user_attrs.get(names.ATTR_RETRY_OF) for t in trials} - {None}
+    retried = retried_numbers(trials)
     for trial in trials:
         state = trial.state
         if state == TrialState.COMPLETE:
@@ -127,6 +130,7 @@ class StudyHandle:
                 update={"sampler": search.sampler.model_copy(update={"seed": seed + len(trials)})}
             )
         self.study.sampler = build_sampler(search)
+        self._target: int | None = None
         if not trials:
             self._enqueue_initial(config)
 
@@ -156,9 +160,14 @@ class StudyHandle:
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
 
-    def ask(self, summary: Summary) -> optuna.Trial:
-        """A new RUNNING trial with its params chosen, marked as this StudyJob's."""
-        if not summary.owned_waiting:
+    def ask(self, *, waiting: bool) -> optuna.Trial:
+        """A new RUNNING trial with its params chosen, marked as this StudyJob's.
+
+        A WAITING trial (the config's point, a retry) goes first; without one
+        (``waiting`` is False) an empty one carrying the mark is queued and popped at
+        once, and the sampler fills it in.
+        """
+        if not waiting:
             self.study.enqueue_trial({}, user_attrs=self._attrs())
         trial = self.study.ask(self.distributions)
         if trial.user_attrs.get(names.ATTR_OWNER) != self.owner:
@@ -180,14 +189,25 @@ class StudyHandle:
         return True
 
     def retry(self, trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> None:
-        """Enqueue ``trial``'s params again, once, as its next attempt."""
-        if any(t.user_attrs.get(names.ATTR_RETRY_OF) == trial.number for t in trials):
+        """Queue ``trial``'s params again, once, as its next attempt."""
+        if trial.number in retried_numbers(trials):
             return
-        attempt = int(trial.user_attrs.get(names.ATTR_ATTEMPT, 1)) + 1
-        self.study.enqueue_trial(
-            dict(trial.params),
-            user_attrs=self._attrs(**{names.ATTR_RETRY_OF: trial.number, names.ATTR_ATTEMPT: attempt}),
-        )
+        history = [*trial.system_attrs.get("retry_history", ()), trial.number]
+        self.study.add_trial(optuna.create_trial(
+            state=TrialState.WAITING,
+            params=dict(trial.params),
+            distributions=dict(trial.distributions),
+            user_attrs=self._attrs(**{names.ATTR_RETRY_OF: trial.number,
+                                      names.ATTR_ATTEMPT: attempt(trial) + 1}),
+            system_attrs={"failed_trial": trial.number, "retry_history": history},
+        ))
+
+    def sync_target(self, n_trials: int) -> None:
+        """Keep the study's ``n_trials`` user attribute (what ml-search reads) at the spec's."""
+        if self._target != n_trials:
+            if self.study.user_attrs.get(TARGET_ATTR) != n_trials:
+                self.study.set_user_attr(TARGET_ATTR, n_trials)
+            self._target = n_trials
 
 
 def attempt(trial: FrozenTrial) -> int:

@@ -11,8 +11,8 @@ from typing import Any
 from kubetune_operator import names
 from kubetune_operator.spec import StudyJobSpec
 
-# The trainer image runs as this user (see trainer_image/Dockerfile).
-RUN_AS_USER = 1000
+# The trainer image's user (trainer_image/Dockerfile: USER 10001:10001).
+RUN_AS_USER = 10001
 
 
 def pod_security_context() -> dict[str, Any]:

@@ -1,0 +1,187 @@
+"""Reconcile cost: one pass over a StudyJob with 1,000 finished trials and 50 running Jobs.
+
+A pass (kubetune_operator.reconcile) reads the spec, lists the StudyJob's Jobs, reads
+the trials from PostgreSQL, settles ended Jobs, starts trials and writes the status.
+Timed here, against the same pass over an (almost) empty study:
+
+- first pass after an operator (re)start: the study is opened, every trial read;
+- steady pass: nothing to start (parallelism 50, 50 Jobs running) and nothing to write;
+- a trial ended: its Job succeeded, the pass starts the next trial (study.ask with
+  TPE over all finished trials, one Job created, the status written).
+
+The API is kmock's emulator in a process of its own (tests/operator/emulator.py);
+PostgreSQL from $KUBETUNE_TEST_POSTGRES_URL (default: the local test server), in a
+database the bench creates and drops.
+
+    .venv/bin/python bench/operator_reconcile.py
+    .venv/bin/python bench/operator_reconcile.py --finished 2000 --running 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+NAMESPACE = "kt"
+EPOCHS = 10
+
+
+def _config(study: str, n_trials: int) -> dict[str, Any]:
+    from tests.operator.conftest import DIGITS_CONFIG
+
+    config = copy.deepcopy(DIGITS_CONFIG)
+    config["data"]["path"] = "/data"
+    config["training"]["num_epochs"] = EPOCHS
+    config["search"].update(study_name=study, n_trials=n_trials)
+    config["search"]["sampler"] = {"type": "TPESampler", "seed": 0}  # kubetune's defaults otherwise
+    return config
+
+
+def _studyjob(kube, name: str, config: dict, parallelism: int, suspend: bool) -> dict:
+    path = f"/apis/kubetune.dev/v1alpha1/namespaces/{NAMESPACE}/studyjobs"
+    kube.request("POST", path, body={
+        "apiVersion": "kubetune.dev/v1alpha1", "kind": "StudyJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"config": config, "suspend": suspend,
+                 # 10% of the filled trials failed: keep the StudyJob running regardless.
+                 "trials": {"parallelism": parallelism, "maxFailed": 100_000}},
+    })
+    return kube.get_studyjob(NAMESPACE, name)
+
+
+def _fill(storage_url: str, name: str, config: dict, finished: int, running: int, kube) -> None:
+    """``finished`` ended trials (70% complete, 20% pruned, 10% failed) and ``running`` with Jobs."""
+    import optuna
+    from kubetune.config import validate_config
+    from kubetune.search.space import distributions
+    from kubetune.search.storage import make_storage
+    from kubetune_operator import names
+    from kubetune_operator.builders import trial_job
+    from kubetune_operator.spec import parse_spec
+    from optuna.trial import TrialState, create_trial
+
+    owner = names.owner_key(NAMESPACE, name)
+    storage = make_storage(storage_url, heartbeat=False)
+    study = optuna.create_study(study_name=config["search"]["study_name"], storage=storage,
+                                direction="maximize")
+    dists = distributions(validate_config(config).search.search_space)
+    rng = random.Random(0)
+    trials = []
+    for number in range(finished):
+        params = {"optimizer.lr": 10 ** rng.uniform(-4, -0.6), "model.dropout": rng.uniform(0, 0.5)}
+        roll = rng.random()
+        state = TrialState.COMPLETE if roll < 0.7 else TrialState.PRUNED if roll < 0.9 else TrialState.FAIL
+        epochs = EPOCHS if state == TrialState.COMPLETE else rng.randint(1, EPOCHS - 1)
+        curve = {step: min(0.99, 0.3 + 0.06 * step + rng.uniform(-0.05, 0.05)) for step in range(1, epochs + 1)}
+        attrs = {names.ATTR_OWNER: owner, names.ATTR_ATTEMPT: 1,
+                 names.ATTR_JOB: names.trial_job_name(name, number)}
+        if state == TrialState.FAIL:
+            attrs[names.ATTR_FAIL_REASON] = "OOMKilled: the trial container exceeded its memory limit"
+        trials.append(create_trial(
+            state=state, params=params, distributions=dists, user_attrs=attrs,
+            value=curve[epochs] if state == TrialState.COMPLETE else None,
+            intermediate_values=curve))
+    study.add_trials(trials)
+    spec = parse_spec({"config": config}, name)
+    for _ in range(running):
+        study.enqueue_trial({}, user_attrs={names.ATTR_OWNER: owner, names.ATTR_ATTEMPT: 1})
+        trial = study.ask(dists)
+        job = trial_job({"apiVersion": "kubetune.dev/v1alpha1", "kind": "StudyJob",
+                         "metadata": {"name": name, "namespace": NAMESPACE, "uid": "bench"}},
+                        spec, config["search"]["study_name"], trial.number, "bench-image")
+        kube.create(job, NAMESPACE)
+        trial.set_user_attr(names.ATTR_JOB, job["metadata"]["name"])
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def _measure(kube, storage_url: str, name: str, steady: int, launches: int) -> dict[str, float]:
+    """Time the three kinds of pass on StudyJob ``name``."""
+    import optuna
+    from kubetune_operator import names
+    from kubetune_operator.reconcile import reconcile
+    from kubetune_operator.runtime import Options, Runtime
+
+    rt = Runtime(kube, Options(trial_image="bench-image"))
+    body = kube.get_studyjob(NAMESPACE, name)
+    first = _timed(lambda: reconcile(rt, body))
+    body = kube.get_studyjob(NAMESPACE, name)
+    reconcile(rt, body)  # settles the status written by the first pass
+    steady_times = [_timed(lambda: reconcile(rt, body)) for _ in range(steady)]
+    if body["spec"].get("suspend"):
+        kube.request("PATCH", f"/apis/kubetune.dev/v1alpha1/namespaces/{NAMESPACE}/studyjobs/{name}",
+                     body={"spec": {"suspend": False}}, content_type="application/merge-patch+json")
+        reconcile(rt, kube.get_studyjob(NAMESPACE, name))  # starts the first trial
+    study = optuna.load_study(study_name=body["spec"]["config"]["search"]["study_name"], storage=storage_url)
+    launch_times = []
+    for _ in range(launches):
+        running = [t for t in study.get_trials(deepcopy=False)
+                   if t.state == optuna.trial.TrialState.RUNNING]
+        trial = running[0]
+        study.tell(trial.number, 0.9)
+        kube.request("PATCH", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/"
+                     f"{names.trial_job_name(name, trial.number)}/status",
+                     body={"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
+                     content_type="application/merge-patch+json")
+        body = kube.get_studyjob(NAMESPACE, name)
+        launch_times.append(_timed(lambda: reconcile(rt, body)))  # noqa: B023 - called at once
+    rt.pool.shutdown()
+    return {"first": first, "steady": statistics.median(steady_times),
+            "launch": statistics.median(launch_times)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--finished", type=int, default=1000, help="finished trials (default 1000)")
+    parser.add_argument("--running", type=int, default=50, help="running trial Jobs (default 50)")
+    parser.add_argument("--repeats", type=int, default=20, help="steady passes timed (default 20)")
+    parser.add_argument("--launches", type=int, default=10, help="trial-ended passes timed (default 10)")
+    args = parser.parse_args()
+
+    import optuna
+    from kubetune_operator.kube import Kube
+
+    from tests.operator.harness import EmulatorProcess, temporary_database
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with temporary_database() as storage_url, EmulatorProcess() as api:
+        kube = Kube.from_host(api)
+        kube.create({"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": "kubetune-postgres", "namespace": NAMESPACE},
+                     "data": {"url": base64.b64encode(storage_url.encode()).decode()}}, NAMESPACE)
+        total = args.finished + args.running + args.launches + 10
+        big = _config("big", total)
+        _studyjob(kube, "big", big, args.running, suspend=False)
+        start = time.perf_counter()
+        _fill(storage_url, "big", big, args.finished, args.running, kube)
+        print(f"filled: {args.finished} finished trials, {args.running} running Jobs "
+              f"({time.perf_counter() - start:.0f} s)")
+        _studyjob(kube, "empty", _config("empty", total), 1, suspend=True)
+        empty = _measure(kube, storage_url, "empty", args.repeats, args.launches)
+        loaded = _measure(kube, storage_url, "big", args.repeats, args.launches)
+
+    print(f"\none reconcile pass (median ms)              empty study   "
+          f"{args.finished} finished + {args.running} running   ratio")
+    rows = [("first pass after an operator (re)start", "first"),
+            ("steady: nothing to start or write", "steady"),
+            ("a trial ended: start the next one", "launch")]
+    for label, key in rows:
+        print(f"  {label:<40} {empty[key]:9.1f}   {loaded[key]:24.1f}   {loaded[key] / empty[key]:5.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

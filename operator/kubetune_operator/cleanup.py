@@ -1,0 +1,86 @@
+"""What happens when a StudyJob is deleted.
+
+Its Jobs and ConfigMaps carry ownerReferences, so Kubernetes' garbage collector
+removes them. The Optuna study stays (it is the record of the search) unless
+``spec.cleanup.deleteStudy`` is true; if it stays, the trials still RUNNING are
+failed with the reason StudyJobDeleted, since nothing will ever tell them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from kubetune_operator import names
+from kubetune_operator.failures import Failure
+from kubetune_operator.runtime import Runtime, StorageProblem, redact
+from kubetune_operator.spec import SpecError, config_from_configmap, parse_spec, resolve_config
+from kubetune_operator.studies import delete_study
+
+logger = logging.getLogger("kubetune_operator")
+
+
+def _study_name(rt: Runtime, body: Mapping[str, Any], spec: Any) -> str | None:
+    try:
+        raw = spec.config
+        if raw is None:
+            found = rt.kube.get("ConfigMap", body["metadata"]["namespace"], spec.config_map_ref.name)
+            raw = config_from_configmap((found or {}).get("data"), spec.config_map_ref)
+        config = resolve_config(raw, spec).config
+        return config.search.study_name if config.search else None
+    except SpecError:
+        return (body.get("status") or {}).get("study")
+
+
+def finalize(rt: Runtime, body: Mapping[str, Any]) -> None:
+    """Delete or close the study as the spec says; forget the StudyJob."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    key = names.owner_key(namespace, name)
+    owner = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": dict(meta)}
+    with rt.lock(key):
+        try:
+            spec = parse_spec(body.get("spec") or {}, name, rt.options.defaults)
+        except SpecError:
+            rt.forget(key)
+            return  # it never ran
+        study_name = _study_name(rt, body, spec)
+        if study_name is None:
+            rt.forget(key)
+            return
+        url = ""
+        try:
+            url = rt.storage_url(namespace, spec)
+            storage = rt.storage(url)
+            if spec.cleanup.delete_study:
+                if delete_study(storage, study_name):
+                    rt.post_event(owner, "Normal", "StudyDeleted", f"study `{study_name}` deleted")
+            else:
+                _close_running(rt, storage, study_name, key)
+        except StorageProblem as exc:
+            # Do not hold the deletion hostage to a storage that may never come back.
+            logger.warning("StudyJob %s: study left as it is: %s", key, exc)
+        except SQLAlchemyError as exc:
+            logger.warning("StudyJob %s: study left as it is: %s", key, redact(str(exc).splitlines()[0], url))
+        rt.forget(key)
+
+
+def _close_running(rt: Runtime, storage: Any, study_name: str, key: str) -> None:
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return
+    failure = Failure("StudyJobDeleted", "the StudyJob was deleted while the trial ran")
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(names.ATTR_OWNER) == key:
+            try:
+                study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_FAIL_REASON, str(failure))
+                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue

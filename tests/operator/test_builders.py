@@ -1,0 +1,172 @@
+"""The pure builders: Jobs and ConfigMaps as plain dicts, checked against Kubernetes' schemas."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubetune.config import validate_config
+from kubetune_operator import names
+from kubetune_operator.builders import best_config_map, config_map, trial_job, visualise_job
+from kubetune_operator.spec import parse_spec, resolve_config
+
+from tests.operator.schema_tools import EXAMPLES, example_documents
+
+OWNER = {
+    "apiVersion": "kubetune.dev/v1alpha1", "kind": "StudyJob",
+    "metadata": {"name": "digits-lr", "namespace": "ml", "uid": "1234-abcd"},
+}
+
+
+def _example(name: str) -> dict:
+    path = next(p for p in EXAMPLES if p.name == name)
+    return next(d for d in example_documents(path) if d["kind"] == "StudyJob")["spec"]
+
+
+def _spec(name: str = "digits-studyjob.yaml", **change):
+    raw = _example(name)
+    raw.update(change)
+    spec = parse_spec(raw, "digits-lr")
+    return spec, resolve_config(raw["config"], spec).config
+
+
+def _pods(job: dict) -> dict:
+    return job["spec"]["template"]["spec"]
+
+
+def _validate(obj: dict) -> None:
+    kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+
+
+def assert_restricted(pod: dict) -> None:
+    """Pod Security Standards, "restricted" profile (the fields it checks)."""
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    for volume in pod["volumes"]:
+        assert set(volume) - {"name"} <= {"configMap", "emptyDir", "persistentVolumeClaim", "secret"}
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
+        assert context.get("privileged") is not True
+        assert context.get("runAsUser") != 0 and pod["securityContext"].get("runAsUser") != 0
+
+
+def test_trial_job_runs_one_trial_as_an_argv_list():
+    spec, config = _spec()
+    job = trial_job(OWNER, spec, config.search.study_name, 7, "default-image")
+    _validate(job)
+    assert job["metadata"]["name"] == "digits-lr-trial-7"
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 1800
+    pod = _pods(job)
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["command"] == [
+        "ml-train", "--config", "/etc/kubetune/config.yaml", "--trial", "digits-lr:7", "--no-progress",
+        "--set", "data.path=/data/digits", "--set", "logging.output_dir=/results",
+    ]
+    assert container["image"] == "ghcr.io/kubetune/kubetune-trainer:0.1.0-cpu"  # spec's, not the default
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"},
+                                      "limits": {"cpu": "2", "memory": "2Gi"}}
+    assert_restricted(pod)
+
+
+def test_trial_job_takes_the_storage_url_only_from_the_secret():
+    spec, config = _spec()
+    env = _pods(trial_job(OWNER, spec, "s", 0, "img"))["containers"][0]["env"]
+    storage = [e for e in env if e["name"] == "KUBETUNE_STORAGE_URL"]
+    assert storage == [{"name": "KUBETUNE_STORAGE_URL",
+                        "valueFrom": {"secretKeyRef": {"name": "kubetune-postgres", "key": "url"}}}]
+
+
+def test_trial_job_is_owned_labelled_and_mounts_config_data_results():
+    spec, config = _spec("gpu-studyjob.yaml")
+    job = trial_job(OWNER, spec, "cifar", 3, "img")
+    _validate(job)
+    assert job["metadata"]["ownerReferences"] == [{
+        "controller": True, "blockOwnerDeletion": True, "apiVersion": "kubetune.dev/v1alpha1",
+        "kind": "StudyJob", "name": "digits-lr", "uid": "1234-abcd"}]
+    assert job["metadata"]["namespace"] == "ml"
+    labels = job["metadata"]["labels"]
+    assert labels[names.LABEL_STUDYJOB] == "digits-lr" and labels[names.LABEL_TRIAL] == "3"
+    assert labels[names.LABEL_MANAGED_BY] == names.MANAGED_BY
+    assert job["spec"]["template"]["metadata"]["labels"] == labels
+    pod = _pods(job)
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["/etc/kubetune"]["readOnly"] is True
+    assert mounts["/data"] == {"name": "data", "mountPath": "/data", "readOnly": True, "subPath": "cifar10"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"] == {"name": "config", "configMap": {"name": "digits-lr-config"}}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "datasets", "readOnly": True}
+    assert volumes["results"]["persistentVolumeClaim"] == {"claimName": "kubetune-results"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
+    assert_restricted(pod)
+
+
+def test_gpu_trial_job_carries_gpu_limits_node_selector_and_tolerations():
+    spec, _ = _spec("gpu-studyjob.yaml")
+    pod = _pods(trial_job(OWNER, spec, "cifar", 0, "img"))
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_sample_data_is_written_by_an_init_container():
+    spec, _ = _spec()
+    pod = _pods(trial_job(OWNER, spec, "s", 0, "img"))
+    (init,) = pod["initContainers"]
+    assert init["command"][:2] == ["python", "-c"] and init["command"][-1] == "/data/digits"
+    assert {"name": "data", "emptyDir": {}} in pod["volumes"]
+    assert_restricted(pod)
+
+
+def test_default_image_when_the_spec_names_none():
+    raw = _example("digits-studyjob.yaml")
+    del raw["trials"]["image"]
+    spec = parse_spec(raw, "digits-lr")
+    job = trial_job(OWNER, spec, "s", 0, "registry/trainer:1")
+    assert _pods(job)["containers"][0]["image"] == "registry/trainer:1"
+
+
+def test_visualise_job_exports_then_plots_anywhere():
+    spec, config = _spec("gpu-studyjob.yaml")
+    job = visualise_job(OWNER, spec, "cifar", 40, "img")
+    _validate(job)
+    assert job["metadata"]["name"] == "digits-lr-visualise"
+    assert job["metadata"]["annotations"][names.ANNOTATION_FINISHED] == "40"
+    pod = _pods(job)
+    (export,) = pod["initContainers"]
+    (plots,) = pod["containers"]
+    assert export["command"] == ["ml-search", "--config", "/etc/kubetune/config.yaml", "--export-only",
+                                 "--output-dir", "/results/digits-lr"]
+    assert plots["command"] == ["ml-visualise", "--mode", "search", "--config",
+                                "/etc/kubetune/config.yaml", "--output", "/results/digits-lr/plots"]
+    assert "resources" not in plots  # no GPU for plots
+    assert "nodeSelector" not in pod and pod["tolerations"]
+    assert_restricted(pod)
+
+
+def test_config_map_holds_the_validated_config_for_the_pod():
+    spec, config = _spec()
+    body = config_map(OWNER, config)
+    _validate(body)
+    assert body["metadata"]["name"] == "digits-lr-config"
+    assert body["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
+    mounted = validate_config(yaml.safe_load(body["data"]["config.yaml"]))
+    assert mounted.data.path == "/data/digits" and mounted.logging.output_dir == "/results"
+    assert mounted.search.study_name == "digits-lr"
+
+
+def test_best_config_map_is_a_complete_config():
+    spec, config = _spec()
+    from kubetune.search.results import best_config_dict
+
+    best = best_config_dict(config, {"optimizer.lr": 0.0123, "training.batch_size": 32})
+    body = best_config_map(OWNER, best, trial=5, value=0.97)
+    _validate(body)
+    loaded = validate_config(yaml.safe_load(body["data"]["best_config.yaml"]))
+    assert loaded.optimizer.lr == pytest.approx(0.0123) and loaded.training.batch_size == 32
+    assert loaded.search is None
+    assert body["metadata"]["annotations"][names.ANNOTATION_BEST_TRIAL] == "5"

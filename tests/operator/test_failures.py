@@ -1,0 +1,57 @@
+"""Why a trial Job failed, from the Job's and its pods' status (as the kubelet reports it)."""
+
+from __future__ import annotations
+
+import pytest
+from kubetune_operator.failures import failure_reason, job_outcome, vanished
+
+
+def _job(reason: str = "BackoffLimitExceeded", deadline: int | None = None) -> dict:
+    job = {"spec": {}, "status": {"failed": 1, "conditions": [
+        {"type": "Failed", "status": "True", "reason": reason, "message": "Job failed"}]}}
+    if deadline:
+        job["spec"]["activeDeadlineSeconds"] = deadline
+    return job
+
+
+def _pod(**status) -> dict:
+    return {"status": status}
+
+
+def _terminated(reason: str, code: int) -> dict:
+    return _pod(phase="Failed", containerStatuses=[{"name": "trial", "state": {
+        "terminated": {"reason": reason, "exitCode": code}}}])
+
+
+@pytest.mark.parametrize(("job", "expected"), [
+    ({"status": {}}, None),
+    ({"status": {"active": 1}}, None),
+    ({"status": {"succeeded": 1}}, "succeeded"),
+    ({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, "succeeded"),
+    ({"status": {"conditions": [{"type": "Failed", "status": "True"}]}}, "failed"),
+    ({"status": {"conditions": [{"type": "Failed", "status": "False"}]}}, None),
+])
+def test_job_outcome(job, expected):
+    assert job_outcome(job) == expected
+
+
+@pytest.mark.parametrize(("job", "pods", "reason", "retryable"), [
+    (_job(), [_terminated("OOMKilled", 137)], "OOMKilled", False),
+    (_job(), [_pod(phase="Failed", reason="Evicted", message="low on memory")], "Evicted", True),
+    (_job(), [_pod(phase="Failed", conditions=[{"type": "DisruptionTarget", "status": "True",
+                                                "reason": "PreemptionByScheduler"}])], "Preempted", True),
+    (_job("DeadlineExceeded", 600), [_terminated("Error", 137)], "DeadlineExceeded", False),
+    (_job(), [_terminated("Error", 3)], "BackoffLimitExceeded", False),
+    (_job(), [], "BackoffLimitExceeded", False),
+])
+def test_failure_reasons(job, pods, reason, retryable):
+    failure = failure_reason(job, pods)
+    assert failure.reason == reason and failure.retryable is retryable
+    assert str(failure).startswith(f"{reason}: ")
+
+
+def test_messages_say_what_happened():
+    assert "exited with code 3 without reporting" in str(failure_reason(_job(), [_terminated("Error", 3)]))
+    assert "deadline of 600s" in str(failure_reason(_job("DeadlineExceeded", 600), []))
+    assert "low on memory" in str(failure_reason(_job(), [_pod(reason="Evicted", message="low on memory")]))
+    assert vanished().retryable and vanished().reason == "JobDeleted"

@@ -1,0 +1,152 @@
+"""A live StudyJob: the operator restarted mid-study, n_trials and parallelism changed,
+suspend and resume, deletion with and without the study.
+
+Jobs are held by the fake kubelet until released, then ``tell`` COMPLETE (standing in
+for training: what is under test is the operator's handling of Jobs and trials).
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from kubetune.search.storage import make_storage
+from kubetune_operator import names
+from kubetune_operator.spec import parse_spec, resolve_config
+from kubetune_operator.studies import StudyHandle
+from optuna.trial import TrialState
+
+from tests.operator.conftest import digits_spec
+from tests.operator.harness import NAMESPACE, STUDYJOBS, wait_for
+
+
+def _study(url: str) -> optuna.Study:
+    return optuna.load_study(study_name="digits-op", storage=url)
+
+
+def _running_jobs(cluster, name: str) -> list[str]:
+    return sorted(n for n, job in cluster.jobs(name).items() if not (job.get("status") or {}).get("conditions"))
+
+
+@pytest.mark.asyncio
+async def test_operator_killed_and_restarted_mid_study(cluster, storage_secret, start_operator,
+                                                       make_kubelet):
+    first = await start_operator()
+    spec = digits_spec(n_trials=5, parallelism=2)
+    async with make_kubelet(lambda job: "hold") as kubelet:
+        await cluster.create_studyjob("restart", spec)
+        await wait_for(lambda: len(cluster.jobs("restart")) == 2, 30, "two trial Jobs")
+        await first.stop()
+
+        # While no operator runs: trial 0's pod finishes and tells, and a trial is asked
+        # the way the operator asks (marked as this StudyJob's) but gets no Job, as if
+        # the operator died between ask() and creating the Job.
+        kubelet.release("restart-trial-0", "tell")
+        await wait_for(lambda: _study(storage_secret).trials[0].state == TrialState.COMPLETE, 30,
+                       "trial 0 to complete")
+        parsed = parse_spec(spec, "restart")
+        handle = StudyHandle(make_storage(storage_secret, heartbeat=False),
+                             resolve_config(spec["config"], parsed).config, owner=f"{NAMESPACE}/restart")
+        orphan = handle.ask(waiting=False)
+        assert orphan.number == 2
+
+        await start_operator()
+        await wait_for(lambda: "restart-trial-2" in cluster.jobs("restart"), 30, "the orphan's Job")
+        kubelet.release()
+        status = await cluster.wait_phase("restart", "Succeeded")
+
+    trials = _study(storage_secret).trials
+    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert status["trials"]["finished"] == 5
+    # Every trial got exactly one Job, across both operators: no duplicate, no orphan.
+    assert sorted(cluster.created_jobs()) == sorted(f"restart-trial-{n}" for n in range(5))
+
+
+@pytest.mark.asyncio
+async def test_n_trials_and_parallelism_change_on_a_live_studyjob(cluster, storage_secret,
+                                                                  start_operator, make_kubelet):
+    await start_operator()
+    async with make_kubelet(lambda job: "hold") as kubelet:
+        await cluster.create_studyjob("live", digits_spec(n_trials=2, parallelism=1))
+        await wait_for(lambda: len(cluster.jobs("live")) == 1, 30, "the first Job")
+
+        # Raising both: two more trials start at once.
+        await cluster.patch(STUDYJOBS, "live", {"spec": {
+            "config": {"search": {"n_trials": 4}}, "trials": {"parallelism": 3}}})
+        await wait_for(lambda: len(cluster.jobs("live")) == 3, 30, "three running Jobs")
+
+        # Lowering parallelism kills nothing; a finished trial is not replaced while
+        # more than the new parallelism still run.
+        await cluster.patch(STUDYJOBS, "live", {"spec": {"trials": {"parallelism": 1}}})
+        await wait_for(lambda: cluster.status("live").get("observedGeneration") == 3, 30,
+                       "the lower parallelism to be seen")
+        kubelet.release("live-trial-0")
+        await wait_for(lambda: cluster.status("live").get("trials", {}).get("finished") == 1, 30,
+                       "trial 0 to be counted")
+        assert _running_jobs(cluster, "live") == ["live-trial-1", "live-trial-2"]
+        assert len(cluster.jobs("live")) == 3
+        assert ("delete", "batch", "jobs") not in cluster.emu.calls
+
+        kubelet.release()
+        status = await cluster.wait_phase("live", "Succeeded")
+    assert status["progress"] == "4/4"
+    assert len(_study(storage_secret).trials) == 4
+    assert _study(storage_secret).user_attrs["n_trials"] == 4  # what ml-search --resume reads
+
+
+@pytest.mark.asyncio
+async def test_suspend_stops_launching_and_resume_continues(cluster, storage_secret, start_operator,
+                                                            make_kubelet):
+    await start_operator()
+    async with make_kubelet(lambda job: "hold") as kubelet:
+        await cluster.create_studyjob("pause", digits_spec(n_trials=4, parallelism=2))
+        await wait_for(lambda: len(cluster.jobs("pause")) == 2, 30, "two Jobs")
+        await cluster.patch(STUDYJOBS, "pause", {"spec": {"suspend": True}})
+        await cluster.wait_phase("pause", "Suspended", timeout=30)
+
+        # Running trials finish; nothing new starts.
+        kubelet.release()
+        status = await wait_for(
+            lambda: cluster.status("pause").get("trials", {}).get("finished") == 2
+            and cluster.status("pause"), 30, "both trials to finish")
+        assert status["phase"] == "Suspended"
+        assert {c["type"]: c["status"] for c in status["conditions"]}["Suspended"] == "True"
+        assert len(cluster.jobs("pause")) == 2
+
+        await cluster.patch(STUDYJOBS, "pause", {"spec": {"suspend": False}})
+        await cluster.wait_phase("pause", "Succeeded")
+    assert len(cluster.jobs("pause")) == 4
+    assert cluster.events("Suspended")
+
+
+@pytest.mark.asyncio
+async def test_deleting_keeps_the_study_and_fails_its_running_trials(cluster, storage_secret,
+                                                                     start_operator, make_kubelet):
+    await start_operator()
+    async with make_kubelet(lambda job: "hold"):
+        created = await cluster.create_studyjob("bye", digits_spec(n_trials=4, parallelism=2))
+        await wait_for(lambda: len(cluster.jobs("bye")) == 2, 30, "two Jobs")
+        for job in cluster.jobs("bye").values():
+            assert job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+        await cluster.delete(STUDYJOBS, "bye")
+        await wait_for(lambda: cluster.get(STUDYJOBS, "bye") is None, 30, "the StudyJob to go")
+    # The garbage collector (emulated) removed the children by their ownerReferences.
+    assert cluster.jobs("bye") == {} and cluster.get("v1/configmaps", "bye-config") is None
+    trials = _study(storage_secret).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(t.user_attrs[names.ATTR_FAIL_REASON].startswith("StudyJobDeleted") for t in trials)
+
+
+@pytest.mark.asyncio
+async def test_deleting_with_delete_study_removes_the_study(cluster, storage_secret, start_operator,
+                                                            make_kubelet):
+    await start_operator()
+    spec = digits_spec(n_trials=2, parallelism=1)
+    spec["cleanup"] = {"deleteStudy": True}
+    async with make_kubelet(lambda job: "tell"):
+        await cluster.create_studyjob("purge", spec)
+        await cluster.wait_phase("purge", "Succeeded")
+    assert len(_study(storage_secret).trials) == 2
+    await cluster.delete(STUDYJOBS, "purge")
+    await wait_for(lambda: cluster.get(STUDYJOBS, "purge") is None, 30, "the StudyJob to go")
+    with pytest.raises(KeyError):
+        _study(storage_secret)

@@ -1,0 +1,143 @@
+"""Reading a StudyJob spec: one error per rule, each naming its field."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from kubetune_operator.spec import (
+    Defaults,
+    SpecError,
+    config_from_configmap,
+    parse_spec,
+    resolve_config,
+)
+
+from tests.operator.conftest import DIGITS_CONFIG
+
+
+def _raw(**change) -> dict:
+    spec = {"config": copy.deepcopy(DIGITS_CONFIG), "data": {"persistentVolumeClaim": "datasets"}}
+    spec.update(change)
+    return spec
+
+
+def _error(raw: dict, name: str = "digits") -> SpecError:
+    with pytest.raises(SpecError) as info:
+        spec = parse_spec(raw, name)
+        resolve_config(spec.config or {}, spec)
+    return info.value
+
+
+def test_defaults():
+    spec = parse_spec(_raw(), "digits")
+    assert (spec.trials.parallelism, spec.trials.max_failed, spec.trials.retries) == (1, 3, 1)
+    assert spec.storage.secret_ref.name == "kubetune-postgres" and spec.storage.secret_ref.key == "url"
+    assert spec.suspend is False and spec.cleanup.delete_study is False
+
+
+@pytest.mark.parametrize(("raw", "field", "words"), [
+    (_raw(trials={"paralelism": 2}), "spec.trials.paralelism", "unknown field"),
+    (_raw(trials={"parallelism": 0}), "spec.trials.parallelism", "greater than or equal to 1"),
+    (_raw(trials={"retries": -1}), "spec.trials.retries", "greater than or equal to 0"),
+    (_raw(trials={"tolerations": [{"effect": "Sometimes"}]}), "spec.trials.tolerations.0.effect",
+     "NoSchedule"),
+    ({"data": {"persistentVolumeClaim": "d"}}, "spec.config", "exactly one of"),
+    (_raw(configMapRef={"name": "cm"}), "spec.config", "exactly one of"),
+    (_raw(data={"persistentVolumeClaim": "d", "sample": "digits"}), "spec.data", "either"),
+    (_raw(data={"sample": "digits", "subPath": "x"}), "spec.data.subPath", "only applies"),
+])
+def test_spec_errors_name_their_field(raw, field, words):
+    error = _error(raw)
+    assert error.field == field and words in str(error), str(error)
+
+
+def test_long_names_are_refused():
+    error = _error(_raw(), name="x" * 46)
+    assert error.field == "metadata.name" and "at most 45" in str(error)
+
+
+def test_config_errors_carry_the_spec_path():
+    raw = _raw()
+    raw["config"]["optimizer"]["lr"] = -0.1
+    error = _error(raw)
+    assert error.field == "spec.config.optimizer.lr"
+    assert str(error).startswith("spec.config: `optimizer.lr` must be greater than 0")
+
+
+def test_unknown_config_key_suggests_the_right_one():
+    raw = _raw()
+    raw["config"]["optimizer"]["momentun"] = 0.9
+    assert "did you mean `optimizer.momentum`" in str(_error(raw))
+
+
+def test_a_search_section_is_required():
+    raw = _raw()
+    del raw["config"]["search"]
+    error = _error(raw)
+    assert error.field == "spec.config.search" and "a StudyJob runs a search" in str(error)
+
+
+def test_grid_over_a_continuous_range_is_refused_before_any_trial():
+    raw = _raw()
+    raw["config"]["search"]["sampler"] = {"type": "GridSampler"}
+    error = _error(raw)
+    assert error.field == "spec.config.search.search_space.optimizer.lr", str(error)
+
+
+def test_mounts_replace_data_path_and_output_dir():
+    spec = parse_spec(_raw(), "digits")
+    config = resolve_config(spec.config, spec).config
+    assert config.data.path == "/data" and config.logging.output_dir == "/results"
+    sample = parse_spec(_raw(data={"sample": "digits"}), "digits")
+    assert resolve_config(sample.config, sample).config.data.path == "/data/digits"
+
+
+def test_without_a_data_volume_the_configs_own_path_is_required():
+    raw = _raw()
+    del raw["data"]
+    error = _error(raw)
+    assert error.field == "spec.config.data.path" and "required" in str(error)
+
+
+def test_a_storage_url_in_the_config_is_dropped():
+    raw = _raw()
+    raw["config"]["search"]["storage"] = "postgresql://u:pw@db/x"
+    spec = parse_spec(raw, "digits")
+    resolved = resolve_config(spec.config, spec)
+    assert resolved.dropped_storage and resolved.config.search.storage is None
+
+
+def test_config_from_a_configmap_key():
+    spec = parse_spec({"configMapRef": {"name": "cm"}}, "digits")
+    assert spec.config_map_ref.key == "config.yaml"
+    assert config_from_configmap({"config.yaml": "optimizer: {lr: 1e-3}\n"}, spec.config_map_ref) == {
+        "optimizer": {"lr": 1e-3}}  # YAML 1.2 numbers, as the CLIs read files
+    with pytest.raises(SpecError, match="has no key `config.yaml`"):
+        config_from_configmap({"other.yaml": ""}, spec.config_map_ref)
+    with pytest.raises(SpecError, match="must hold a YAML mapping"):
+        config_from_configmap({"config.yaml": "- a\n"}, spec.config_map_ref)
+
+
+def test_operator_defaults_fill_what_the_spec_leaves_out():
+    defaults = Defaults.from_environment({
+        "KUBETUNE_STORAGE_SECRET": "release-postgres", "KUBETUNE_STORAGE_SECRET_KEY": "dsn",
+        "KUBETUNE_RESULTS_PVC": "release-results",
+        "KUBETUNE_TRIAL_DEFAULTS": '{"resources": {"limits": {"nvidia.com/gpu": 1}}, '
+                                   '"nodeSelector": {}, "tolerations": [{"operator": "Exists"}]}',
+    })
+    spec = parse_spec(_raw(), "digits", defaults)
+    assert (spec.storage.secret_ref.name, spec.storage.secret_ref.key) == ("release-postgres", "dsn")
+    assert spec.output.persistent_volume_claim == "release-results"
+    assert spec.trials.resources.limits == {"nvidia.com/gpu": 1}
+    assert spec.trials.node_selector == {} and spec.trials.tolerations[0].operator == "Exists"
+    own = parse_spec(_raw(storage={"secretRef": {"name": "mine"}}, output={"persistentVolumeClaim": "o"},
+                          trials={"resources": {"limits": {"cpu": 2}}}), "digits", defaults)
+    assert own.storage.secret_ref.name == "mine" and own.output.persistent_volume_claim == "o"
+    assert own.trials.resources.limits == {"cpu": 2}
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"image": "x"}', '{"tolerations": [{"effect": "x"}]}'])
+def test_malformed_trial_defaults_are_refused(text):
+    with pytest.raises(ValueError, match="KUBETUNE_TRIAL_DEFAULTS|effect"):
+        Defaults.from_environment({"KUBETUNE_TRIAL_DEFAULTS": text})
