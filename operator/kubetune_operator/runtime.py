@@ -22,14 +22,13 @@ from kubetune.config import Config, config_to_yaml
 from kubetune.search.storage import make_storage, mask_url
 
 from kubetune_operator.kube import Kube
-from kubetune_operator.names import VERSION_STRING as __version__
 from kubetune_operator.spec import Defaults, ResolvedConfig, StudyJobSpec, resolve_config
 from kubetune_operator.studies import StudyHandle, search_fingerprint
 
 logger = logging.getLogger("kubetune_operator")
 
 DEFAULT_TRIAL_IMAGE = os.environ.get(
-    "KUBETUNE_TRIAL_IMAGE", f"ghcr.io/kubetune/kubetune-trainer:{__version__}"
+    "KUBETUNE_TRIAL_IMAGE", "kubetune-trainer:cpu"
 )
 SECRET_TTL = 30.0  # seconds a storage URL read from a Secret is reused
 

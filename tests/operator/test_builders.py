@@ -67,7 +67,7 @@ def test_trial_job_runs_one_trial_as_an_argv_list():
         "ml-train", "--config", "/etc/kubetune/config.yaml", "--trial", "digits-lr:7", "--no-progress",
         "--set", "data.path=/data/digits", "--set", "logging.output_dir=/results",
     ]
-    assert container["image"] == "ghcr.io/kubetune/kubetune-trainer:0.1.0-cpu"  # spec's, not the default
+    assert container["image"] == "kubetune-trainer:cpu"  # spec's, not the default
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"},
                                       "limits": {"cpu": "2", "memory": "2Gi"}}
     assert_restricted(pod)

@@ -19,10 +19,10 @@ the operator disables kopf's CRD and namespace scanning. Put rules here, not in
   resources: ["events"]
   verbs: ["create"]
 # Framework and application: kopf watches StudyJobs and keeps its progress, the
-# finalizer and the last handled spec in their metadata; reconcile re-reads them.
+# finalizer and the last handled spec in their metadata.
 - apiGroups: ["kubetune.dev"]
   resources: ["studyjobs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # Application: phase, trial counts and the best trial in the status.
 - apiGroups: ["kubetune.dev"]
   resources: ["studyjobs/status"]
