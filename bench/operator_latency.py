@@ -47,6 +47,7 @@ async def _kubelet(url: str, storage: str, n_jobs: int, completed_at: dict[str, 
 
     import aiohttp
     import optuna
+
     from kubetune.search.storage import make_storage
     from kubetune_operator import names
 
@@ -78,7 +79,6 @@ async def _kubelet(url: str, storage: str, n_jobs: int, completed_at: dict[str, 
 
 async def _run(url: str, storage: str, n_trials: int, created_log: Path) -> list[float]:
     from kubetune_operator.kube import Kube
-
     from tests.operator.harness import OperatorThread
 
     kube = Kube.from_host(url)
@@ -107,6 +107,7 @@ async def _run(url: str, storage: str, n_trials: int, created_log: Path) -> list
 def _ask_alone(storage: str, n_trials: int) -> float:
     """Median time of one study.ask (the bench's sampler and space) for scale."""
     import optuna
+
     from kubetune.config import validate_config
     from kubetune.search.samplers import build_sampler
     from kubetune.search.space import distributions

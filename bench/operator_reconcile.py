@@ -61,13 +61,14 @@ def _studyjob(kube, name: str, config: dict, parallelism: int, suspend: bool) ->
 def _fill(storage_url: str, name: str, config: dict, finished: int, running: int, kube) -> None:
     """``finished`` ended trials (70% complete, 20% pruned, 10% failed) and ``running`` with Jobs."""
     import optuna
+    from optuna.trial import TrialState, create_trial
+
     from kubetune.config import validate_config
     from kubetune.search.space import distributions
     from kubetune.search.storage import make_storage
     from kubetune_operator import names
     from kubetune_operator.builders import trial_job
     from kubetune_operator.spec import parse_spec
-    from optuna.trial import TrialState, create_trial
 
     owner = names.owner_key(NAMESPACE, name)
     storage = make_storage(storage_url, heartbeat=False)
@@ -111,6 +112,7 @@ def _timed(fn) -> float:
 def _measure(kube, storage_url: str, name: str, steady: int, launches: int) -> dict[str, float]:
     """Time the three kinds of pass on StudyJob ``name``."""
     import optuna
+
     from kubetune_operator import names
     from kubetune_operator.reconcile import reconcile
     from kubetune_operator.runtime import Options, Runtime
@@ -152,8 +154,8 @@ def main() -> int:
     args = parser.parse_args()
 
     import optuna
-    from kubetune_operator.kube import Kube
 
+    from kubetune_operator.kube import Kube
     from tests.operator.harness import EmulatorProcess, temporary_database
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

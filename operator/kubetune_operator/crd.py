@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubetune.config import Config
 
+from kubetune.config import Config
 from kubetune_operator import names
 
 HEADER = """\

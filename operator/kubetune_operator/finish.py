@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kubetune.config import Config
-
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.builders import best_config_map, visualise_job

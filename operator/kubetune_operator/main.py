@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 
 from kubetune.cli.common import ArgumentParser
-
 from kubetune_operator.names import VERSION_STRING as __version__
 from kubetune_operator.runtime import DEFAULT_TRIAL_IMAGE
 

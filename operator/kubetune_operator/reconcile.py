@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from kubetune.config import Config
 from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
 
+from kubetune.config import Config
 from kubetune_operator import finish, names
 from kubetune_operator import status as st
 from kubetune_operator.builders import config_map, trial_job

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+
 from kubetune.config import Config, config_to_yaml
 from kubetune.search.storage import make_storage, mask_url
-
 from kubetune_operator.kube import Kube
 from kubetune_operator.spec import Defaults, ResolvedConfig, StudyJobSpec, resolve_config
 from kubetune_operator.studies import StudyHandle, search_fingerprint

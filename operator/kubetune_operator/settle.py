@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kubetune.search.budget import retried_numbers
-from kubetune.search.single_trial import TERMINATED
 from optuna.trial import FrozenTrial, TrialState
 
+from kubetune.search.budget import retried_numbers
+from kubetune.search.single_trial import TERMINATED
 from kubetune_operator import names
 from kubetune_operator.failures import Failure, failure_reason, job_outcome, vanished
 from kubetune_operator.spec import StudyJobSpec

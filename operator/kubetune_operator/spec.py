@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from kubetune.config import Config, validate_config
 from kubetune.config.loader import format_validation_error
 from kubetune.config.yaml_io import parse_yaml
 from kubetune.errors import ConfigError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from kubetune_operator import names
 
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
 from kubetune.config import Config, config_to_dict
 from kubetune.search.budget import TARGET_ATTR, retried_numbers
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler
 from kubetune.search.space import contains, distributions
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial, TrialState
-
 from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.spec import SpecError

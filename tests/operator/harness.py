@@ -35,11 +35,11 @@ from typing import Any
 import kmock
 import kopf
 import yaml
+
 from kubetune_operator import handlers, names
 from kubetune_operator.kube import Kube
 from kubetune_operator.runtime import Options, Runtime
 from kubetune_operator.settings import configure
-
 from tests.operator.emulator import KubetuneEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -395,6 +395,7 @@ class FakeKubelet:
         """Stand-in for a trial pod that trains: tell COMPLETE with a value from the params
         (or FAIL with ``fail_reason``, as the trainer does on SIGTERM)."""
         import optuna
+
         from kubetune.search.storage import make_storage
 
         container = job["spec"]["template"]["spec"]["containers"][0]

@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+
 from kubetune.config.yaml_io import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 import yaml
+
 from kubetune.config import validate_config
 from kubetune_operator import names
 from kubetune_operator.builders import best_config_map, config_map, trial_job, visualise_job
 from kubetune_operator.spec import parse_spec, resolve_config
-
 from tests.operator.schema_tools import EXAMPLES, example_documents
 
 OWNER = {

@@ -6,10 +6,10 @@ import copy
 
 import kubernetes_validate
 import pytest
+
 from kubetune.config import Config
 from kubetune_operator.crd import render
 from kubetune_operator.spec import config_from_configmap, parse_spec, resolve_config
-
 from tests.conftest import run_cli
 from tests.operator.schema_tools import (
     CRD_PATH,

@@ -19,10 +19,10 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from kubetune.config import validate_config
-from kubetune_operator import names
 from optuna.trial import TrialState
 
+from kubetune.config import validate_config
+from kubetune_operator import names
 from tests.operator.conftest import digits_spec
 from tests.operator.harness import STUDYJOBS, wait_for
 

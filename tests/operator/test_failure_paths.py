@@ -10,9 +10,9 @@ from __future__ import annotations
 import optuna
 import pytest
 import yaml
-from kubetune_operator import names
 from optuna.trial import TrialState
 
+from kubetune_operator import names
 from tests.operator.conftest import digits_spec
 from tests.operator.harness import STUDYJOBS, wait_for
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kubetune_operator.failures import failure_reason, job_outcome, vanished
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from optuna.trial import TrialState
+
 from kubetune.search.storage import make_storage
 from kubetune_operator import names
 from kubetune_operator.spec import parse_spec, resolve_config
 from kubetune_operator.studies import StudyHandle
-from optuna.trial import TrialState
-
 from tests.operator.conftest import digits_spec
 from tests.operator.harness import NAMESPACE, STUDYJOBS, wait_for
 

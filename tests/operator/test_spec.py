@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from kubetune_operator.spec import (
     Defaults,
     SpecError,
@@ -12,7 +13,6 @@ from kubetune_operator.spec import (
     parse_spec,
     resolve_config,
 )
-
 from tests.operator.conftest import DIGITS_CONFIG
 
 

@@ -64,6 +64,7 @@ def run_search(url: str, config_dict: dict, runs: Path, n_trials: int = N_TRIALS
     """Real training under Optuna: report val_acc each epoch, prune on should_prune."""
     import optuna
     import torch
+
     from kubetune.config import validate_config, with_overrides
     from kubetune.data.datasets import load_splits
     from kubetune.training import train

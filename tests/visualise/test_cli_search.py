@@ -10,11 +10,11 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from kubetune.visualise import PLOT_TYPES
-from kubetune.visualise.study_report import PNG_SIZE
 from optuna.trial import TrialState
 from PIL import Image
 
+from kubetune.visualise import PLOT_TYPES
+from kubetune.visualise.study_report import PNG_SIZE
 from tests.conftest import run_cli
 from tests.visualise.conftest import all_figures_from_html, figure_from_html, make_study
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from kubetune.visualise.training_curves import PNG_SIZE
 
+from kubetune.visualise.training_curves import PNG_SIZE
 from tests.conftest import run_cli
 from tests.visualise.conftest import figure_from_html
 from tests.visualise.test_cli_search import assert_offline, check_png

@@ -7,6 +7,7 @@ import stat
 
 import optuna
 import pytest
+
 from kubetune.errors import KubetuneError, UsageError
 from kubetune.visualise import (
     PLOT_TYPES,
@@ -19,7 +20,6 @@ from kubetune.visualise import (
     summarise,
 )
 from kubetune.visualise.plots import skip_reason
-
 from tests.visualise.conftest import make_study
 
 PARAMS = ["optimizer.lr", "training.batch_size"]

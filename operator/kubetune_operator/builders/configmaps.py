@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+
 from kubetune.config import Config, config_to_yaml
 from kubetune.config.yaml_io import dump_yaml
-
 from kubetune_operator import names
 
 
