@@ -81,7 +81,7 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
     from kubetune.search.results import export_results, study_dir, top_trials_table
 
     written = export_results(config, study, output_dir)
-    console = Console(file=sys.stdout)
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
     if not quiet:
         console.print(top_trials_table(study, config.search.metric))
     folder = output_dir or study_dir(config, study.study_name)
@@ -159,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
     from kubetune.search.study import start_study
     from kubetune.search.worker import run_worker
 
-    build_sampler(search), build_pruner(search)
+    build_sampler(search)  # GridSampler's grid and friends fail here, before the storage
+    build_pruner(search)
     trainer = TrialTrainer(config, study_name, quiet_epochs=not args.verbose)
     trainer.prepare()  # data errors stop here, before the storage is touched
 
@@ -169,6 +170,9 @@ def _run(args: argparse.Namespace) -> int:
     state = budget(start.study, start.target)
     log.info("study %s in %s: %d of %d trials counted, %s", study_name, mask_url(url), state.counted,
              start.target, "new" if start.created else "resumed")
+    if state.done:
+        log.info("study %s already has its %d trials; add more with --resume --n-trials N",
+                 study_name, start.target)
     if args.n_jobs == 1:
         interrupted = run_worker(config, url, study_name, quiet_epochs=not args.verbose,
                                  progress=not args.quiet, trainer=trainer).interrupted

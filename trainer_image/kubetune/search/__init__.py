@@ -1,4 +1,10 @@
 """Search: config -> Optuna sampler, pruner, distributions, storage; trial running.
 
-``space``, ``samplers``, ``pruners`` and ``storage`` import no torch (the operator uses them).
+Torch-free (the operator imports these): ``space``, ``samplers``, ``pruners``,
+``storage``, ``checks`` (every config check before the storage is touched),
+``budget`` (how trials count against ``n_trials``), ``locking`` (the per-study
+lock), ``study`` (create/resume), ``results`` (best_config.yaml, trials.csv).
+
+Training: ``objective`` (one trial, shared by ml-search and ``ml-train --trial``),
+``worker`` (the ml-search loop), ``single_trial`` (run a stored trial by number).
 """

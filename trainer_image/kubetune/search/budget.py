@@ -57,7 +57,7 @@ def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
 def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The trials charged to ``n_trials`` (see the module docstring)."""
     retried = retried_numbers(trials)
-    return [t for t in trials if not (t.number in retried and t.state != TrialState.WAITING)]
+    return [t for t in trials if t.number not in retried]
 
 
 def stored_target(study: optuna.Study) -> int | None:

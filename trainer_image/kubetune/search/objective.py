@@ -42,6 +42,7 @@ from kubetune.search.space import distributions
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"
+_CACHED_DATASETS = 2  # loaded datasets a worker keeps (more only when data settings are searched)
 
 
 def suggest_params(trial: optuna.Trial, dists: Mapping[str, BaseDistribution]) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def fail_reason(exc: BaseException) -> str:
     return reason if len(reason) <= 500 else reason[:497] + "..."
 
 
-class _Reporter:
+class EpochReporter:
     """The epoch callback: report the running value, then ask the pruner."""
 
     def __init__(self, trial: optuna.Trial, metric: str, maximize: bool, aggregate: Callable,
@@ -127,6 +128,9 @@ class TrialTrainer:
 
         key = (cfg.data.model_dump_json(), cfg.training.seed)
         if key not in self._data:
+            if len(self._data) >= _CACHED_DATASETS:  # a searched data setting: keep memory bounded
+                self._data.pop(next(iter(self._data)))
+                self._folds.clear()
             self._data[key] = load_splits(cfg.data, cfg.training.seed)
         return self._data[key]
 
@@ -187,7 +191,7 @@ class TrialTrainer:
         sink = _Discard() if self.quiet_epochs else None
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
-                reporter = _Reporter(trial, search.metric, maximize, aggregate, done, fold,
+                reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,
                                      len(folds), cfg.training.num_epochs)
                 # Epoch lines are the trainer's; a search prints one line per trial instead.
                 with contextlib.redirect_stderr(sink) if sink else contextlib.nullcontext():

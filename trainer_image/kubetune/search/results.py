@@ -143,12 +143,16 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10):
         if t.state.name in counts:
             counts[t.state.name] += 1
     caption = ", ".join(f"{n} {name.lower()}" for name, n in counts.items())
+    retried = len(retried_numbers(study.get_trials(deepcopy=False)))
+    if retried:
+        caption += f" ({retried} retried with the same params)"
     table = Table(title=f"Top trials of {study.study_name}", caption=caption)
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
     table.add_column(metric, justify="right")
-    for key in keys:
-        table.add_column(key, justify="right")
+    leaves = [key.rsplit(".", 1)[-1] for key in keys]
+    for key, leaf in zip(keys, leaves, strict=True):
+        table.add_column(leaf if leaves.count(leaf) == 1 else key, justify="right")
     for rank, t in enumerate(ranked, 1):
         table.add_row(str(rank), str(t.number), f"{t.value:.4f}",
                       *(_fmt(t.params.get(k)) for k in keys))

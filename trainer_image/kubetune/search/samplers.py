@@ -9,6 +9,7 @@ from kubetune.search.space import grid_values
 
 # Defaults chosen by bench/search_efficiency.py (see the README's search section).
 TPE_STARTUP_TRIALS = 10
+TPE_MULTIVARIATE = True
 
 
 def build_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -17,7 +18,7 @@ def build_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
     if cfg.type == "TPESampler":
         return optuna.samplers.TPESampler(
             n_startup_trials=TPE_STARTUP_TRIALS if cfg.n_startup_trials is None else cfg.n_startup_trials,
-            multivariate=True if cfg.multivariate is None else cfg.multivariate,
+            multivariate=TPE_MULTIVARIATE if cfg.multivariate is None else cfg.multivariate,
             # Parallel workers should not all sample the same point: keep Optuna 5's
             # constant liar on unless the config turns it off.
             constant_liar=True if cfg.constant_liar is None else cfg.constant_liar,

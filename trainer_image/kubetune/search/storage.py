@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
 import optuna
@@ -76,22 +77,38 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
         # Several local worker processes share the file: wait for the lock instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}
     extra = {}
-    if heartbeat:
-        interval, grace = heartbeat_settings()
-        extra = {
-            "heartbeat_interval": interval,
-            "grace_period": grace,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=MAX_RETRIES
-            ),
-        }
+    interval, grace = heartbeat_settings() if heartbeat else (0, 0)
     try:
         with warnings.catch_warnings():
             # Heartbeats are "experimental" in Optuna 5 and warn on every storage.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **extra)
+            if heartbeat:
+                extra = {
+                    "heartbeat_interval": interval,
+                    "grace_period": grace,
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRIES
+                    ),
+                }
+            return _create_rdb(url, engine_kwargs, extra)
     except Exception as exc:  # sqlalchemy's OperationalError and friends
         from kubetune.errors import KubetuneError
 
         reason = str(exc).splitlines()[0][:200].replace(url, mask_url(url))
         raise KubetuneError(f"cannot open storage {mask_url(url)}: {reason}") from None
+
+
+def _create_rdb(url: str, engine_kwargs: dict, extra: dict) -> optuna.storages.RDBStorage:
+    # Workers that start together on a fresh database race to create Optuna's tables;
+    # the loser sees a duplicate-key or already-exists error and simply tries again.
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **extra)
+        except (IntegrityError, ProgrammingError, OperationalError) as exc:
+            racing = any(word in str(exc).lower() for word in ("duplicate", "already exists", "locked"))
+            if not racing or attempt == 3:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -1,0 +1,98 @@
+"""How trials are charged to n_trials, and best_config_dict."""
+
+from __future__ import annotations
+
+import optuna
+from kubetune.config import validate_config
+from kubetune.search.budget import WORKER_ATTR, budget, counted_trials, enqueue_retry
+from kubetune.search.checks import check_search, initial_points
+from kubetune.search.results import best_config_dict, trials_csv_text
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from tests.search.conftest import search_section, small_base
+
+DIST = {"x": FloatDistribution(0, 1)}
+
+
+def _add(study, state, value=None, **attrs):
+    study.add_trial(create_trial(state=state, value=value, params={"x": 0.5}, distributions=DIST,
+                                 **attrs))
+    return study.get_trials(deepcopy=False)[-1]
+
+
+def test_every_state_counts_until_retried():
+    study = optuna.create_study()
+    _add(study, TrialState.COMPLETE, 1.0)
+    _add(study, TrialState.PRUNED, 2.0)
+    _add(study, TrialState.FAIL)
+    lost = _add(study, TrialState.FAIL)  # e.g. a worker SIGKILLed mid-trial
+    _add(study, TrialState.RUNNING, user_attrs={WORKER_ATTR: "host:1"})
+    assert budget(study, 10).counted == 5
+    enqueue_retry(study, lost, lost.params, DIST)
+    state = budget(study, 10)
+    # The lost trial is replaced by its retry: still 5, one of them waiting.
+    assert (state.counted, state.finished, state.waiting, state.running_workers) == (5, 3, 1, 1)
+    retry = study.get_trials(deepcopy=False)[-1]
+    assert retry.state == TrialState.WAITING
+    assert retry.params == lost.params
+    assert retry.system_attrs["retry_history"] == [lost.number]
+    assert lost.number not in [t.number for t in counted_trials(study.get_trials())]
+    assert not state.done and state.has_room
+
+
+def test_a_retry_of_a_retry_keeps_the_history():
+    study = optuna.create_study()
+    first = _add(study, TrialState.FAIL)
+    enqueue_retry(study, first, first.params, DIST)
+    second = study.get_trials(deepcopy=False)[-1]
+    for state in (TrialState.RUNNING, TrialState.FAIL):  # popped, then lost again
+        study._storage.set_trial_state_values(second._trial_id, state)
+    enqueue_retry(study, second, second.params, DIST)
+    assert study.get_trials(deepcopy=False)[-1].system_attrs["retry_history"] == [0, 1]
+    assert budget(study, 1).counted == 1
+
+
+def test_budget_done_only_when_nothing_is_left():
+    study = optuna.create_study()
+    _add(study, TrialState.COMPLETE, 1.0)
+    assert budget(study, 1).done
+    _add(study, TrialState.RUNNING, user_attrs={WORKER_ATTR: "h:2"})
+    assert not budget(study, 1).done  # wait for the other worker's trial
+
+
+def test_best_config_keeps_full_settings_and_drops_search(fast_config):
+    base = small_base(fast_config, epochs=12, fraction=0.8)
+    config = validate_config({**base, "search": search_section(trial_epochs=2, trial_train_fraction=0.25)})
+    best = best_config_dict(config, {"optimizer.lr": 0.123, "training.batch_size": 32})
+    assert "search" not in best
+    assert best["optimizer"]["lr"] == 0.123
+    assert best["training"]["batch_size"] == 32
+    assert best["training"]["num_epochs"] == 12
+    assert best["data"]["train_fraction"] == 0.8
+    assert validate_config(best).search is None  # trainable as is
+
+
+def test_the_config_point_is_enqueued_only_inside_the_space(fast_config):
+    base = small_base(fast_config)
+    inside = validate_config({**base, "search": search_section(
+        enqueue_trials=[{"optimizer.lr": 0.02, "training.batch_size": 32}])})
+    check_search(inside)
+    # fast_config trains with lr 0.05 and batch 64: inside [0.01, 0.2] x {32, 64}.
+    assert initial_points(inside) == [{"optimizer.lr": 0.05, "training.batch_size": 64},
+                                      {"optimizer.lr": 0.02, "training.batch_size": 32}]
+    base["optimizer"]["lr"] = 0.5
+    outside = validate_config({**base, "search": search_section()})
+    assert initial_points(outside) == []
+    off = validate_config({**small_base(fast_config), "search": search_section(enqueue_config=False)})
+    assert initial_points(off) == []
+
+
+def test_trials_csv_marks_retries():
+    study = optuna.create_study()
+    lost = _add(study, TrialState.FAIL, user_attrs={"fail_reason": "interrupted"})
+    enqueue_retry(study, lost, lost.params, DIST)
+    lines = trials_csv_text(study).splitlines()
+    assert lines[0].startswith("number,state,value,x,epochs")
+    assert lines[1].endswith("interrupted,,True")
+    assert lines[2].split(",")[1] == "WAITING" and lines[2].endswith(",0,False")

@@ -1,0 +1,122 @@
+"""Every search config error stops ml-search before the first trial: exit 2, storage untouched."""
+
+from __future__ import annotations
+
+import pytest
+from kubetune.cli.search import main as ml_search
+
+from tests.conftest import run_cli
+from tests.search.conftest import CLEAN_ENV, search_section, small_base, table_names, write_config
+
+LR = "optimizer.lr"
+
+CASES = {
+    "unknown key": (
+        {"search_space": {"optimizer.lrr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}},
+        "search.search_space.optimizer.lrr` does not name a config field (did you mean `optimizer.lr`?)",
+    ),
+    "low >= high": (
+        {"search_space": {LR: {"type": "uniform", "low": 0.1, "high": 0.1}}},
+        "low must be less than high",
+    ),
+    "loguniform low <= 0": (
+        {"search_space": {LR: {"type": "loguniform", "low": 0.0, "high": 0.1}}},
+        "low must be greater than 0 on a log scale",
+    ),
+    "empty choices": (
+        {"search_space": {"training.batch_size": {"type": "categorical", "choices": []}}},
+        "choices must be a non-empty list",
+    ),
+    "int with float bounds": (
+        {"search_space": {"scheduler.step_size": {"type": "int", "low": 1.5, "high": 6}}},
+        "low must be an integer for an int parameter",
+    ),
+    "unknown sampler": (
+        {"sampler": {"type": "BayesSampler"}},
+        "`search.sampler.type` must be 'TPESampler', 'RandomSampler', 'CmaEsSampler' or 'GridSampler'",
+    ),
+    "unknown pruner": (
+        {"pruner": {"type": "SuccessiveHalving"}},
+        "`search.pruner.type` must be",
+    ),
+    "metric the trainer does not produce": (
+        {"metric": "f1_score"},
+        "`search.metric` must be 'val_acc', 'val_loss', 'train_acc' or 'train_loss'",
+    ),
+    "grid over a continuous range": (
+        {"sampler": {"type": "GridSampler"}},
+        "`search.search_space.optimizer.lr` is a continuous loguniform range, which GridSampler cannot enumerate",
+    ),
+    "direction against the metric": (
+        {"metric": "val_loss", "direction": "maximize"},
+        "`search.direction` must be 'minimize' for metric val_loss, but got 'maximize'",
+    ),
+    "range outside the field's values": (
+        {"search_space": {"model.dropout": {"type": "uniform", "low": 0.1, "high": 1.5}}},
+        "`search.search_space.model.dropout` must only produce valid values of `model.dropout`, but 1.5 is not",
+    ),
+    "float range on a whole-number field": (
+        {"search_space": {"training.batch_size": {"type": "uniform", "low": 16, "high": 64}}},
+        "`search.search_space.training.batch_size` must be an int or categorical parameter",
+    ),
+    "enqueued point outside the space": (
+        {"enqueue_trials": [{LR: 5.0}]},
+        "`search.enqueue_trials[0].optimizer.lr` must lie inside the search space, but got 5.0",
+    ),
+    "unknown pruner option": (
+        {"pruner": {"type": "MedianPruner", "percentile": 30}},
+        "percentile does not apply to MedianPruner",
+    ),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("case", list(CASES))
+def test_config_error_exits_2_and_writes_nothing(case, fast_config, postgres_url, tmp_path, capsys):
+    overrides, message = CASES[case]
+    config = write_config(tmp_path / "c.yaml", small_base(fast_config), search_section(**overrides))
+    # ml-search's entry point in-process (the subprocess path is tested below).
+    assert ml_search(["--config", str(config), "--storage", postgres_url]) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert table_names(postgres_url) == []  # not even Optuna's schema
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_without_search_section(fast_config, tmp_path):
+    config = write_config(tmp_path / "c.yaml", small_base(fast_config), None)
+    result = run_cli("ml-search", "--config", str(config), cwd=tmp_path, env=CLEAN_ENV)
+    assert result.returncode == 2
+    assert "`search` is required" in result.stderr
+    assert not (tmp_path / "optuna_studies.db").exists()
+
+
+def test_data_error_stops_before_the_storage(fast_config, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KUBETUNE_STORAGE_URL", raising=False)
+    base = small_base(fast_config)
+    base["data"]["path"] = str(tmp_path / "missing")
+    config = write_config(tmp_path / "c.yaml", base, search_section())
+    assert ml_search(["--config", str(config)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "optuna_studies.db").exists()
+
+
+def test_too_many_folds_for_the_data_is_an_error(fast_config, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KUBETUNE_STORAGE_URL", raising=False)
+    base = small_base(fast_config, fraction=0.05)  # ~7 images per class
+    search = search_section(cross_validation={"enabled": True, "n_folds": 30})
+    config = write_config(tmp_path / "c.yaml", base, search)
+    assert ml_search(["--config", str(config)]) == 2
+    assert "n_folds=30" in capsys.readouterr().err
+    assert not (tmp_path / "optuna_studies.db").exists()
+
+
+def test_bad_flags_are_usage_errors(fast_config, tmp_path):
+    config = write_config(tmp_path / "c.yaml", small_base(fast_config), search_section())
+    for flags in (["--n-trials", "0"], ["--n-jobs", "x"], ["--set", "search.n_trial=3"]):
+        result = run_cli("ml-search", "--config", str(config), *flags, cwd=tmp_path, env=CLEAN_ENV)
+        assert result.returncode == 2, (flags, result.stderr)
+    assert not (tmp_path / "optuna_studies.db").exists()
