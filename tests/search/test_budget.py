@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
 from kubetune.config import validate_config
 from kubetune.search.budget import WORKER_ATTR, budget, counted_trials, enqueue_retry
 from kubetune.search.checks import check_search, initial_points
 from kubetune.search.results import best_config_dict, trials_csv_text
-from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState, create_trial
-
 from tests.search.conftest import search_section, small_base
 
 DIST = {"x": FloatDistribution(0, 1)}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kubetune.cli.search import main as ml_search
 
+from kubetune.cli.search import main as ml_search
 from tests.conftest import run_cli
 from tests.search.conftest import CLEAN_ENV, search_section, small_base, table_names, write_config
 

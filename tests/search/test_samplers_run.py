@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from kubetune.cli.search import main as ml_search
 from optuna.trial import TrialState
 
+from kubetune.cli.search import main as ml_search
 from tests.search.conftest import load_trials, search_section, small_base, write_config
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
 from kubetune.config import validate_config
 from kubetune.search.single_trial import run_stored_trial
 from kubetune.search.space import distributions
 from kubetune.search.storage import make_storage
-from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState
-
 from tests.conftest import run_cli
 from tests.search.conftest import search_section, small_base, write_config
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kubetune.config.search_schema import SearchConfig
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.search.storage import heartbeat_settings, make_storage, mask_url, resolve_storage_url

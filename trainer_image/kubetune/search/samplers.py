@@ -7,7 +7,11 @@ import optuna
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.space import grid_values
 
-# Defaults chosen by bench/search_efficiency.py (see the README's search section).
+# Defaults chosen by bench/search_efficiency.py. With the pruner cutting bad random
+# trials after an epoch, ten random startup trials cost little and give TPE a better
+# model: 10 beat 5 on mean best val_acc after 100 and 200 epochs at the same speed
+# to 0.92. Multivariate TPE models the parameters jointly (lr and momentum interact
+# through the effective step size).
 TPE_STARTUP_TRIALS = 10
 TPE_MULTIVARIATE = True
 
