@@ -168,8 +168,9 @@ def _run(args: argparse.Namespace) -> int:
     from kubetune.search.budget import budget
 
     state = budget(start.study, start.target)
-    log.info("study %s in %s: %d of %d trials counted, %s", study_name, mask_url(url), state.counted,
-             start.target, "new" if start.created else "resumed")
+    log.info("study %s (%s) in %s: %d/%d trials done, %d queued or running", study_name,
+             "new" if start.created else "resumed", mask_url(url), state.finished, start.target,
+             state.counted - state.finished)
     if state.done:
         log.info("study %s already has its %d trials; add more with --resume --n-trials N",
                  study_name, start.target)
