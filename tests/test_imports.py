@@ -12,6 +12,7 @@ TORCH_FREE = [
     "kubetune.search.pruners",
     "kubetune.search.storage",
     "kubetune.search.results",
+    "kubetune.fileio",
 ]
 
 

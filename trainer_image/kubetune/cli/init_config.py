@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from kubetune.config.template import TemplateValues, render_config
 from kubetune.data.folder import DatasetInfo, inspect_dataset, list_images
 from kubetune.data.sample import SAMPLES, write_digits
 from kubetune.errors import UsageError
+from kubetune.fileio import write_text_atomic
 
 PROG = "ml-init-config"
 
@@ -103,15 +102,6 @@ def ask(values: TemplateValues) -> TemplateValues:
     return values
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file: never half a config."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _run(args: argparse.Namespace) -> int:
     dataset = Path(args.dataset)
     output = Path(args.output) if args.output else Path("configs") / f"{dataset.resolve().name}_config.yaml"
@@ -129,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.yes and sys.stdin.isatty():
         values = ask(values)
     text = render_config(values, with_search=args.optuna)
-    write_atomic(output, text)
+    write_text_atomic(output, text)
     print(f"wrote {output}; train with: ml-train --config {output}")
     if args.optuna:
         print(f"search with: ml-search --config {output}")

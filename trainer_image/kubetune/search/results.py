@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.config.loader import config_to_dict, with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.yaml_io import dump_yaml
+from kubetune.fileio import write_text_atomic
 from kubetune.search.budget import retried_numbers
 
 FAIL_REASON_ATTR = "fail_reason"
@@ -49,13 +49,6 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return study.best_trial
     except ValueError:
         return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def best_config_text(config: Config, study: optuna.Study, trial: FrozenTrial) -> str:
@@ -118,12 +111,12 @@ def export_results(config: Config, study: optuna.Study, output_dir: Path | None 
     target = output_dir if output_dir is not None else study_dir(config, study.study_name)
     written = {}
     csv_path = target / "trials.csv"
-    _write_atomic(csv_path, trials_csv_text(study))
+    write_text_atomic(csv_path, trials_csv_text(study))
     written["trials_csv"] = csv_path
     best = best_trial(study)
     if best is not None:
         path = target / "best_config.yaml"
-        _write_atomic(path, best_config_text(config, study, best))
+        write_text_atomic(path, best_config_text(config, study, best))
         written["best_config"] = path
     return written
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from kubetune.config.loader import config_to_dict, config_to_yaml
 from kubetune.config.schema import Config
+from kubetune.fileio import write_text_atomic
 
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -47,12 +47,6 @@ def flat_hparams(config: Config) -> dict[str, Any]:
     return out
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class RunLog:
     """TensorBoard scalars and hparams plus ``metrics.json`` for one run folder."""
 
@@ -80,9 +74,12 @@ class RunLog:
         self.write_metrics(status="running")
 
     def write_metrics(self, status: str, best: dict[str, Any] | None = None) -> None:
-        _write_json(
+        write_text_atomic(
             self.run_dir / "metrics.json",
-            {"status": status, "best": best, "epochs": self.history, "hparams": self._hparams},
+            json.dumps(
+                {"status": status, "best": best, "epochs": self.history, "hparams": self._hparams},
+                indent=2,
+            ),
         )
 
     def close(self, status: str, best: dict[str, Any] | None) -> None:
