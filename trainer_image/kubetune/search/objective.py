@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import io
 import logging
 import statistics
 from collections.abc import Callable, Mapping
@@ -188,24 +187,18 @@ class TrialTrainer:
         else:
             folds, run_dirs = [self._splits(cfg)], [run_dir]
         done: list[float] = []
-        sink = _Discard() if self.quiet_epochs else None
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
                 reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,
                                      len(folds), cfg.training.num_epochs)
-                # Epoch lines are the trainer's; a search prints one line per trial instead.
-                with contextlib.redirect_stderr(sink) if sink else contextlib.nullcontext():
-                    result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
-                                   callback=reporter, progress=False)
+                # A quiet search prints one line per trial instead of the epoch lines.
+                result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
+                               callback=reporter, progress=False,
+                               epoch_lines=not self.quiet_epochs)
                 done.append(float(result.best[search.metric]))
         finally:
             _free_memory()
         return float(aggregate(done))
-
-
-class _Discard(io.TextIOBase):
-    def write(self, text: str) -> int:
-        return len(text)
 
 
 def _free_memory() -> None:

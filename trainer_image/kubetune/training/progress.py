@@ -14,8 +14,10 @@ def format_metrics(metrics: dict[str, float]) -> str:
 class EpochProgress:
     """Batch-level bar on a TTY (``enabled=None`` decides by ``isatty``) plus epoch lines."""
 
-    def __init__(self, epochs: int, batches: int, enabled: bool | None = None) -> None:
+    def __init__(self, epochs: int, batches: int, enabled: bool | None = None,
+                 lines: bool = True) -> None:
         self.epochs = epochs
+        self.lines = lines
         self.batches = batches
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._progress = None
@@ -39,6 +41,8 @@ class EpochProgress:
             self._progress.advance(self._task)
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        if not self.lines:
+            return
         line = f"epoch {epoch}/{self.epochs} {format_metrics(metrics)}"
         if self._progress is not None:
             self._progress.console.print(line)

@@ -94,12 +94,14 @@ def train(
     run_dir: Path | None = None,
     monitor: str = "val_acc",
     progress: bool | None = None,
+    epoch_lines: bool = True,
 ) -> TrainResult:
     """Train ``config`` and return its history.
 
     ``data`` replaces the config's dataset (the search passes folds or subsets);
     ``run_dir`` replaces the fresh ``runs/<experiment>/<run>`` folder; ``monitor``
-    picks the metric that decides the best checkpoint (``*_loss`` is minimised).
+    picks the metric that decides the best checkpoint (``*_loss`` is minimised);
+    ``epoch_lines=False`` prints nothing per epoch (metrics still go to the logs).
     """
     device = resolve_device(config.training.device)
     generator = seed_everything(config.training.seed)
@@ -121,7 +123,7 @@ def train(
     best: dict[str, Any] = {}
     status, stopped = "failed", False
     epochs = config.training.num_epochs
-    bar = EpochProgress(epochs, len(train_loader), enabled=progress)
+    bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines)
     try:
         with bar:
             for epoch in range(1, epochs + 1):
