@@ -27,7 +27,7 @@ from kubetune_operator.builders import config_map, trial_job
 from kubetune_operator.runtime import Runtime, StorageProblem, describe_storage, redact
 from kubetune_operator.settle import Settler
 from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec
-from kubetune_operator.studies import StudyHandle, Summary, summarise
+from kubetune_operator.studies import StudyHandle, Summary, summarise, trial_target
 
 logger = logging.getLogger("kubetune_operator")
 
@@ -122,7 +122,11 @@ class Pass:
         assert config.search is not None
         self.url = self.rt.storage_url(self.namespace, spec)
         handle = self.rt.study(self.key, self.url, config)
-        handle.sync_target(config.search.n_trials)
+        n_trials = trial_target(config)
+        if n_trials < config.search.n_trials and self.rt.warn_once(self.key, f"grid:{n_trials}"):
+            self.event("Normal", "GridSize", f"GridSampler: the grid has {n_trials} points, so the "
+                       f"study runs {n_trials} trials, not search.n_trials={config.search.n_trials}")
+        handle.sync_target(n_trials)
         self.conditions.append(st.Condition(
             st.STORAGE_READY, True, "Connected", f"study `{handle.name}` in {describe_storage(self.url)}"))
         self._ensure_config_map(config)
@@ -143,7 +147,6 @@ class Pass:
             trials = handle.trials()
         summary = summarise(trials, self.key, handle.maximize)
         settler.announce(trials, summary, config.search.metric)
-        n_trials = config.search.n_trials
         running = len(summary.owned_running)
         best_config = None
         if summary.counted_failed > spec.trials.max_failed:
@@ -201,6 +204,8 @@ class Pass:
         launched = 0
         while running < spec.trials.parallelism and used < n_trials:
             trial = handle.ask(waiting=waiting > 0)
+            if trial is None:
+                break  # the grid is covered
             waiting = max(0, waiting - 1)
             self._start_job(spec, handle, trial)
             running, used, launched = running + 1, used + 1, launched + 1

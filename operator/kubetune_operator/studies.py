@@ -11,7 +11,9 @@ count towards ``n_trials`` (``kubetune.search.budget`` counts the same way).
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +22,13 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from kubetune.config import Config, config_to_dict
+from kubetune.config import Config
+from kubetune.config.search_schema import SearchConfig
 from kubetune.search.budget import TARGET_ATTR, retried_numbers
+from kubetune.search.checks import grid_size, initial_points
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler
-from kubetune.search.space import contains, distributions
+from kubetune.search.space import distributions, grid_values
 from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.spec import SpecError
@@ -38,13 +42,11 @@ def search_fingerprint(config: Config) -> str:
     return json.dumps(config.search.model_dump(mode="json", exclude={"n_trials"}), sort_keys=True)
 
 
-def _config_value(data: dict[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+def trial_target(config: Config) -> int:
+    """``search.n_trials``, but never more than a grid has points (as in ml-search)."""
+    assert config.search is not None
+    size = grid_size(config.search)
+    return config.search.n_trials if size is None else min(config.search.n_trials, size)
 
 
 @dataclass
@@ -130,6 +132,7 @@ class StudyHandle:
                 update={"sampler": search.sampler.model_copy(update={"seed": seed + len(trials)})}
             )
         self.study.sampler = build_sampler(search)
+        self.grid = grid_points(search) if search.sampler.type == "GridSampler" else None
         self._target: int | None = None
         if not trials:
             self._enqueue_initial(config)
@@ -143,16 +146,9 @@ class StudyHandle:
         return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
 
     def _enqueue_initial(self, config: Config) -> None:
-        """The config's own values first (when inside the space), then the listed points."""
-        search = config.search
-        assert search is not None
-        if search.enqueue_config and search.search_space:
-            data = config_to_dict(config)
-            values = {key: _config_value(data, key) for key in search.search_space}
-            if contains(search.search_space, values):
-                self.study.enqueue_trial(values, user_attrs=self._attrs())
-        for point in search.enqueue_trials:
-            self.study.enqueue_trial(dict(point), user_attrs=self._attrs())
+        """The points ml-search starts a new study with (none for a grid)."""
+        for point in initial_points(config):
+            self.study.enqueue_trial(point, user_attrs=self._attrs())
 
     def _attrs(self, **extra: Any) -> dict[str, Any]:
         return {names.ATTR_OWNER: self.owner, names.ATTR_ATTEMPT: 1, **extra}
@@ -160,20 +156,31 @@ class StudyHandle:
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
 
-    def ask(self, *, waiting: bool) -> optuna.Trial:
+    def ask(self, *, waiting: bool) -> optuna.Trial | None:
         """A new RUNNING trial with its params chosen, marked as this StudyJob's.
 
         A WAITING trial (the config's point, a retry) goes first; without one
         (``waiting`` is False) an empty one carrying the mark is queued and popped at
-        once, and the sampler fills it in.
+        once, and the sampler fills it in. A grid's next point is queued whole instead
+        (GridSampler does not fill in queued trials); None once every point is taken.
         """
         if not waiting:
-            self.study.enqueue_trial({}, user_attrs=self._attrs())
+            point: dict[str, Any] | None = {}
+            if self.grid is not None:
+                point = self._next_grid_point()
+                if point is None:
+                    return None
+            self.study.enqueue_trial(point, user_attrs=self._attrs())
         trial = self.study.ask(self.distributions)
         if trial.user_attrs.get(names.ATTR_OWNER) != self.owner:
             # Someone else enqueued it; whoever pops a trial runs it.
             trial.set_user_attr(names.ATTR_OWNER, self.owner)
         return trial
+
+    def _next_grid_point(self) -> dict[str, Any] | None:
+        assert self.grid is not None
+        taken = {_point_key(t.params) for t in self.trials()}
+        return next((p for p in self.grid if _point_key(p) not in taken), None)
 
     def mark_job(self, trial: optuna.Trial | FrozenTrial, job_name: str) -> None:
         """Record that the trial's Job is about to exist (a missing Job then means a lost one)."""
@@ -208,6 +215,22 @@ class StudyHandle:
             if self.study.user_attrs.get(TARGET_ATTR) != n_trials:
                 self.study.set_user_attr(TARGET_ATTR, n_trials)
             self._target = n_trials
+
+
+def grid_points(search: SearchConfig) -> list[dict[str, Any]]:
+    """Every point of the grid, in an order fixed by ``search.sampler.seed``.
+
+    The operator hands out grid points itself, by params: GridSampler's own grid ids
+    index an order that a re-seeded sampler (after a restart) would shuffle anew.
+    """
+    values = grid_values(search.search_space)
+    points = [dict(zip(values, combo, strict=True)) for combo in itertools.product(*values.values())]
+    random.Random(search.sampler.seed or 0).shuffle(points)
+    return points
+
+
+def _point_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
 
 
 def attempt(trial: FrozenTrial) -> int:
