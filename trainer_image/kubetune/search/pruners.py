@@ -16,6 +16,11 @@ from kubetune.config.search_schema import SearchConfig
 # mean best val_acc after 100/200/300 epochs rose (0.9837/0.9868/0.9872 ->
 # 0.9859/0.9877/0.9880). Searches whose first epochs say little (warm-up schedules,
 # large pretrained models) should set search.pruner.n_warmup_steps.
+# Re-measured with the config's point as the first trial (enqueue_config, the default):
+# median 6 epochs to 0.92 against 16.5 for RandomSampler without pruning (0.36x), best
+# val_acc after 100/200/300 epochs 0.9844/0.9866/0.9870 against 0.9812/0.9828/0.9849.
+# From a random first trial it is 17 vs 16.5: only 28% of random trials reach 0.92
+# within 8 epochs, and no pruner can stop the first trial (nothing to compare it with).
 MEDIAN_STARTUP_TRIALS = 1
 MEDIAN_WARMUP_STEPS = 1
 
