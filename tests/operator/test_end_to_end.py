@@ -36,8 +36,10 @@ def _spec() -> dict:
     spec = digits_spec(n_trials=4, parallelism=2, study=STUDY, output=True, maxFailed=2, retries=1)
     search = spec["config"]["search"]
     # Trial 0 is the config's own point; 1 and 2 are queued: a good one, then an lr far
-    # too small to learn in two epochs, which falls below the median at the first epoch
-    # (at least one trial has completed when it starts: parallelism is 2).
+    # too small to learn in two epochs. Pruning waits for two completed trials, so 0 and
+    # 1 (running side by side) never prune each other whichever finishes first; trial 2
+    # is held until both have completed, then falls below their median at epoch 1.
+    search["pruner"]["n_startup_trials"] = 2
     search["enqueue_trials"] = [
         {"optimizer.lr": 0.1, "model.dropout": 0.0},
         {"optimizer.lr": 1.0e-4, "model.dropout": 0.0},
@@ -46,7 +48,15 @@ def _spec() -> dict:
 
 
 def _fate(job: dict) -> str:
-    return "oom" if job["metadata"]["labels"].get(names.LABEL_TRIAL) == "3" else "run"
+    return {"2": "hold", "3": "oom"}.get(job["metadata"]["labels"].get(names.LABEL_TRIAL), "run")
+
+
+def _completed(url: str, numbers: set[int]) -> bool:
+    try:
+        trials = _load_study(url).trials
+    except KeyError:  # the operator has not created the study yet
+        return False
+    return numbers <= {t.number for t in trials if t.state == TrialState.COMPLETE}
 
 
 def _load_study(url: str) -> optuna.Study:
@@ -69,6 +79,8 @@ async def test_digits_studyjob_end_to_end(cluster, storage_secret, start_operato
         created = await cluster.create_studyjob(NAME, _spec())
         uid = created["metadata"]["uid"]
         try:
+            await wait_for(lambda: _completed(storage_secret, {0, 1}), 300, "trials 0 and 1 to complete")
+            kubelet.release(f"{NAME}-trial-2", "run")
             status = await cluster.wait_phase(NAME, "Succeeded", timeout=420)
         finally:
             for job in cluster.jobs(NAME):
