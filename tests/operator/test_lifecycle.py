@@ -120,17 +120,24 @@ async def test_suspend_stops_launching_and_resume_continues(cluster, storage_sec
 
 @pytest.mark.asyncio
 async def test_grid_study_runs_each_point_once(cluster, storage_secret, start_operator, make_kubelet):
-    # A 2x2 grid asked for 10 trials, two at a time: four trials, one per point, and the
-    # config's own point (lr 0.05) is not queued on top of the grid.
+    # A 2x2 grid asked for 10 trials, two at a time, with an operator restart after the
+    # first two: four trials, one per point, and the config's own point (lr 0.05) is not
+    # queued on top of the grid.
     spec = digits_spec(n_trials=10, parallelism=2)
-    spec["config"]["search"]["sampler"] = {"type": "GridSampler"}
+    spec["config"]["search"]["sampler"] = {"type": "GridSampler", "seed": 3}
     spec["config"]["search"]["search_space"] = {
         "optimizer.lr": {"type": "categorical", "choices": [0.01, 0.1]},
         "model.dropout": {"type": "categorical", "choices": [0.0, 0.2]},
     }
-    await start_operator()
-    async with make_kubelet(lambda job: "tell"):
+    first = await start_operator()
+    async with make_kubelet(lambda job: "hold") as kubelet:
         await cluster.create_studyjob("grid", spec)
+        await wait_for(lambda: len(cluster.jobs("grid")) == 2, 30, "two trial Jobs")
+        await first.stop()
+        kubelet.release()
+        await wait_for(lambda: all(t.state == TrialState.COMPLETE for t in _study(storage_secret).trials),
+                       30, "the first two trials to complete")
+        await start_operator()
         status = await cluster.wait_phase("grid", "Succeeded")
     points = sorted((t.params["optimizer.lr"], t.params["model.dropout"]) for t in _study(storage_secret).trials)
     assert points == [(0.01, 0.0), (0.01, 0.2), (0.1, 0.0), (0.1, 0.2)]
