@@ -1,0 +1,56 @@
+"""The operator's ask path (StudyHandle) with every sampler a config can name."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from optuna.trial import TrialState
+
+from kubetune.config import validate_config
+from kubetune.search.storage import make_storage
+from kubetune_operator import names
+from kubetune_operator.studies import StudyHandle, trial_target
+from tests.operator.conftest import DIGITS_CONFIG
+
+OWNER = "kt/samplers"
+GRID_SPACE = {
+    "optimizer.lr": {"type": "categorical", "choices": [0.01, 0.05, 0.1]},
+    "training.batch_size": {"type": "int", "low": 32, "high": 64, "step": 32},
+}
+
+
+def _config(sampler: dict, space: dict | None = None):
+    raw = copy.deepcopy(DIGITS_CONFIG)
+    raw["data"]["path"] = "/data"
+    raw["search"]["n_trials"] = 8
+    raw["search"]["sampler"] = sampler
+    if space is not None:
+        raw["search"]["search_space"] = space
+    return validate_config(raw)
+
+
+@pytest.mark.parametrize("sampler", [
+    {"type": "TPESampler", "n_startup_trials": 2},
+    {"type": "RandomSampler"},
+    {"type": "CmaEsSampler"},
+    {"type": "GridSampler"},
+])
+def test_every_sampler_gives_owned_trials_with_every_param(tmp_path, sampler):
+    config = _config({**sampler, "seed": 0}, GRID_SPACE if sampler["type"] == "GridSampler" else None)
+    handle = StudyHandle(make_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=False), config, owner=OWNER)
+    keys = set(config.search.search_space)
+    seen = []
+    for number in range(trial_target(config)):
+        waiting = any(t.state == TrialState.WAITING for t in handle.trials())
+        trial = handle.ask(waiting=waiting)
+        assert trial is not None and trial.number == number
+        assert set(trial.params) == keys, trial.params
+        assert trial.user_attrs[names.ATTR_OWNER] == OWNER
+        seen.append(tuple(sorted(trial.params.items())))
+        handle.study.tell(trial, 0.5 + number / 100)
+    if sampler["type"] == "GridSampler":
+        assert len(set(seen)) == len(seen) == 6  # the whole grid, each point once
+        assert handle.ask(waiting=False) is None
+    else:
+        assert seen[0] == (("model.dropout", 0.1), ("optimizer.lr", 0.05))  # the config's own point first
