@@ -21,13 +21,14 @@ from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
 
 from kubetune.config import Config
+from kubetune.search.checks import cap_to_grid
 from kubetune_operator import finish, names
 from kubetune_operator import status as st
 from kubetune_operator.builders import config_map, trial_job
 from kubetune_operator.runtime import Runtime, StorageProblem, describe_storage, redact
 from kubetune_operator.settle import Settler
 from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec
-from kubetune_operator.studies import StudyHandle, Summary, summarise, trial_target
+from kubetune_operator.studies import StudyHandle, Summary, summarise
 
 logger = logging.getLogger("kubetune_operator")
 
@@ -122,7 +123,7 @@ class Pass:
         assert config.search is not None
         self.url = self.rt.storage_url(self.namespace, spec)
         handle = self.rt.study(self.key, self.url, config)
-        n_trials = trial_target(config)
+        n_trials = cap_to_grid(config.search, config.search.n_trials)
         if n_trials < config.search.n_trials and self.rt.warn_once(self.key, f"grid:{n_trials}"):
             self.event("Normal", "GridSize", f"GridSampler: the grid has {n_trials} points, so the "
                        f"study runs {n_trials} trials, not search.n_trials={config.search.n_trials}")

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.config import Config
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.budget import TARGET_ATTR, retried_numbers
-from kubetune.search.checks import grid_size, initial_points
+from kubetune.search.checks import initial_points
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler
 from kubetune.search.space import distributions, grid_values
@@ -40,13 +40,6 @@ def search_fingerprint(config: Config) -> str:
     """What a cached study depends on: everything in ``search`` but the trial count."""
     assert config.search is not None
     return json.dumps(config.search.model_dump(mode="json", exclude={"n_trials"}), sort_keys=True)
-
-
-def trial_target(config: Config) -> int:
-    """``search.n_trials``, but never more than a grid has points (as in ml-search)."""
-    assert config.search is not None
-    size = grid_size(config.search)
-    return config.search.n_trials if size is None else min(config.search.n_trials, size)
 
 
 @dataclass

@@ -8,9 +8,10 @@ import pytest
 from optuna.trial import TrialState
 
 from kubetune.config import validate_config
+from kubetune.search.checks import cap_to_grid
 from kubetune.search.storage import make_storage
 from kubetune_operator import names
-from kubetune_operator.studies import StudyHandle, trial_target
+from kubetune_operator.studies import StudyHandle
 from tests.operator.conftest import DIGITS_CONFIG
 
 OWNER = "kt/samplers"
@@ -41,7 +42,7 @@ def test_every_sampler_gives_owned_trials_with_every_param(tmp_path, sampler):
     handle = StudyHandle(make_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=False), config, owner=OWNER)
     keys = set(config.search.search_space)
     seen = []
-    for number in range(trial_target(config)):
+    for number in range(cap_to_grid(config.search, config.search.n_trials)):
         waiting = any(t.state == TrialState.WAITING for t in handle.trials())
         trial = handle.ask(waiting=waiting)
         assert trial is not None and trial.number == number

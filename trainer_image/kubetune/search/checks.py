@@ -168,6 +168,12 @@ def grid_size(search: SearchConfig) -> int | None:
     return size
 
 
+def cap_to_grid(search: SearchConfig, n_trials: int) -> int:
+    """``n_trials``, but never more than GridSampler's grid has points."""
+    size = grid_size(search)
+    return n_trials if size is None else min(n_trials, size)
+
+
 def overrides_for_trial(search: SearchConfig, base: Config, params: Mapping[str, Any]) -> dict[str, Any]:
     """Dotted overrides a trial trains with: its params plus the trial-only shortcuts."""
     overrides: dict[str, Any] = dict(params)

@@ -15,7 +15,7 @@ import optuna
 from kubetune.config.schema import Config
 from kubetune.errors import ConfigError, UsageError
 from kubetune.search.budget import TARGET_ATTR, budget, stored_target
-from kubetune.search.checks import grid_size, initial_points, require_search
+from kubetune.search.checks import cap_to_grid, initial_points, require_search
 from kubetune.search.locking import StudyLock
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler
@@ -101,11 +101,11 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                 target = budget(study, 0).counted + n_trials
             else:
                 target = max(stored_target(study) or 0, search.n_trials)
-            size = grid_size(search)
-            if size is not None and target > size:
+            capped = cap_to_grid(search, target)
+            if capped < target:
                 log.info("GridSampler: the grid has %d points, so the study runs at most %d trials",
-                         size, size)
-                target = size
+                         capped, capped)
+                target = capped
             study.set_user_attr(TARGET_ATTR, target)
     finally:
         lock.close()
