@@ -2,6 +2,8 @@
 
 PyYAML follows YAML 1.1, which reads ``1e-5`` as a string; configs are full of
 learning rates written that way, so the loader resolves them as floats (YAML 1.2).
+PyYAML also keeps the last of two equal keys in a mapping and drops the first
+without a word; a config with two ``optimizer:`` sections is an error here.
 """
 
 from __future__ import annotations
@@ -39,15 +41,43 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
+def _check_duplicate_keys(node: yaml.Node | None, source: str, path: str = "") -> None:
+    """Refuse a mapping that names a key twice, naming the dotted key and both lines."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            dotted = f"{path}.{key.value}" if path else str(key.value)
+            line = key.start_mark.line + 1
+            first = seen.get((key.tag, key.value))
+            if first is not None:
+                raise ConfigError(
+                    f"{source}:{line}: duplicate key `{dotted}` (first on line {first}); "
+                    "keep one of them: YAML would silently drop the first",
+                    path=dotted,
+                )
+            seen[(key.tag, key.value)] = line
+            _check_duplicate_keys(value, source, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(item, source, f"{path}[{index}]")
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse YAML text; a syntax error becomes a ConfigError naming ``source``."""
+    """Parse YAML text; a syntax error or a duplicate key becomes a ConfigError naming ``source``."""
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        _check_duplicate_keys(node, source)
+        return loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}", path=source) from None
+    finally:
+        loader.dispose()
 
 
 def read_yaml_file(path: str | Path) -> dict[str, Any]:
