@@ -177,21 +177,6 @@ def test_a_thin_study_skips_what_it_cannot_draw_and_draws_the_rest(tmp_path):
     assert drawn == set(PLOT_TYPES) - set(skipped)
 
 
-def test_a_study_without_a_finished_trial_is_an_error(tmp_path):
-    url = f"sqlite:///{tmp_path / 'none.db'}"
-    make_study(url, "unfinished", [
-        {"params": {"optimizer.lr": 0.01}, "state": "PRUNED", "reports": {1: 0.1}},
-        {"params": {"optimizer.lr": 0.02}, "state": "FAIL"},
-    ])
-    out = tmp_path / "plots"
-    result = visualise("--study-name", "unfinished", "--storage", url, "--output", str(out))
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        "ml-visualise: error: study `unfinished` has no finished trial yet (1 pruned, 1 fail); nothing to plot"
-    ]
-    assert not out.exists()
-
-
 def test_unknown_study_lists_the_studies_in_the_storage(search_study, tmp_path):
     result = visualise("--study-name", "digits-viz", "--storage", search_study.url,
                        "--output", str(tmp_path / "plots"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 
 import optuna
 import pytest
@@ -134,15 +135,33 @@ def test_summary_counts_states_and_ranks_by_direction(tmp_path):
     assert low.best_trial.params == {"optimizer.lr": 0.02}
 
 
-def test_no_finished_trial_is_an_error(tmp_path):
+def test_a_study_without_a_finished_trial_has_no_best_trial(tmp_path):
     study = make_study(_storage(tmp_path), "pruned-only", [
         {"params": {"optimizer.lr": 0.01}, "state": "PRUNED", "reports": {1: 0.1}},
     ])
-    with pytest.raises(KubetuneError, match=r"has no finished trial yet \(1 pruned\)"):
-        summarise(study)
-    empty = optuna.create_study(study_name="empty", storage=_storage(tmp_path))
-    with pytest.raises(KubetuneError, match="no trials at all"):
-        summarise(empty)
+    summary = summarise(study)
+    assert summary.best_trial is None and summary.top_trials == []
+    assert summary.counts == {"PRUNED": 1}
+    empty = summarise(optuna.create_study(study_name="empty", storage=_storage(tmp_path)))
+    assert empty.best_trial is None and empty.counts == {}
+
+
+def test_the_metric_name_comes_from_optuna_then_the_older_user_attribute(tmp_path):
+    trials = [{"params": {"optimizer.lr": lr}, "value": v} for lr, v in ((0.01, 0.3), (0.02, 0.5))]
+    named = make_study(_storage(tmp_path), "named", trials)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        named.set_metric_names(["val_loss"])
+    legacy = make_study(_storage(tmp_path), "legacy", trials)
+    legacy.set_user_attr("metric", "val_acc")  # how kubetune recorded it before set_metric_names
+    anonymous = make_study(_storage(tmp_path), "anonymous", trials)
+    assert summarise(named).metric == "val_loss"
+    assert summarise(legacy).metric == "val_acc"
+    assert summarise(anonymous).metric == "value"
+    for study, label in ((named, "val_loss"), (legacy, "val_acc"), (anonymous, "Objective Value")):
+        figure = build_figures(study, ["optimization_history"]).figures["optimization_history"]
+        assert figure.layout.yaxis.title.text == label
+        assert any(trace.name == label for trace in figure.data)
 
 
 def test_find_chromium_honours_browser_path_then_path(tmp_path, monkeypatch):

@@ -84,6 +84,7 @@ def _run_search(args: argparse.Namespace) -> int:
     from kubetune.config import resolve_config
     from kubetune.search.storage import resolve_storage_url
     from kubetune.visualise import open_study, render_study, resolve_params, study_param_names
+    from kubetune.visualise.study_info import counts_text
 
     config = resolve_config(args.config) if args.config else None
     search = config.search if config is not None else None
@@ -103,9 +104,12 @@ def _run_search(args: argparse.Namespace) -> int:
         top=args.top,
     )
     summary = report.summary
-    states = ", ".join(f"{n} {s.lower()}" for s, n in summary.counts.items())
-    print(f"study {summary.name}: best {summary.metric}={summary.best_trial.value:.6g} "
-          f"(trial #{summary.best_trial.number}; {summary.n_trials} trials: {states})")
+    states = f"{summary.n_trials} trial{'' if summary.n_trials == 1 else 's'}: {counts_text(summary.counts)}"
+    if summary.best_trial is None:
+        print(f"study {summary.name}: no completed trial yet ({states})")
+    else:
+        print(f"study {summary.name}: best {summary.metric}={summary.best_trial.value:.6g} "
+              f"(trial #{summary.best_trial.number}; {states})")
     for plot_type, reason in report.skipped.items():
         print(f"skipped {plot_type}: {reason}", file=sys.stderr)
     print(f"wrote {len(report.files)} plot(s) ({args.format}) to {output}; report: {report.index}")

@@ -92,9 +92,13 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                     f"`{study_name}`, but got '{search.direction}'",
                     path="search.direction",
                 )
+            if not study.metric_names:
+                # Optuna's own name for the objective: its plots and optuna-dashboard read it.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names([search.metric])
             if created:
                 target = n_trials or search.n_trials
-                study.set_user_attr("metric", search.metric)
                 for point in initial_points(config)[:target]:
                     study.enqueue_trial(point, user_attrs={"source": "enqueued"})
             elif n_trials is not None:

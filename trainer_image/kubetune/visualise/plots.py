@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.errors import UsageError
+from kubetune.visualise.study_info import counts_text, metric_name, state_counts
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -98,41 +99,65 @@ def resolve_params(names: Sequence[str], choices: Sequence[str]) -> list[str]:
     return resolved
 
 
+# Plots of the objective's values: nothing to draw until a trial completes.
+_NEEDS_VALUES = {
+    "optimization_history", "param_importances", "slice", "contour", "parallel_coordinate", "edf",
+}
+
+
 def _complete(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def skip_reason(plot_type: str, study: optuna.Study, params: Sequence[str]) -> str | None:
-    """Why ``plot_type`` cannot be drawn for this study and these params, or ``None``."""
-    complete = _complete(study)
-    if plot_type in _TAKES_PARAMS and not params:
-        return "the study has no parameters"
-    if plot_type == "param_importances" and len(complete) < 2:
+def _importances_reason(study: optuna.Study, complete: list[FrozenTrial]) -> str | None:
+    if len(complete) < 2:
         return f"importances need at least two completed trials, but the study has {len(complete)}"
-    if plot_type == "contour":
-        if len(params) < 2:
-            return f"contour needs at least two parameters, but got {len(params)} ({', '.join(params)})"
-        varying = [p for p in params if len({repr(t.params.get(p)) for t in complete if p in t.params}) > 1]
-        if len(varying) < 2:
-            return (
-                "contour needs two parameters that vary across completed trials, "
-                f"but only {len(varying)} of {len(params)} do"
-            )
-    if plot_type == "intermediate_values":
-        if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-            return "no trial reported intermediate values"
+    values = {t.value for t in complete}
+    if len(values) == 1:
+        # fANOVA would stop with "Encountered zero total variance in all trees".
+        metric = metric_name(study)
+        return (
+            f"importances need completed trials that differ in {metric}, but all "
+            f"{len(complete)} scored {metric}={values.pop():.6g}"
+        )
     return None
 
 
-def _target_name(study: optuna.Study) -> str:
-    names = study.metric_names
-    return names[0] if names else "Objective Value"
+def _contour_reason(complete: list[FrozenTrial], params: Sequence[str]) -> str | None:
+    if len(params) < 2:
+        return f"contour needs at least two parameters, but got {len(params)} ({', '.join(params)})"
+    varying = [p for p in params if len({repr(t.params.get(p)) for t in complete if p in t.params}) > 1]
+    if len(varying) < 2:
+        return (
+            "contour needs two parameters that vary across completed trials, "
+            f"but only {len(varying)} of {len(params)} do"
+        )
+    return None
+
+
+def skip_reason(plot_type: str, study: optuna.Study, params: Sequence[str]) -> str | None:
+    """Why ``plot_type`` cannot be drawn for this study and these params, or ``None``."""
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return "the study has no trials yet"
+    complete = _complete(study)
+    if plot_type in _NEEDS_VALUES and not complete:
+        return f"no trial has completed yet ({counts_text(state_counts(trials))})"
+    if plot_type in _TAKES_PARAMS and not params:
+        return "the study has no parameters"
+    if plot_type == "param_importances":
+        return _importances_reason(study, complete)
+    if plot_type == "contour":
+        return _contour_reason(complete, params)
+    if plot_type == "intermediate_values" and not any(t.intermediate_values for t in trials):
+        return "no trial reported intermediate values"
+    return None
 
 
 def build_figure(plot_type: str, study: optuna.Study, params: Sequence[str] | None) -> go.Figure:
     """One of Optuna's plotly figures, by kubetune's plot-type name."""
     vis = optuna.visualization
-    target_name = _target_name(study)
+    target_name = metric_name(study, default="Objective Value")  # Optuna's own default
     selected = list(params) if params else None
     if plot_type == "optimization_history":
         return vis.plot_optimization_history(study, target_name=target_name)
@@ -170,9 +195,11 @@ def build_figures(
             try:
                 result.figures[plot_type] = build_figure(plot_type, study, params)
                 continue
-            except ValueError as exc:  # Optuna refuses a study shape we did not foresee
+            except Exception as exc:  # noqa: BLE001 - a study shape not foreseen above
+                # One plot must not cost the others and the report; -v shows the traceback.
                 log.debug("optuna could not draw %s", plot_type, exc_info=True)
-                reason = f"Optuna could not draw it: {str(exc).splitlines()[0]}"
+                first = (str(exc).splitlines() or [""])[0]
+                reason = f"Optuna could not draw it: {type(exc).__name__}: {first}"
         result.skipped[plot_type] = reason
-        log.info("skipped %s: %s", plot_type, reason)
+        log.debug("skipped %s: %s", plot_type, reason)  # the CLI prints the one line
     return result

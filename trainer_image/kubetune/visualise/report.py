@@ -58,10 +58,19 @@ def _table(header: list[str], rows: list[list[Any]], numeric: set[int] | None = 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _summary_html(summary: StudySummary) -> str:
+def _best_html(summary: StudySummary) -> str:
     best = summary.best_trial
-    counts = _table(["state", "trials"], [[s, n] for s, n in summary.counts.items()], {1})
+    if best is None:
+        return '<h2 id="best">Best trial</h2>\n<p class="skipped">No trial has completed yet.</p>'
     best_params = _table(["parameter", "value"], [[k, v] for k, v in sorted(best.params.items())])
+    return f"""<h2 id="best">Best trial</h2>
+<p>Trial <b>#{best.number}</b>: {html.escape(summary.metric)} = <b class="best-value">{_fmt(best.value)}</b>
+({html.escape(summary.direction)})</p>
+{best_params}"""
+
+
+def _summary_html(summary: StudySummary) -> str:
+    counts = _table(["state", "trials"], [[s, n] for s, n in summary.counts.items()], {1})
     names = summary.param_names
     rows = []
     for trial in summary.top_trials:
@@ -69,10 +78,7 @@ def _summary_html(summary: StudySummary) -> str:
         rows.append([row["number"], row["value"], row["duration_s"], *(row["params"].get(p) for p in names)])
     top = _table(["trial", summary.metric, "seconds", *names], rows, {0, 1, 2})
     return f"""
-<h2 id="best">Best trial</h2>
-<p>Trial <b>#{best.number}</b>: {html.escape(summary.metric)} = <b class="best-value">{_fmt(best.value)}</b>
-({html.escape(summary.direction)})</p>
-{best_params}
+{_best_html(summary)}
 <h2 id="trials">Trials by state</h2>
 <p>{summary.n_trials} trials in all.</p>
 {counts}

@@ -17,6 +17,28 @@ from kubetune.errors import KubetuneError, UsageError
 from kubetune.search.storage import make_storage, mask_url
 
 STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+# Where kubetune kept the metric's name before it used Optuna's ``set_metric_names``.
+LEGACY_METRIC_ATTR = "metric"
+
+
+def metric_name(study: optuna.Study, default: str = "value") -> str:
+    """The objective's name: Optuna's metric name, else the older user attribute, else ``default``."""
+    names = study.metric_names
+    if names and names[0]:
+        return names[0]
+    legacy = study.user_attrs.get(LEGACY_METRIC_ATTR)
+    return legacy if isinstance(legacy, str) and legacy else default
+
+
+def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """``{state: count}`` in STATE_ORDER, states without trials left out."""
+    counts = Counter(t.state.name for t in trials)
+    return {s: counts[s] for s in STATE_ORDER if counts.get(s)}
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """``3 complete, 2 pruned``, or ``no trials at all``."""
+    return ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) or "no trials at all"
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -61,7 +83,7 @@ class StudySummary:
     direction: str
     metric: str
     counts: dict[str, int]
-    best_trial: FrozenTrial
+    best_trial: FrozenTrial | None  # None until a trial completes
     top_trials: list[FrozenTrial]
     param_names: list[str]
 
@@ -73,7 +95,8 @@ class StudySummary:
 def summarise(study: optuna.Study, top: int = 10) -> StudySummary:
     """Counts by state, the best trial and the ``top`` completed trials, best first.
 
-    A study without a completed trial has nothing to plot: that is an error.
+    A study without a completed trial (all pruned, failed or still running) has no
+    best trial; the report says so and draws what it can.
     """
     if study._is_multi_objective():
         raise KubetuneError(
@@ -81,28 +104,19 @@ def summarise(study: optuna.Study, top: int = 10) -> StudySummary:
             "ml-visualise draws single-objective studies"
         )
     trials = study.get_trials(deepcopy=False)
-    counts = Counter(t.state.name for t in trials)
-    ordered = {s: counts.get(s, 0) for s in STATE_ORDER if counts.get(s)}
     complete = [
         t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
     ]
-    if not complete:
-        seen = ", ".join(f"{n} {s.lower()}" for s, n in ordered.items()) or "no trials at all"
-        raise KubetuneError(
-            f"study `{study.study_name}` has no finished trial yet ({seen}); nothing to plot"
-        )
     maximise = study.direction == StudyDirection.MAXIMIZE
     ranked = sorted(complete, key=lambda t: t.value, reverse=maximise)  # type: ignore[arg-type, return-value]
-    names = sorted({name for t in trials for name in t.params})
-    metric = study.metric_names[0] if study.metric_names else "value"
     return StudySummary(
         name=study.study_name,
         direction="maximize" if maximise else "minimize",
-        metric=metric,
-        counts=ordered,
-        best_trial=ranked[0],
+        metric=metric_name(study),
+        counts=state_counts(trials),
+        best_trial=ranked[0] if ranked else None,
         top_trials=ranked[:top],
-        param_names=names,
+        param_names=sorted({name for t in trials for name in t.params}),
     )
 
 
