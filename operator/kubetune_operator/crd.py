@@ -54,6 +54,9 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"no structural schema for anyOf {options!r}")
         if nullable:
             result["nullable"] = True
+            if "enum" in result:
+                # The API server checks null against the enum too: it must be listed.
+                result["enum"] = [*result["enum"], None]
         return result
     result: dict[str, Any] = {}
     kind = node.get("type")
@@ -154,6 +157,12 @@ def spec_schema() -> dict[str, Any]:
         })),
         "activeDeadlineSeconds": _s("integer", "Longest a trial may run before it fails with "
                                     "DeadlineExceeded.", minimum=1),
+        "startupTimeoutSeconds": _s("integer", "A trial whose pod has not started after this long "
+                                    "(image pull, scheduling, volume mounts, quota) fails with the reason.",
+                                    minimum=1, default=300),
+        "ttlSecondsAfterFinished": _s("integer", "Finished trial Jobs and their logs are deleted after "
+                                      "this long (the Optuna storage keeps the trial).",
+                                      minimum=0, default=86400),
         "serviceAccountName": _s("string"),
         "env": _s("array", "Extra plain environment variables for the trainer.", items=_s(
             "object", required=["name"],

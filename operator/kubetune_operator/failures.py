@@ -5,8 +5,13 @@ Reasons and whether they are retried with the same params:
 ==================== ========= ===================================================
 reason               retried   seen as
 ==================== ========= ===================================================
-Evicted              yes       pod ``status.reason`` Evicted (node pressure, drain)
-Preempted            yes       pod condition DisruptionTarget (preemption, taint)
+Evicted              yes       pod condition DisruptionTarget/EvictionByEvictionAPI (drain),
+                               TerminationByKubelet or ``status.reason`` Evicted (node pressure)
+Preempted            yes       pod condition DisruptionTarget/PreemptionByScheduler
+NodeLost             yes       pod condition DisruptionTarget/DeletionByTaintManager or
+                               PodGC (the node went NotReady or away)
+Disrupted            yes       the Job's ``podFailurePolicy`` DisruptionTarget rule fired and
+                               the pod is already gone (evicted pods often are)
 JobDeleted           yes       the Job vanished while its trial was RUNNING
 OOMKilled            no        container terminated with reason OOMKilled
 DeadlineExceeded     no        Job condition Failed/DeadlineExceeded
@@ -23,7 +28,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-RETRYABLE = frozenset({"Evicted", "Preempted", "JobDeleted"})
+RETRYABLE = frozenset({"Evicted", "Preempted", "NodeLost", "Disrupted", "JobDeleted"})
+# DisruptionTarget condition reasons (Kubernetes 1.26+) -> kubetune's reason.
+DISRUPTIONS = {
+    "EvictionByEvictionAPI": "Evicted",
+    "TerminationByKubelet": "Evicted",
+    "PreemptionByScheduler": "Preempted",
+    "DeletionByTaintManager": "NodeLost",
+    "DeletionByPodGC": "NodeLost",
+}
 
 
 @dataclass(frozen=True)
@@ -47,13 +60,21 @@ def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
 
 
 def job_outcome(job: Mapping[str, Any]) -> str | None:
-    """``"succeeded"``, ``"failed"`` or ``None`` while the Job still runs."""
+    """``"succeeded"``, ``"failed"`` or ``None`` while the Job still runs.
+
+    On 1.31+ the Job controller sets ``SuccessCriteriaMet``/``FailureTarget`` first and
+    ``Complete``/``Failed`` once its pods are gone; either one decides the outcome.
+    """
     status = job.get("status") or {}
-    if _condition(job, "Complete") or (status.get("succeeded") or 0) > 0:
+    if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet") or (status.get("succeeded") or 0) > 0:
         return "succeeded"
-    if _condition(job, "Failed"):
+    if _condition(job, "Failed") or _condition(job, "FailureTarget"):
         return "failed"
     return None
+
+
+def _failed_condition(job: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _condition(job, "Failed") or _condition(job, "FailureTarget") or {}
 
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -69,11 +90,12 @@ def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def _pod_failure(pod: Mapping[str, Any]) -> Failure | None:
     status = pod.get("status") or {}
-    if status.get("reason") == "Evicted":
-        return Failure("Evicted", status.get("message") or "the pod was evicted")
     for condition in status.get("conditions") or []:
         if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
-            return Failure("Preempted", condition.get("message") or condition.get("reason") or "")
+            reason = DISRUPTIONS.get(condition.get("reason") or "", "Preempted")
+            return Failure(reason, condition.get("message") or condition.get("reason") or "")
+    if status.get("reason") == "Evicted":
+        return Failure("Evicted", status.get("message") or "the pod was evicted")
     terminated = _terminated(pod)
     if terminated and terminated.get("reason") == "OOMKilled":
         return Failure("OOMKilled", "the trial container exceeded its memory limit")
@@ -82,7 +104,7 @@ def _pod_failure(pod: Mapping[str, Any]) -> Failure | None:
 
 def failure_reason(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Failure:
     """The reason a failed Job gives, refined by what its pods say."""
-    failed = _condition(job, "Failed") or {}
+    failed = _failed_condition(job)
     if failed.get("reason") == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
         suffix = f" of {deadline}s" if deadline else ""
@@ -91,6 +113,8 @@ def failure_reason(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
         found = _pod_failure(pod)
         if found is not None:
             return found
+    if failed.get("reason") == "PodFailurePolicy" and "DisruptionTarget" in (failed.get("message") or ""):
+        return Failure("Disrupted", failed.get("message") or "")
     for pod in pods:
         terminated = _terminated(pod)
         if terminated and terminated.get("exitCode") not in (None, 0):

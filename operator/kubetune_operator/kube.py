@@ -44,6 +44,10 @@ def _matches(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return all(have.get(key) == value for key, value in labels.items())
 
 
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
 class Kube:
     """The API calls the operator makes, each one HTTP request."""
 
@@ -114,9 +118,15 @@ class Kube:
         ) or {}
         return [obj for obj in answer.get("items") or [] if _matches(obj, labels)]
 
-    def list_jobs(self, namespace: str, studyjob: str) -> list[dict[str, Any]]:
+    def list_jobs(self, namespace: str, studyjob: str, owner_uid: str | None = None) -> list[dict[str, Any]]:
+        """The StudyJob's Jobs; with ``owner_uid``, only those this very StudyJob owns (not
+        the leftovers of a deleted one of the same name that the garbage collector has yet
+        to remove)."""
         labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_STUDYJOB: studyjob}
-        return self.list_children("Job", namespace, labels)
+        jobs = self.list_children("Job", namespace, labels)
+        if owner_uid is None:
+            return jobs
+        return [job for job in jobs if owned_by(job, owner_uid)]
 
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return self.list_children("Pod", namespace, {"job-name": job})

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import kopf
 import optuna
 from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,6 +26,7 @@ from kubetune.search.checks import cap_to_grid
 from kubetune_operator import finish, names
 from kubetune_operator import status as st
 from kubetune_operator.builders import config_map, trial_job
+from kubetune_operator.kube import owned_by
 from kubetune_operator.runtime import Runtime, StorageProblem, describe_storage, redact
 from kubetune_operator.settle import Settler
 from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec
@@ -62,6 +64,7 @@ class Pass:
         self.namespace, self.name = meta["namespace"], meta["name"]
         self.key = names.owner_key(self.namespace, self.name)
         self.generation = meta.get("generation")
+        self.uid = meta.get("uid")
         self.body = body
         self.owner = {
             "apiVersion": body.get("apiVersion", names.API_VERSION),
@@ -135,7 +138,7 @@ class Pass:
         # does not matter: a trial is only failed while the storage still has it RUNNING
         # (Optuna refuses to change a finished trial), so a pod that told its result just
         # before its Job ended keeps that result.
-        listing = self.rt.pool.submit(self.kube.list_jobs, self.namespace, self.name)
+        listing = self.rt.pool.submit(self.kube.list_jobs, self.namespace, self.name, self.uid)
         trials = handle.trials()
         jobs = listing.result()
         trial_jobs = {
@@ -215,7 +218,14 @@ class Pass:
     def _start_job(self, spec: StudyJobSpec, handle: StudyHandle, trial: optuna.Trial | FrozenTrial) -> None:
         job_name = names.trial_job_name(self.name, trial.number)
         job = trial_job(self.owner, spec, handle.name, trial.number, self.rt.options.trial_image)
-        self.kube.create(job, self.namespace)
+        if not self.kube.create(job, self.namespace):
+            existing = [j for j in self.kube.list_jobs(self.namespace, self.name)
+                        if j["metadata"]["name"] == job_name]
+            if self.uid and existing and not owned_by(existing[0], self.uid):
+                # A StudyJob of this name was deleted and re-applied: its Job is still
+                # being garbage-collected. The trial stays unmarked and gets its Job later.
+                raise kopf.TemporaryError(f"Job {job_name} of an earlier StudyJob `{self.name}` "
+                                          "is still being deleted", delay=2)
         # Only now: a RUNNING trial without this mark and without a Job was asked by an
         # operator that stopped before creating the Job, and gets its Job; one with the
         # mark but no Job lost it (deleted) and fails.

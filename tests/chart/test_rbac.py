@@ -22,6 +22,10 @@ CLUSTER_SCOPED = {
 }
 
 Call = tuple[str, str, str]  # (verb, apiGroup, resource[/subresource])
+# Granted for admission, not called: OwnerReferencesPermissionEnforcement checks that
+# whoever sets blockOwnerDeletion may update the owner's finalizers. The real control
+# plane (tests/cluster) runs with that plugin on, so dropping this rule fails there.
+ADMISSION_ONLY: set[Call] = {("update", "kubetune.dev", "studyjobs/finalizers")}
 
 
 def _call(entry) -> Call:
@@ -73,12 +77,12 @@ def is_cluster_scoped(call: Call) -> bool:
 def test_cluster_wide_rbac_equals_the_recorded_calls():
     objects = render("default")
     assert not find(objects, "Role") and not find(objects, "RoleBinding")
-    assert granted(find(objects, "ClusterRole")) == recorded_calls()
+    assert granted(find(objects, "ClusterRole")) == recorded_calls() | ADMISSION_ONLY
 
 
 @pytest.mark.parametrize("scenario", ["namespaced", "namespaced-two"])
 def test_namespaced_rbac_equals_the_recorded_calls(scenario):
-    expected = recorded_calls()
+    expected = recorded_calls() | ADMISSION_ONLY
     objects = render(scenario)
     roles = find(objects, "Role")
     assert roles
@@ -93,7 +97,7 @@ def test_namespaced_rbac_equals_the_recorded_calls(scenario):
 def test_manifests_rbac_equals_the_recorded_calls():
     roles = [o for _, o in manifest_objects() if o.get("kind") in ("ClusterRole", "Role")]
     assert roles
-    assert granted(roles) == recorded_calls()
+    assert granted(roles) == recorded_calls() | ADMISSION_ONLY
 
 
 @pytest.mark.parametrize("scenario", ["default", "namespaced-two"])

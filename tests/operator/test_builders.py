@@ -118,6 +118,7 @@ def test_sample_data_is_written_by_an_init_container():
     pod = _pods(trial_job(OWNER, spec, "s", 0, "img"))
     (init,) = pod["initContainers"]
     assert init["command"][:2] == ["python", "-c"] and init["command"][-1] == "/data/digits"
+    assert set(init["resources"]) == {"requests", "limits"}  # runs under a ResourceQuota
     assert {"name": "data", "emptyDir": {}} in pod["volumes"]
     assert_restricted(pod)
 
@@ -143,7 +144,11 @@ def test_visualise_job_exports_then_plots_anywhere():
                                  "--output-dir", "/results/digits-lr"]
     assert plots["command"] == ["ml-visualise", "--mode", "search", "--config",
                                 "/etc/kubetune/config.yaml", "--output", "/results/digits-lr/plots"]
-    assert "resources" not in plots  # no GPU for plots
+    # The CPU image given, not the spec's CUDA image; requests and limits, but no GPU.
+    assert {c["image"] for c in (export, plots)} == {"img"} and spec.trials.image != "img"
+    for helper in (export, plots):
+        assert set(helper["resources"]) == {"requests", "limits"}
+        assert "nvidia.com/gpu" not in helper["resources"]["limits"]
     assert "nodeSelector" not in pod and pod["tolerations"]
     assert_restricted(pod)
 

@@ -31,6 +31,9 @@ def _terminated(reason: str, code: int) -> dict:
     ({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, "succeeded"),
     ({"status": {"conditions": [{"type": "Failed", "status": "True"}]}}, "failed"),
     ({"status": {"conditions": [{"type": "Failed", "status": "False"}]}}, None),
+    # 1.31+: the interim conditions decide before the pods are gone.
+    ({"status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}}, "failed"),
+    ({"status": {"conditions": [{"type": "SuccessCriteriaMet", "status": "True"}]}}, "succeeded"),
 ])
 def test_job_outcome(job, expected):
     assert job_outcome(job) == expected
@@ -41,6 +44,15 @@ def test_job_outcome(job, expected):
     (_job(), [_pod(phase="Failed", reason="Evicted", message="low on memory")], "Evicted", True),
     (_job(), [_pod(phase="Failed", conditions=[{"type": "DisruptionTarget", "status": "True",
                                                 "reason": "PreemptionByScheduler"}])], "Preempted", True),
+    (_job(), [_pod(phase="Failed", conditions=[{"type": "DisruptionTarget", "status": "True",
+                                                "reason": "EvictionByEvictionAPI"}])], "Evicted", True),
+    (_job(), [_pod(phase="Running", conditions=[{"type": "DisruptionTarget", "status": "True",
+                                                 "reason": "DeletionByTaintManager"}])], "NodeLost", True),
+    # The evicted pod is gone; the Job's podFailurePolicy kept the reason.
+    (_job("PodFailurePolicy") | {"status": {"conditions": [{
+        "type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+        "message": "Pod kt/x-1 has condition DisruptionTarget matching FailJob rule at index 0"}]}},
+     [], "Disrupted", True),
     (_job("DeadlineExceeded", 600), [_terminated("Error", 137)], "DeadlineExceeded", False),
     (_job(), [_terminated("Error", 3)], "BackoffLimitExceeded", False),
     (_job(), [], "BackoffLimitExceeded", False),

@@ -23,6 +23,12 @@ the operator disables kopf's CRD and namespace scanning. Put rules here, not in
 - apiGroups: ["kubetune.dev"]
   resources: ["studyjobs"]
   verbs: ["list", "watch", "patch"]
+# Admission: children carry ownerReferences with blockOwnerDeletion (kopf.adopt);
+# where OwnerReferencesPermissionEnforcement is on (OpenShift, hardened clusters),
+# creating them needs update on the owner's finalizers. Not an API call of its own.
+- apiGroups: ["kubetune.dev"]
+  resources: ["studyjobs/finalizers"]
+  verbs: ["update"]
 # Application: phase, trial counts and the best trial in the status.
 - apiGroups: ["kubetune.dev"]
   resources: ["studyjobs/status"]

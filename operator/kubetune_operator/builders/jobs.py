@@ -3,6 +3,11 @@
 A trial Job runs exactly one pod (``backoffLimit: 0``): a failed pod is a failed
 trial, and the operator (not the Job controller) decides whether to retry it with
 the same params as a new trial.
+
+Evicted, preempted and node-lost pods are often deleted before the Job fails, which
+would leave only ``BackoffLimitExceeded`` to read. A ``podFailurePolicy`` rule on the
+pod's ``DisruptionTarget`` condition makes the Job fail with reason
+``PodFailurePolicy`` and the disruption in its message, so the reason survives.
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ from typing import Any
 import kopf
 
 from kubetune_operator import names
-from kubetune_operator.builders.pods import container, pod_spec
+from kubetune_operator.builders.pods import container, fixed_resources, pod_spec
 from kubetune_operator.spec import StudyJobSpec
+
+# Every container has requests and limits, so the Jobs run under a ResourceQuota.
+EXPORT_RESOURCES = fixed_resources(cpu="500m", memory="512Mi", memory_limit="1Gi")
+PLOTS_RESOURCES = fixed_resources(cpu="1", memory="1Gi", memory_limit="2Gi")
 
 
 def trial_command(study_name: str, number: int, spec: StudyJobSpec) -> list[str]:
@@ -50,13 +59,19 @@ def _job(
     annotations: dict[str, str],
     pod: dict[str, Any],
     deadline: int | None,
+    ttl: int | None = None,
 ) -> dict[str, Any]:
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]},
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod},
     }
     if deadline:
         job_spec["activeDeadlineSeconds"] = deadline
+    if ttl is not None:
+        job_spec["ttlSecondsAfterFinished"] = ttl
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -75,11 +90,12 @@ def trial_job(
     labels = {**names.child_labels(studyjob, "trial"), names.LABEL_TRIAL: str(number)}
     annotations = {names.ANNOTATION_STUDY: study_name}
     image = spec.trials.image or image
-    trial = container(spec, "trial", image, trial_command(study_name, number, spec), resources=True)
+    trial = container(spec, "trial", image, trial_command(study_name, number, spec),
+                      resources=spec.trials.resources.model_dump(exclude_defaults=True))
     pod = pod_spec(spec, studyjob, image, [trial])
     return _job(
         owner, names.trial_job_name(studyjob, number), labels, annotations, pod,
-        spec.trials.active_deadline_seconds,
+        spec.trials.active_deadline_seconds, spec.trials.ttl_seconds_after_finished,
     )
 
 
@@ -94,9 +110,10 @@ def visualise_job(
     studyjob = owner["metadata"]["name"]
     labels = names.child_labels(studyjob, "visualise")
     annotations = {names.ANNOTATION_STUDY: study_name, names.ANNOTATION_FINISHED: str(finished)}
-    image = spec.trials.image or image
-    export = container(spec, "export", image, export_command(studyjob), resources=False)
-    plots = container(spec, "plots", image, plots_command(studyjob), resources=False)
+    # Always the CPU image (the operator's --cpu-image), whatever spec.trials.image says:
+    # it has Chromium for PNGs and needs no GPU node.
+    export = container(spec, "export", image, export_command(studyjob), resources=EXPORT_RESOURCES)
+    plots = container(spec, "plots", image, plots_command(studyjob), resources=PLOTS_RESOURCES)
     pod = pod_spec(spec, studyjob, image, [plots], init_containers=[export], node_selector=False)
     return _job(
         owner, names.visualise_job_name(studyjob), labels, annotations, pod,

@@ -107,6 +107,7 @@ def sample_init_container(spec: StudyJobSpec, image: str) -> list[dict[str, Any]
             str(target),
         ],
         "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": SAMPLE_RESOURCES,
         "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": "data", "mountPath": names.DATA_DIR},
@@ -151,8 +152,16 @@ def pod_spec(
     return body
 
 
+def fixed_resources(*, cpu: str, memory: str, memory_limit: str) -> dict[str, dict[str, str]]:
+    """Requests and limits for kubetune's own helper containers."""
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory_limit}}
+
+
+SAMPLE_RESOURCES = fixed_resources(cpu="250m", memory="256Mi", memory_limit="512Mi")
+
+
 def container(
-    spec: StudyJobSpec, name: str, image: str, command: list[str], *, resources: bool
+    spec: StudyJobSpec, name: str, image: str, command: list[str], *, resources: dict[str, Any]
 ) -> dict[str, Any]:
     """One container running ``command`` (an argv list, no shell) as the restricted user."""
     body: dict[str, Any] = {
@@ -166,7 +175,5 @@ def container(
     if spec.trials.image_pull_policy:
         body["imagePullPolicy"] = spec.trials.image_pull_policy
     if resources:
-        res = spec.trials.resources.model_dump(exclude_defaults=True)
-        if res:
-            body["resources"] = res
+        body["resources"] = resources
     return body
