@@ -6,7 +6,13 @@ module kubetune.dev/testkube
 
 go 1.26.0
 
-require k8s.io/kubernetes v1.37.2
+tool (
+	k8s.io/kubernetes/cmd/kube-apiserver
+	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-scheduler
+)
+
+require k8s.io/kubernetes v1.37.2 // indirect
 
 require (
 	cel.dev/expr v0.25.1 // indirect
