@@ -34,6 +34,7 @@ SCENARIOS: dict[str, dict] = {
     "namespaced-two": {"rbac": {"namespaced": True}, "operator": {"watchNamespaces": ["ml-a", "ml-b"]}},
     "no-tensorboard": {"tensorboard": {"enabled": False}},
     "grpc-proxy": {"grpcProxy": {"enabled": True}},
+    "dashboard": {"dashboard": {"enabled": True}},
 }
 
 
