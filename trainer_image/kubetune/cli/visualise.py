@@ -101,7 +101,7 @@ def _run_search(args: argparse.Namespace) -> int:
         output = root / "optuna_studies" / study_name / "plots"
     report = render_study(
         study, output, plot_types=_plot_types(args.plot_type), params=params, fmt=args.format,
-        top=args.top,
+        top=args.top, default_metric=search.metric if search is not None else None,
     )
     summary = report.summary
     states = f"{summary.n_trials} trial{'' if summary.n_trials == 1 else 's'}: {counts_text(summary.counts)}"

@@ -154,10 +154,15 @@ def skip_reason(plot_type: str, study: optuna.Study, params: Sequence[str]) -> s
     return None
 
 
-def build_figure(plot_type: str, study: optuna.Study, params: Sequence[str] | None) -> go.Figure:
-    """One of Optuna's plotly figures, by kubetune's plot-type name."""
+def build_figure(plot_type: str, study: optuna.Study, params: Sequence[str] | None,
+                 default_metric: str = "Objective Value") -> go.Figure:
+    """One of Optuna's plotly figures, by kubetune's plot-type name.
+
+    The axes carry the study's metric name; ``default_metric`` (Optuna's own label by
+    default) only for a study that records none.
+    """
     vis = optuna.visualization
-    target_name = metric_name(study, default="Objective Value")  # Optuna's own default
+    target_name = metric_name(study, default=default_metric)
     selected = list(params) if params else None
     if plot_type == "optimization_history":
         return vis.plot_optimization_history(study, target_name=target_name)
@@ -181,7 +186,8 @@ def build_figure(plot_type: str, study: optuna.Study, params: Sequence[str] | No
 
 
 def build_figures(
-    study: optuna.Study, plot_types: Sequence[str] = PLOT_TYPES, params: Sequence[str] | None = None
+    study: optuna.Study, plot_types: Sequence[str] = PLOT_TYPES, params: Sequence[str] | None = None,
+    default_metric: str = "Objective Value",
 ) -> StudyFigures:
     """Draw every requested plot that this study allows; record why the others were skipped.
 
@@ -193,7 +199,7 @@ def build_figures(
         reason = skip_reason(plot_type, study, chosen)
         if reason is None:
             try:
-                result.figures[plot_type] = build_figure(plot_type, study, params)
+                result.figures[plot_type] = build_figure(plot_type, study, params, default_metric)
                 continue
             except Exception as exc:  # noqa: BLE001 - a study shape not foreseen above
                 # One plot must not cost the others and the report; -v shows the traceback.

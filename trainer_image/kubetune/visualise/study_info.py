@@ -92,7 +92,7 @@ class StudySummary:
         return sum(self.counts.values())
 
 
-def summarise(study: optuna.Study, top: int = 10) -> StudySummary:
+def summarise(study: optuna.Study, top: int = 10, default_metric: str = "value") -> StudySummary:
     """Counts by state, the best trial and the ``top`` completed trials, best first.
 
     A study without a completed trial (all pruned, failed or still running) has no
@@ -112,7 +112,7 @@ def summarise(study: optuna.Study, top: int = 10) -> StudySummary:
     return StudySummary(
         name=study.study_name,
         direction="maximize" if maximise else "minimize",
-        metric=metric_name(study),
+        metric=metric_name(study, default_metric),
         counts=state_counts(trials),
         best_trial=ranked[0] if ranked else None,
         top_trials=ranked[:top],

@@ -62,16 +62,18 @@ def render_study(
     params: Sequence[str] | None = None,
     fmt: str = "both",
     top: int = 10,
+    default_metric: str | None = None,
 ) -> StudyReport:
     """Write ``<type>.html``/``<type>.png`` for each drawable plot, and ``index.html``.
 
-    ``params`` are dotted keys. With ``fmt="png"`` a missing Chromium fails before
+    ``params`` are dotted keys; ``default_metric`` names the objective of a study that
+    records no metric name (one the operator created from a config's ``search.metric``). With ``fmt="png"`` a missing Chromium fails before
     anything is written; with ``"both"`` the HTML files and the index are written
     first and then the missing Chromium is raised.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")
-    summary = summarise(study, top=top)
+    summary = summarise(study, top=top, default_metric=default_metric or "value")
     png_error: KubetuneError | None = None
     chromium: str | None = None
     if wants_png(fmt):
@@ -81,7 +83,7 @@ def render_study(
             if not wants_html(fmt):
                 raise
             png_error = exc
-    drawn = build_figures(study, plot_types, params)
+    drawn = build_figures(study, plot_types, params, default_metric or "Objective Value")
     report = StudyReport(output_dir=ensure_output_dir(output_dir), summary=summary, skipped=drawn.skipped)
     for plot_type, figure in drawn.figures.items():
         report.files[plot_type] = {}
