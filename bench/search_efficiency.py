@@ -1,53 +1,113 @@
-"""Search efficiency: kubetune's default sampler + pruner vs RandomSampler without pruning.
+"""Search efficiency: the anytime picture of kubetune's search defaults against plain Optuna 5.
 
-Digits is too easy at full size, so every trial trains the small CNN on a
-stratified 20% subset of the training split (the validation split is the usual
-one), 10 epochs per trial, until an epoch budget of 300 is spent (a pruned
-trial costs the epochs it ran). Each method runs with its own independent
-sampler seeds. Printed: mean best val_acc after 100/200/300 epochs and the
-ratio of epochs needed to first reach val_acc >= 0.92 (ratio of the medians, of
-the means, and the median over all kubetune x random seed pairs).
+Five methods, each with its own independent sampler seeds (16 by default), search
+the same space on problems where tuning is hard, until an epoch budget is spent
+(a pruned or diverged trial costs the epochs it ran; a trial's value is its best
+epoch). For every method the bench prints the mean best val_acc after 50, 100,
+200 and 300 epochs, how many seeds reach each of three thresholds, and the median
+epochs to the first threshold:
 
-kubetune runs as ``ml-search`` does by default: the config's own point (sgd,
-lr 0.01, momentum 0.9, batch 32, step 5) is its first trial. ``--no-enqueue-config``
-measures the sampler and pruner alone; the bench then also prints how often one
-uniformly drawn trial reaches the target, which bounds what any sampler can do
-before it has seen a result.
+- ``kubetune``       kubetune's defaults as ``ml-search`` runs them: the config's own
+                     point is the first trial (``enqueue_config``, on by default)
+- ``kubetune-cold``  kubetune's defaults from a random first trial
+- ``optuna``         plain Optuna 5: ``TPESampler()`` + ``MedianPruner(5, 2)``, given the
+                     same first point (the baseline a user would otherwise write)
+- ``optuna-cold``    the same without it
+- ``random``         ``RandomSampler()`` without pruning
 
-    .venv/bin/python bench/search_efficiency.py                 # 16 seeds per method
-    .venv/bin/python bench/search_efficiency.py --quick         # 6 seeds, a first look
-    .venv/bin/python bench/search_efficiency.py --seeds 24 --workers 2
-    .venv/bin/python bench/search_efficiency.py --no-enqueue-config   # sampler + pruner alone
+Then it checks the targets of issue 14: ``kubetune`` is at least ``optuna`` at every
+checkpoint and threshold, and reaches the first threshold in at most half the
+median epochs of ``random``.
 
-Trials train in-process through ``kubetune.training.train(..., data=...)`` on
-tensors normalised once; results are cached per run in ``--cache`` so an
-interrupted bench continues where it stopped. The ``--tpe-*``/``--pruner-*``
-flags try other defaults (how kubetune's were chosen).
+The problems (``--problems``), digits at 8x8 with the default 20% validation split:
+
+- ``digits20``  a 20% stratified subset of the training split (287 images), 10
+                epochs per trial, thresholds 0.92 / 0.94 / 0.95 (issue 14's setup)
+- ``digits10``  a 10% subset (143 images), 5 epochs per trial: fewer images, shorter
+                trials, so a warm-up that suits 10 epochs is tested on 5
+
+Space: lr log-uniform 1e-5..1e-1, batch size {16, 32, 64}, momentum 0.8..0.99,
+weight decay log-uniform 1e-6..1e-2, dropout 0..0.5; SGD with the config's default
+step schedule (x0.1 after 5 epochs). The config's point: lr 0.05, batch 32,
+momentum 0.9, weight decay 1e-4, dropout 0.2.
+
+How it stays affordable on two CPU cores, and what that changes:
+
+- Trials train in-process with the bench's own loop on tensors normalised once
+  (no DataLoader, TensorBoard or checkpoints), one thread per process, seeds in
+  parallel with ``--workers``. The network is kubetune's ``small_cnn`` at a quarter
+  of its width (8/16/32 channels): the same three conv blocks, BatchNorm, pooling and
+  dropout, 16x fewer multiply-adds. The search problem is this network's, not
+  ``small_cnn``'s.
+- **Trial curves are cached.** Every trial trains with the config's seed, as in
+  ``ml-search``, and on the CPU with one thread the same params give the same
+  curve bit for bit, so a trial whose params were trained before (the enqueued
+  point, or a re-run) replays that curve instead of training again. Every method
+  gets the curve it would have trained; only the wall clock changes.
+- Finished searches are cached per method, seed and ``--tag`` in ``--cache``, so
+  an interrupted bench continues where it stopped.
+
+    .venv/bin/python bench/search_efficiency.py --workers 2              # 16 seeds, both problems
+    .venv/bin/python bench/search_efficiency.py --seeds 4 --problems digits20
+    .venv/bin/python bench/search_efficiency.py --kubetune-from levers:median_half --tag half
+
+``--kubetune-from MODULE:FUNCTION`` tries other defaults (how kubetune's were
+chosen): the function takes the seed and returns ``(sampler, pruner)``; the module
+is imported from the working folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
+import hashlib
+import importlib
 import json
 import math
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-BUDGET = 300
-EPOCHS = 10
-TARGET = 0.92
+CHECKPOINTS = (50, 100, 200, 300)
+TRAIN_SEED = 0  # the config's training.seed: every trial trains with it, as in ml-search
 SPACE = {
     "optimizer.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-1},
     "training.batch_size": {"type": "categorical", "choices": [16, 32, 64]},
     "optimizer.momentum": {"type": "uniform", "low": 0.8, "high": 0.99},
-    "scheduler.step_size": {"type": "int", "low": 5, "high": 15},
+    "optimizer.weight_decay": {"type": "loguniform", "low": 1e-6, "high": 1e-2},
+    "model.dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
 }
+CONFIG_POINT = {"optimizer.lr": 0.05, "training.batch_size": 32, "optimizer.momentum": 0.9,
+                "optimizer.weight_decay": 1e-4, "model.dropout": 0.2}
+WIDTH = 8  # first conv block's channels; small_cnn has 32
+STEP_SIZE, GAMMA = 5, 0.1  # the config's default scheduler
+
+
+@dataclass(frozen=True)
+class Problem:
+    train_fraction: float
+    epochs: int
+    budget: int
+    thresholds: tuple[float, float, float]
+
+
+PROBLEMS = {
+    "digits20": Problem(0.2, 10, 300, (0.92, 0.95, 0.97)),
+    "digits10": Problem(0.1, 5, 300, (0.86, 0.89, 0.91)),
+}
+# method: (strategy, config's point enqueued first), seeds offset so none is shared
+METHODS = {
+    "kubetune": ("kubetune", True),
+    "kubetune-cold": ("kubetune", False),
+    "optuna": ("optuna", True),
+    "optuna-cold": ("optuna", False),
+    "random": ("random", False),
+}
+SEED_BASE = {"kubetune": 0, "kubetune-cold": 1000, "optuna": 2000, "optuna-cold": 3000, "random": 4000}
 
 _STATE: dict = {}
 
@@ -56,192 +116,270 @@ class _BudgetSpent(Exception):
     pass
 
 
-def _base_config(data_path: str, variant: dict):
-    from kubetune.config import validate_config
-
-    sampler = {"type": "TPESampler"}
-    pruner = {"type": "MedianPruner"}
-    for key in ("n_startup_trials", "multivariate"):
-        if variant.get(f"tpe_{key}") is not None:
-            sampler[key] = variant[f"tpe_{key}"]
-    for key in ("n_startup_trials", "n_warmup_steps"):
-        if variant.get(f"pruner_{key}") is not None:
-            pruner[key] = variant[f"pruner_{key}"]
-    return validate_config({
-        "model": {"architecture": "small_cnn", "dropout": 0.1},
-        "data": {"path": data_path, "image_size": 8, "channels": 1, "train_fraction": 0.2,
-                 "normalize": {"mean": [0.3], "std": [0.37]}},
-        "training": {"num_epochs": EPOCHS, "batch_size": 32, "seed": 0, "device": "cpu"},
-        "optimizer": {"type": "sgd", "lr": 0.01, "momentum": 0.9},
-        "scheduler": {"type": "step", "step_size": 5, "gamma": 0.1},
-        "logging": {"output_dir": tempfile.gettempdir()},
-        "search": {"study_name": "bench", "sampler": sampler, "pruner": pruner,
-                   "search_space": SPACE},
-    })
-
-
-def _init_worker(data_path: str, variant: dict, enqueue_config: bool) -> None:
+def _load_data(data_path: str, problem: Problem):
     import torch
 
-    from kubetune.data.datasets import DataSplits, ImageTensorDataset, load_splits
+    from kubetune.config.schema import DataConfig
+    from kubetune.data.datasets import load_splits
+
+    cfg = DataConfig(path=data_path, image_size=8, channels=1, train_fraction=problem.train_fraction,
+                     normalize={"mean": [0.3], "std": [0.37]})
+    splits = load_splits(cfg, TRAIN_SEED)
+
+    def tensors(ds):  # the transforms once, not per item and epoch
+        return torch.stack([ds.transform(ds.images[i]) for i in range(len(ds))]), ds.targets.long()
+
+    return (*tensors(splits.train), *tensors(splits.val))
+
+
+def _network(dropout: float):
+    from torch import nn
+
+    def block(c_in: int, c_out: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+    w = WIDTH
+    return nn.Sequential(block(1, w), block(w, 2 * w), nn.MaxPool2d(2), block(2 * w, 4 * w),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * w, 10))
+
+
+def _train(params: dict, epochs: int, data):
+    """Yield val_acc after each epoch; None for an epoch whose loss diverged (then stop)."""
+    import torch
+    import torch.nn.functional as F
+
+    x, y, xv, yv = data
+    torch.manual_seed(TRAIN_SEED)
+    model = _network(params["model.dropout"])
+    opt = torch.optim.SGD(model.parameters(), lr=params["optimizer.lr"],
+                          momentum=params["optimizer.momentum"],
+                          weight_decay=params["optimizer.weight_decay"])
+    sched = torch.optim.lr_scheduler.StepLR(opt, STEP_SIZE, GAMMA)
+    gen = torch.Generator().manual_seed(TRAIN_SEED)
+    bs = int(params["training.batch_size"])
+    for _ in range(epochs):
+        model.train()
+        loss_sum = torch.zeros(())
+        for idx in torch.randperm(len(y), generator=gen).split(bs):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+        if not math.isfinite(loss_sum.item()):
+            yield None  # ml-search ends such a trial as FAIL ("NaN loss")
+            return
+        sched.step()
+        model.eval()
+        with torch.no_grad():
+            yield (model(xv).argmax(1) == yv).float().mean().item()
+
+
+class CurveCache:
+    """Per-epoch val_acc by params, shared by all processes through files.
+
+    Sound because each trial trains with the same seed: same params, same curve."""
+
+    def __init__(self, folder: Path, epochs: int, data) -> None:
+        self.folder, self.epochs, self.data = folder, epochs, data
+        folder.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0
+
+    def _path(self, params: dict) -> Path:
+        key = json.dumps(params, sort_keys=True)
+        return self.folder / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+
+    def curve(self, params: dict):
+        path = self._path(params)
+        known: list = json.loads(path.read_text()) if path.exists() else []
+        done = len(known) == self.epochs or (known and known[-1] is None)
+        yield from known
+        if done:
+            self.hits += 1
+            return
+        self.misses += 1
+        seen = list(known)
+        try:
+            for epoch, acc in enumerate(_train(params, self.epochs, self.data)):
+                if epoch < len(known):
+                    continue  # replayed above; retrained only to get past it
+                seen.append(acc)
+                yield acc
+        finally:  # also when the search stops consuming (pruned, budget spent)
+            if len(seen) > len(known):
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(seen))
+                tmp.replace(path)
+
+
+def _init_worker(data_path: str, cache: str, problems: list[str], kubetune_from: str | None) -> None:
+    import optuna
+    import torch
 
     torch.set_num_threads(1)
-    config = _base_config(data_path, variant)
-    splits = load_splits(config.data, config.training.seed)
-
-    def normalised(ds):  # the transforms once, not per item and epoch
-        images = torch.stack([ds.transform(ds.images[i]) for i in range(len(ds))])
-        return ImageTensorDataset(images, ds.targets)
-
-    data = DataSplits(normalised(splits.train), normalised(splits.val), splits.classes, splits.channels)
-    _STATE.update(config=config, data=data, enqueue_config=enqueue_config)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    sys.path.insert(0, os.getcwd())
+    for name in problems:
+        problem = PROBLEMS[name]
+        folder = Path(cache) / "curves" / f"{name}-w{WIDTH}"
+        _STATE[name] = CurveCache(folder, problem.epochs, _load_data(data_path, problem))
+    _STATE["kubetune_from"] = kubetune_from
 
 
-def run_search(method: str, seed: int) -> dict:
-    """One seeded search: best val_acc so far after each of the BUDGET epochs, and its trials."""
+def _search_config(seed: int):
+    from kubetune.config.search_schema import SearchConfig
+
+    return SearchConfig(study_name="bench", sampler={"type": "TPESampler", "seed": seed},
+                        pruner={"type": "MedianPruner"}, search_space=SPACE)
+
+
+def _strategy(strategy: str, seed: int):
     import optuna
 
-    from kubetune.config import with_overrides
-    from kubetune.search.checks import initial_points
-    from kubetune.search.objective import EpochReporter, suggest_params
     from kubetune.search.pruners import build_pruner
     from kubetune.search.samplers import build_sampler
-    from kubetune.search.space import distributions
-    from kubetune.training import train
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    config, data = _STATE["config"], _STATE["data"]
-    search = config.search.model_copy(deep=True)
-    search.sampler.seed = seed
-    if method == "kubetune":
-        sampler, pruner = build_sampler(search), build_pruner(search)
-    else:
-        sampler, pruner = optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
+    if strategy == "kubetune":
+        if _STATE["kubetune_from"]:
+            module, func = _STATE["kubetune_from"].split(":")
+            return getattr(importlib.import_module(module), func)(seed)
+        search = _search_config(seed)  # search.sampler/pruner name only their type: the defaults
+        return build_sampler(search), build_pruner(search)
+    if strategy == "optuna":
+        return optuna.samplers.TPESampler(seed=seed), optuna.pruners.MedianPruner(5, 2)
+    return optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
+
+
+def run_search(problem_name: str, method: str, seed: int) -> dict:
+    """One seeded search: best val_acc so far after each epoch of the budget, and its trials."""
+    import optuna
+
+    from kubetune.search.objective import EpochReporter, suggest_params
+    from kubetune.search.space import distributions
+
+    problem, cache = PROBLEMS[problem_name], _STATE[problem_name]
+    strategy, enqueue = METHODS[method]
+    sampler, pruner = _strategy(strategy, seed)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-    dists = distributions(search.search_space)
-    base = config.model_copy(update={"search": None})
+    if enqueue:
+        study.enqueue_trial(CONFIG_POINT)
+    dists = distributions(_search_config(seed).search_space)
     timeline: list[float] = []
-    trials: list[dict] = []
+    states: list[str] = []
     best = 0.0
-    if method == "kubetune" and _STATE["enqueue_config"]:
-        for point in initial_points(config):
-            study.enqueue_trial(point)
-    while len(timeline) < BUDGET:
+    while len(timeline) < problem.budget:
         trial = study.ask()
         params = suggest_params(trial, dists)
-        reporter = EpochReporter(trial, "val_acc", True, statistics.fmean, [], 0, 1, EPOCHS)
-        curve: list[float] = []
-        trials.append({"params": params, "val_acc": curve})
+        # ml-search's reporter: running best at step = epoch, then the pruner's verdict
+        reporter = EpochReporter(trial, "val_acc", True, statistics.fmean, [], 0, 1, problem.epochs)
+        curve = cache.curve(params)
+        state = optuna.trial.TrialState.COMPLETE
+        try:
+            for epoch, acc in enumerate(curve, 1):
+                if acc is not None:
+                    best = max(best, acc)
+                timeline.append(best)
+                if len(timeline) >= problem.budget:
+                    raise _BudgetSpent
+                if acc is None:
+                    state = optuna.trial.TrialState.FAIL
+                    break
+                reporter(epoch, {"val_acc": acc})
+        except optuna.TrialPruned:
+            state = optuna.trial.TrialState.PRUNED
+        except _BudgetSpent:
+            state = optuna.trial.TrialState.FAIL
+        finally:
+            curve.close()
+        if state == optuna.trial.TrialState.COMPLETE:
+            study.tell(trial, reporter.best)
+        else:
+            study.tell(trial, state=state)
+        states.append(state.name)
+    return {"timeline": timeline[:problem.budget], "states": states,
+            "cache_hits": cache.hits, "cache_misses": cache.misses}
 
-        def callback(epoch: int, metrics: dict, reporter=reporter, curve=curve) -> None:
-            nonlocal best
-            best = max(best, metrics["val_acc"])
-            curve.append(metrics["val_acc"])
-            timeline.append(best)
-            if len(timeline) >= BUDGET:
-                raise _BudgetSpent
-            reporter(epoch, metrics)
 
-        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
-            try:
-                result = train(with_overrides(base, params), data=data, run_dir=Path(tmp),
-                               callback=callback, progress=False)
-                study.tell(trial, result.best["val_acc"])
-            except optuna.TrialPruned:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            except _BudgetSpent:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            except Exception:  # a diverged trial costs its epochs and ends FAIL, as in ml-search
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        trials[-1]["state"] = study.trials[-1].state.name
-    return {"timeline": timeline[:BUDGET], "trials": trials}
-
-
-def _task(job: tuple[str, int]) -> tuple[str, int, dict, float]:
-    method, seed = job
+def _task(job: tuple[str, str, int]) -> tuple[str, str, int, dict, float]:
     start = time.time()
-    return method, seed, run_search(method, seed), time.time() - start
+    return (*job, run_search(*job), time.time() - start)
 
 
-def epochs_to(timeline: list[float], target: float = TARGET) -> float:
+def epochs_to(timeline: list[float], target: float) -> float:
     for i, value in enumerate(timeline):
         if value >= target:
             return i + 1
     return math.inf
 
 
-def _summary(results: dict[str, list[list[float]]]) -> None:
-    print(f"\nmean best val_acc after N epochs; epochs to first reach val_acc >= {TARGET}")
-    print(f"{'method':<10} {'seeds':>5} {'@100':>7} {'@200':>7} {'@300':>7} "
-          f"{'median':>7} {'mean':>7} {'worst':>6} {'not reached':>12}")
-    medians, means = {}, {}
+def _median_epochs(timelines: list[list[float]], target: float) -> float:
+    return statistics.median(epochs_to(t, target) for t in timelines)
+
+
+def _fmt_epochs(value: float, budget: int) -> str:
+    return f">{budget}" if math.isinf(value) else f"{value:g}"
+
+
+def summarise(problem_name: str, results: dict[str, list[list[float]]]) -> bool:
+    """Print the anytime table for one problem and the issue 14 checks; True if all hold."""
+    problem = PROBLEMS[problem_name]
+    t1, t2, t3 = problem.thresholds
+    checkpoints = [c for c in CHECKPOINTS if c <= problem.budget]
+    print(f"\n== {problem_name}: digits {problem.train_fraction:.0%} training subset, "
+          f"{problem.epochs} epochs per trial, {problem.budget}-epoch budget ==")
+    head = " / ".join(f"@{c}" for c in checkpoints)
+    print(f"{'method':<14} {'seeds':>5}  mean best val_acc {head:<22}  "
+          f"seeds reaching {t1} / {t2} / {t3}   median epochs to {t1}")
+    rows = {}
     for method, timelines in results.items():
-        at = [statistics.fmean(t[n - 1] for t in timelines) for n in (100, 200, 300)]
-        reach = [epochs_to(t) for t in timelines]
-        medians[method] = statistics.median(reach)
-        means[method] = statistics.fmean(reach)
-        print(f"{method:<10} {len(timelines):>5} {at[0]:>7.4f} {at[1]:>7.4f} {at[2]:>7.4f} "
-              f"{medians[method]:>7} {means[method]:>7.1f} {max(reach):>6} "
-              f"{sum(math.isinf(r) for r in reach):>12}")
-    k, r = results.get("kubetune", []), results.get("random", [])
-    if k and r:
-        # Seeds are independent per method, so every kubetune run is set against every
-        # random run (a pairing by seed number would be arbitrary).
-        pairs = [epochs_to(a) / epochs_to(b) for a in k for b in r
-                 if not (math.isinf(epochs_to(a)) and math.isinf(epochs_to(b)))]
-        print(f"\nepochs to val_acc>={TARGET}, kubetune/random: ratio of medians "
-              f"{medians['kubetune'] / medians['random']:.2f}x, ratio of means "
-              f"{means['kubetune'] / means['random']:.2f}x, median over all seed pairs "
-              f"{statistics.median(pairs):.2f}x")
-
-
-def _first_trial_bound(runs: list[dict]) -> None:
-    """How often one uniformly drawn trial reaches the target within E epochs."""
-    curves = [t["val_acc"] for run in runs for t in run["trials"] if len(t["val_acc"]) == EPOCHS]
-    if not curves:
-        return
-    reach = [epochs_to(c) for c in curves]
-    shares = ", ".join(f"<={e}: {sum(x <= e for x in reach) / len(reach):.0%}" for e in (4, 6, 8, 10))
-    print(f"\none random trial reaches val_acc>={TARGET} within E epochs ({len(curves)} full trials): "
-          f"{shares}.\nBelow 50% at E=8, no sampler that starts without a known-good point "
-          "can reach the target in a median of 8 epochs: its first trial is drawn like these.")
+        means = [statistics.fmean(t[c - 1] for t in timelines) for c in checkpoints]
+        reach = [sum(epochs_to(t, th) <= problem.budget for t in timelines) for th in problem.thresholds]
+        median = _median_epochs(timelines, t1)
+        rows[method] = (means, reach, median)
+        print(f"{method:<14} {len(timelines):>5}  {' / '.join(f'{m:.4f}' for m in means):<40}  "
+              f"{' / '.join(str(r) for r in reach):<28}  {_fmt_epochs(median, problem.budget)}")
+    ok = True
+    if "kubetune" in rows and "optuna" in rows:
+        (km, kr, kmed), (om, orr, omed) = rows["kubetune"], rows["optuna"]
+        diffs = ", ".join(f"@{c} {a - b:+.4f}" for c, a, b in zip(checkpoints, km, om, strict=True))
+        reach = ", ".join(f"{th}: {a - b:+d}" for th, a, b in zip(problem.thresholds, kr, orr, strict=True))
+        at_least = all(a >= b for a, b in zip(km, om, strict=True)) and all(
+            a >= b for a, b in zip(kr, orr, strict=True))
+        ok &= at_least
+        print(f"kubetune - optuna: mean best {diffs}; seeds reaching {reach}; median epochs to {t1} "
+              f"{_fmt_epochs(kmed, problem.budget)} vs {_fmt_epochs(omed, problem.budget)} "
+              f"-> {'holds' if at_least else 'FAILS'} (at least as good everywhere)")
+    if "kubetune" in rows and "random" in rows:
+        kmed, rmed = rows["kubetune"][2], rows["random"][2]
+        ratio = kmed / rmed if math.isfinite(rmed) else 0.0
+        ok &= ratio <= 0.5
+        print(f"median epochs to {t1}, kubetune / random: {_fmt_epochs(kmed, problem.budget)} / "
+              f"{_fmt_epochs(rmed, problem.budget)} = {ratio:.2f}x "
+              f"-> {'holds' if ratio <= 0.5 else 'FAILS'} (at most 0.5x)")
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=16, help="seeds per method (default 16)")
-    parser.add_argument("--quick", action="store_true", help="6 seeds per method")
+    parser.add_argument("--seeds", type=int, default=16, help="independent seeds per method (default 16)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
+    parser.add_argument("--problems", default=",".join(PROBLEMS), help="comma-separated (default: all)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all)")
     parser.add_argument("--data", help="digits ImageFolder (default: written to the cache)")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "kubetune-bench" / "search_efficiency"),
-                        help="per-run results, reused by later calls")
-    parser.add_argument("--methods", default="kubetune,random")
-    parser.add_argument("--enqueue-config", action=argparse.BooleanOptionalAction, default=True,
-                        help="kubetune's first trial is the config's own point, as in ml-search (default: on)")
-    parser.add_argument("--tpe-n-startup-trials", type=int)
-    parser.add_argument("--tpe-multivariate", type=int, choices=(0, 1))
-    parser.add_argument("--pruner-n-startup-trials", type=int)
-    parser.add_argument("--pruner-n-warmup-steps", type=int)
+                        help="trial curves and finished searches, reused by later calls")
+    parser.add_argument("--tag", default="defaults",
+                        help="names the kubetune runs in the cache; change it when the defaults change")
+    parser.add_argument("--kubetune-from", metavar="MODULE:FUNCTION",
+                        help="try other defaults: FUNCTION(seed) -> (sampler, pruner)")
     args = parser.parse_args(argv)
-    seeds = 6 if args.quick else args.seeds
-    variant = {
-        "tpe_n_startup_trials": args.tpe_n_startup_trials,
-        "tpe_multivariate": None if args.tpe_multivariate is None else bool(args.tpe_multivariate),
-        "pruner_n_startup_trials": args.pruner_n_startup_trials,
-        "pruner_n_warmup_steps": args.pruner_n_warmup_steps,
-    }
-    from kubetune.search.pruners import MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_STEPS
-    from kubetune.search.samplers import TPE_MULTIVARIATE, TPE_STARTUP_TRIALS
-
-    effective = {
-        "tpe_n_startup_trials": TPE_STARTUP_TRIALS, "tpe_multivariate": TPE_MULTIVARIATE,
-        "pruner_n_startup_trials": MEDIAN_STARTUP_TRIALS, "pruner_n_warmup_steps": MEDIAN_WARMUP_STEPS,
-    }
-    effective.update({k: v for k, v in variant.items() if v is not None})
-    tag = ("enq-" if args.enqueue_config else "") + (
-        "tpe{tpe_n_startup_trials}-mv{tpe_multivariate:d}-prune{pruner_n_startup_trials}"
-        "-warm{pruner_n_warmup_steps}").format(**effective)
-    print(f"kubetune defaults under test: {effective}, enqueue_config={args.enqueue_config}", flush=True)
+    problems = args.problems.split(",")
+    methods = args.methods.split(",")
+    for name, known in ((problems, PROBLEMS), (methods, METHODS)):
+        for item in name:
+            if item not in known:
+                parser.error(f"unknown {item!r}; choose from {', '.join(known)}")
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     data_path = args.data
@@ -252,32 +390,32 @@ def main(argv: list[str] | None = None) -> int:
 
             write_digits(Path(data_path))
 
-    def cache_file(method: str, seed: int) -> Path:
-        name = f"kubetune-{tag}" if method == "kubetune" else "random"
-        return cache / f"{name}-seed{seed}.json"
+    def run_file(problem: str, method: str, seed: int) -> Path:
+        name = f"{method}-{args.tag}" if METHODS[method][0] == "kubetune" else method
+        return cache / "runs" / f"{problem}-w{WIDTH}" / f"{name}-seed{seed}.json"
 
-    # Independent seeds per method: kubetune 0.., random 1000..
-    jobs = [(m, s + (1000 if m == "random" else 0)) for m in args.methods.split(",") for s in range(seeds)]
-    todo = [job for job in jobs if not cache_file(*job).exists()]
-    print(f"{len(jobs) - len(todo)} runs cached, {len(todo)} to run", flush=True)
+    jobs = [(p, m, SEED_BASE[m] + s) for p in problems for m in methods for s in range(args.seeds)]
+    todo = [job for job in jobs if not run_file(*job).exists()]
+    print(f"{len(jobs)} searches: {len(jobs) - len(todo)} cached, {len(todo)} to run "
+          f"({args.workers} workers); trial curves are cached by params (see the docstring)", flush=True)
     if todo:
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(args.workers, initializer=_init_worker, initargs=(data_path, variant, args.enqueue_config)) as pool:
-            for method, seed, run, seconds in pool.imap_unordered(_task, todo):
-                cache_file(method, seed).write_text(json.dumps(run))
-                timeline = run["timeline"]
-                print(f"  {method} seed {seed}: best {timeline[-1]:.4f}, "
-                      f"{TARGET} after {epochs_to(timeline)} epochs ({seconds:.0f}s)", flush=True)
-    results: dict[str, list[list[float]]] = {}
-    random_runs = []
-    for method, seed in jobs:
-        run = json.loads(cache_file(method, seed).read_text())
-        results.setdefault(method, []).append(run["timeline"])
-        if method == "random":
-            random_runs.append(run)
-    _summary(results)
-    if not args.enqueue_config:
-        _first_trial_bound(random_runs)
+        with ctx.Pool(args.workers, initializer=_init_worker,
+                      initargs=(data_path, str(cache), problems, args.kubetune_from)) as pool:
+            for problem, method, seed, run, seconds in pool.imap_unordered(_task, todo):
+                path = run_file(problem, method, seed)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(run))
+                print(f"  {problem} {method} seed {seed}: best {run['timeline'][-1]:.4f} after "
+                      f"{len(run['states'])} trials ({seconds:.0f}s)", flush=True)
+    ok = True
+    for problem in problems:
+        results: dict[str, list[list[float]]] = {}
+        for p, method, seed in jobs:
+            if p == problem:
+                results.setdefault(method, []).append(json.loads(run_file(p, method, seed).read_text())["timeline"])
+        ok &= summarise(problem, results)
+    print(f"\nissue 14 targets: {'all hold' if ok else 'NOT all hold'}")
     return 0
 
 
