@@ -114,7 +114,7 @@ def fast_config_dir(fast_config):
 
 
 def test_nan_loss_raises_training_diverged(fast_config):
-    fast_config["optimizer"] = {"type": "sgd", "lr": 1e12, "momentum": 0.9}
+    fast_config["optimizer"] = {"type": "sgd", "lr": 1e30, "momentum": 0.9}
     fast_config["model"]["dropout"] = 0.0
     with pytest.raises(TrainingDiverged, match="optimizer.lr"):
         train(validate_config(fast_config), progress=False)

@@ -57,6 +57,9 @@ class DataConfig(Section):
     val_split: float = Field(0.2, gt=0.0, lt=1.0)
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     num_workers: int = Field(0, ge=0)
+    # auto: decode into one uint8 tensor on the training device when it fits a quarter
+    # of host (and GPU) memory, else stream the files through DataLoader workers
+    in_memory: Literal["auto", True, False] = "auto"
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
@@ -67,6 +70,7 @@ class TrainingConfig(Section):
     seed: int = 0
     trainer: Literal["standard", "mixed_precision"] = "standard"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the model (CUDA: worth it for long runs only)
 
 
 class OptimizerConfig(Section):

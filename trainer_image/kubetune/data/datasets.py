@@ -1,7 +1,16 @@
-"""Torch datasets for ImageFolder trees: decoded once, split stratified and seeded."""
+"""Torch datasets for ImageFolder trees: split stratified and seeded, held or streamed.
+
+A dataset that fits ``data.in_memory`` is decoded once into one uint8 tensor
+(:class:`ImageTensorDataset`); the trainer moves it to the device and augments
+whole batches there. A larger one stays on disk (:class:`ImageFileDataset`) and is
+decoded per item by DataLoader workers. Both carry an
+:class:`~kubetune.data.augment.ImageTransform`, so indexing either gives the same
+normalised float image.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,14 +18,36 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from kubetune.config.schema import DataConfig
-from kubetune.data.folder import dataset_layout, inspect_dataset, list_images
+from kubetune.data.augment import ImageTransform
+from kubetune.data.folder import ImageList, dataset_layout, inspect_dataset, list_images
+from kubetune.data.memory import decoded_bytes, hold_in_memory
 from kubetune.errors import DataError
 
+log = logging.getLogger(__name__)
 
-class ImageTensorDataset(Dataset):
+
+class _ImageDataset(Dataset):
+    """Items are ``(transform(image), target)``; subclasses say where images come from."""
+
+    targets: torch.Tensor
+    transform = None
+
+    def image(self, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.image(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])
+
+
+class ImageTensorDataset(_ImageDataset):
     """Images held as one uint8 tensor ``[N, C, H, W]``; ``transform`` runs per item."""
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform=None) -> None:
@@ -24,27 +55,42 @@ class ImageTensorDataset(Dataset):
         self.targets = targets
         self.transform = transform
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.targets[index])
+    def image(self, index: int) -> torch.Tensor:
+        return self.images[index]
 
     def subset(self, indices: Sequence[int] | np.ndarray, transform=None) -> ImageTensorDataset:
-        """The items at ``indices``, sharing no storage with this dataset's transform."""
+        """The items at ``indices`` (a copy), with ``transform``."""
         index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return ImageTensorDataset(self.images[index], self.targets[index], transform)
+
+
+class ImageFileDataset(_ImageDataset):
+    """Image files decoded and resized per item: the streaming path for large datasets."""
+
+    def __init__(self, paths: Sequence[Path], targets: torch.Tensor, size: int, channels: int,
+                 transform=None) -> None:
+        self.paths = list(paths)
+        self.targets = targets
+        self.size = size
+        self.channels = channels
+        self.transform = transform
+
+    def image(self, index: int) -> torch.Tensor:
+        return decode_image(self.paths[index], self.size, self.channels)
+
+    def subset(self, indices: Sequence[int] | np.ndarray, transform=None) -> ImageFileDataset:
+        """The items at ``indices``, with ``transform``."""
+        index = np.asarray(indices, dtype=np.int64)
+        return ImageFileDataset([self.paths[i] for i in index], self.targets[torch.from_numpy(index)],
+                                self.size, self.channels, transform)
 
 
 @dataclass
 class DataSplits:
     """Train and validation datasets plus what the model needs to know about them."""
 
-    train: ImageTensorDataset
-    val: ImageTensorDataset
+    train: ImageTensorDataset | ImageFileDataset
+    val: ImageTensorDataset | ImageFileDataset
     classes: list[str]
     channels: int
 
@@ -52,46 +98,33 @@ class DataSplits:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.train, ImageTensorDataset) and isinstance(self.val, ImageTensorDataset)
 
-def decode_images(paths: Sequence[Path], size: int, channels: int) -> torch.Tensor:
-    """Decode and resize every image once into a uint8 tensor."""
+
+def decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
+    """One image file as a uint8 ``[channels, size, size]`` tensor (bilinear resize)."""
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode)
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            array = np.array(image, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    return torch.from_numpy(array.reshape(size, size, channels)).permute(2, 0, 1)
+
+
+def decode_images(paths: Sequence[Path], size: int, channels: int) -> torch.Tensor:
+    """Decode and resize every image once into one uint8 tensor ``[N, C, H, W]``."""
     out = torch.empty((len(paths), channels, size, size), dtype=torch.uint8)
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as image:
-                image = image.convert(mode)
-                if image.size != (size, size):
-                    image = image.resize((size, size), Image.Resampling.BILINEAR)
-                array = np.array(image, dtype=np.uint8)
-        except OSError as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
-        out[i] = torch.from_numpy(array.reshape(size, size, channels)).permute(2, 0, 1)
+        out[i] = decode_image(path, size, channels)
     return out
-
-
-def build_transforms(cfg: DataConfig, channels: int, train: bool) -> v2.Compose:
-    """uint8 image -> normalised float tensor; light augmentation for training only."""
-    steps: list = []
-    aug = cfg.augment
-    if train:
-        if aug.random_crop_padding:
-            steps.append(v2.RandomCrop(cfg.image_size, padding=aug.random_crop_padding))
-        if aug.horizontal_flip:
-            steps.append(v2.RandomHorizontalFlip())
-        if aug.rotation_degrees:
-            steps.append(v2.RandomRotation(aug.rotation_degrees))
-    mean, std = list(cfg.normalize.mean), list(cfg.normalize.std)
-    if len(mean) == 1 and channels > 1:
-        mean, std = mean * channels, std * channels
-    if len(mean) != channels:
-        raise DataError(
-            f"data.normalize has {len(mean)} values but the images have {channels} channels"
-        )
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    return v2.Compose(steps)
 
 
 def stratified_split(
@@ -123,8 +156,19 @@ def stratified_folds(targets: Sequence[int], n_folds: int, seed: int) -> list[tu
     return list(folds.split(np.zeros(len(targets)), np.asarray(targets)))
 
 
+def _dataset(images: ImageList, size: int, channels: int, in_memory: bool):
+    targets = torch.tensor(images.targets)
+    if in_memory:
+        return ImageTensorDataset(decode_images(images.paths, size, channels), targets)
+    return ImageFileDataset(images.paths, targets, size, channels)
+
+
 def load_splits(cfg: DataConfig, seed: int = 0) -> DataSplits:
-    """Train and validation datasets for ``cfg``: ``train/``+``val/`` or a seeded split."""
+    """Train and validation datasets for ``cfg``: ``train/``+``val/`` or a seeded split.
+
+    ``cfg.in_memory`` decides between decoding everything now into uint8 tensors
+    and streaming the files (``auto``: whatever fits the memory budget).
+    """
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(f"data.path: dataset folder {root} does not exist")
@@ -132,25 +176,22 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> DataSplits:
     size = cfg.image_size
     if dataset_layout(root) == "split":
         train_list = list_images(root / "train")
-        val_list = list_images(root / "val", train_list.classes)
-        train = ImageTensorDataset(
-            decode_images(train_list.paths, size, channels), torch.tensor(train_list.targets)
-        )
-        val = ImageTensorDataset(
-            decode_images(val_list.paths, size, channels), torch.tensor(val_list.targets)
-        )
-        classes = train_list.classes
+        lists = [train_list, list_images(root / "val", train_list.classes)]
     else:
-        images = list_images(root)
-        everything = ImageTensorDataset(
-            decode_images(images.paths, size, channels), torch.tensor(images.targets)
-        )
-        train_idx, val_idx = stratified_split(images.targets, cfg.val_split, seed)
-        train, val = everything.subset(train_idx), everything.subset(val_idx)
-        classes = images.classes
+        lists = [list_images(root)]
+    n_bytes = decoded_bytes(sum(len(images.paths) for images in lists), channels, size)
+    in_memory = hold_in_memory(cfg.in_memory, n_bytes)
+    log.info("data: %s, %.1f MB decoded", "held in memory" if in_memory else "streamed from disk",
+             n_bytes / 2**20)
+    datasets = [_dataset(images, size, channels, in_memory) for images in lists]
+    if len(datasets) == 2:
+        train, val = datasets
+    else:
+        train_idx, val_idx = stratified_split(lists[0].targets, cfg.val_split, seed)
+        train, val = datasets[0].subset(train_idx), datasets[0].subset(val_idx)
     if cfg.train_fraction < 1.0:
         kept, _ = stratified_split(train.targets.tolist(), 1.0 - cfg.train_fraction, seed)
         train = train.subset(kept)
-    train.transform = build_transforms(cfg, channels, train=True)
-    val.transform = build_transforms(cfg, channels, train=False)
-    return DataSplits(train=train, val=val, classes=classes, channels=channels)
+    train.transform = ImageTransform.from_config(cfg, channels, train=True)
+    val.transform = ImageTransform.from_config(cfg, channels, train=False)
+    return DataSplits(train=train, val=val, classes=lists[0].classes, channels=channels)

@@ -26,7 +26,7 @@ def train_one_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     for images, targets in loader:
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=precision.memory_format)
         targets = targets.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with precision.autocast():
@@ -52,7 +52,7 @@ def evaluate(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     for images, targets in loader:
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=precision.memory_format)
         targets = targets.to(device, non_blocking=True)
         with precision.autocast():
             logits = model(images)

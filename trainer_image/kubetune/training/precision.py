@@ -27,11 +27,13 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Precision:
-    """Autocast settings and the gradient scaler of one trainer on one device."""
+    """Autocast, gradient scaler and memory layout of one trainer on one device."""
 
     device: torch.device
     dtype: torch.dtype | None = None  # None: no autocast
     scaler: torch.amp.GradScaler | None = field(default=None, repr=False)
+    # channels_last on CUDA: convolutions run in NHWC, which tensor cores need
+    memory_format: torch.memory_format = torch.preserve_format
 
     def autocast(self):
         if self.dtype is None:
@@ -49,10 +51,16 @@ class Precision:
 
 
 def build_precision(trainer: str, device: torch.device) -> Precision:
-    """``standard``: fp32. ``mixed_precision``: fp16 + GradScaler on CUDA, bf16 on CPU."""
+    """``standard``: fp32. ``mixed_precision``: fp16 + GradScaler on CUDA, bf16 on CPU.
+
+    On CUDA both use channels_last.
+    """
+    if device.type == "cuda":
+        layout = torch.channels_last
+        if trainer == "standard":
+            return Precision(device, memory_format=layout)
+        return Precision(device, torch.float16, torch.amp.GradScaler("cuda"), memory_format=layout)
     if trainer == "standard":
         return Precision(device)
-    if device.type == "cuda":
-        return Precision(device, torch.float16, torch.amp.GradScaler("cuda"))
     log.warning("mixed_precision on %s: using bfloat16 autocast without a gradient scaler", device)
     return Precision(device, torch.bfloat16)

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from kubetune.config.loader import config_to_dict
 from kubetune.config.schema import Config
 from kubetune.data.datasets import DataSplits, load_splits
 from kubetune.errors import KubetuneError
 from kubetune.models import build_model
+from kubetune.training.batches import make_batches
 from kubetune.training.loop import evaluate, train_one_epoch
 from kubetune.training.optim import build_optimizer, build_scheduler
 from kubetune.training.precision import build_precision, resolve_device
@@ -52,24 +52,11 @@ class TrainResult:
         return self.history[-1]
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return the generator for the data loader."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (model init, dropout, per-item augmentation)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def _loaders(data: DataSplits, config: Config, device: torch.device, generator) -> tuple:
-    common = {
-        "batch_size": config.training.batch_size,
-        "num_workers": config.data.num_workers,
-        "pin_memory": device.type == "cuda",
-        "persistent_workers": config.data.num_workers > 0,
-    }
-    train = DataLoader(data.train, shuffle=True, generator=generator, **common)
-    val = DataLoader(data.val, shuffle=False, **common)
-    return train, val
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, epoch: int, metrics, config, classes) -> None:
@@ -103,16 +90,23 @@ def train(
     picks the metric that decides the best checkpoint (``*_loss`` is minimised);
     ``epoch_lines=False`` prints nothing per epoch (metrics still go to the logs).
     """
-    device = resolve_device(config.training.device)
-    generator = seed_everything(config.training.seed)
-    data = data if data is not None else load_splits(config.data, config.training.seed)
-    torch.manual_seed(config.training.seed)  # the same weights whatever the data loading drew
-    model = build_model(config.model, data.num_classes, data.channels).to(device)
+    settings = config.training
+    device = resolve_device(settings.device)
+    seed_everything(settings.seed)
+    data = data if data is not None else load_splits(config.data, settings.seed)
+    torch.manual_seed(settings.seed)  # the same weights whatever the data loading drew
+    precision = build_precision(settings.trainer, device)
+    model = build_model(config.model, data.num_classes, data.channels)
+    model = model.to(device, memory_format=precision.memory_format)
+    # The compiled module shares its parameters with ``model``; checkpoints save ``model``.
+    forward = torch.compile(model) if settings.compile else model
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
     optimizer = build_optimizer(config.optimizer, model)
-    scheduler = build_scheduler(config.scheduler, optimizer, config.training.num_epochs)
-    precision = build_precision(config.training.trainer, device)
+    scheduler = build_scheduler(config.scheduler, optimizer, settings.num_epochs)
     criterion = nn.CrossEntropyLoss()
-    train_loader, val_loader = _loaders(data, config, device, generator)
+    train_loader, val_loader = make_batches(data, settings.batch_size, device, settings.seed,
+                                            config.data.num_workers)
 
     if run_dir is None:
         run_dir = new_run_dir(config)
@@ -122,20 +116,20 @@ def train(
     sign = -1.0 if monitor.endswith("loss") else 1.0
     best: dict[str, Any] = {}
     status, stopped = "failed", False
-    epochs = config.training.num_epochs
+    epochs = settings.num_epochs
     bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines)
     try:
         with bar:
             for epoch in range(1, epochs + 1):
                 train_loss, train_acc = train_one_epoch(
-                    model, train_loader, optimizer, criterion, precision, on_batch=bar.advance
+                    forward, train_loader, optimizer, criterion, precision, on_batch=bar.advance
                 )
                 if not math.isfinite(train_loss):
                     raise TrainingDiverged(
                         f"training loss became {train_loss} at epoch {epoch}; "
                         "lower optimizer.lr or check the data"
                     )
-                val_loss, val_acc = evaluate(model, val_loader, criterion, precision)
+                val_loss, val_acc = evaluate(forward, val_loader, criterion, precision)
                 metrics = {
                     "train_loss": train_loss,
                     "train_acc": train_acc,
