@@ -60,9 +60,37 @@ def _mountpoint(target: str) -> None:
     _made_mountpoints.add(target)
 
 
+def hidden_interpreter() -> tuple[str, str] | None:
+    """``(folder, child)`` when the interpreter lies under a folder other users cannot
+    enter (pyenv under ``/root``): ``folder`` and the ``child`` of it on the path."""
+    real = Path(os.path.realpath(sys.executable))
+    for parent in reversed(real.parents):
+        if parent != Path("/") and not os.stat(parent).st_mode & 0o001:
+            child = real.parts[len(parent.parts)]
+            return str(parent), str(parent / child)
+    return None
+
+
+def _interpreter_mounts() -> list[str]:
+    """In the container only: the interpreter's folder is reachable, as it is in an image.
+    The closed folder is covered by an empty tmpfs that holds just the interpreter's tree."""
+    hidden = hidden_interpreter()
+    if hidden is None:
+        return []
+    folder, child = (shlex.quote(p) for p in hidden)
+    stage = shlex.quote(STAGE)
+    return [f"mount --bind {child} {stage}", f"mount -t tmpfs -o mode=0755 tmpfs {folder}",
+            f"mkdir -p {child}", f"mount --move {stage} {child}"]
+
+
+STAGE = "/var/tmp/kubetune-kubelet-stage"
+
+
 def shell_script(process: Process) -> str:
     """The ``sh`` script run inside the new mount namespace: mount, drop to the user, exec."""
     lines = ["set -e"]
+    if process.uid is not None:
+        lines += _interpreter_mounts()
     # Shorter targets first, so /results/x lands inside /results and not under it.
     for mount in sorted(process.mounts, key=lambda m: m.target.count("/")):
         source, target = shlex.quote(str(mount.source)), shlex.quote(mount.target)
@@ -88,6 +116,7 @@ def start(process: Process, log_path: Path) -> subprocess.Popen:
 
     Sources are bound before ``/tmp`` is covered, so they must not live under ``/tmp``.
     """
+    os.makedirs(STAGE, exist_ok=True)
     for mount in process.mounts:
         _mountpoint(mount.target)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,12 +128,13 @@ def start(process: Process, log_path: Path) -> subprocess.Popen:
 
 
 def can_run_as(uid: int) -> bool:
-    """Whether ``uid`` can start this Python (the checkout and venv must be readable by it)."""
-    result = subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--",
-         sys.executable, "-c", "import kubetune"],
-        capture_output=True,
-    )
+    """Whether a container running as ``uid`` can run this Python and start it again from
+    inside (the checkout and the venv must be readable by that user)."""
+    nested = "import subprocess, sys, kubetune; subprocess.run([sys.executable, '-c', 'pass'], check=True)"
+    os.makedirs(STAGE, exist_ok=True)
+    script = shell_script(Process(argv=["python", "-c", nested], env=dict(os.environ), uid=uid))
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+                            capture_output=True)
     return result.returncode == 0
 
 
