@@ -34,11 +34,12 @@ from kubetune.models import build_model
 from kubetune.training import train
 
 PADDING = 2
+CPU = torch.device("cpu")
 
 
-def _model_and_optimizer(config, data):
+def _model_and_optimizer(config, data, device=CPU, layout=torch.preserve_format):
     torch.manual_seed(config.training.seed)
-    model = build_model(config.model, data.num_classes, data.channels)
+    model = build_model(config.model, data.num_classes, data.channels).to(device, memory_format=layout)
     opt = torch.optim.SGD(model.parameters(), lr=config.optimizer.lr,
                           momentum=config.optimizer.momentum,
                           weight_decay=config.optimizer.weight_decay)
@@ -46,40 +47,53 @@ def _model_and_optimizer(config, data):
     return model, opt, sched
 
 
-def hand_resident(config, data) -> float:
-    """uint8 tensors, batched crop + flip + normalise, one evaluation batch."""
-    model, opt, sched = _model_and_optimizer(config, data)
+def hand_resident(config, data, device: torch.device = CPU, amp: bool = False) -> float:
+    """uint8 tensors on ``device``, batched crop + flip + normalise, one evaluation batch.
+
+    ``amp`` (CUDA): fp16 autocast + GradScaler and channels_last, as a tuned GPU loop has.
+    """
+    layout = torch.channels_last if amp else torch.preserve_format
+    model, opt, sched = _model_and_optimizer(config, data, device, layout)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
     crit = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(config.training.seed)
-    x_all, y_all = data.train.images, data.train.targets
-    mean = torch.tensor(config.data.normalize.mean).view(1, -1, 1, 1)
-    std = torch.tensor(config.data.normalize.std).view(1, -1, 1, 1)
-    x_val = (data.val.images.float() / 255 - mean) / std
+    gen = torch.Generator(device=device).manual_seed(config.training.seed)
+    x_all, y_all = data.train.images.to(device), data.train.targets.to(device)
+    mean = torch.tensor(config.data.normalize.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(config.data.normalize.std, device=device).view(1, -1, 1, 1)
+    x_val = (data.val.images.to(device).float() / 255 - mean) / std
+    y_val = data.val.targets.to(device)
     n, size, bs = len(y_all), x_all.shape[-1], config.training.batch_size
-    span = torch.arange(size)
+    span = torch.arange(size, device=device)
     acc = 0.0
     for _ in range(config.training.num_epochs):
         model.train()
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen, device=device)
         for i in range(0, n, bs):
             idx = order[i:i + bs]
             b = len(idx)
             padded = F.pad(x_all[idx], (PADDING,) * 4)
-            dy = torch.randint(0, 2 * PADDING + 1, (b, 1), generator=gen)
-            dx = torch.randint(0, 2 * PADDING + 1, (b, 1), generator=gen)
+            dy = torch.randint(0, 2 * PADDING + 1, (b, 1), generator=gen, device=device)
+            dx = torch.randint(0, 2 * PADDING + 1, (b, 1), generator=gen, device=device)
             cols = dx + span
-            flip = torch.rand(b, 1, generator=gen) < 0.5
+            flip = torch.rand(b, 1, generator=gen, device=device) < 0.5
             cols = torch.where(flip, cols.flip(1), cols)
             rows = dy + span
-            crop = padded[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-            x = (crop.permute(0, 3, 1, 2).float() / 255 - mean) / std
+            crop = padded[torch.arange(b, device=device)[:, None, None], :, rows[:, :, None],
+                          cols[:, None, :]]
+            x = ((crop.permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous(memory_format=layout)
             opt.zero_grad(set_to_none=True)
-            loss = crit(model(x), y_all[idx])
-            loss.backward()
-            opt.step()
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                loss = crit(model(x), y_all[idx])
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
         model.eval()
-        with torch.no_grad():
-            acc = (model(x_val).argmax(1) == data.val.targets).float().mean().item()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            acc = (model(x_val.contiguous(memory_format=layout)).argmax(1) == y_val).float().mean().item()
         sched.step()
     return acc
 
@@ -110,17 +124,24 @@ def per_item_loop(config, data) -> float:
     return acc
 
 
-def measure(size: int, args, root: Path, runs: Path) -> dict[str, list[float]]:
-    config = validate_config({
-        "model": {"architecture": "small_cnn", "dropout": 0.1},
-        "data": {"path": str(root), "image_size": size, "channels": 1,
+def bench_config(root: Path, runs: Path, size: int, epochs: int, *, architecture="small_cnn",
+                 batch_size=64, device="cpu", trainer="standard"):
+    """Digits at ``size``, crop (padding 2) + flip, SGD with a cosine schedule."""
+    return validate_config({
+        "model": {"architecture": architecture, "dropout": 0.1},
+        "data": {"path": str(root), "image_size": size, "channels": 1, "in_memory": True,
                  "normalize": {"mean": [0.3], "std": [0.37]},
                  "augment": {"random_crop_padding": PADDING, "horizontal_flip": True}},
-        "training": {"num_epochs": args.epochs, "batch_size": 64, "device": "cpu"},
+        "training": {"num_epochs": epochs, "batch_size": batch_size, "device": device,
+                     "trainer": trainer},
         "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "scheduler": {"type": "cosine"},
         "logging": {"output_dir": str(runs)},
     })
+
+
+def measure(size: int, args, root: Path, runs: Path) -> dict[str, list[float]]:
+    config = bench_config(root, runs, size, args.epochs)
     data = load_splits(config.data, config.training.seed)
     images = args.epochs * len(data.train)
 
@@ -135,8 +156,9 @@ def measure(size: int, args, root: Path, runs: Path) -> dict[str, list[float]]:
     accs: dict[str, list[float]] = {name: [] for name in rows}
     for run in rows.values():  # warm-up: allocator, kernels, first checkpoint
         run(*(() if run is kubetune else (config, data)))
-    for _ in range(args.repeats):
-        for name, run in rows.items():
+    for repeat in range(args.repeats):
+        order = list(rows.items())
+        for name, run in order if repeat % 2 == 0 else reversed(order):
             start = time.perf_counter()
             accs[name].append(run() if run is kubetune else run(config, data))
             rates[name].append(images / (time.perf_counter() - start))

@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from kubetune.config.schema import DataConfig
@@ -76,8 +77,6 @@ def test_augmentation_changes_training_images_only(digits_dir):
     cfg = DataConfig(path=str(digits_dir), image_size=8,
                      augment={"random_crop_padding": 2, "rotation_degrees": 20})
     splits = load_splits(cfg, seed=0)
-    import torch
-
     torch.manual_seed(0)
     views = [splits.train[0][0] for _ in range(5)]
     assert any(not torch.equal(views[0], v) for v in views[1:])
@@ -101,3 +100,52 @@ def test_missing_or_empty_dataset_folders_are_clear_errors(tmp_path):
     (tmp_path / "noimg" / "a").mkdir(parents=True)
     with pytest.raises(DataError, match="holds no images"):
         inspect_dataset(tmp_path / "noimg")
+
+
+def test_streaming_decodes_the_same_images_per_item(digits_dir):
+    from kubetune.data.datasets import ImageFileDataset, ImageTensorDataset
+
+    held = load_splits(DataConfig(path=str(digits_dir), image_size=12, train_fraction=0.5), seed=0)
+    streamed = load_splits(DataConfig(path=str(digits_dir), image_size=12, train_fraction=0.5,
+                                      in_memory=False), seed=0)
+    assert held.in_memory and isinstance(held.train, ImageTensorDataset)
+    assert not streamed.in_memory and isinstance(streamed.train, ImageFileDataset)
+    assert streamed.train.targets.tolist() == held.train.targets.tolist()
+    for i in (0, 7, 359):
+        assert torch.equal(streamed.val[i][0], held.val[i][0])
+        assert torch.equal(streamed.val.image(i), held.val.images[i])
+
+
+def test_auto_streams_what_exceeds_the_memory_budget(digits_dir, monkeypatch):
+    import kubetune.data.memory as memory
+
+    cfg = DataConfig(path=str(digits_dir), image_size=8)
+    decoded = 1797 * 64
+    monkeypatch.setattr(memory, "memory_budget_bytes", lambda: decoded)
+    assert load_splits(cfg, seed=0).in_memory
+    monkeypatch.setattr(memory, "memory_budget_bytes", lambda: decoded - 1)
+    assert not load_splits(cfg, seed=0).in_memory
+    assert load_splits(cfg.model_copy(update={"in_memory": True}), seed=0).in_memory
+
+
+def test_memory_budget_respects_a_container_limit(tmp_path, monkeypatch):
+    import kubetune.data.memory as memory
+
+    limit = tmp_path / "memory.max"
+    monkeypatch.setattr(memory, "_CGROUP_LIMITS", (limit,))
+    limit.write_text("max\n")
+    physical = memory.host_memory_bytes()
+    assert physical > 2**28
+    limit.write_text(f"{2**26}\n")
+    assert memory.host_memory_bytes() == 2**26
+
+
+def test_in_memory_setting_is_validated():
+    from kubetune.config import validate_config
+    from kubetune.errors import ConfigError
+
+    for value in ("auto", True, False):
+        assert validate_config({"data": {"path": "d", "in_memory": value}}).data.in_memory == value
+    with pytest.raises(ConfigError, match="data.in_memory") as info:
+        validate_config({"data": {"path": "d", "in_memory": "sometimes"}})
+    assert info.value.path == "data.in_memory" and "\n" not in str(info.value)

@@ -44,3 +44,31 @@ def test_pretrained_loads_weights_from_the_cache(tmp_path, monkeypatch):
 def test_small_cnn_has_no_pretrained_weights():
     with pytest.raises(ConfigError, match="small_cnn"):
         build_model(ModelConfig(architecture="small_cnn", pretrained=True), 10, 1)
+
+
+def conv_multiply_adds(model: torch.nn.Module, side: int, channels: int = 1) -> int:
+    """Multiply-adds of every convolution for one ``side`` x ``side`` image."""
+    total = 0
+
+    def count(module, _inputs, output):
+        nonlocal total
+        kernel = module.weight[0].numel()  # in_channels * kh * kw
+        total += output.numel() * kernel
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, channels, side, side))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def test_small_cnn_downsamples_early_so_32px_costs_about_what_8px_does():
+    model = build_model(ModelConfig(architecture="small_cnn"), 10, 1)
+    seen = []
+    model.body.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].shape[-2:]))
+    at_8, at_32 = conv_multiply_adds(model, 8), conv_multiply_adds(model, 32)
+    assert [tuple(s) for s in seen] == [(8, 8), (8, 8)]
+    assert at_32 < 1.3 * at_8
+    assert at_8 < 1.5e6  # the default model's whole forward pass on an 8x8 digit

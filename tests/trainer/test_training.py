@@ -71,12 +71,89 @@ def test_a_new_run_never_overwrites_an_old_one(two_epoch_run):
     assert len(json.loads((first.run_dir / "metrics.json").read_text())["epochs"]) == 2
 
 
-def test_seeded_runs_are_reproducible_on_the_cpu(fast_config):
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed"])
+def test_seeded_runs_are_reproducible_on_the_cpu(fast_config, in_memory):
     fast_config["training"]["num_epochs"] = 2
+    fast_config["data"].update(in_memory=in_memory, train_fraction=0.5, augment={
+        "random_crop_padding": 1, "horizontal_flip": True, "rotation_degrees": 10})
     config = validate_config(fast_config)
     a = train(config, progress=False).history
     b = train(config, progress=False).history
     assert a == b
+    other = config.model_copy(update={"training": config.training.model_copy(update={"seed": 1})})
+    assert train(other, progress=False).history != a
+
+
+def test_both_data_paths_give_the_same_accuracy_distribution(fast_config):
+    """Batched augmentation on held data vs per-item torchvision on streamed files."""
+    from scipy.stats import ttest_ind
+
+    fast_config["training"]["num_epochs"] = 2
+    fast_config["data"]["augment"] = {"random_crop_padding": 1, "rotation_degrees": 10}
+    accuracy: dict[bool, list[float]] = {True: [], False: []}
+    for seed in range(4):
+        for in_memory in accuracy:
+            fast_config["training"]["seed"] = seed
+            fast_config["data"]["in_memory"] = in_memory
+            result = train(validate_config(fast_config), progress=False, epoch_lines=False)
+            accuracy[in_memory].append(result.final["val_acc"])
+    held, streamed = accuracy[True], accuracy[False]
+    assert min(held + streamed) > 0.85
+    assert abs(sum(held) / 4 - sum(streamed) / 4) < 0.02, accuracy
+    assert ttest_ind(held, streamed, equal_var=False).pvalue > 0.01, accuracy
+
+
+def test_streamed_data_trains_with_persistent_workers(fast_config):
+    fast_config["training"]["num_epochs"] = 2
+    fast_config["data"].update(in_memory=False, num_workers=2)
+    result = train(validate_config(fast_config), progress=False)
+    assert result.final["val_acc"] > 0.8
+
+
+@pytest.mark.parametrize("image_size", [8, 32])
+def test_the_init_config_default_passes_90_percent_within_3_epochs(digits_dir, tmp_path, image_size):
+    """What ml-init-config writes for digits, at the native size and upscaled to 32x32."""
+    import yaml
+
+    from kubetune.cli.init_config import suggest
+    from kubetune.config import with_overrides
+    from kubetune.config.template import render_config
+    from kubetune.data import inspect_dataset
+
+    text = render_config(suggest(inspect_dataset(digits_dir), str(digits_dir)), with_search=False)
+    config = with_overrides(validate_config(yaml.safe_load(text)), {
+        "data.image_size": image_size, "training.device": "cpu",
+        "logging.output_dir": str(tmp_path)})
+    assert config.model.architecture == "small_cnn" and config.training.num_epochs >= 3
+    result = train(config, progress=False, epoch_lines=False, callback=lambda epoch, _: epoch == 3)
+    assert max(e["val_acc"] for e in result.history) >= 0.9, result.history
+
+
+def test_compile_trains_the_compiled_model_and_saves_plain_weights(fast_config, monkeypatch):
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_compile(model):  # dynamo without inductor: no C++ toolchain needed
+        compiled.append(model)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    fast_config["training"].update(num_epochs=1, compile=True)
+    result = train(validate_config(fast_config), progress=False)
+    assert len(compiled) == 1
+    assert result.final["val_acc"] > 0.5
+    state = torch.load(result.run_dir / "last.pt", weights_only=False)["model_state"]
+    assert not any(key.startswith("_orig_mod") for key in state)
+    from kubetune.models import build_model
+
+    build_model(validate_config(fast_config).model, 10, 1).load_state_dict(state)
+
+
+def test_cuda_trains_channels_last():
+    from kubetune.training.precision import build_precision
+
+    assert build_precision("standard", torch.device("cuda")).memory_format == torch.channels_last
+    assert build_precision("standard", torch.device("cpu")).memory_format == torch.preserve_format
 
 
 def test_callback_can_stop_the_run(fast_config):

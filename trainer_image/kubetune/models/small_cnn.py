@@ -10,6 +10,13 @@ from torch import nn
 # the body's cost and receptive field stay those of an 8x8 image, so 32x32 inputs
 # cost about what 8x8 ones do (fast CIFAR networks downsample early for the same reason).
 WORKING_SIDE = 8
+# The head averages the last feature map to 2x2, not 1x1: where a stroke is matters
+# for digits and letters. With it the default config passes val_acc 0.9 on 32x32
+# digits in two epochs; with global pooling it took four.
+HEAD_SIDE = 2
+# Channels of the three blocks. 24/48/96 costs 1.3 M multiply-adds per 8x8 image
+# (32/64/128: 2.4 M) and trains the default config to the same accuracy or better.
+WIDTHS = (24, 48, 96)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -20,27 +27,21 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-# The head averages the last feature map down to 2x2, not 1x1: where a stroke is
-# matters for digits and letters, and keeping it gets the default config past
-# val_acc 0.9 in two epochs instead of four.
-HEAD_SIDE = 2
-
-
 class SmallCNN(nn.Module):
     """Stem at full resolution, pool to 8x8, two conv blocks, 2x2 pooling, dropout, linear."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, dropout: float = 0.0) -> None:
         super().__init__()
-        self.stem = _block(in_channels, 32)
+        self.stem = _block(in_channels, WIDTHS[0])
         self.body = nn.Sequential(
-            _block(32, 64),
+            _block(WIDTHS[0], WIDTHS[1]),
             nn.MaxPool2d(2),
-            _block(64, 128),
+            _block(WIDTHS[1], WIDTHS[2]),
             nn.AdaptiveAvgPool2d(HEAD_SIDE),
             nn.Flatten(),
         )
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(128 * HEAD_SIDE**2, num_classes)
+            nn.Dropout(dropout), nn.Linear(WIDTHS[2] * HEAD_SIDE**2, num_classes)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

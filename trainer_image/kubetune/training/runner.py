@@ -20,6 +20,7 @@ from kubetune.data.datasets import DataSplits, load_splits
 from kubetune.errors import KubetuneError
 from kubetune.models import build_model
 from kubetune.training.batches import make_batches
+from kubetune.training.checkpoint import checkpoint_payload, save_checkpoints
 from kubetune.training.loop import evaluate, train_one_epoch
 from kubetune.training.optim import build_optimizer, build_scheduler
 from kubetune.training.precision import build_precision, resolve_device
@@ -57,20 +58,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _save_checkpoint(path: Path, model: nn.Module, optimizer, epoch: int, metrics, config, classes) -> None:
-    torch.save(
-        {
-            "epoch": epoch,
-            "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "metrics": metrics,
-            "config": config_to_dict(config),
-            "classes": classes,
-        },
-        path,
-    )
 
 
 def train(
@@ -113,6 +100,7 @@ def train(
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
     run_log = RunLog(run_dir, config)
+    plain_config = config_to_dict(config)
     sign = -1.0 if monitor.endswith("loss") else 1.0
     best: dict[str, Any] = {}
     status, stopped = "failed", False
@@ -141,10 +129,12 @@ def train(
                     scheduler.step()
                 run_log.log_epoch(epoch, metrics)
                 bar.epoch_done(epoch, metrics)
-                if not best or sign * metrics[monitor] > sign * best[monitor]:
+                improved = not best or sign * metrics[monitor] > sign * best[monitor]
+                if improved:
                     best = {"epoch": epoch, **metrics}
-                    _save_checkpoint(run_dir / "best.pt", model, optimizer, epoch, metrics, config, data.classes)
-                _save_checkpoint(run_dir / "last.pt", model, optimizer, epoch, metrics, config, data.classes)
+                payload = checkpoint_payload(model, optimizer, epoch, metrics, plain_config,
+                                             data.classes)
+                save_checkpoints(run_dir, payload, best=improved)
                 if callback is not None and callback(epoch, metrics):
                     stopped = True
                     break
