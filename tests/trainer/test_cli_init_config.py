@@ -38,7 +38,10 @@ def test_optuna_section_and_overwrite_protection(tmp_path, digits_dir):
     assert search["study_name"] == "digits_optimization"
     assert search["sampler"]["type"] == "TPESampler"
     assert search["pruner"]["type"] == "MedianPruner"
-    assert set(search["search_space"]) == {"optimizer.lr", "training.batch_size"}
+    assert set(search["search_space"]) == {
+        "optimizer.lr", "optimizer.weight_decay", "model.dropout", "training.batch_size",
+    }
+    assert yaml.safe_load(out.read_text())["data"]["train_fraction"] == 1.0  # the demo's 0.1 is the sample's
 
     before = out.read_text()
     again = run_cli("ml-init-config", str(digits_dir), "--yes", "-o", str(out))

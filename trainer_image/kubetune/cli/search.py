@@ -83,7 +83,9 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
     written = export_results(config, study, output_dir)
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
     if not quiet:
-        console.print(top_trials_table(study, config.search.metric))
+        from kubetune.search.checks import config_point
+
+        console.print(top_trials_table(study, config.search.metric, own_params=config_point(config)))
     folder = output_dir or study_dir(config, study.study_name)
     print(f"trials: {written['trials_csv']}")
     if "best_config" in written:

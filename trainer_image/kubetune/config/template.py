@@ -21,6 +21,10 @@ class TemplateValues:
     batch_size: int = 32
     lr: float = 0.05
     experiment: str = "experiment"
+    train_fraction: float = 1.0
+    train_fraction_note: str = "train on a stratified fraction of the training split"
+    n_trials: int = 20
+    pruner_settings: str = ""  # extra indented lines under ``pruner:``
 
 
 _BODY = """\
@@ -38,7 +42,7 @@ data:
   image_size: {image_size}             # images are resized to image_size x image_size
   channels: {channels}                # 1 grayscale, 3 RGB
   val_split: 0.2             # used when the folder has no train/ and val/ sub-folders
-  train_fraction: 1.0        # train on a stratified fraction of the training split
+  train_fraction: {train_fraction}        # {train_fraction_note}
   num_workers: 0             # DataLoader worker processes
   normalize:                 # per-channel statistics of this dataset
     mean: {mean}
@@ -77,16 +81,18 @@ search:
   study_name: {experiment}_optimization
   # storage: sqlite:///optuna_studies.db   # the default; or postgresql+psycopg://user@host/db,
   #                                         # or $KUBETUNE_STORAGE_URL (keeps passwords out of files)
-  n_trials: 20
+  n_trials: {n_trials}               # the study's total, all workers together
   direction: maximize
   metric: val_acc
   sampler:
     type: TPESampler         # RandomSampler, CmaEsSampler, GridSampler
     seed: 0
   pruner:
-    type: MedianPruner       # PercentilePruner, HyperbandPruner, none
-  search_space:
-    optimizer.lr: {{type: loguniform, low: 0.001, high: 0.2}}
+    type: MedianPruner       # PercentilePruner, HyperbandPruner, none{pruner_settings}
+  search_space:              # dotted config keys; each trial overrides a copy of this config
+    optimizer.lr: {{type: loguniform, low: 0.001, high: 0.3}}
+    optimizer.weight_decay: {{type: loguniform, low: 1.0e-6, high: 0.01}}
+    model.dropout: {{type: uniform, low: 0.0, high: 0.5}}
     training.batch_size: {{type: categorical, choices: [16, 32, 64]}}
   cross_validation:
     enabled: false

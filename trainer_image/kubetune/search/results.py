@@ -121,13 +121,19 @@ def export_results(config: Config, study: optuna.Study, output_dir: Path | None 
     return written
 
 
-def top_trials_table(study: optuna.Study, metric: str, limit: int = 10):
-    """A rich Table of the best COMPLETE trials, best first."""
+def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
+                     own_params: Mapping[str, Any] | None = None):
+    """A rich Table of the best COMPLETE trials, best first.
+
+    ``own_params``: the config's own point; the caption says what it scored, so the
+    table shows what tuning gained.
+    """
     from rich.table import Table
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    ranked = sorted(complete, key=lambda t: t.value, reverse=reverse)[:limit]
+    everything = sorted(complete, key=lambda t: t.value, reverse=reverse)
+    ranked = everything[:limit]
     keys: list[str] = []
     for t in ranked:
         keys.extend(k for k in t.params if k not in keys)
@@ -139,6 +145,10 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10):
     retried = len(retried_numbers(study.get_trials(deepcopy=False)))
     if retried:
         caption += f" ({retried} retried with the same params)"
+    own = next((t for t in everything if own_params and t.params == dict(own_params)), None)
+    if own is not None:
+        caption += (f"\nthe config's own values (trial {own.number}): {metric}={own.value:.4f}, "
+                    f"rank {everything.index(own) + 1} of {len(everything)}")
     table = Table(title=f"Top trials of {study.study_name}", caption=caption)
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
