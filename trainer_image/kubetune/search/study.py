@@ -44,6 +44,17 @@ def load_search_study(config: Config, url: str, study_name: str, *, heartbeat: b
             raise UsageError(f"no study `{study_name}` in {mask_url(url)}") from None
 
 
+def name_metric(study: optuna.Study, metric: str) -> None:
+    """Record ``metric`` as the objective's name (Optuna's plots and optuna-dashboard read it).
+
+    Older kubetune studies kept it only in a user attribute; they get the name on resume.
+    """
+    if not study.metric_names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric])
+
+
 def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
     try:
         storage.get_study_id_from_name(name)
@@ -92,11 +103,7 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                     f"`{study_name}`, but got '{search.direction}'",
                     path="search.direction",
                 )
-            if not study.metric_names:
-                # Optuna's own name for the objective: its plots and optuna-dashboard read it.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    study.set_metric_names([search.metric])
+            name_metric(study, search.metric)
             if created:
                 target = n_trials or search.n_trials
                 for point in initial_points(config)[:target]:
