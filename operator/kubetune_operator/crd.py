@@ -12,6 +12,7 @@ changing the config models or the spec::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,8 +56,13 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if nullable:
             result["nullable"] = True
             if "enum" in result:
-                # The API server checks null against the enum too: it must be listed.
-                result["enum"] = [*result["enum"], None]
+                # The API server rejects null against an enum even with null listed in
+                # it (1.37); a CEL rule, which null skips, says the same for values.
+                allowed = result.pop("enum")
+                result["x-kubernetes-validations"] = [{
+                    "rule": " || ".join(f"self == {json.dumps(v)}" for v in allowed),
+                    "message": f"must be one of {', '.join(json.dumps(v) for v in allowed)}",
+                }]
         return result
     result: dict[str, Any] = {}
     kind = node.get("type")

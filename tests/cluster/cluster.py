@@ -54,6 +54,8 @@ KINDS: dict[tuple[str, str], tuple[bool, str]] = {
     ("rbac.authorization.k8s.io/v1", "Role"): (True, "roles"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): (True, "rolebindings"),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): (False, "customresourcedefinitions"),
+    ("v1", "Event"): (True, "events"),
+    ("policy/v1", "PodDisruptionBudget"): (True, "poddisruptionbudgets"),
     (names.API_VERSION, names.KIND): (True, names.PLURAL),
 }
 
@@ -181,9 +183,6 @@ class Cluster:
         return result
 
 
-KINDS[("v1", "Event")] = (True, "events")
-KINDS[("policy/v1", "PodDisruptionBudget")] = (True, "poddisruptionbudgets")
-
 
 def namespace(plane: ControlPlane, name: str, *, restricted: bool = True) -> Cluster:
     """A new namespace that enforces Pod Security "restricted"."""
@@ -211,6 +210,16 @@ def render_chart(values: dict[str, Any] | None = None, namespace: str = OPERATOR
     return objects
 
 
+def apply_crd(cluster: Cluster) -> None:
+    """Apply the chart's StudyJob CRD and wait until the API server serves it."""
+    crd = yaml.safe_load(CHART_CRD.read_text())
+    cluster.apply(crd)
+    path = object_path(("apiextensions.k8s.io/v1", "CustomResourceDefinition"), name=crd["metadata"]["name"])
+    wait_until(lambda: any(c["type"] == "Established" and c["status"] == "True" for c in (
+        (cluster.api.request("GET", path) or {}).get("status") or {}).get("conditions") or []),
+        30, "the StudyJob CRD to be established")
+
+
 def install_operator(plane: ControlPlane, watch_namespaces: list[str]) -> Credentials:
     """Apply the chart's CRD, ServiceAccount and RBAC (namespaced to ``watch_namespaces``);
     return the ServiceAccount's credentials."""
@@ -218,12 +227,7 @@ def install_operator(plane: ControlPlane, watch_namespaces: list[str]) -> Creden
     admin = Cluster(plane, OPERATOR_NAMESPACE)
     if plane.admin.request("GET", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}") is None:
         namespace(plane, OPERATOR_NAMESPACE)
-    crd = yaml.safe_load(CHART_CRD.read_text())
-    admin.apply(crd)
-    wait_until(lambda: any(c["type"] == "Established" and c["status"] == "True" for c in (
-        (plane.admin.request("GET", object_path(("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
-                                                name=crd["metadata"]["name"])) or {}).get("status") or {}
-    ).get("conditions") or []), 30, "the StudyJob CRD to be established")
+    apply_crd(admin)
     values = {"rbac": {"namespaced": True}, "operator": {"watchNamespaces": watch_namespaces},
               "postgresql": {"enabled": False}, "storage": {"existingSecret": "kubetune-postgres"},
               "tensorboard": {"enabled": False}}

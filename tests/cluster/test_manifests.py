@@ -2,7 +2,8 @@
 
 The CRD's schema, defaulting and pruning are the API server's: every example, every
 config kubetune writes (``ml-init-config``'s, a ``best_config.yaml``, a config with
-``channels: null``) must be accepted as a StudyJob and come back unchanged; the
+``channels: null``) must be accepted as a StudyJob and come back with every field kept
+(defaults may be added, nothing pruned or changed); the
 manifests (``kubectl apply -k``) and the rendered chart must pass validation and
 admission (server-side dry run, after their namespaces exist).
 """
@@ -18,7 +19,8 @@ import yaml
 from kubetune.config import config_to_dict, validate_config
 from kubetune.search.results import best_config_dict
 from kubetune_operator import names
-from tests.cluster.cluster import CHART_CRD, Cluster, render_chart
+from kubetune_operator.kube import ApiError
+from tests.cluster.cluster import Cluster, apply_crd, render_chart
 from tests.conftest import run_cli
 from tests.operator.conftest import DIGITS_CONFIG
 
@@ -32,6 +34,18 @@ def studyjob(name: str, config: dict) -> dict:
             "spec": {"config": config, "storage": {"secretRef": {"name": "kubetune-postgres", "key": "url"}}}}
 
 
+def kept(stored, original, path: str = "spec") -> None:
+    """Everything ``original`` says is in ``stored`` (the API server may add defaults, but
+    must not prune or change a field kubetune writes)."""
+    if isinstance(original, dict):
+        assert isinstance(stored, dict), f"{path}: {stored!r}"
+        for key, value in original.items():
+            assert key in stored, f"the API server pruned `{path}.{key}`"
+            kept(stored[key], value, f"{path}.{key}")
+    else:
+        assert stored == original, f"`{path}` came back as {stored!r}, not {original!r}"
+
+
 def round_trip(kube: Cluster, body: dict) -> dict:
     """Create the StudyJob for real and read it back (what the API server kept)."""
     kube.create(body)
@@ -41,36 +55,39 @@ def round_trip(kube: Cluster, body: dict) -> dict:
 
 
 @pytest.fixture
-def crd(control_plane, kube: Cluster):
-    kube.apply(yaml.safe_load(CHART_CRD.read_text()))
+def crd(control_plane, kube: Cluster) -> Cluster:
+    apply_crd(kube)
     return kube
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_every_example_is_accepted_unchanged(crd: Cluster, example: Path):
+def test_every_example_is_accepted_and_kept(crd: Cluster, example: Path):
     for doc in yaml.safe_load_all(example.read_text()):
         if doc and doc.get("kind") == names.KIND:
             stored = round_trip(crd, copy.deepcopy(doc))
-            assert stored["spec"] == doc["spec"], "the API server pruned or changed the example"
+            kept(stored["spec"], doc["spec"])
 
 
-def test_configs_kubetune_writes_are_accepted_unchanged(crd: Cluster, tmp_path: Path):
+def test_configs_kubetune_writes_are_accepted_and_kept(crd: Cluster, tmp_path: Path):
     result = run_cli("ml-init-config", "--sample", "digits", str(tmp_path / "digits"), "--optuna", "--yes",
                      "--output", str(tmp_path / "config.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     written = yaml.safe_load((tmp_path / "config.yaml").read_text())
     stored = round_trip(crd, studyjob("init-config", copy.deepcopy(written)))
-    assert stored["spec"]["config"] == written
+    kept(stored["spec"]["config"], written)
 
-    config = validate_config(DIGITS_CONFIG)
+    digits = copy.deepcopy(DIGITS_CONFIG)
+    digits["data"]["path"] = "/data/digits"  # the operator fills it in; a config file names it
+    config = validate_config(digits)
     best = best_config_dict(config, {"optimizer.lr": 0.01, "model.dropout": 0.2})
-    pasted = {**copy.deepcopy(best), "search": copy.deepcopy(DIGITS_CONFIG["search"])}
+    pasted = {**copy.deepcopy(best), "search": copy.deepcopy(digits["search"])}
     stored = round_trip(crd, studyjob("best-config", pasted))
-    assert stored["spec"]["config"] == pasted
+    kept(stored["spec"]["config"], pasted)
 
-    full = config_to_dict(config)  # every field, channels: null included where unset
+    full = config_to_dict(config)  # every field, as kubetune writes it
+    full["data"]["channels"] = None  # what a config without channels serialises to
     stored = round_trip(crd, studyjob("full", copy.deepcopy(full)))
-    assert stored["spec"]["config"] == full
+    kept(stored["spec"]["config"], full)
 
 
 def test_kubectl_apply_k_manifests_passes_admission(crd: Cluster):
@@ -78,7 +95,7 @@ def test_kubectl_apply_k_manifests_passes_admission(crd: Cluster):
     crd.kubectl("apply", "-f", str(ROOT / "manifests" / "namespace.yaml"))
     result = crd.kubectl("apply", "--dry-run=server", "-k", str(ROOT / "manifests"))
     assert "created (server dry run)" in result.stdout or "configured (server dry run)" in result.stdout
-    assert "Warning" not in result.stderr, result.stderr
+    assert "would violate PodSecurity" not in result.stderr, result.stderr
     crd.kubectl("delete", "namespace", namespace["metadata"]["name"], "--wait=false")
 
 
@@ -93,3 +110,11 @@ def test_rendered_chart_passes_validation_and_admission(crd: Cluster, tmp_path: 
     assert "(server dry run)" in result.stdout
     assert "would violate PodSecurity" not in result.stderr, result.stderr
     crd.kubectl("delete", "namespace", target, "--wait=false")
+
+
+def test_channels_other_than_1_or_3_are_rejected(crd: Cluster):
+    config = copy.deepcopy(DIGITS_CONFIG)
+    config["data"]["channels"] = 2
+    with pytest.raises(ApiError) as raised:
+        crd.create(studyjob("two-channels", config))
+    assert raised.value.status == 422 and "spec.config.data.channels" in str(raised.value)
