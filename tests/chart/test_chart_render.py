@@ -170,6 +170,19 @@ def test_postgres_secret_url_points_at_the_service_and_readiness_uses_pg_isready
     assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
 
 
+def test_postgres_password_with_url_characters_is_encoded_in_the_url():
+    from sqlalchemy.engine import make_url
+
+    from tests.chart.helpers import render_files
+
+    password = "p@ss:w/rd%20+x"
+    files = render_files({"postgresql": {"auth": {"password": password}}})
+    (secret,) = [d for d in yaml.safe_load_all(files["kubetune/templates/postgresql.yaml"])
+                 if d and d["kind"] == "Secret"]
+    assert secret["stringData"]["password"] == password
+    assert make_url(secret["stringData"]["url"]).password == password
+
+
 def test_gpu_values_switch_trials_to_cuda_on_gpu_nodes():
     variables = env(container(operator_pod(render("gpu")), "operator"))
     assert variables["KUBETUNE_TRIAL_IMAGE"]["value"] == "kubetune-trainer:cuda"

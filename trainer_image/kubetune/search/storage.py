@@ -65,8 +65,32 @@ def _normalise(url: str) -> str:
     return url
 
 
-def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """An RDB storage with pre-ping, heartbeats and bounded retries of stale trials."""
+def make_grpc_storage(url: str) -> optuna.storages.BaseStorage:
+    """``grpc://host:port``: Optuna's gRPC storage proxy (``optuna.storages.run_grpc_proxy_server``
+    in front of the database). It has no heartbeats: a worker killed outright leaves its
+    trial RUNNING (the operator still fails it from its Job)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise ConfigError(f"`search.storage` must be grpc://HOST:PORT, but got {url!r}", path="search.storage")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.GrpcStorageProxy(host=parts.hostname, port=port)
+    except ImportError:
+        raise ConfigError("a grpc:// storage needs grpcio: pip install grpcio", path="search.storage") from None
+
+
+def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+    """An RDB storage with pre-ping, heartbeats and bounded retries of stale trials;
+    or, for ``grpc://host:port``, Optuna's gRPC storage proxy."""
+    if url.startswith("grpc://"):
+        return make_grpc_storage(url)
     url = _normalise(url)
     try:
         make_url(url)
