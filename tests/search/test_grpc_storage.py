@@ -37,7 +37,7 @@ def grpc_url(postgres_url: str) -> Iterator[str]:
             break
         except Exception:  # noqa: BLE001 - not serving yet
             if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the gRPC proxy did not start: {server.stderr.read().decode()[-2000:]}")
+                raise AssertionError(f"the gRPC proxy did not start: {server.stderr.read().decode()[-2000:]}") from None
             time.sleep(0.3)
     yield url
     server.terminate()
