@@ -76,6 +76,9 @@ def train(
     ``run_dir`` replaces the fresh ``runs/<experiment>/<run>`` folder; ``monitor``
     picks the metric that decides the best checkpoint (``*_loss`` is minimised);
     ``epoch_lines=False`` prints nothing per epoch (metrics still go to the logs).
+    In-memory data trains from tensors on the device, streamed data through
+    DataLoader workers (:mod:`kubetune.training.batches`); both are seeded by
+    ``training.seed``, and the training batches' ``generator`` holds their RNG state.
     """
     settings = config.training
     device = resolve_device(settings.device)
