@@ -24,8 +24,10 @@ the others would fail again the same way (same params, same memory, same time).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 RETRYABLE = frozenset({"Evicted", "Preempted", "NodeLost", "Disrupted", "JobDeleted"})
@@ -128,3 +130,70 @@ def failure_reason(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
 
 def vanished() -> Failure:
     return Failure("JobDeleted", "the trial's Job was deleted while the trial was running")
+
+
+# Reasons a trial fails before its pod ever ran (see startup_failure).
+STARTUP_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                             "CreateContainerError", "FailedMount", "FailedCreate", "Unschedulable",
+                             "NotStarted", "JobRejected"})
+
+# Waiting reasons of a container that will not start by itself.
+_STUCK_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                  "CreateContainerError", "ContainerCreating", "PodInitializing"}
+
+
+def _age_seconds(obj: Mapping[str, Any], now: float) -> float:
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not created:
+        return 0.0
+    return now - datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+
+
+def _started(job: Mapping[str, Any]) -> bool:
+    status = job.get("status") or {}
+    return bool(status.get("ready") or status.get("succeeded") or status.get("failed"))
+
+
+def _why_pending(pod: Mapping[str, Any]) -> Failure:
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return Failure(condition.get("reason") or "Unschedulable", condition.get("message") or "")
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in _STUCK_WAITING:
+                if reason in ("ContainerCreating", "PodInitializing"):
+                    return Failure("FailedMount", "the pod's volumes or containers were not set up; "
+                                   f"see kubectl describe pod {(pod.get('metadata') or {}).get('name', '')}")
+                return Failure(reason, waiting.get("message") or "")
+    return Failure("NotStarted", f"the pod stayed {status.get('phase') or 'Pending'}")
+
+
+def may_be_stuck(job: Mapping[str, Any], timeout: float, now: float | None = None) -> bool:
+    """A running Job, created over ``timeout`` seconds ago, with no pod ever ready: worth a look."""
+    now = time.time() if now is None else now
+    return job_outcome(job) is None and not _started(job) and _age_seconds(job, now) >= timeout
+
+
+def startup_failure(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], timeout: float,
+                    now: float | None = None) -> Failure | None:
+    """Why a Job's pod has not started ``timeout`` seconds after the Job was created, or None.
+
+    Pending pods never fail a Job by themselves (an image that cannot be pulled, no node
+    that fits, a volume that does not mount, a quota that refuses the pod), so the
+    operator gives up on them after ``spec.trials.startupTimeoutSeconds``.
+    """
+    if not may_be_stuck(job, timeout, now):
+        return None
+    waiting = f"after {timeout:.0f}s"
+    if not pods:
+        name = (job.get("metadata") or {}).get("name", "")
+        return Failure("FailedCreate", f"no pod was created {waiting} (a ResourceQuota or admission may "
+                                       f"refuse it; see kubectl describe job {name})")
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") == "Running":
+            return None
+    found = _why_pending(pods[0])
+    return Failure(found.reason, f"{found.message} (not started {waiting})".strip())

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kopf
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from kubetune.config import Config
@@ -26,13 +27,22 @@ from kubetune.search.checks import cap_to_grid
 from kubetune_operator import finish, names
 from kubetune_operator import status as st
 from kubetune_operator.builders import config_map, trial_job
-from kubetune_operator.kube import owned_by
+from kubetune_operator.failures import STARTUP_REASONS, Failure
+from kubetune_operator.kube import ApiError, owned_by
 from kubetune_operator.runtime import Runtime, StorageProblem, describe_storage, redact
 from kubetune_operator.settle import Settler
 from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec
 from kubetune_operator.studies import StudyHandle, Summary, summarise
 
 logger = logging.getLogger("kubetune_operator")
+
+
+class JobRejected(Exception):
+    """The API server refused a trial Job (invalid spec, admission, RBAC)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
 
 
 @dataclass(frozen=True)
@@ -73,12 +83,22 @@ class Pass:
         }
         self.old_status: dict[str, Any] = dict(rt.last_status.get(self.key) or body.get("status") or {})
         self.conditions: list[st.Condition] = []
+        self.blocked_messages: list[str] = []
         self.events: list[tuple[str, str, str]] = []
         self.url = ""
         self.config_text = ""
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
+
+    def blocked(self, failure: Failure, what: str) -> None:
+        """Trials cannot start (a pod that never starts, a Job the API server refuses):
+        say why in a condition and in the status message."""
+        if any(c.type == st.TRIALS_BLOCKED for c in self.conditions):
+            return
+        text = f"{what} could not start: {failure}"
+        self.blocked_messages.append(text)
+        self.conditions.append(st.Condition(st.TRIALS_BLOCKED, True, failure.reason, text))
 
     def run(self) -> Outcome:
         try:
@@ -100,6 +120,8 @@ class Pass:
                        "spec.storage.secretRef")
         try:
             return self._with_storage(spec, resolved.config)
+        except JobRejected as exc:
+            return self._rejected(exc.failure)
         except SpecError as exc:
             return self._invalid(exc)
         except StorageProblem as exc:
@@ -150,6 +172,7 @@ class Pass:
         if settler.settle(trials):
             trials = handle.trials()
         summary = summarise(trials, self.key, handle.maximize)
+        self._note_blocked(trials)
         settler.announce(trials, summary, config.search.metric)
         running = len(summary.owned_running)
         best_config = None
@@ -189,6 +212,17 @@ class Pass:
         })
         return Outcome()
 
+    def _note_blocked(self, trials: list[FrozenTrial]) -> None:
+        """While the latest trial to end is one whose pod never started, say so (a condition
+        and the status message), from the storage alone: it holds across passes and restarts."""
+        ended = [t for t in trials if t.state.is_finished() and t.user_attrs.get(names.ATTR_OWNER) == self.key]
+        if not ended:
+            return
+        last = max(ended, key=lambda t: (t.datetime_complete or t.datetime_start or datetime.min, t.number))
+        reason, _, message = (last.user_attrs.get(names.ATTR_FAIL_REASON) or "").partition(": ")
+        if last.state == TrialState.FAIL and reason in STARTUP_REASONS:
+            self.blocked(Failure(reason, message), f"trial {last.number}")
+
     def _ensure_config_map(self, config: Config) -> None:
         """``<name>-config`` holds the config every pod mounts; rewritten when it changes."""
         text = self.config_text
@@ -202,6 +236,10 @@ class Pass:
         self.rt.config_written[self.key] = text
 
     def _launch(self, spec: StudyJobSpec, handle: StudyHandle, summary: Summary, n_trials: int) -> int:
+        if self.rejected_before():
+            raise JobRejected(Failure("JobRejected", next(
+                c.get("message", "") for c in self.old_status.get("conditions") or []
+                if c.get("type") == st.FAILED_CONDITION)))
         running = len(summary.owned_running)
         used = summary.finished + summary.running
         waiting = summary.waiting
@@ -218,7 +256,19 @@ class Pass:
     def _start_job(self, spec: StudyJobSpec, handle: StudyHandle, trial: optuna.Trial | FrozenTrial) -> None:
         job_name = names.trial_job_name(self.name, trial.number)
         job = trial_job(self.owner, spec, handle.name, trial.number, self.rt.options.trial_image)
-        if not self.kube.create(job, self.namespace):
+        try:
+            created = self.kube.create(job, self.namespace)
+        except ApiError as exc:
+            if exc.status == 403 and "exceeded quota" in str(exc):
+                # A quota on Job count: room comes back as other Jobs go. The trial stays
+                # unmarked and gets its Job on a later pass.
+                raise kopf.TemporaryError(f"Job {job_name}: {exc}", delay=10) from None
+            if exc.status not in (400, 403, 422):  # 400: a body the server cannot decode
+                raise
+            failure = Failure("JobRejected", f"the API server refused Job {job_name}: {exc}")
+            handle.tell_fail(trial, failure)
+            raise JobRejected(failure) from None
+        if not created:
             existing = [j for j in self.kube.list_jobs(self.namespace, self.name)
                         if j["metadata"]["name"] == job_name]
             if self.uid and existing and not owned_by(existing[0], self.uid):
@@ -239,7 +289,8 @@ class Pass:
     def _message(self, phase: str, summary: Summary, running: int, config: Config) -> str:
         metric = config.search.metric if config.search else "value"
         best = f"; best {metric}={summary.best.value:.4g} (trial {summary.best.number})" if summary.best else ""
-        return f"{running} running, {summary.finished} finished{best}"
+        blocked = "".join(f"; {text}" for text in self.blocked_messages)
+        return f"{running} running, {summary.finished} finished{best}{blocked}"
 
     def _write_status(self, phase: str, message: str, fields: Mapping[str, Any]) -> None:
         status = {k: v for k, v in fields.items() if v is not None}
@@ -271,6 +322,24 @@ class Pass:
         self._write_status(phase, message, {k: v for k, v in self.old_status.items()
                                             if k not in ("phase", "message", "conditions")})
         return Outcome(retry_after=self.rt.options.retry_seconds if exc.temporary else None)
+
+    def _rejected(self, failure: Failure) -> Outcome:
+        """The API server refuses this spec's trial Jobs (HTTP 400, 422 or 403): every trial
+        would meet the same answer, so the StudyJob fails until its spec changes."""
+        self.blocked(failure, "a trial Job")
+        self.conditions.append(st.Condition(st.FAILED_CONDITION, True, failure.reason, str(failure)))
+        self.event("Warning", st.TRIALS_BLOCKED, str(failure))
+        self._write_status(st.FAILED, f"trial Jobs are refused: {failure}",
+                           {k: v for k, v in self.old_status.items() if k not in ("phase", "message", "conditions")})
+        return Outcome()
+
+    def rejected_before(self) -> bool:
+        """This generation's trial Jobs were already refused: do not ask for more trials."""
+        for condition in self.old_status.get("conditions") or []:
+            if (condition.get("type") == st.FAILED_CONDITION and condition.get("reason") == "JobRejected"
+                    and condition.get("observedGeneration") == self.generation):
+                return True
+        return False
 
     def _unavailable(self, reason: str, message: str) -> Outcome:
         self.conditions = [c for c in self.conditions if c.type == st.SPEC_VALID]

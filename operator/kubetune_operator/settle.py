@@ -27,7 +27,14 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.search.budget import retried_numbers
 from kubetune.search.single_trial import TERMINATED
 from kubetune_operator import names
-from kubetune_operator.failures import Failure, failure_reason, job_outcome, vanished
+from kubetune_operator.failures import (
+    Failure,
+    failure_reason,
+    job_outcome,
+    may_be_stuck,
+    startup_failure,
+    vanished,
+)
 from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import StudyHandle, Summary, attempt
 
@@ -71,8 +78,12 @@ class Settler:
         else:
             outcome = job_outcome(job)
             if outcome is None:
-                return False
-            if outcome == "succeeded":
+                failure = self._not_starting(job)
+                if failure is None:
+                    return False
+                # Its pod never started and never will by itself: free the slot.
+                self.p.kube.delete_job(self.p.namespace, job["metadata"]["name"])
+            elif outcome == "succeeded":
                 failure = Failure("NoReport", "the trial pod exited 0 without reporting a result")
             else:
                 failure = self._why(job)
@@ -96,6 +107,13 @@ class Settler:
             text = str(failure)
         self._fail_event(trial, text, failure, retry)
         return retry
+
+    def _not_starting(self, job: dict[str, Any]) -> Failure | None:
+        timeout = self.spec.trials.startup_timeout_seconds
+        if not may_be_stuck(job, timeout):
+            return None
+        pods = self.p.kube.list_job_pods(self.p.namespace, job["metadata"]["name"])
+        return startup_failure(job, pods, timeout)
 
     def _why(self, job: dict[str, Any]) -> Failure:
         pods = self.p.kube.list_job_pods(self.p.namespace, job["metadata"]["name"])

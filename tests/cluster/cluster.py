@@ -9,24 +9,19 @@ RBAC verb or a pod that breaks the restricted profile fails the test.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import logging
 import subprocess
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import kopf
 import yaml
 
-from kubetune_operator import handlers, names
+from kubetune_operator import names
 from kubetune_operator.kube import ApiError, Kube
-from kubetune_operator.runtime import Options, Runtime
-from kubetune_operator.settings import configure
 from tests.cluster.controlplane import ControlPlane, Credentials, kubectl_binary
+from tests.kopf_thread import KopfThread
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kubetune"
@@ -35,6 +30,9 @@ RELEASE = "kubetune"
 OPERATOR_NAMESPACE = "kubetune-system"
 TRIAL_IMAGE = "kubetune-trainer:test"
 CPU_IMAGE = "kubetune-trainer:test-cpu"
+
+STUDYJOB = (names.API_VERSION, names.KIND)
+JOB = ("batch/v1", "Job")
 
 # apiVersion/kind -> (namespaced, plural)
 KINDS: dict[tuple[str, str], tuple[bool, str]] = {
@@ -58,19 +56,6 @@ KINDS: dict[tuple[str, str], tuple[bool, str]] = {
     ("policy/v1", "PodDisruptionBudget"): (True, "poddisruptionbudgets"),
     (names.API_VERSION, names.KIND): (True, names.PLURAL),
 }
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: str = "a condition",
-               interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def object_path(obj_or_kind: dict[str, Any] | tuple[str, str], namespace: str | None = None,
@@ -171,6 +156,24 @@ class Cluster:
         items = self.list(("v1", "Event"))
         return [e for e in items if reason is None or e.get("reason") == reason]
 
+    # StudyJobs ------------------------------------------------------------------------
+    def create_studyjob(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.create({"apiVersion": names.API_VERSION, "kind": names.KIND,
+                            "metadata": {"name": name}, "spec": spec})
+
+    def status(self, name: str) -> dict[str, Any]:
+        return (self.get(STUDYJOB, name) or {}).get("status") or {}
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 300) -> dict[str, Any]:
+        return wait_until(lambda: self.status(name) if self.status(name).get("phase") == phase else None,
+                          timeout, f"StudyJob {name} to reach {phase} (status: {self.status(name)})",
+                          interval=0.2)
+
+    def trial_jobs(self, studyjob: str) -> dict[str, dict[str, Any]]:
+        """The StudyJob's trial Jobs by name."""
+        selector = f"{names.LABEL_STUDYJOB}={studyjob},{names.LABEL_TRIAL}"
+        return {job["metadata"]["name"]: job for job in self.list(JOB, selector)}
+
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """kubectl as the admin, against this cluster."""
         binary = kubectl_binary()
@@ -241,52 +244,22 @@ def install_operator(plane: ControlPlane, watch_namespaces: list[str]) -> Creden
     return Credentials(token=plane.service_account_token(OPERATOR_NAMESPACE, service_account))
 
 
-class InstalledOperator:
+class InstalledOperator(KopfThread):
     """The real operator (kopf, kubetune's handlers and settings) in a thread, as its ServiceAccount."""
 
     def __init__(self, plane: ControlPlane, credentials: Credentials, namespaces: list[str],
                  **options: Any) -> None:
-        options.setdefault("retry_seconds", 1.0)
         options.setdefault("trial_image", TRIAL_IMAGE)
         options.setdefault("cpu_image", CPU_IMAGE)
-        self.kube = plane.client(credentials)
-        self.runtime = Runtime(self.kube, Options(**options))
-        self.registry = kopf.OperatorRegistry()
-        handlers.register(self.registry, self.runtime)
         assert plane.ca is not None
-        server, token, ca = plane.url, credentials.token, str(plane.ca.cert)
-
-        @kopf.on.login(registry=self.registry)
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=server, token=token, ca_path=ca, scheme="Bearer")
-
-        self.settings = configure(kopf.OperatorSettings(), posting_level=logging.WARNING, workers=4)
-        self.settings.posting.idle_timeout = 0.2
-        self.namespaces = namespaces
-        self.stop_flag = threading.Event()
-        self.ready_flag = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="kopf-operator", daemon=True)
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(kopf.operator(
-                registry=self.registry, settings=self.settings, standalone=True,
-                namespaces=self.namespaces, stop_flag=self.stop_flag, ready_flag=self.ready_flag,
-            ))
-        except BaseException as exc:  # noqa: BLE001 - reported by start()/stop()
-            self.error = exc
+        connection = kopf.ConnectionInfo(server=plane.url, token=credentials.token,
+                                         ca_path=str(plane.ca.cert), scheme="Bearer")
+        super().__init__(plane.client(credentials), connection, namespaces, **options)
 
     def start(self) -> InstalledOperator:
-        self.thread.start()
-        wait_until(lambda: self.ready_flag.is_set() or self.error, 30, "the operator to start")
-        if self.error:
-            raise self.error
+        self.start_sync()
         return self
 
     def stop(self) -> None:
         """Stop the operator; its in-memory state dies with it, as in a pod restart."""
-        self.stop_flag.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "the operator did not stop"
-        self.runtime.pool.shutdown(wait=False)
+        self.stop_sync()

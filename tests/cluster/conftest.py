@@ -10,8 +10,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,16 +64,54 @@ def kubelet(control_plane: ControlPlane, cluster_workdir: Path) -> Iterator[Test
 
 
 @pytest.fixture
-def kube(control_plane: ControlPlane, kubelet: TestKubelet) -> Cluster:
-    """A fresh namespace that enforces Pod Security "restricted", with nodes to run on."""
-    return namespace(control_plane, f"kt-{uuid.uuid4().hex[:8]}")
+def kube(control_plane: ControlPlane, kubelet: TestKubelet) -> Iterator[Cluster]:
+    """A fresh namespace that enforces Pod Security "restricted", with nodes to run on.
+    Deleted afterwards: the namespace controller removes what is left, the kubelet stops it."""
+    cluster = namespace(control_plane, f"kt-{uuid.uuid4().hex[:8]}")
+    yield cluster
+    kubelet.hold(lambda job: False)
+    kubelet.unpullable.clear()
+    control_plane.admin.request("DELETE", f"/api/v1/namespaces/{cluster.namespace}")
 
 
 @pytest.fixture
-def operator(control_plane: ControlPlane, kube: Cluster) -> Iterator[InstalledOperator]:
-    """The operator as the chart installs it, serving the test's namespace."""
+def start_operator(control_plane: ControlPlane, kube: Cluster) -> Iterator[Callable[..., InstalledOperator]]:
+    """``start_operator(**options)``: the operator as the chart installs it, serving the
+    test's namespace; every one started is stopped at the end."""
     credentials = install_operator(control_plane, [kube.namespace])
-    running = InstalledOperator(control_plane, credentials, [kube.namespace]).start()
-    yield running
-    if running.thread.is_alive():
-        running.stop()
+    started: list[InstalledOperator] = []
+
+    def start(**options: Any) -> InstalledOperator:
+        options.setdefault("resync_seconds", 2.0)
+        running = InstalledOperator(control_plane, credentials, [kube.namespace], **options).start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.stop()
+
+
+@pytest.fixture
+def operator(start_operator: Callable[..., InstalledOperator]) -> InstalledOperator:
+    """One running operator (see ``start_operator``)."""
+    return start_operator()
+
+
+@pytest.fixture
+def digits_claims(kube: Cluster, digits_dir: Path) -> Iterator[dict[str, Path]]:
+    """Claims ``datasets`` (holding ``digits/``) and ``results``, as PersistentVolumes."""
+    base = Path("/var/tmp") / f"kubetune-claims-{kube.namespace}"
+    datasets = kube.claim("datasets", base / "datasets", access_mode="ReadOnlyMany")
+    shutil.copytree(digits_dir, datasets / "digits")
+    results = kube.claim("results", base / "results", access_mode="ReadWriteMany")
+    yield {"datasets": datasets, "results": results}
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def storage(kube: Cluster, postgres_url: str) -> str:
+    """Secret ``kubetune-postgres`` (key ``url``) naming a fresh PostgreSQL database."""
+    kube.secret("kubetune-postgres", {"url": postgres_url})
+    return postgres_url

@@ -140,6 +140,8 @@ class ControlPlane:
             "--profiling=false", "--v=0",
         ])
         self.admin = self.client(self.admin_credentials)
+        # kubectl --kubeconfig <workdir>/pki/admin.kubeconfig: look at a live test cluster.
+        self.kubeconfig("admin", self.admin_credentials)
         self._wait_ready(started + timeout)
         self._spawn("kube-controller-manager", [
             f"--kubeconfig={self.kubeconfig('controller-manager', kcm)}",

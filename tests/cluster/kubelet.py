@@ -14,6 +14,9 @@ ReadWriteOnce claims attach to one node at a time: a pod on a second node stays
 ``ContainerCreating`` with a ``FailedMount`` (Multi-Attach) event until the first
 node's pods are gone, as with a real block volume.
 
+Holding pods back: :meth:`TestKubelet.hold` keeps the pods of chosen Jobs in
+``ContainerCreating`` (a slow image pull) until :meth:`TestKubelet.release`.
+
 Faults, on request: :meth:`TestKubelet.oom_kill` (exit 137, reason OOMKilled),
 images listed in :attr:`TestKubelet.unpullable` (ErrImagePull, then
 ImagePullBackOff), :meth:`TestKubelet.lose_node` (heartbeats stop, processes die,
@@ -34,6 +37,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,12 +239,17 @@ class PodWorker(threading.Thread):
         self.patch_status({"phase": "Pending", "startTime": self.started_at,
                            "conditions": self.conditions(False, not inits),
                            "containerStatuses": [self.container_status(c, waiting) for c in mains]})
+        while self.kubelet.is_held(self.pod):  # a slow image pull, until the test lets it go
+            if self.terminating.wait(0.05):
+                self._end_unstarted(inits, mains)
+                return
         bad = [c for c in [*inits, *mains] if c["image"] in self.kubelet.unpullable]
         if bad:
             self._fail_to_pull(bad[0], inits, mains)
             return
         mounts = self._mount_volumes()
         if mounts is None:
+            self._end_unstarted(inits, mains)
             return
         for index, container in enumerate(inits):
             self.patch_status({"initContainerStatuses": [
@@ -312,7 +321,7 @@ class PodWorker(threading.Thread):
                 reason = "ImagePullBackOff"
                 message = f'Back-off pulling image "{image}"'
                 self.event("Normal", "BackOff", message)
-        self.kubelet.confirm_deletion(self.node, self.pod)
+        self._end_unstarted(inits, mains)
 
     # Volumes -------------------------------------------------------------------------
     def _mount_volumes(self) -> dict[str, Path] | None:
@@ -323,8 +332,19 @@ class PodWorker(threading.Thread):
             except MountError as exc:
                 self.event("Warning", "FailedMount", str(exc))
                 if self.terminating.wait(2.0):
-                    self.kubelet.confirm_deletion(self.node, self.pod)
                     return None
+
+    def _end_unstarted(self, inits: list[dict[str, Any]], mains: list[dict[str, Any]]) -> None:
+        """A pod deleted before its containers ran: Failed, as the kubelet reports it (the Job
+        controller's finalizer stays until the pod is terminal), then the deletion is confirmed."""
+        unknown = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                                  "message": "The container could not be located when the pod was terminated"}}
+        status: dict[str, Any] = {"phase": "Failed", "conditions": self.conditions(False, False),
+                                  "containerStatuses": [self.container_status(c, unknown) for c in mains]}
+        if inits:
+            status["initContainerStatuses"] = [self.container_status(c, unknown) for c in inits]
+        self.patch_status(status)
+        self.kubelet.confirm_deletion(self.node, self.pod)
 
     def _try_mount(self) -> dict[str, Path]:
         spec = self.pod["spec"]
@@ -486,6 +506,8 @@ class TestKubelet:
             credentials = plane.ca.issue(f"node-{spec.name}", f"/CN=system:node:{spec.name}/O=system:nodes")
             self.nodes[spec.name] = Node(self, spec, plane.client(credentials))
         self.unpullable: set[str] = set()
+        self.hold_jobs: Callable[[str], bool] = lambda job: False
+        self.released: set[str] = set()
         self.attachments: dict[str, tuple[str, set[str]]] = {}  # PV -> (node, pod uids)
         self.attach_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -640,6 +662,23 @@ class TestKubelet:
                 users.discard(worker.uid)
                 if not users:
                     self.attachments.pop(pv, None)
+
+    # Holding pods back -----------------------------------------------------------------
+    def is_held(self, pod: dict[str, Any]) -> bool:
+        job = (pod["metadata"].get("labels") or {}).get("job-name", "")
+        return bool(job) and job not in self.released and self.hold_jobs(job)
+
+    def hold(self, predicate: Callable[[str], bool]) -> None:
+        """Keep the pods of Jobs whose name matches ``predicate`` in ContainerCreating."""
+        self.released.clear()
+        self.hold_jobs = predicate
+
+    def release(self, *jobs: str) -> None:
+        """Let these Jobs' pods start (all of them when none is named)."""
+        if jobs:
+            self.released.update(jobs)
+        else:
+            self.hold_jobs = lambda job: False
 
     # Faults ------------------------------------------------------------------------------
     def worker(self, namespace: str, pod: str) -> PodWorker:

@@ -7,9 +7,7 @@ collector removes the children when the StudyJob goes.
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -18,49 +16,21 @@ from optuna.trial import TrialState
 
 from kubetune.config import validate_config
 from kubetune_operator import names
-from tests.cluster.cluster import Cluster, wait_until
+from tests.cluster.cluster import JOB, STUDYJOB, wait_until
 from tests.operator.conftest import digits_spec
 
 NAME = "digits"
-STUDYJOB = (names.API_VERSION, names.KIND)
-JOB = ("batch/v1", "Job")
 CONFIGMAP = ("v1", "ConfigMap")
 
 
-@pytest.fixture
-def digits_claims(kube: Cluster, digits_dir: Path) -> dict[str, Path]:
-    """Claims ``datasets`` (holding ``digits/``) and ``results``, as PersistentVolumes."""
-    base = Path("/var/tmp") / f"kubetune-claims-{kube.namespace}"
-    datasets = kube.claim("datasets", base / "datasets", access_mode="ReadOnlyMany")
-    shutil.copytree(digits_dir, datasets / "digits")
-    results = kube.claim("results", base / "results", access_mode="ReadWriteMany")
-    yield {"datasets": datasets, "results": results}
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def status(kube: Cluster, name: str = NAME) -> dict:
-    return (kube.get(STUDYJOB, name) or {}).get("status") or {}
-
-
-def wait_phase(kube: Cluster, phase: str, timeout: float, name: str = NAME) -> dict:
-    return wait_until(lambda: status(kube, name) if status(kube, name).get("phase") == phase else None,
-                      timeout, f"StudyJob {name} to reach {phase} (status: {status(kube, name)})",
-                      interval=0.2)
-
-
-def studyjob(name: str, spec: dict) -> dict:
-    return {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": name}, "spec": spec}
-
-
 @pytest.mark.slow
-def test_digits_studyjob_succeeds_on_a_real_cluster(kube, operator, kubelet, digits_claims, postgres_url,
-                                                    chromium):
-    kube.secret("kubetune-postgres", {"url": postgres_url})
+def test_digits_studyjob_succeeds_on_a_real_cluster(kube, operator, kubelet, digits_claims, storage, chromium):
+    postgres_url = storage
     spec = digits_spec(n_trials=4, parallelism=2, study="digits-real", output=True)
     started = time.monotonic()
-    created = kube.create(studyjob(NAME, spec))
+    created = kube.create_studyjob(NAME, spec)
     try:
-        final = wait_phase(kube, "Succeeded", 600)
+        final = kube.wait_phase(NAME, "Succeeded", 600)
     finally:
         for pod in kube.pods():
             print(pod["metadata"]["name"], pod["spec"].get("nodeName"), pod["status"].get("phase"))

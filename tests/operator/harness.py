@@ -22,7 +22,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import logging
 import os
 import sys
 import threading
@@ -36,10 +35,9 @@ import kmock
 import kopf
 import yaml
 
-from kubetune_operator import handlers, names
+from kubetune_operator import names
 from kubetune_operator.kube import Kube
-from kubetune_operator.runtime import Options, Runtime
-from kubetune_operator.settings import configure
+from tests.kopf_thread import KopfThread
 from tests.operator.emulator import KubetuneEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,47 +161,21 @@ class Cluster:
         return [e.get("message", "") for e in self.events(reason)]
 
 
-class OperatorThread:
-    """The real operator, in-process: kopf in its own thread and event loop."""
+class OperatorThread(KopfThread):
+    """The real operator, in-process, logged in to the emulator."""
 
     def __init__(self, url: str, namespace: str = NAMESPACE, **options: Any) -> None:
-        options.setdefault("retry_seconds", 1.0)
-        self.runtime = Runtime(Kube.from_host(url), Options(trial_image="kubetune-trainer:test", **options))
-        self.registry = kopf.OperatorRegistry()
-        handlers.register(self.registry, self.runtime)
-
-        @kopf.on.login(registry=self.registry)
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=url, insecure=True)
-
-        self.settings = configure(kopf.OperatorSettings(), posting_level=logging.WARNING, workers=4)
-        self.settings.posting.idle_timeout = 0.2
-        self.namespace = namespace
-        self.stop_flag = threading.Event()
-        self.ready_flag = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="kopf-operator", daemon=True)
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(kopf.operator(
-                registry=self.registry, settings=self.settings, standalone=True,
-                namespaces=[self.namespace], stop_flag=self.stop_flag, ready_flag=self.ready_flag,
-            ))
-        except BaseException as exc:  # noqa: BLE001 - reported by stop()
-            self.error = exc
+        options.setdefault("trial_image", "kubetune-trainer:test")
+        super().__init__(Kube.from_host(url), kopf.ConnectionInfo(server=url, insecure=True), [namespace],
+                         **options)
 
     async def start(self) -> OperatorThread:
-        self.thread.start()
-        await wait_for(lambda: self.ready_flag.is_set() or self.error, 30, "the operator to start")
-        if self.error:
-            raise self.error
+        await asyncio.to_thread(self.start_sync)
         return self
 
     async def stop(self) -> None:
         """Stop the operator (its in-memory state dies with it)."""
-        self.stop_flag.set()
-        await wait_for(lambda: not self.thread.is_alive(), 30, "the operator to stop")
+        await asyncio.to_thread(self.stop_sync)
 
 
 class FakeKubelet:

@@ -68,3 +68,37 @@ def test_messages_say_what_happened():
     assert "deadline of 600s" in str(failure_reason(_job("DeadlineExceeded", 600), []))
     assert "low on memory" in str(failure_reason(_job(), [_pod(reason="Evicted", message="low on memory")]))
     assert vanished().retryable and vanished().reason == "JobDeleted"
+
+
+def _pending_job(**status) -> dict:
+    return {"metadata": {"name": "j", "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": status}
+
+
+START = 1767225600.0  # 2026-01-01T00:00:00Z
+
+
+@pytest.mark.parametrize(("pods", "reason"), [
+    ([], "FailedCreate"),
+    ([_pod(phase="Pending", containerStatuses=[{"state": {"waiting": {
+        "reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}])], "ImagePullBackOff"),
+    ([_pod(phase="Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                         "message": "0/3 nodes: Insufficient nvidia.com/gpu"}])], "Unschedulable"),
+    ([_pod(phase="Pending", containerStatuses=[{"state": {"waiting": {"reason": "ContainerCreating"}}}])],
+     "FailedMount"),
+])
+def test_a_pod_that_never_starts_fails_after_the_startup_timeout(pods, reason):
+    from kubetune_operator.failures import STARTUP_REASONS, startup_failure
+
+    job = _pending_job(active=1)
+    assert startup_failure(job, pods, timeout=300, now=START + 299) is None  # still within the timeout
+    failure = startup_failure(job, pods, timeout=300, now=START + 301)
+    assert failure is not None and failure.reason == reason and not failure.retryable
+    assert reason in STARTUP_REASONS and "300s" in failure.message
+
+
+def test_a_started_or_running_trial_is_never_a_startup_failure():
+    from kubetune_operator.failures import startup_failure
+
+    assert startup_failure(_pending_job(active=1, ready=1), [], timeout=1, now=START + 10) is None
+    running = [_pod(phase="Running")]
+    assert startup_failure(_pending_job(active=1), running, timeout=1, now=START + 10) is None

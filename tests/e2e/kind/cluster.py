@@ -10,9 +10,10 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 CLUSTER = os.environ.get("KUBETUNE_E2E_CLUSTER", "kubetune-e2e")
@@ -103,14 +104,7 @@ def build_and_load_images(trainer_aliases: tuple[str, ...] = ()) -> None:
 
 def wait_for(predicate, *, timeout: float, interval: float = 10.0, what: str):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, what, interval)
 
 
 def diagnostics(namespace: str) -> str:

@@ -1,0 +1,191 @@
+"""A live StudyJob on the real control plane: restart, grid, suspend, live patches, deletion.
+
+Trials train for real (two epochs of the small CNN on a fraction of digits); the test
+kubelet holds chosen Jobs' pods in ContainerCreating where a test needs a trial to
+wait. What runs is the real Job controller, scheduler and garbage collector.
+"""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from kubetune_operator import names
+from tests.cluster.cluster import STUDYJOB, Cluster, wait_until
+from tests.cluster.kubelet import TestKubelet
+from tests.operator.conftest import digits_spec
+
+pytestmark = pytest.mark.slow
+
+
+def study(url: str, name: str = "digits-op") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def running_jobs(kube: Cluster, name: str) -> list[str]:
+    return sorted(n for n, job in kube.trial_jobs(name).items()
+                  if not any(c["status"] == "True" for c in (job.get("status") or {}).get("conditions") or []))
+
+
+def test_operator_restarted_mid_study_loses_and_duplicates_nothing(kube, kubelet: TestKubelet, start_operator,
+                                                                   digits_claims, storage):
+    kubelet.hold(lambda job: "-trial-" in job)
+    first = start_operator()
+    kube.create_studyjob("restart", digits_spec(n_trials=4, parallelism=2))
+    wait_until(lambda: len(kube.trial_jobs("restart")) == 2, 60, "two trial Jobs")
+    first.stop()
+
+    # While no operator runs, trial 0 trains and tells its result.
+    kubelet.release("restart-trial-0")
+    wait_until(lambda: study(storage).trials[0].state.is_finished(), 120, "trial 0 to finish")
+
+    start_operator()
+    kubelet.release()
+    status = kube.wait_phase("restart", "Succeeded", 300)
+    trials = study(storage).trials
+    assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
+    assert status["trials"]["finished"] == 4
+    # One Job per trial across both operators: no duplicate, none missing.
+    assert set(kube.trial_jobs("restart")) == {f"restart-trial-{n}" for n in range(4)}
+    assert [t.user_attrs[names.ATTR_JOB] for t in trials] == [f"restart-trial-{n}" for n in range(4)]
+
+
+def test_grid_studyjob_covers_each_point_once(kube, operator, digits_claims, storage):
+    spec = digits_spec(n_trials=10, parallelism=2)
+    search = spec["config"]["search"]
+    search["sampler"] = {"type": "GridSampler", "seed": 0}
+    search["search_space"] = {"optimizer.lr": {"type": "categorical", "choices": [0.01, 0.05]},
+                              "model.dropout": {"type": "categorical", "choices": [0.0, 0.2]}}
+    kube.create_studyjob("grid", spec)
+    status = kube.wait_phase("grid", "Succeeded", 300)
+    points = sorted(tuple(sorted(t.params.items())) for t in study(storage).trials)
+    assert len(points) == 4 and len(set(points)) == 4
+    assert status["progress"] == "4/4"
+
+
+def test_suspend_then_raise_parallelism_and_n_trials(kube, kubelet: TestKubelet, operator, digits_claims,
+                                                      storage):
+    kubelet.hold(lambda job: job == "live-trial-0")
+    kube.create_studyjob("live", digits_spec(n_trials=2, parallelism=1))
+    wait_until(lambda: "live-trial-0" in kube.trial_jobs("live"), 60, "the first trial Job")
+    kube.patch(STUDYJOB, "live", {"spec": {"suspend": True}})
+    kubelet.release("live-trial-0")
+    kube.wait_phase("live", "Suspended", 120)
+    wait_until(lambda: not running_jobs(kube, "live"), 120, "trial 0 to end")
+    assert set(kube.trial_jobs("live")) == {"live-trial-0"}  # nothing new starts while suspended
+
+    kube.patch(STUDYJOB, "live", {"spec": {"suspend": False, "trials": {"parallelism": 2},
+                                           "config": {"search": {"n_trials": 4}}}})
+    wait_until(lambda: len(running_jobs(kube, "live")) == 2, 60, "two trials at once")
+    status = kube.wait_phase("live", "Succeeded", 300)
+    assert status["trials"]["finished"] == 4 and len(study(storage).trials) == 4
+    assert status["observedGeneration"] == 3
+
+
+def test_delete_study_with_the_studyjob(kube, operator, digits_claims, storage):
+    spec = digits_spec(n_trials=1, parallelism=1)
+    spec["cleanup"] = {"deleteStudy": True}
+    kube.create_studyjob("gone", spec)
+    kube.wait_phase("gone", "Succeeded", 300)
+    kube.delete(STUDYJOB, "gone")
+    wait_until(lambda: kube.get(STUDYJOB, "gone") is None, 60, "the finalizer to let the StudyJob go")
+    with pytest.raises(KeyError):
+        study(storage)
+    wait_until(lambda: not kube.trial_jobs("gone"), 60, "the garbage collector")
+
+
+def test_evicted_trial_keeps_its_reason_and_is_retried(kube, kubelet: TestKubelet, operator, digits_claims,
+                                                      storage):
+    kubelet.hold(lambda job: job == "evict-trial-0")
+    kube.create_studyjob("evict", digits_spec(n_trials=2, parallelism=1, retries=1))
+    pod = wait_until(lambda: (kube.job_pods("evict-trial-0") or [None])[0], 60, "trial 0's pod")
+    kube.evict(pod["metadata"]["name"])  # kubectl drain does this
+    status = kube.wait_phase("evict", "Succeeded", 300)
+
+    trials = study(storage).trials
+    first = trials[0]
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs[names.ATTR_FAIL_REASON].startswith(("Evicted", "Disrupted"))
+    retry = next(t for t in trials if t.user_attrs.get(names.ATTR_RETRY_OF) == 0)
+    assert retry.params == first.params and retry.state == TrialState.COMPLETE
+    assert status["trials"]["retried"] == 1
+    messages = " ".join(e.get("message", "") for e in kube.events("TrialFailed"))
+    assert "BackoffLimitExceeded" not in messages and "trial 0 failed: " in messages
+
+
+def test_trial_whose_image_cannot_be_pulled_fails_after_the_startup_timeout(kube, kubelet: TestKubelet, operator,
+                                                                           digits_claims, storage):
+    kubelet.unpullable.add("registry.invalid/trainer:missing")
+    spec = digits_spec(n_trials=2, parallelism=1, retries=0, maxFailed=0,
+                       image="registry.invalid/trainer:missing", startupTimeoutSeconds=3)
+    kube.create_studyjob("nopull", spec)
+    status = kube.wait_phase("nopull", "Failed", 120)
+    trial = study(storage).trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs[names.ATTR_FAIL_REASON].startswith(("ErrImagePull", "ImagePullBackOff"))
+    blocked = {c["type"]: c for c in status["conditions"]}["TrialsBlocked"]
+    assert blocked["status"] == "True" and blocked["reason"] in ("ErrImagePull", "ImagePullBackOff")
+    assert "could not start" in status["message"]
+    wait_until(lambda: "nopull-trial-0" not in kube.trial_jobs("nopull"), 60, "the stuck Job to be deleted")
+
+
+def test_oom_killed_trial_fails_with_its_reason_and_is_not_retried(kube, kubelet: TestKubelet, operator,
+                                                                  digits_claims, storage):
+    kube.create_studyjob("oom", digits_spec(n_trials=1, parallelism=1, retries=1, maxFailed=1))
+    pod = wait_until(lambda: next((p for p in kube.job_pods("oom-trial-0")
+                                   if (p.get("status") or {}).get("phase") == "Running"), None),
+                     120, "trial 0 to run")
+    kubelet.oom_kill(kube.namespace, pod["metadata"]["name"])
+    status = kube.wait_phase("oom", "Failed", 120)
+    trial = study(storage).trials[0]
+    assert trial.user_attrs[names.ATTR_FAIL_REASON].startswith("OOMKilled")
+    assert len(study(storage).trials) == 1 and status["trials"]["retried"] == 0
+
+
+def test_trial_job_the_api_server_refuses_fails_the_studyjob_with_its_message(kube, operator, digits_claims,
+                                                                              storage):
+    spec = digits_spec(n_trials=3, parallelism=1, resources={"limits": {"cpu": "lots"}})
+    kube.create_studyjob("refused", spec)
+    status = kube.wait_phase("refused", "Failed", 60)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["TrialsBlocked"]["reason"] == "JobRejected"
+    assert "quantities must match" in conditions["Failed"]["message"]
+    assert "refused" in status["message"]
+    assert any("refused Job refused-trial-0" in e.get("message", "") for e in kube.events("TrialsBlocked"))
+    # It does not spin: no more trials are asked while the spec stays the same.
+    time.sleep(5)  # two more passes of the safety-net timer
+    assert len(study(storage).trials) == 1
+
+
+def test_jobs_of_an_earlier_studyjob_of_the_same_name_are_not_adopted(kube, kubelet: TestKubelet, operator,
+                                                                      digits_claims, storage):
+    # A Job left by a deleted StudyJob "same" (same labels, another owner), not yet collected.
+    kubelet.hold(lambda job: job == "same-trial-0")
+    old_owner = kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old-owner"}})
+    leftover = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "same-trial-0", "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY,
+                                                         names.LABEL_STUDYJOB: "same", names.LABEL_TRIAL: "0"},
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "old-owner",
+                                          "uid": old_owner["metadata"]["uid"]}]},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "x", "command": ["true"],
+                                                      "securityContext": {"allowPrivilegeEscalation": False,
+                                                                          "capabilities": {"drop": ["ALL"]}}}],
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                "seccompProfile": {"type": "RuntimeDefault"}}}}},
+    }
+    kube.create(leftover)
+    created = kube.create_studyjob("same", digits_spec(n_trials=1, parallelism=1))
+    time.sleep(4)  # passes run; the leftover is neither counted nor replaced
+    assert kube.status("same").get("trials", {}).get("finished", 0) == 0
+    assert study(storage).trials[0].state == TrialState.RUNNING
+    kube.delete(("v1", "ConfigMap"), "old-owner")  # the garbage collector takes the leftover
+    kubelet.release()
+    kube.wait_phase("same", "Succeeded", 300)
+    job = kube.get(("batch/v1", "Job"), "same-trial-0")
+    assert [r["uid"] for r in job["metadata"]["ownerReferences"]] == [created["metadata"]["uid"]]
+    assert study(storage).trials[0].state == TrialState.COMPLETE
