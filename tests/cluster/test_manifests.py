@@ -118,3 +118,40 @@ def test_channels_other_than_1_or_3_are_rejected(crd: Cluster):
     with pytest.raises(ApiError) as raised:
         crd.create(studyjob("two-channels", config))
     assert raised.value.status == 422 and "spec.config.data.channels" in str(raised.value)
+
+
+def test_chart_rbac_lets_the_operator_set_block_owner_deletion(crd: Cluster, control_plane):
+    """OwnerReferencesPermissionEnforcement: kopf.adopt's blockOwnerDeletion needs update on
+    studyjobs/finalizers. With the chart's rules a child Job is created; without that one rule,
+    the API server refuses it."""
+    from tests.cluster.controlplane import Credentials
+
+    owner = crd.create(studyjob("owner", {**copy.deepcopy(DIGITS_CONFIG)}))
+    (role,) = [o for o in render_chart({"rbac": {"namespaced": True},
+                                        "operator": {"watchNamespaces": [crd.namespace]}},
+                                       namespace=crd.namespace) if o["kind"] == "Role"]
+    crd.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}})
+    child = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+        "name": "child", "ownerReferences": [{"apiVersion": names.API_VERSION, "kind": names.KIND, "name": "owner",
+                                              "uid": owner["metadata"]["uid"], "controller": True,
+                                              "blockOwnerDeletion": True}]},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "c", "image": "x", "command": ["true"]}]}}}}
+    for name, keep_finalizers in (("without", False), ("with", True)):
+        rules = [r for r in role["rules"] if keep_finalizers or "studyjobs/finalizers" not in r["resources"]]
+        crd.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
+                    "rules": rules})
+        crd.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": crd.namespace}]})
+        operator = control_plane.client(Credentials(token=control_plane.service_account_token(crd.namespace, "op")))
+        if not keep_finalizers:
+            with pytest.raises(ApiError) as raised:
+                operator.request("POST", f"/apis/batch/v1/namespaces/{crd.namespace}/jobs", body=child,
+                                 query=[("dryRun", "All")])
+            assert raised.value.status == 403 and "blockOwnerDeletion" in str(raised.value)
+            crd.delete(("rbac.authorization.k8s.io/v1", "RoleBinding"), name)
+        else:
+            operator.request("POST", f"/apis/batch/v1/namespaces/{crd.namespace}/jobs", body=child,
+                             query=[("dryRun", "All")])
