@@ -78,12 +78,27 @@ def _interpreter_mounts() -> list[str]:
     if hidden is None:
         return []
     folder, child = (shlex.quote(p) for p in hidden)
-    stage = shlex.quote(STAGE)
+    stage = shlex.quote(f"{STAGE}/interpreter")
     return [f"mount --bind {child} {stage}", f"mount -t tmpfs -o mode=0755 tmpfs {folder}",
             f"mkdir -p {child}", f"mount --move {stage} {child}"]
 
 
+def make_stage() -> None:
+    """Empty folders the container scripts park mounts on (never written to)."""
+    for name in ("interpreter", "0", "1"):
+        os.makedirs(f"{STAGE}/{name}", exist_ok=True)
+
+
+def _covered(process: Process) -> list[str]:
+    """The checkout and the venv (the image's software) where a volume would cover them,
+    as ``/tmp`` covers a checkout under /tmp."""
+    targets = [m.target for m in process.mounts]
+    software = {str(ROOT), sys.prefix}
+    return sorted(p for p in software if any(p == t or p.startswith(t.rstrip("/") + "/") for t in targets))
+
+
 STAGE = "/var/tmp/kubetune-kubelet-stage"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def shell_script(process: Process) -> str:
@@ -91,12 +106,17 @@ def shell_script(process: Process) -> str:
     lines = ["set -e"]
     if process.uid is not None:
         lines += _interpreter_mounts()
+    covered = _covered(process)
+    for index, path in enumerate(covered):  # set aside before the volumes cover them ...
+        lines.append(f"mount --bind {shlex.quote(path)} {shlex.quote(f'{STAGE}/{index}')}")
     # Shorter targets first, so /results/x lands inside /results and not under it.
     for mount in sorted(process.mounts, key=lambda m: m.target.count("/")):
         source, target = shlex.quote(str(mount.source)), shlex.quote(mount.target)
         lines.append(f"mount --bind {source} {target}")
         if mount.read_only:
             lines.append(f"mount -o remount,bind,ro {target}")
+    for index, path in enumerate(covered):  # ... and put back at their own paths
+        lines += [f"mkdir -p {shlex.quote(path)}", f"mount --move {shlex.quote(f'{STAGE}/{index}')} {shlex.quote(path)}"]
     lines.append(f"cd {shlex.quote(process.workdir)} 2>/dev/null || cd /")
     argv = [resolve_program(process.argv[0]), *process.argv[1:]]
     command = " ".join(shlex.quote(arg) for arg in argv)
@@ -116,7 +136,7 @@ def start(process: Process, log_path: Path) -> subprocess.Popen:
 
     Sources are bound before ``/tmp`` is covered, so they must not live under ``/tmp``.
     """
-    os.makedirs(STAGE, exist_ok=True)
+    make_stage()
     for mount in process.mounts:
         _mountpoint(mount.target)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +151,7 @@ def can_run_as(uid: int) -> bool:
     """Whether a container running as ``uid`` can run this Python and start it again from
     inside (the checkout and the venv must be readable by that user)."""
     nested = "import subprocess, sys, kubetune; subprocess.run([sys.executable, '-c', 'pass'], check=True)"
-    os.makedirs(STAGE, exist_ok=True)
+    make_stage()
     script = shell_script(Process(argv=["python", "-c", nested], env=dict(os.environ), uid=uid))
     result = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
                             capture_output=True)
