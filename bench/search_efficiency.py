@@ -22,9 +22,16 @@ median epochs of ``random``.
 The problems (``--problems``), digits at 8x8 with the default 20% validation split:
 
 - ``digits20``  a 20% stratified subset of the training split (287 images), 10
-                epochs per trial, thresholds 0.92 / 0.94 / 0.95 (issue 14's setup)
+                epochs per trial (issue 14's setup), thresholds 0.92 / 0.95 / 0.97
 - ``digits10``  a 10% subset (143 images), 5 epochs per trial: fewer images, shorter
-                trials, so a warm-up that suits 10 epochs is tested on 5
+                trials, so a warm-up that suits 10 epochs is tested on 5; thresholds
+                0.68 / 0.73 / 0.77
+
+The thresholds were fixed from random search alone, before kubetune's defaults were
+chosen: the best val_acc its seeds reach by 300 epochs in about 7/8, 2/3 and 1/5 of
+them (14, 11 and 3 of 16), rounded down to 0.01; digits20 keeps issue 14's 0.92 as the
+first (14 of 16 too). Issue 14's 0.94 and 0.95 were reached by most random seeds here,
+too easy to tell the methods apart.
 
 Space: lr log-uniform 1e-5..1e-1, batch size {16, 32, 64}, momentum 0.8..0.99,
 weight decay log-uniform 1e-6..1e-2, dropout 0..0.5; SGD with the config's default
@@ -97,7 +104,7 @@ class Problem:
 
 PROBLEMS = {
     "digits20": Problem(0.2, 10, 300, (0.92, 0.95, 0.97)),
-    "digits10": Problem(0.1, 5, 300, (0.86, 0.89, 0.91)),
+    "digits10": Problem(0.1, 5, 300, (0.68, 0.73, 0.77)),
 }
 # method: (strategy, config's point enqueued first), seeds offset so none is shared
 METHODS = {

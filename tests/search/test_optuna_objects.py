@@ -82,8 +82,8 @@ def test_grid_sampler_rejects_a_continuous_range():
 @pytest.mark.parametrize("pruner, cls, attrs", [
     ({"type": "MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 5},
      optuna.pruners.MedianPruner, {"_n_startup_trials": 5, "_n_warmup_steps": 5}),
-    ({"type": "PercentilePruner", "percentile": 25.0},
-     optuna.pruners.PercentilePruner, {"_percentile": 25.0}),
+    ({"type": "PercentilePruner", "percentile": 25.0, "n_warmup_steps": 2},
+     optuna.pruners.PercentilePruner, {"_percentile": 25.0, "_n_warmup_steps": 2}),
     ({"type": "HyperbandPruner", "min_resource": 1, "max_resource": 9, "reduction_factor": 3},
      optuna.pruners.HyperbandPruner, {"_min_resource": 1, "_max_resource": 9, "_reduction_factor": 3}),
     ({"type": "none"}, optuna.pruners.NopPruner, {}),

@@ -1,0 +1,97 @@
+"""kubetune's default pruner: a percentile rule whose warm-up is a share of the trial's length."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from kubetune.config.search_schema import SearchConfig
+from kubetune.search.pruners import (
+    MEDIAN_STARTUP_TRIALS,
+    MEDIAN_WARMUP_FRACTION,
+    WarmupFractionPruner,
+    build_pruner,
+)
+
+
+def _search(**pruner) -> SearchConfig:
+    return SearchConfig.model_validate({
+        "study_name": "s", "pruner": {"type": "MedianPruner", **pruner},
+        "search_space": {"optimizer.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-1}},
+    })
+
+
+def _study(pruner, completed: int, steps: int, value: float = 0.9) -> optuna.Study:
+    """A study with ``completed`` trials that reported ``value`` at steps 1..``steps``."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(completed):
+        trial = study.ask()
+        for step in range(1, steps + 1):
+            trial.report(value, step)
+        study.tell(trial, value)
+    return study
+
+
+def _first_pruned_step(study: optuna.Study, steps: int, value: float = 0.1) -> int | None:
+    """The step at which a trial reporting ``value`` throughout is pruned, if any."""
+    trial = study.ask()
+    for step in range(1, steps + 1):
+        trial.report(value, step)
+        if trial.should_prune():
+            return step
+    return None
+
+
+@pytest.mark.parametrize("length, fraction, expected", [(10, 0.3, 3), (10, 0.5, 5), (20, 0.3, 6), (5, 0.3, 2)])
+def test_warmup_is_a_share_of_the_longest_completed_trial(length, fraction, expected):
+    pruner = WarmupFractionPruner(n_startup_trials=1, warmup_fraction=fraction)
+    study = _study(pruner, completed=2, steps=length)
+    assert pruner.warmup_steps(study) == expected
+    assert _first_pruned_step(study, length) == expected
+
+
+def test_nothing_is_pruned_before_a_trial_completes():
+    pruner = WarmupFractionPruner(n_startup_trials=0, warmup_fraction=0.0)
+    study = _study(pruner, completed=0, steps=0)
+    assert pruner.warmup_steps(study) is None
+    assert _first_pruned_step(study, 10) is None
+
+
+def test_startup_trials_must_complete_first():
+    pruner = WarmupFractionPruner(n_startup_trials=3, warmup_fraction=0.3)
+    assert _first_pruned_step(_study(pruner, completed=2, steps=10), 10) is None
+    assert _first_pruned_step(_study(pruner, completed=3, steps=10), 10) == 3
+
+
+def test_a_trial_above_the_percentile_runs_on():
+    pruner = WarmupFractionPruner(25.0, n_startup_trials=1, warmup_fraction=0.3)
+    study = _study(pruner, completed=4, steps=10, value=0.5)
+    assert _first_pruned_step(study, 10, value=0.6) is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"warmup_fraction": 1.5}, "warmup_fraction must be between 0 and 1, but got 1.5."),
+    ({"warmup_fraction": -0.1}, "warmup_fraction must be between 0 and 1, but got -0.1."),
+    ({"n_startup_trials": -1}, "n_startup_trials must be at least 0, but got -1."),
+])
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WarmupFractionPruner(**kwargs)
+
+
+def test_defaults_when_the_config_names_only_the_type():
+    built = build_pruner(_search())
+    assert isinstance(built, WarmupFractionPruner)
+    assert (built.percentile, built.n_startup_trials, built.warmup_fraction) == (
+        50.0, MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_FRACTION)
+
+
+def test_config_fields_override_the_defaults():
+    assert build_pruner(_search(n_startup_trials=2)).n_startup_trials == 2
+    percentile = build_pruner(SearchConfig.model_validate({
+        "study_name": "s", "pruner": {"type": "PercentilePruner", "percentile": 25.0}}))
+    assert isinstance(percentile, WarmupFractionPruner) and percentile.percentile == 25.0
+    # An explicit warm-up in steps is Optuna's own pruner, exactly as configured.
+    fixed = build_pruner(_search(n_warmup_steps=4))
+    assert type(fixed) is optuna.pruners.MedianPruner
+    assert (fixed._n_startup_trials, fixed._n_warmup_steps) == (MEDIAN_STARTUP_TRIALS, 4)
