@@ -3,7 +3,9 @@
 The visualisation Job writes best_config.yaml, trials.csv and every plot into
 ``/results/<name>`` on the results volume; without ``spec.output`` there is no
 volume to keep them, so only the ConfigMap is written. A failed visualisation
-does not fail the study: the condition ``Visualised`` says so and why.
+does not fail the study: the condition ``Visualised`` says so and why. Nor does one
+whose pod never starts (``spec.trials.startupTimeoutSeconds``): its Job is removed and
+not made again until the spec changes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from kubetune.config import Config
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.builders import best_config_map, visualise_job
-from kubetune_operator.failures import job_outcome
+from kubetune_operator.failures import (
+    STARTUP_REASONS,
+    Failure,
+    job_outcome,
+    may_be_stuck,
+    startup_failure,
+)
 from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import Summary
 
@@ -53,6 +61,10 @@ class Finisher:
                 p.conditions.append(st.Condition(st.VISUALISED, False, "Outdated", "replacing the plots"))
                 return st.VISUALISING
         if job is None:
+            gave_up = self._gave_up()
+            if gave_up is not None:
+                p.conditions.append(gave_up)  # its pod never started; not retried for this spec
+                return None
             options = p.rt.options
             body = visualise_job(p.owner, self.spec, self.study_name, summary.finished,
                                  options.cpu_image or options.trial_image)
@@ -64,6 +76,13 @@ class Finisher:
             return st.VISUALISING
         outcome = job_outcome(job)
         if outcome is None:
+            stuck = self._not_starting(job)
+            if stuck is not None:
+                message = f"Job {name} could not start: {stuck}"
+                p.kube.delete_job(p.namespace, name)
+                p.conditions.append(st.Condition(st.VISUALISED, False, stuck.reason, message))
+                p.event("Warning", "VisualisationFailed", message)
+                return None
             p.conditions.append(st.Condition(st.VISUALISED, False, "Running", f"Job {name} is running"))
             return st.VISUALISING
         if outcome == "failed":
@@ -74,6 +93,22 @@ class Finisher:
         else:
             p.conditions.append(st.Condition(
                 st.VISUALISED, True, "Visualised", f"plots and best_config.yaml in /results/{p.name}"))
+        return None
+
+    def _not_starting(self, job: dict[str, Any]) -> Failure | None:
+        timeout = self.spec.trials.startup_timeout_seconds
+        if not may_be_stuck(job, timeout):
+            return None
+        p = self.run_
+        return startup_failure(job, p.kube.list_job_pods(p.namespace, job["metadata"]["name"]), timeout)
+
+    def _gave_up(self) -> st.Condition | None:
+        """The visualisation Job of this generation never started and was removed: say so again."""
+        p = self.run_
+        for old in p.old_status.get("conditions") or []:
+            if (old.get("type") == st.VISUALISED and old.get("status") == "False"
+                    and old.get("reason") in STARTUP_REASONS and old.get("observedGeneration") == p.generation):
+                return st.Condition(st.VISUALISED, False, old["reason"], old.get("message", ""))
         return None
 
     def _best_config(self, summary: Summary) -> dict[str, Any]:

@@ -189,3 +189,18 @@ def test_jobs_of_an_earlier_studyjob_of_the_same_name_are_not_adopted(kube, kube
     job = kube.get(("batch/v1", "Job"), "same-trial-0")
     assert [r["uid"] for r in job["metadata"]["ownerReferences"]] == [created["metadata"]["uid"]]
     assert study(storage).trials[0].state == TrialState.COMPLETE
+
+
+def test_visualisation_whose_image_cannot_be_pulled_is_given_up_and_the_study_succeeds(
+        kube, kubelet: TestKubelet, start_operator, digits_claims, storage):
+    kubelet.unpullable.add("registry.invalid/cpu:missing")
+    start_operator(cpu_image="registry.invalid/cpu:missing")
+    spec = digits_spec(n_trials=1, parallelism=1, output=True, startupTimeoutSeconds=3)
+    kube.create_studyjob("noplots", spec)
+    status = kube.wait_phase("noplots", "Succeeded", 300)
+    visualised = {c["type"]: c for c in status["conditions"]}["Visualised"]
+    assert visualised["status"] == "False" and visualised["reason"] in ("ErrImagePull", "ImagePullBackOff")
+    assert status["bestConfig"]["configMap"] == "noplots-best-config"
+    wait_until(lambda: kube.get(("batch/v1", "Job"), "noplots-visualise") is None, 60, "the stuck Job to go")
+    time.sleep(5)  # later passes do not make it again
+    assert kube.get(("batch/v1", "Job"), "noplots-visualise") is None
