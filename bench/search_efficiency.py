@@ -422,7 +422,10 @@ def main(argv: list[str] | None = None) -> int:
             if p == problem:
                 results.setdefault(method, []).append(json.loads(run_file(p, method, seed).read_text())["timeline"])
         ok &= summarise(problem, results)
-    print(f"\nissue 14 targets: {'all hold' if ok else 'NOT all hold'}")
+    if {"kubetune", "optuna", "random"} <= set(methods):
+        print(f"\nissue 14 targets: {'all hold' if ok else 'NOT all hold'}")
+    else:
+        print("\nissue 14 targets: not checked (they need kubetune, optuna and random)")
     return 0
 
 

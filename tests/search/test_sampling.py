@@ -35,10 +35,11 @@ def test_median_pruner_prunes_bad_lrs_and_a_nan_trial_fails(fast_config, tmp_pat
     choices = [*good, *bad, diverging]
     search = search_section(
         study_name="prune", n_trials=len(choices), enqueue_config=False,
-        pruner={"type": "MedianPruner", "n_startup_trials": 2, "n_warmup_steps": 1},
+        pruner={"type": "MedianPruner", "n_startup_trials": 3, "n_warmup_steps": 1},
         search_space={"optimizer.lr": {"type": "categorical", "choices": choices}},
-        # The order is fixed: good rates first, so the bad ones meet a median to fall below.
-        enqueue_trials=[{"optimizer.lr": lr} for lr in [good[0], good[1], bad[0], good[2], bad[1], diverging]],
+        # The order is fixed: the good rates complete first (pruning waits for all three,
+        # so none of them is set against the others' median), then the bad ones meet it.
+        enqueue_trials=[{"optimizer.lr": lr} for lr in [*good, *bad, diverging]],
     )
     config = write_config(tmp_path / "c.yaml", small_base(fast_config, epochs=3, fraction=0.3), search)
     result = run_cli("ml-search", "--config", str(config), "--storage", sqlite_url, cwd=tmp_path,
