@@ -83,10 +83,6 @@ def demo_settings(values: TemplateValues) -> TemplateValues:
     values.train_fraction = DEMO_TRAIN_FRACTION
     values.train_fraction_note = "the demo trains on a stratified 5 %, where tuning matters"
     values.n_trials = DEMO_N_TRIALS
-    values.pruner_settings = (
-        "\n    n_startup_trials: 5      # the demo lets five trials finish and every trial"
-        "\n    n_warmup_steps: 3        # train three epochs, so its plots have trials to compare"
-    )
     return values
 
 

@@ -24,7 +24,6 @@ class TemplateValues:
     train_fraction: float = 1.0
     train_fraction_note: str = "train on a stratified fraction of the training split"
     n_trials: int = 20
-    pruner_settings: str = ""  # extra indented lines under ``pruner:``
 
 
 _BODY = """\
@@ -88,7 +87,7 @@ search:
     type: TPESampler         # RandomSampler, CmaEsSampler, GridSampler
     seed: 0
   pruner:
-    type: MedianPruner       # PercentilePruner, HyperbandPruner, none{pruner_settings}
+    type: MedianPruner       # PercentilePruner, HyperbandPruner, none
   search_space:              # dotted config keys; each trial overrides a copy of this config
     optimizer.lr: {{type: loguniform, low: 0.001, high: 0.3}}
     optimizer.weight_decay: {{type: loguniform, low: 1.0e-6, high: 0.01}}
