@@ -29,6 +29,7 @@ from kubetune.search.checks import initial_points
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler
 from kubetune.search.space import distributions, grid_values
+from kubetune.search.study import name_metric
 from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.spec import SpecError
@@ -110,6 +111,7 @@ class StudyHandle:
             pruner=build_pruner(search),
             load_if_exists=True,
         )
+        name_metric(self.study, search.metric)  # Optuna's plots and optuna-dashboard say val_acc
         stored = self.study.direction.name.lower()
         if stored != search.direction:
             raise SpecError(

@@ -43,6 +43,7 @@ def test_digits_studyjob_succeeds_on_a_real_cluster(kube, operator, kubelet, dig
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     assert final["trials"]["finished"] == 4
     assert final["best"]["trial"] == study.best_trial.number
+    assert study.metric_names == ["val_acc"]  # optuna-dashboard and Optuna's plots name it
 
     # Children: owned by the StudyJob (by uid), run by the real Job controller.
     uid = created["metadata"]["uid"]
