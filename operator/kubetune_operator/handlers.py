@@ -14,7 +14,8 @@ import kopf
 
 from kubetune_operator import cleanup, names
 from kubetune_operator.failures import job_outcome
-from kubetune_operator.reconcile import reconcile
+from kubetune_operator.kube import ApiError
+from kubetune_operator.reconcile import Outcome, reconcile
 from kubetune_operator.runtime import Runtime
 
 logger = logging.getLogger("kubetune_operator")
@@ -22,10 +23,22 @@ logger = logging.getLogger("kubetune_operator")
 STUDYJOBS = (names.GROUP, names.VERSION, names.PLURAL)
 TRIAL_JOB_LABELS = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 STUDYJOB_INDEX = "studyjob_bodies"
+TRANSIENT_DELAY = 2.0  # seconds before a pass that met a transient API answer runs again
+BACKOFF = 10.0  # seconds before a pass that failed unexpectedly runs again (kopf's default: 60)
+
+
+def _reconcile(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
+    """One pass; an API answer that changes by itself brings the handler back soon."""
+    try:
+        return reconcile(rt, body)
+    except ApiError as exc:
+        if exc.transient:
+            raise kopf.TemporaryError(str(exc), delay=TRANSIENT_DELAY) from None
+        raise
 
 
 def _pass(rt: Runtime, body: Mapping[str, Any]) -> None:
-    outcome = reconcile(rt, body)
+    outcome = _reconcile(rt, body)
     if outcome.retry_after is not None:
         raise kopf.TemporaryError("waiting for the storage or a referenced object", delay=outcome.retry_after)
 
@@ -43,9 +56,9 @@ def job_matters(event_type: str | None, body: Mapping[str, Any]) -> bool:
 def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
     """Attach the operator's handlers, bound to ``rt``, to ``registry``."""
 
-    @kopf.on.resume(*STUDYJOBS, registry=registry)
-    @kopf.on.create(*STUDYJOBS, registry=registry)
-    @kopf.on.update(*STUDYJOBS, registry=registry)
+    @kopf.on.resume(*STUDYJOBS, backoff=BACKOFF, registry=registry)
+    @kopf.on.create(*STUDYJOBS, backoff=BACKOFF, registry=registry)
+    @kopf.on.update(*STUDYJOBS, backoff=BACKOFF, registry=registry)
     def studyjob_changed(body: kopf.Body, **_: Any) -> None:
         _pass(rt, body)
 
@@ -53,7 +66,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                 initial_delay=rt.options.resync_seconds, registry=registry)
     def studyjob_resync(body: kopf.Body, **_: Any) -> None:
         # Safety net only: Job and StudyJob events drive the study.
-        reconcile(rt, body)
+        _reconcile(rt, body)
 
     @kopf.on.delete(*STUDYJOBS, retries=5, registry=registry)
     def studyjob_deleted(body: kopf.Body, **_: Any) -> None:

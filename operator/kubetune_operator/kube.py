@@ -24,6 +24,14 @@ class ApiError(Exception):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
 
+    @property
+    def transient(self) -> bool:
+        """An answer that changes by itself: throttling, a server error, or admission that
+        does not know a just-installed CRD yet (OwnerReferencesPermissionEnforcement's
+        "cannot find RESTMapping", seen on a real 1.37 API server)."""
+        return self.status in (429, 500, 502, 503, 504) or (
+            self.status == 403 and "cannot find RESTMapping" in str(self))
+
 
 def _studyjob_path(namespace: str, name: str = "") -> str:
     path = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{namespace}/{names.PLURAL}"

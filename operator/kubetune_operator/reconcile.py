@@ -263,7 +263,7 @@ class Pass:
                 # A quota on Job count: room comes back as other Jobs go. The trial stays
                 # unmarked and gets its Job on a later pass.
                 raise kopf.TemporaryError(f"Job {job_name}: {exc}", delay=10) from None
-            if exc.status not in (400, 403, 422):  # 400: a body the server cannot decode
+            if exc.transient or exc.status not in (400, 403, 422):  # 400: a body it cannot decode
                 raise
             failure = Failure("JobRejected", f"the API server refused Job {job_name}: {exc}")
             handle.tell_fail(trial, failure)

@@ -166,7 +166,7 @@ class Cluster:
 
     def wait_phase(self, name: str, phase: str, timeout: float = 300) -> dict[str, Any]:
         return wait_until(lambda: self.status(name) if self.status(name).get("phase") == phase else None,
-                          timeout, f"StudyJob {name} to reach {phase} (status: {self.status(name)})",
+                          timeout, lambda: f"StudyJob {name} to reach {phase} (status: {self.status(name)})",
                           interval=0.2)
 
     def trial_jobs(self, studyjob: str) -> dict[str, dict[str, Any]]:

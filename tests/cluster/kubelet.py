@@ -268,11 +268,12 @@ class PodWorker(threading.Thread):
         if self.terminating.is_set():
             self._finish(mains, {}, inits)
             return
+        self._start(mains, mounts)  # running before it is reported as Running
         self.patch_status({"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
                            "conditions": self.conditions(True),
                            "containerStatuses": [
                                self.container_status(c, {"running": {"startedAt": now()}}) for c in mains]})
-        codes = self._wait(mains, mounts)
+        codes = self._wait(mains)
         self._finish(mains, codes, inits)
 
     def _terminated(self, code: int) -> dict[str, Any]:
@@ -387,10 +388,16 @@ class PodWorker(threading.Thread):
                 target.chmod(0o644)
 
     # Processes -------------------------------------------------------------------------
-    def _wait(self, group: list[dict[str, Any]], volumes: dict[str, Path]) -> dict[str, int]:
+    def _start(self, group: list[dict[str, Any]], volumes: dict[str, Path]) -> None:
         for container in group:
             self.processes[container["name"]] = containers.start(
                 self._process(container, volumes), self.kubelet.log_path(self.pod, container["name"]))
+        if self.oom or self.terminating.is_set():  # the fault or the deletion came first
+            self._signal(signal.SIGKILL)
+
+    def _wait(self, group: list[dict[str, Any]], volumes: dict[str, Path] | None = None) -> dict[str, int]:
+        if volumes is not None:
+            self._start(group, volumes)
         codes = {}
         for container in group:
             process = self.processes[container["name"]]

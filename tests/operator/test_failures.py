@@ -102,3 +102,17 @@ def test_a_started_or_running_trial_is_never_a_startup_failure():
     assert startup_failure(_pending_job(active=1, ready=1), [], timeout=1, now=START + 10) is None
     running = [_pod(phase="Running")]
     assert startup_failure(_pending_job(active=1), running, timeout=1, now=START + 10) is None
+
+
+@pytest.mark.parametrize(("status", "message", "transient"), [
+    (403, 'configmaps "x" is forbidden: cannot set blockOwnerDeletion in this case because cannot find '
+          "RESTMapping for APIVersion kubetune.dev/v1alpha1 Kind StudyJob", True),
+    (403, 'jobs.batch is forbidden: User "system:serviceaccount:kt:op" cannot create resource', False),
+    (429, "storage is (re)initializing", True),
+    (503, "unavailable", True),
+    (422, "Job.batch is invalid", False),
+])
+def test_which_api_answers_change_by_themselves(status, message, transient):
+    from kubetune_operator.kube import ApiError
+
+    assert ApiError(status, message).transient is transient
