@@ -83,6 +83,7 @@ def loop_only(args, device: torch.device) -> None:
 def whole_train(args) -> None:
     from framework_overhead import bench_config, hand_resident
 
+    from kubetune.config import with_overrides
     from kubetune.data.datasets import load_splits
     from kubetune.data.sample import write_digits
     from kubetune.training import train
@@ -105,8 +106,7 @@ def whole_train(args) -> None:
                                                           epoch_lines=False),
             }
             if args.compile:
-                compiled = config.model_copy(update={
-                    "training": config.training.model_copy(update={"compile": True})})
+                compiled = with_overrides(config, {"training.compile": True})
                 rows["train(), compile"] = lambda c=compiled, d=data: train(
                     c, data=d, progress=False, epoch_lines=False)
             for run in rows.values():

@@ -130,7 +130,7 @@ def _load_data(data_path: str, problem: Problem):
     from kubetune.data.datasets import load_splits
 
     cfg = DataConfig(path=data_path, image_size=8, channels=1, train_fraction=problem.train_fraction,
-                     normalize={"mean": [0.3], "std": [0.37]})
+                     in_memory=True, normalize={"mean": [0.3], "std": [0.37]})  # tensors() reads .images
     splits = load_splits(cfg, TRAIN_SEED)
 
     def tensors(ds):  # the transforms once, not per item and epoch

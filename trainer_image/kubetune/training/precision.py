@@ -55,12 +55,10 @@ def build_precision(trainer: str, device: torch.device) -> Precision:
 
     On CUDA both use channels_last.
     """
-    if device.type == "cuda":
-        layout = torch.channels_last
-        if trainer == "standard":
-            return Precision(device, memory_format=layout)
-        return Precision(device, torch.float16, torch.amp.GradScaler("cuda"), memory_format=layout)
+    layout = torch.channels_last if device.type == "cuda" else torch.preserve_format
     if trainer == "standard":
-        return Precision(device)
+        return Precision(device, memory_format=layout)
+    if device.type == "cuda":
+        return Precision(device, torch.float16, torch.amp.GradScaler("cuda"), memory_format=layout)
     log.warning("mixed_precision on %s: using bfloat16 autocast without a gradient scaler", device)
     return Precision(device, torch.bfloat16)

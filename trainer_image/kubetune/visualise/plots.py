@@ -105,10 +105,6 @@ _NEEDS_VALUES = {
 }
 
 
-def _complete(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-
-
 def _importances_reason(study: optuna.Study, complete: list[FrozenTrial]) -> str | None:
     if len(complete) < 2:
         return f"importances need at least two completed trials, but the study has {len(complete)}"
@@ -140,7 +136,7 @@ def skip_reason(plot_type: str, study: optuna.Study, params: Sequence[str]) -> s
     trials = study.get_trials(deepcopy=False)
     if not trials:
         return "the study has no trials yet"
-    complete = _complete(study)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]  # no second storage read
     if plot_type in _NEEDS_VALUES and not complete:
         return f"no trial has completed yet ({counts_text(state_counts(trials))})"
     if plot_type in _TAKES_PARAMS and not params:
