@@ -16,13 +16,7 @@ from kubetune.config import Config
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.builders import best_config_map, visualise_job
-from kubetune_operator.failures import (
-    STARTUP_REASONS,
-    Failure,
-    job_outcome,
-    may_be_stuck,
-    startup_failure,
-)
+from kubetune_operator.failures import STARTUP_REASONS, job_outcome
 from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import Summary
 
@@ -61,9 +55,9 @@ class Finisher:
                 p.conditions.append(st.Condition(st.VISUALISED, False, "Outdated", "replacing the plots"))
                 return st.VISUALISING
         if job is None:
-            gave_up = self._gave_up()
-            if gave_up is not None:
-                p.conditions.append(gave_up)  # its pod never started; not retried for this spec
+            gave_up = p.old_condition(st.VISUALISED, STARTUP_REASONS)
+            if gave_up is not None:  # its pod never started; not made again for this generation
+                p.conditions.append(st.Condition(st.VISUALISED, False, gave_up["reason"], gave_up.get("message", "")))
                 return None
             options = p.rt.options
             body = visualise_job(p.owner, self.spec, self.study_name, summary.finished,
@@ -76,7 +70,7 @@ class Finisher:
             return st.VISUALISING
         outcome = job_outcome(job)
         if outcome is None:
-            stuck = self._not_starting(job)
+            stuck = p.not_starting(job, self.spec.trials.startup_timeout_seconds)
             if stuck is not None:
                 message = f"Job {name} could not start: {stuck}"
                 p.kube.delete_job(p.namespace, name)
@@ -93,22 +87,6 @@ class Finisher:
         else:
             p.conditions.append(st.Condition(
                 st.VISUALISED, True, "Visualised", f"plots and best_config.yaml in /results/{p.name}"))
-        return None
-
-    def _not_starting(self, job: dict[str, Any]) -> Failure | None:
-        timeout = self.spec.trials.startup_timeout_seconds
-        if not may_be_stuck(job, timeout):
-            return None
-        p = self.run_
-        return startup_failure(job, p.kube.list_job_pods(p.namespace, job["metadata"]["name"]), timeout)
-
-    def _gave_up(self) -> st.Condition | None:
-        """The visualisation Job of this generation never started and was removed: say so again."""
-        p = self.run_
-        for old in p.old_status.get("conditions") or []:
-            if (old.get("type") == st.VISUALISED and old.get("status") == "False"
-                    and old.get("reason") in STARTUP_REASONS and old.get("observedGeneration") == p.generation):
-                return st.Condition(st.VISUALISED, False, old["reason"], old.get("message", ""))
         return None
 
     def _best_config(self, summary: Summary) -> dict[str, Any]:

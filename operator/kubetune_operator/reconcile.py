@@ -12,7 +12,7 @@ so a restarted operator picks up exactly where the old one stopped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +27,7 @@ from kubetune.search.checks import cap_to_grid
 from kubetune_operator import finish, names
 from kubetune_operator import status as st
 from kubetune_operator.builders import config_map, trial_job
-from kubetune_operator.failures import STARTUP_REASONS, Failure
+from kubetune_operator.failures import STARTUP_REASONS, Failure, may_be_stuck, startup_failure
 from kubetune_operator.kube import ApiError, owned_by
 from kubetune_operator.runtime import Runtime, StorageProblem, describe_storage, redact
 from kubetune_operator.settle import Settler
@@ -83,7 +83,6 @@ class Pass:
         }
         self.old_status: dict[str, Any] = dict(rt.last_status.get(self.key) or body.get("status") or {})
         self.conditions: list[st.Condition] = []
-        self.blocked_messages: list[str] = []
         self.events: list[tuple[str, str, str]] = []
         self.url = ""
         self.config_text = ""
@@ -94,11 +93,27 @@ class Pass:
     def blocked(self, failure: Failure, what: str) -> None:
         """Trials cannot start (a pod that never starts, a Job the API server refuses):
         say why in a condition and in the status message."""
-        if any(c.type == st.TRIALS_BLOCKED for c in self.conditions):
-            return
-        text = f"{what} could not start: {failure}"
-        self.blocked_messages.append(text)
-        self.conditions.append(st.Condition(st.TRIALS_BLOCKED, True, failure.reason, text))
+        if self._blocked() is None:
+            text = f"{what} could not start: {failure}"
+            self.conditions.append(st.Condition(st.TRIALS_BLOCKED, True, failure.reason, text))
+
+    def _blocked(self) -> st.Condition | None:
+        return next((c for c in self.conditions if c.type == st.TRIALS_BLOCKED), None)
+
+    def old_condition(self, type_: str, reasons: Iterable[str]) -> Mapping[str, Any] | None:
+        """The last status's condition ``type_``, if this generation set it with one of ``reasons``."""
+        for condition in self.old_status.get("conditions") or []:
+            if (condition.get("type") == type_ and condition.get("reason") in reasons
+                    and condition.get("observedGeneration") == self.generation):
+                return condition
+        return None
+
+    def not_starting(self, job: Mapping[str, Any], timeout: float) -> Failure | None:
+        """Why ``job``'s pod has not started ``timeout`` seconds after it was made, or None
+        (the pods are listed only for a Job old enough and not started)."""
+        if not may_be_stuck(job, timeout):
+            return None
+        return startup_failure(job, self.kube.list_job_pods(self.namespace, job["metadata"]["name"]), timeout)
 
     def run(self) -> Outcome:
         try:
@@ -236,10 +251,9 @@ class Pass:
         self.rt.config_written[self.key] = text
 
     def _launch(self, spec: StudyJobSpec, handle: StudyHandle, summary: Summary, n_trials: int) -> int:
-        if self.rejected_before():
-            raise JobRejected(Failure("JobRejected", next(
-                c.get("message", "") for c in self.old_status.get("conditions") or []
-                if c.get("type") == st.FAILED_CONDITION)))
+        refused = self.old_condition(st.FAILED_CONDITION, ("JobRejected",))
+        if refused is not None:  # this generation's Jobs were refused: ask for no more trials
+            raise JobRejected(Failure("JobRejected", refused.get("message", "").partition(": ")[2]))
         running = len(summary.owned_running)
         used = summary.finished + summary.running
         waiting = summary.waiting
@@ -289,8 +303,9 @@ class Pass:
     def _message(self, phase: str, summary: Summary, running: int, config: Config) -> str:
         metric = config.search.metric if config.search else "value"
         best = f"; best {metric}={summary.best.value:.4g} (trial {summary.best.number})" if summary.best else ""
-        blocked = "".join(f"; {text}" for text in self.blocked_messages)
-        return f"{running} running, {summary.finished} finished{best}{blocked}"
+        blocked = self._blocked()
+        why = f"; {blocked.message}" if blocked is not None else ""
+        return f"{running} running, {summary.finished} finished{best}{why}"
 
     def _write_status(self, phase: str, message: str, fields: Mapping[str, Any]) -> None:
         status = {k: v for k, v in fields.items() if v is not None}
@@ -319,8 +334,7 @@ class Pass:
         if self.rt.warn_once(self.key, f"invalid:{message}"):
             self.event("Warning", reason, message)
         phase = st.PENDING if exc.temporary else st.FAILED
-        self._write_status(phase, message, {k: v for k, v in self.old_status.items()
-                                            if k not in ("phase", "message", "conditions")})
+        self._write_status(phase, message, self._kept_fields())
         return Outcome(retry_after=self.rt.options.retry_seconds if exc.temporary else None)
 
     def _rejected(self, failure: Failure) -> Outcome:
@@ -329,17 +343,12 @@ class Pass:
         self.blocked(failure, "a trial Job")
         self.conditions.append(st.Condition(st.FAILED_CONDITION, True, failure.reason, str(failure)))
         self.event("Warning", st.TRIALS_BLOCKED, str(failure))
-        self._write_status(st.FAILED, f"trial Jobs are refused: {failure}",
-                           {k: v for k, v in self.old_status.items() if k not in ("phase", "message", "conditions")})
+        self._write_status(st.FAILED, f"trial Jobs are refused: {failure}", self._kept_fields())
         return Outcome()
 
-    def rejected_before(self) -> bool:
-        """This generation's trial Jobs were already refused: do not ask for more trials."""
-        for condition in self.old_status.get("conditions") or []:
-            if (condition.get("type") == st.FAILED_CONDITION and condition.get("reason") == "JobRejected"
-                    and condition.get("observedGeneration") == self.generation):
-                return True
-        return False
+    def _kept_fields(self) -> dict[str, Any]:
+        """The last status minus what a pass always rewrites (for passes that learn nothing new)."""
+        return {k: v for k, v in self.old_status.items() if k not in ("phase", "message", "conditions")}
 
     def _unavailable(self, reason: str, message: str) -> Outcome:
         self.conditions = [c for c in self.conditions if c.type == st.SPEC_VALID]
@@ -349,6 +358,5 @@ class Pass:
         phase = self.old_status.get("phase") or st.PENDING
         if phase == st.FAILED:
             phase = st.PENDING
-        self._write_status(phase, message, {k: v for k, v in self.old_status.items()
-                                            if k not in ("phase", "message", "conditions")})
+        self._write_status(phase, message, self._kept_fields())
         return Outcome(retry_after=self.rt.options.retry_seconds)

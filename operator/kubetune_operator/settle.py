@@ -27,14 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.search.budget import retried_numbers
 from kubetune.search.single_trial import TERMINATED
 from kubetune_operator import names
-from kubetune_operator.failures import (
-    Failure,
-    failure_reason,
-    job_outcome,
-    may_be_stuck,
-    startup_failure,
-    vanished,
-)
+from kubetune_operator.failures import Failure, failure_reason, job_outcome, vanished
 from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import StudyHandle, Summary, attempt
 
@@ -78,7 +71,7 @@ class Settler:
         else:
             outcome = job_outcome(job)
             if outcome is None:
-                failure = self._not_starting(job)
+                failure = self.p.not_starting(job, self.spec.trials.startup_timeout_seconds)
                 if failure is None:
                     return False
                 # Its pod never started and never will by itself: free the slot.
@@ -107,13 +100,6 @@ class Settler:
             text = str(failure)
         self._fail_event(trial, text, failure, retry)
         return retry
-
-    def _not_starting(self, job: dict[str, Any]) -> Failure | None:
-        timeout = self.spec.trials.startup_timeout_seconds
-        if not may_be_stuck(job, timeout):
-            return None
-        pods = self.p.kube.list_job_pods(self.p.namespace, job["metadata"]["name"])
-        return startup_failure(job, pods, timeout)
 
     def _why(self, job: dict[str, Any]) -> Failure:
         pods = self.p.kube.list_job_pods(self.p.namespace, job["metadata"]["name"])

@@ -46,15 +46,20 @@ def render_files(values: dict | None = None, *, namespace: str = NAMESPACE) -> d
         return chart.render(values or {}, name=RELEASE, namespace=namespace)
 
 
-@functools.cache
-def _render_scenario(name: str) -> tuple[dict, ...]:
-    files = render_files(SCENARIOS[name])
+def render_objects(values: dict | None = None, *, namespace: str = NAMESPACE) -> list[dict]:
+    """The rendered chart's objects, in template order (NOTES.txt left out)."""
+    files = render_files(values, namespace=namespace)
     objects = []
     for path in sorted(files):
         if path.endswith(".txt"):
             continue
         objects.extend(doc for doc in yaml.safe_load_all(files[path]) if doc)
-    return tuple(objects)
+    return objects
+
+
+@functools.cache
+def _render_scenario(name: str) -> tuple[dict, ...]:
+    return tuple(render_objects(SCENARIOS[name]))
 
 
 def render(name: str) -> list[dict]:

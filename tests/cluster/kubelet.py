@@ -48,6 +48,9 @@ from tests.cluster.controlplane import ControlPlane
 
 logger = logging.getLogger("tests.kubelet")
 LEASE_SECONDS = 1.0
+# What the kubelet reports for a container of a deleted pod that it never ran.
+UNKNOWN = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                          "message": "The container could not be located when the pod was terminated"}}
 
 
 def now() -> str:
@@ -285,17 +288,11 @@ class PodWorker(threading.Thread):
 
     def _finish(self, mains: list[dict[str, Any]], codes: dict[str, int], inits: list[dict[str, Any]],
                 failed_init: bool = False) -> None:
-        statuses = []
-        for c in mains:
-            code = codes.get(c["name"])
-            state = ({"terminated": self._terminated(code)} if code is not None else
-                     {"terminated": {"exitCode": 137 if self.terminating.is_set() else 0,
-                                     "reason": "ContainerStatusUnknown" if not failed_init else "Error",
-                                     "startedAt": self.started_at, "finishedAt": now()}}
-                     if self.terminating.is_set() else {"waiting": {"reason": "PodInitializing"}})
-            statuses.append(self.container_status(c, state))
-        ok = not failed_init and bool(codes) and all(code == 0 for code in codes.values()) \
-            and len(codes) == len(mains)
+        # A container that never ran: its pod was deleted first, or an init container failed.
+        never_ran = UNKNOWN if self.terminating.is_set() else {"waiting": {"reason": "PodInitializing"}}
+        statuses = [self.container_status(c, {"terminated": self._terminated(codes[c["name"]])}
+                                          if c["name"] in codes else never_ran) for c in mains]
+        ok = not failed_init and len(codes) == len(mains) and all(code == 0 for code in codes.values())
         status: dict[str, Any] = {"phase": "Succeeded" if ok else "Failed",
                                   "conditions": self.conditions(False), "containerStatuses": statuses}
         if failed_init:
@@ -338,12 +335,10 @@ class PodWorker(threading.Thread):
     def _end_unstarted(self, inits: list[dict[str, Any]], mains: list[dict[str, Any]]) -> None:
         """A pod deleted before its containers ran: Failed, as the kubelet reports it (the Job
         controller's finalizer stays until the pod is terminal), then the deletion is confirmed."""
-        unknown = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
-                                  "message": "The container could not be located when the pod was terminated"}}
         status: dict[str, Any] = {"phase": "Failed", "conditions": self.conditions(False, False),
-                                  "containerStatuses": [self.container_status(c, unknown) for c in mains]}
+                                  "containerStatuses": [self.container_status(c, UNKNOWN) for c in mains]}
         if inits:
-            status["initContainerStatuses"] = [self.container_status(c, unknown) for c in inits]
+            status["initContainerStatuses"] = [self.container_status(c, UNKNOWN) for c in inits]
         self.patch_status(status)
         self.kubelet.confirm_deletion(self.node, self.pod)
 

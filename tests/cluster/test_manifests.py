@@ -20,7 +20,8 @@ from kubetune.config import config_to_dict, validate_config
 from kubetune.search.results import best_config_dict
 from kubetune_operator import names
 from kubetune_operator.kube import ApiError
-from tests.cluster.cluster import Cluster, apply_crd, render_chart
+from tests.chart.helpers import render_objects
+from tests.cluster.cluster import Cluster, apply_crd
 from tests.conftest import run_cli
 from tests.operator.conftest import DIGITS_CONFIG
 
@@ -105,7 +106,7 @@ def test_rendered_chart_passes_validation_and_admission(crd: Cluster, tmp_path: 
     crd.kubectl("create", "namespace", target)
     crd.kubectl("label", "namespace", target, "pod-security.kubernetes.io/enforce=restricted")
     rendered = tmp_path / "chart.yaml"
-    rendered.write_text(yaml.safe_dump_all(render_chart(values, namespace=target)))
+    rendered.write_text(yaml.safe_dump_all(render_objects(values, namespace=target)))
     result = crd.kubectl("apply", "--dry-run=server", "-n", target, "-f", str(rendered))
     assert "(server dry run)" in result.stdout
     assert "would violate PodSecurity" not in result.stderr, result.stderr
@@ -127,7 +128,7 @@ def test_chart_rbac_lets_the_operator_set_block_owner_deletion(crd: Cluster, con
     from tests.cluster.controlplane import Credentials
 
     owner = crd.create(studyjob("owner", {**copy.deepcopy(DIGITS_CONFIG)}))
-    (role,) = [o for o in render_chart({"rbac": {"namespaced": True},
+    (role,) = [o for o in render_objects({"rbac": {"namespaced": True},
                                         "operator": {"watchNamespaces": [crd.namespace]}},
                                        namespace=crd.namespace) if o["kind"] == "Role"]
     crd.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}})
