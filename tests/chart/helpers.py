@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,17 +39,35 @@ SCENARIOS: dict[str, dict] = {
 }
 
 
-def render_files(values: dict | None = None, *, namespace: str = NAMESPACE) -> dict[str, str]:
-    """Template path -> rendered text, by Helm's own engine (no helm binary, no cluster)."""
+# The chart requires a database password (or an existing Secret); renders get this one.
+TEST_PASSWORD = "8b1e6c2f0d9a47e3b5c1f4a2"
+
+
+def with_password(values: dict | None, password: str | None = TEST_PASSWORD) -> dict:
+    """``values`` plus ``postgresql.auth.password`` unless they name a password or Secret."""
+    values = copy.deepcopy(values or {})
+    auth = values.setdefault("postgresql", {}).setdefault("auth", {})
+    if password is not None and not (auth.get("password") or auth.get("existingSecret")):
+        auth["password"] = password
+    return values
+
+
+def render_files(values: dict | None = None, *, namespace: str = NAMESPACE,
+                 password: str | None = TEST_PASSWORD) -> dict[str, str]:
+    """Template path -> rendered text, by Helm's own engine (no helm binary, no cluster).
+
+    ``password=None`` renders ``values`` without the test password.
+    """
     import helm_python as helm
 
     with helm.Chart.load(CHART) as chart:
-        return chart.render(values or {}, name=RELEASE, namespace=namespace)
+        return chart.render(with_password(values, password), name=RELEASE, namespace=namespace)
 
 
-def render_objects(values: dict | None = None, *, namespace: str = NAMESPACE) -> list[dict]:
+def render_objects(values: dict | None = None, *, namespace: str = NAMESPACE,
+                   password: str | None = TEST_PASSWORD) -> list[dict]:
     """The rendered chart's objects, in template order (NOTES.txt left out)."""
-    files = render_files(values, namespace=namespace)
+    files = render_files(values, namespace=namespace, password=password)
     objects = []
     for path in sorted(files):
         if path.endswith(".txt"):

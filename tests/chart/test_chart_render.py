@@ -12,9 +12,11 @@ from tests.chart.helpers import (
     KUBERNETES_VERSIONS,
     NAMESPACE,
     SCENARIOS,
+    TEST_PASSWORD,
     find,
     render,
     render_files,
+    with_password,
 )
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is part of the [dev] extra")
@@ -158,7 +160,7 @@ def test_postgres_secret_url_points_at_the_service_and_readiness_uses_pg_isready
     objects = render("default")
     (secret,) = find(objects, "Secret", "kubetune-postgres")
     password = secret["stringData"]["password"]
-    assert len(password) >= 24
+    assert password == TEST_PASSWORD
     assert secret["stringData"]["url"] == (
         f"postgresql+psycopg://kubetune:{password}@kubetune-postgres.{NAMESPACE}.svc:5432/optuna"
     )
@@ -284,7 +286,7 @@ def test_notes_tell_the_next_commands():
 
 def test_other_release_names_prefix_every_object():
     with helm.Chart.load(CHART) as chart:
-        files = chart.render({}, name="team-a", namespace="ml")
+        files = chart.render(with_password({}), name="team-a", namespace="ml")
     names = [
         doc["metadata"]["name"]
         for path, text in files.items() if not path.endswith("NOTES.txt")

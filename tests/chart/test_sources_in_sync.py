@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.chart.helpers import CRD_CHART, CRD_SOURCE, MANIFESTS, ROOT
+from tests.chart.helpers import CRD_CHART, CRD_SOURCE, MANIFESTS, ROOT, manifest_objects
 
 
 def crd_source_bytes() -> bytes:
@@ -64,9 +64,13 @@ def test_kustomization_lists_every_manifest_except_examples():
     assert not missing, f"kustomization.yaml lists missing files: {missing}"
 
 
-def test_manifests_secret_carries_a_placeholder_password_and_says_so():
-    text = (MANIFESTS / "postgres.yaml").read_text(encoding="utf-8")
-    assert "PLACEHOLDER password" in text
-    (secret,) = [d for d in yaml.safe_load_all(text) if d and d["kind"] == "Secret"]
-    password = secret["stringData"]["password"]
-    assert f":{password}@" in secret["stringData"]["url"]
+def test_manifests_ship_no_password_and_generate_the_secret_from_the_users_file():
+    """No password is committed: kustomize builds the Secret from postgres.env, git-ignored."""
+    assert not [obj for _, obj in manifest_objects() if obj.get("kind") == "Secret"]
+    text = (MANIFESTS / "kustomization.yaml").read_text(encoding="utf-8")
+    (generator,) = yaml.safe_load(text)["secretGenerator"]
+    assert generator["name"] == "kubetune-postgres" and generator["envs"] == ["postgres.env"]
+    assert generator["options"]["disableNameSuffixHash"] is True  # the StatefulSet names it
+    assert "openssl rand" in text
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(MANIFESTS / "postgres.env")], cwd=ROOT)
+    assert ignored.returncode == 0, "manifests/postgres.env must be git-ignored"

@@ -11,6 +11,7 @@ admission (server-side dry run, after their namespaces exist).
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,10 +92,15 @@ def test_configs_kubetune_writes_are_accepted_and_kept(crd: Cluster, tmp_path: P
     kept(stored["spec"]["config"], full)
 
 
-def test_kubectl_apply_k_manifests_passes_admission(crd: Cluster):
+def test_kubectl_apply_k_manifests_passes_admission(crd: Cluster, tmp_path: Path):
     namespace = yaml.safe_load((ROOT / "manifests" / "namespace.yaml").read_text())
     crd.kubectl("apply", "-f", str(ROOT / "manifests" / "namespace.yaml"))
-    result = crd.kubectl("apply", "--dry-run=server", "-k", str(ROOT / "manifests"))
+    # The user's step before -k: postgres.env, from which kustomize generates the Secret.
+    manifests = shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
+    (manifests / "postgres.env").write_text(
+        "password=abc123\nurl=postgresql+psycopg://kubetune:abc123@kubetune-postgres.kubetune.svc:5432/optuna\n")
+    result = crd.kubectl("apply", "--dry-run=server", "-k", str(manifests))
+    assert "secret/kubetune-postgres" in result.stdout
     assert "created (server dry run)" in result.stdout or "configured (server dry run)" in result.stdout
     assert "would violate PodSecurity" not in result.stderr, result.stderr
     crd.kubectl("delete", "namespace", namespace["metadata"]["name"], "--wait=false")

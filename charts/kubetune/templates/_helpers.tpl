@@ -61,11 +61,28 @@ app.kubernetes.io/component: {{ .component }}
 {{/* The Secret that holds the storage URL, and its key. */}}
 {{- define "kubetune.storageSecretName" -}}
 {{- if .Values.postgresql.enabled }}
-{{- printf "%s-postgres" (include "kubetune.fullname" .) }}
+{{- default (printf "%s-postgres" (include "kubetune.fullname" .)) .Values.postgresql.auth.existingSecret }}
 {{- else if .Values.storage.existingSecret }}
 {{- .Values.storage.existingSecret }}
 {{- else }}
 {{- fail "storage.existingSecret must name a Secret with the storage URL when postgresql.enabled is false, but got an empty string" }}
+{{- end }}
+{{- end }}
+
+{{/*
+  PostgreSQL's max_connections: postgresql.connections.maxConnections, or computed from the
+  connections each kubetune process may hold (kubetune.search.storage POOL_SIZE + MAX_OVERFLOW
+  = 4): 4 x (parallelism trial pods + the operator + the two visualise containers
+  [+ the dashboard]) [+ grpcProxy.replicas x grpcProxy.threads] + 10 reserved.
+*/}}
+{{- define "kubetune.postgresMaxConnections" -}}
+{{- $c := .Values.postgresql.connections }}
+{{- if $c.maxConnections }}
+{{- int $c.maxConnections }}
+{{- else }}
+{{- $processes := add (int $c.parallelism) 3 (ternary 1 0 .Values.dashboard.enabled) }}
+{{- $proxy := ternary (mul (int .Values.grpcProxy.replicas) (int .Values.grpcProxy.threads)) 0 .Values.grpcProxy.enabled }}
+{{- add (mul $processes 4) $proxy 10 }}
 {{- end }}
 {{- end }}
 

@@ -67,6 +67,9 @@ def release(images):
         "--set", f"trials.image.tag={trainer_tag}",
         "--set", f"trials.cpuImage.repository={trainer_repo}",
         "--set", f"trials.cpuImage.tag={trainer_tag}",
+        # Required (the chart never generates one). Fixed: the throwaway cluster's database
+        # must open again when a kept release (KUBETUNE_E2E_KEEP=1) is upgraded.
+        "--set", "postgresql.auth.password=kubetune-e2e-throwaway",
         "--wait", "--timeout", "10m",
         timeout=900,
     )

@@ -16,6 +16,11 @@ from kubetune.errors import ConfigError
 STORAGE_ENV = "KUBETUNE_STORAGE_URL"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # a RUNNING trial without a heartbeat for this long is failed
+# Connections one process holds to a database server: a trial needs two (its own thread and
+# the heartbeat thread); busier processes (the operator) queue for the overflow. The chart
+# sizes PostgreSQL's max_connections from POOL_SIZE + MAX_OVERFLOW per process.
+POOL_SIZE = 2
+MAX_OVERFLOW = 2
 MAX_RETRIES = 2  # retries of a heartbeat-stale trial with the same params
 # Tests (and impatient clusters) shorten the two timings without a config change.
 HEARTBEAT_ENV = "KUBETUNE_HEARTBEAT_INTERVAL"
@@ -96,10 +101,11 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         make_url(url)
     except ArgumentError:
         raise ConfigError(f"`search.storage` is not a database URL: {mask_url(url)!r}", path="search.storage") from None
-    engine_kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {}
     if url.startswith("sqlite"):
         # Several local worker processes share the file: wait for the lock instead of failing.
-        engine_kwargs["connect_args"] = {"timeout": 60}
+        engine_kwargs: dict = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True, "pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
     extra = {}
     interval, grace = heartbeat_settings() if heartbeat else (0, 0)
     try:
