@@ -1,4 +1,4 @@
-"""Shared fixtures: the digits sample, fast configs, real PostgreSQL and Chromium.
+"""Shared fixtures: the digits sample, fast configs, real PostgreSQL (alone or behind Optuna's gRPC proxy) and Chromium.
 
 With ``KUBETUNE_REQUIRE_SERVICES=1`` (set by .ci/run) a missing PostgreSQL or
 Chromium fails the test instead of skipping it.
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,6 +92,38 @@ def postgres_url(postgres_server_url: str):
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+# Optuna's own gRPC storage proxy server, in a process of its own.
+GRPC_SERVE = ("import sys, optuna; optuna.storages.run_grpc_proxy_server("
+              "optuna.storages.RDBStorage(sys.argv[1]), host='127.0.0.1', port=int(sys.argv[2]))")
+
+
+@pytest.fixture
+def grpc_url(postgres_url: str) -> Iterator[str]:
+    """``grpc://127.0.0.1:<port>``: Optuna's gRPC proxy server in front of a fresh PostgreSQL database."""
+    import optuna
+
+    from kubetune.search.storage import make_storage
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-c", GRPC_SERVE, postgres_url, str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"grpc://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            optuna.get_all_study_summaries(make_storage(url))
+            break
+        except Exception:  # noqa: BLE001 - not serving yet
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the gRPC proxy did not start: {server.stderr.read().decode()[-2000:]}") from None
+            time.sleep(0.3)
+    yield url
+    server.terminate()
+    server.wait(10)
 
 
 @pytest.fixture(scope="session")
