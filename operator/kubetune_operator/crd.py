@@ -145,8 +145,9 @@ def spec_schema() -> dict[str, Any]:
         "parallelism": _s("integer", "Trial Jobs running at once.", minimum=1, default=1),
         "maxFailed": _s("integer", "More failed trials than this fail the StudyJob (retried "
                         "failures do not count).", minimum=0, default=3),
-        "retries": _s("integer", "Retries, with the same params, of a trial lost to the cluster "
-                      "(evicted, preempted, Job deleted).", minimum=0, default=1),
+        "retries": _s("integer", "Times a trial disrupted by the cluster (evicted, preempted, node "
+                      "lost, Job deleted) resumes from its last checkpoint in a new Job; past "
+                      "that it fails.", minimum=0, default=1),
         "image": _s("string", "Trainer image (default: the operator's --trial-image).", minLength=1),
         "imagePullPolicy": _s("string", enum=["Always", "IfNotPresent", "Never"]),
         "imagePullSecrets": _s("array", "Names of Secrets to pull the image with.", items=_s("string")),
@@ -215,7 +216,8 @@ def status_schema() -> dict[str, Any]:
         "study": _s("string", "The Optuna study's name."),
         "progress": _s("string", "Finished trials / n_trials."),
         "trials": _s("object", properties={k: count for k in (
-            "running", "waiting", "complete", "pruned", "failed", "retried", "finished", "total")}),
+            "running", "waiting", "complete", "pruned", "failed", "retried", "preempted", "finished",
+            "total")}),
         "best": _s("object", properties={
             "trial": _s("integer"), "value": _s("number"),
             "params": _s("object", **{"x-kubernetes-preserve-unknown-fields": True})}),

@@ -1,9 +1,10 @@
 """Why a trial Job ended without its trial being told, read from the Job and its pods.
 
-Reasons and whether they are retried with the same params:
+Reasons, and whether the trial resumes (a new Job for the same trial, continuing from
+its last checkpoint, up to ``spec.trials.retries`` times):
 
 ==================== ========= ===================================================
-reason               retried   seen as
+reason               resumed   seen as
 ==================== ========= ===================================================
 Evicted              yes       pod condition DisruptionTarget/EvictionByEvictionAPI (drain),
                                TerminationByKubelet or ``status.reason`` Evicted (node pressure)
@@ -18,7 +19,7 @@ DeadlineExceeded     no        Job condition Failed/DeadlineExceeded
 BackoffLimitExceeded no        the pod exited non-zero without telling the trial
 ==================== ========= ===================================================
 
-Infrastructure failures say nothing about the params, so a retry may succeed;
+A disruption says nothing about the params, so the trial goes on where it stopped;
 the others would fail again the same way (same params, same memory, same time).
 """
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-RETRYABLE = frozenset({"Evicted", "Preempted", "NodeLost", "Disrupted", "JobDeleted"})
+DISRUPTIONS_RESUMED = frozenset({"Evicted", "Preempted", "NodeLost", "Disrupted", "JobDeleted"})
 # DisruptionTarget condition reasons (Kubernetes 1.26+) -> kubetune's reason.
 DISRUPTIONS = {
     "EvictionByEvictionAPI": "Evicted",
@@ -47,8 +48,9 @@ class Failure:
     message: str
 
     @property
-    def retryable(self) -> bool:
-        return self.reason in RETRYABLE
+    def resumable(self) -> bool:
+        """A disruption: the trial may go on from its checkpoint in a new Job."""
+        return self.reason in DISRUPTIONS_RESUMED
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}" if self.message else self.reason

@@ -18,6 +18,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_STUDYJOB = "kubetune.dev/studyjob"
 LABEL_TRIAL = "kubetune.dev/trial"
+LABEL_RESUME = "kubetune.dev/resume"  # 0 for a trial's first Job, k for its k-th resume
 MANAGED_BY = "kubetune-operator"
 APP_NAME = "kubetune"
 
@@ -41,9 +42,10 @@ ATTR_OWNER = "kubetune.owner"  # "<namespace>/<name>" of the StudyJob that asked
 ATTR_JOB = "kubetune.job"  # set just before the trial's Job is created
 ATTR_RETRY_OF = "kubetune.retry_of"  # number of the failed trial this one repeats
 ATTR_ATTEMPT = "kubetune.attempt"  # 1 for a first try, 2 for its first retry, ...
+ATTR_PREEMPTED = "kubetune.preempted"  # times the trial was disrupted and resumed in a new Job
 ATTR_FAIL_REASON = "fail_reason"  # why a trial failed (the trial pod uses the same key)
 
-# Longest StudyJob name: child names add at most 13 characters ("-trial-999999")
+# Longest StudyJob name: child names add at most 17 characters ("-trial-999999-r99")
 # and a Job name must fit a 63-character label value.
 MAX_NAME_LENGTH = 45
 
@@ -53,8 +55,9 @@ def owner_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-def trial_job_name(studyjob: str, number: int) -> str:
-    return f"{studyjob}-trial-{number}"
+def trial_job_name(studyjob: str, number: int, resume: int = 0) -> str:
+    """``<name>-trial-<n>``; the Job that resumes a disrupted trial the k-th time ends ``-r<k>``."""
+    return f"{studyjob}-trial-{number}" + (f"-r{resume}" if resume else "")
 
 
 def visualise_job_name(studyjob: str) -> str:

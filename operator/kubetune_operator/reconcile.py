@@ -60,6 +60,19 @@ def reconcile(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
         return Pass(rt, body).run()
 
 
+def latest_trial_jobs(jobs: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Trial number -> its newest Job (a resumed trial has one per disruption)."""
+    found: dict[int, tuple[int, dict[str, Any]]] = {}
+    for job in jobs:
+        labels = job["metadata"].get("labels") or {}
+        if names.LABEL_TRIAL not in labels:
+            continue
+        number, resume = int(labels[names.LABEL_TRIAL]), int(labels.get(names.LABEL_RESUME, 0))
+        if number not in found or resume > found[number][0]:
+            found[number] = (resume, dict(job))
+    return {number: job for number, (_, job) in found.items()}
+
+
 def format_params(params: Mapping[str, Any]) -> str:
     parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
     return ", ".join(parts) or "no params"
@@ -178,12 +191,9 @@ class Pass:
         listing = self.rt.pool.submit(self.kube.list_jobs, self.namespace, self.name, self.uid)
         trials = handle.trials()
         jobs = listing.result()
-        trial_jobs = {
-            int(job["metadata"]["labels"][names.LABEL_TRIAL]): job
-            for job in jobs if names.LABEL_TRIAL in job["metadata"].get("labels", {})
-        }
+        trial_jobs = latest_trial_jobs(jobs)
         visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(self.name)), None)
-        settler = Settler(self, spec, handle, trial_jobs, lambda t: self._start_job(spec, handle, t))
+        settler = Settler(self, spec, handle, trial_jobs, lambda t, r: self._start_job(spec, handle, t, r))
         if settler.settle(trials):
             trials = handle.trials()
         summary = summarise(trials, self.key, handle.maximize)
@@ -267,9 +277,10 @@ class Pass:
             running, used, launched = running + 1, used + 1, launched + 1
         return launched
 
-    def _start_job(self, spec: StudyJobSpec, handle: StudyHandle, trial: optuna.Trial | FrozenTrial) -> None:
-        job_name = names.trial_job_name(self.name, trial.number)
-        job = trial_job(self.owner, spec, handle.name, trial.number, self.rt.options.trial_image)
+    def _start_job(self, spec: StudyJobSpec, handle: StudyHandle, trial: optuna.Trial | FrozenTrial,
+                   resume: int = 0) -> None:
+        job_name = names.trial_job_name(self.name, trial.number, resume)
+        job = trial_job(self.owner, spec, handle.name, trial.number, self.rt.options.trial_image, resume)
         try:
             created = self.kube.create(job, self.namespace)
         except ApiError as exc:
@@ -294,6 +305,8 @@ class Pass:
         # operator that stopped before creating the Job, and gets its Job; one with the
         # mark but no Job lost it (deleted) and fails.
         handle.mark_job(trial, job_name)
+        if resume:
+            return  # the TrialPreempted event told it
         retry_of = trial.user_attrs.get(names.ATTR_RETRY_OF)
         note = f" (retry of trial {retry_of})" if retry_of is not None else ""
         self.event("Normal", "TrialStarted",

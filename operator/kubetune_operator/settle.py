@@ -3,18 +3,20 @@
 For each trial this StudyJob asked (``kubetune.owner``):
 
 - RUNNING, its Job ended or vanished: the pod died without telling (OOM kill,
-  eviction, deadline, node loss, deleted Job). The trial is told FAIL with the
-  reason read from the Job and its pods.
-- RUNNING, no Job and no ``kubetune.job`` mark: the operator stopped between asking
+  eviction, deadline, node loss, deleted Job). A disruption (eviction, preemption,
+  node loss, deleted Job) resumes the trial: a new Job ``-r<k>`` for the same trial
+  continues from its last checkpoint, up to ``spec.trials.retries`` times. Otherwise,
+  or past that, the trial is told FAIL with the reason read from the Job and its pods.
+- RUNNING, and its current Job (``kubetune.preempted`` says which) does not exist and
+  is not marked in ``kubetune.job``: the operator stopped between asking (or resuming)
   the trial and creating its Job; the Job is created now.
-- FAIL as "terminated (SIGTERM)" and its Job failed: the trainer told FAIL itself
-  on the SIGTERM of an eviction, a preemption or a deadline; the Job and its pods
-  still say which. (Other FAILs are the trainer's own errors: never retried.)
+- FAIL as "terminated (SIGTERM)" and its Job failed: a trainer image older than the
+  resume told FAIL itself on the SIGTERM; the Job and its pods still say why, and a
+  disruption is retried with the same params as a new trial (``attempt``).
+  (Other FAILs are the trainer's own errors: never retried.)
 
-Either way, an infrastructure failure (see :mod:`kubetune_operator.failures`) is
-retried with the same params while ``attempt <= spec.trials.retries``. Every
-finished trial gets one event; after a restart, trials that ended before are not
-news (only retries still owed are acted on).
+Every finished trial gets one event; after a restart, trials that ended before are
+not news (only retries still owed are acted on).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from kubetune.search.single_trial import TERMINATED
 from kubetune_operator import names
 from kubetune_operator.failures import Failure, failure_reason, job_outcome, vanished
 from kubetune_operator.spec import StudyJobSpec
-from kubetune_operator.studies import StudyHandle, Summary, attempt
+from kubetune_operator.studies import StudyHandle, Summary, attempt, preempted
 
 if TYPE_CHECKING:
     from kubetune_operator.reconcile import Pass
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
 class Settler:
     def __init__(self, run: Pass, spec: StudyJobSpec, handle: StudyHandle,
-                 trial_jobs: dict[int, dict[str, Any]], start_job: Callable[[FrozenTrial], None]) -> None:
+                 trial_jobs: dict[int, dict[str, Any]], start_job: Callable[[FrozenTrial, int], None]) -> None:
         self.p, self.spec, self.handle, self.trial_jobs = run, spec, handle, trial_jobs
         self.start_job = start_job
         rt = run.rt
@@ -54,7 +56,7 @@ class Settler:
                 continue
             job = self.trial_jobs.get(trial.number)
             if trial.state == TrialState.RUNNING:
-                changed |= self._running(trial, job, trials)
+                changed |= self._running(trial, job)
             elif (_terminated(trial) and job is not None and job_outcome(job) == "failed"
                   and trial.number not in self.examined):
                 self.examined.add(trial.number)
@@ -62,10 +64,14 @@ class Settler:
                     changed |= self._reported_failure(trial, job, trials)
         return changed
 
-    def _running(self, trial: FrozenTrial, job: dict[str, Any] | None, trials: list[FrozenTrial]) -> bool:
+    def _running(self, trial: FrozenTrial, job: dict[str, Any] | None) -> bool:
+        resume = preempted(trial)
+        current = names.trial_job_name(self.p.name, trial.number, resume)
+        if job is not None and job["metadata"]["name"] != current:
+            job = None  # an earlier Job of a trial since resumed
         if job is None:
-            if names.ATTR_JOB not in trial.user_attrs:
-                self.start_job(trial)  # asked, but the operator stopped before the Job existed
+            if trial.user_attrs.get(names.ATTR_JOB) != current:
+                self.start_job(trial, resume)  # the operator stopped before the Job existed
                 return False
             failure = vanished()
         else:
@@ -80,11 +86,24 @@ class Settler:
                 failure = Failure("NoReport", "the trial pod exited 0 without reporting a result")
             else:
                 failure = self._why(job)
+        if failure.resumable and resume < self.spec.trials.retries:
+            self._resume(trial, failure, resume + 1)
+            return True
         if not self.handle.tell_fail(trial, failure):
             return True  # the pod told it meanwhile; the next pass looks again
         self.examined.add(trial.number)
-        self._fail_event(trial, str(failure), failure, self._maybe_retry(trial, failure, trials))
+        self._fail_event(trial, str(failure), failure, retried=False)
         return True
+
+    def _resume(self, trial: FrozenTrial, failure: Failure, resume: int) -> None:
+        """A new Job for the same trial; it continues from the trial's last checkpoint."""
+        if not self.handle.mark_preempted(trial, resume):
+            return  # the pod told it meanwhile
+        self.start_job(trial, resume)
+        job_name = names.trial_job_name(self.p.name, trial.number, resume)
+        self.p.event("Warning", "TrialPreempted",
+                     f"trial {trial.number} was disrupted ({failure}); it resumes from its last "
+                     f"checkpoint as Job {job_name} (resume {resume} of {self.spec.trials.retries})")
 
     def _reported_failure(self, trial: FrozenTrial, job: dict[str, Any], trials: list[FrozenTrial]) -> bool:
         failure = self._why(job)
@@ -106,7 +125,7 @@ class Settler:
         return failure_reason(job, pods)
 
     def _maybe_retry(self, trial: FrozenTrial, failure: Failure, trials: list[FrozenTrial]) -> bool:
-        if failure.retryable and attempt(trial) <= self.spec.trials.retries:
+        if failure.resumable and attempt(trial) <= self.spec.trials.retries:
             self.handle.retry(trial, trials)
             return True
         return False

@@ -86,6 +86,7 @@ def trials_block(summary: Any, n_trials: int, owned_running: int) -> dict[str, i
         "pruned": summary.pruned,
         "failed": summary.failed,
         "retried": summary.retried,
+        "preempted": summary.preempted,
         "finished": summary.finished,
         "total": n_trials,
     }

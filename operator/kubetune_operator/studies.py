@@ -53,6 +53,7 @@ class Summary:
     retried: int = 0  # FAIL trials that a retry replaces
     running: int = 0  # RUNNING trials, whoever runs them
     waiting: int = 0  # WAITING trials (enqueued: first config, retries)
+    preempted: int = 0  # resumes of this StudyJob's disrupted trials, over all its trials
     best: FrozenTrial | None = None
     owned_running: list[FrozenTrial] = field(default_factory=list)
     owned_waiting: list[FrozenTrial] = field(default_factory=list)
@@ -72,6 +73,8 @@ def summarise(trials: Sequence[FrozenTrial], owner: str, maximize: bool) -> Summ
     retried = retried_numbers(trials)
     for trial in trials:
         state = trial.state
+        if trial.user_attrs.get(names.ATTR_OWNER) == owner:
+            summary.preempted += preempted(trial)
         if state == TrialState.COMPLETE:
             summary.complete += 1
             if trial.value is not None and (
@@ -181,6 +184,15 @@ class StudyHandle:
         """Record that the trial's Job is about to exist (a missing Job then means a lost one)."""
         self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_JOB, job_name)
 
+    def mark_preempted(self, trial: FrozenTrial, count: int) -> bool:
+        """Record the ``count``-th resume of a disrupted trial before its new Job exists;
+        False if the trial finished meanwhile."""
+        try:
+            self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_PREEMPTED, count)
+        except UpdateFinishedTrialError:
+            return False
+        return True
+
     def tell_fail(self, trial: FrozenTrial, failure: Failure) -> bool:
         """Fail a RUNNING trial with its reason; False if it finished meanwhile."""
         try:
@@ -230,6 +242,11 @@ def _point_key(params: dict[str, Any]) -> tuple:
 
 def attempt(trial: FrozenTrial) -> int:
     return int(trial.user_attrs.get(names.ATTR_ATTEMPT, 1))
+
+
+def preempted(trial: FrozenTrial | optuna.Trial) -> int:
+    """How many times the trial was disrupted and resumed: the index of its current Job."""
+    return int(trial.user_attrs.get(names.ATTR_PREEMPTED, 0))
 
 
 def delete_study(storage: optuna.storages.BaseStorage, study_name: str) -> bool:

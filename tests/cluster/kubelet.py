@@ -187,6 +187,7 @@ class PodWorker(threading.Thread):
         self.oom = False
         self.started_at = now()
         self.attached: list[str] = []
+        self.envs: dict[str, dict[str, str]] = {}
 
     @property
     def path(self) -> str:
@@ -326,7 +327,11 @@ class PodWorker(threading.Thread):
         """Volume name -> local folder; None when the pod was deleted while waiting to mount."""
         while True:
             try:
-                return self._try_mount()
+                volumes = self._try_mount()
+                spec = self.pod["spec"]
+                self.envs = {c["name"]: self._env(c) for c in [*(spec.get("initContainers") or []),
+                                                               *spec["containers"]]}
+                return volumes
             except MountError as exc:
                 self.event("Warning", "FailedMount", str(exc))
                 if self.terminating.wait(2.0):
@@ -363,7 +368,7 @@ class PodWorker(threading.Thread):
     def _write_keys(self, volume: dict[str, Any], local: Path) -> None:
         kind, ref = ("configmaps", volume["configMap"]) if "configMap" in volume else ("secrets", volume["secret"])
         name = ref.get("name") or ref.get("secretName")
-        obj = self.node.client.request("GET", f"/api/v1/namespaces/{self.namespace}/{kind}/{name}")
+        obj = self._get(kind, name)
         if obj is None:
             if ref.get("optional"):
                 local.mkdir(parents=True, exist_ok=True)
@@ -418,7 +423,7 @@ class PodWorker(threading.Thread):
         fs_group = pod_security.get("fsGroup")
         return containers.Process(
             argv=[*container.get("command", []), *container.get("args", [])],
-            env=self._env(container), mounts=mounts, uid=uid, gid=security.get("runAsGroup"),
+            env=self.envs[container["name"]], mounts=mounts, uid=uid, gid=security.get("runAsGroup"),
             groups=[g for g in (security.get("runAsGroup"), fs_group) if g is not None],
             workdir=container.get("workingDir") or "/",
         )
@@ -454,8 +459,16 @@ class PodWorker(threading.Thread):
                                     }.get(field_path, "")
         return env
 
+    def _get(self, kind: str, name: str) -> dict[str, Any] | None:
+        """A ConfigMap or Secret as this node may read it. The Node authorizer learns of the pod's
+        binding a moment after the scheduler writes it, so a refusal is retried as the kubelet does."""
+        try:
+            return self.node.client.request("GET", f"/api/v1/namespaces/{self.namespace}/{kind}/{name}")
+        except ApiError as exc:
+            raise MountError(f"{kind[:-1]} {self.namespace}/{name}: {exc}") from exc
+
     def _read_all(self, kind: str, name: str) -> dict[str, str]:
-        obj = self.node.client.request("GET", f"/api/v1/namespaces/{self.namespace}/{kind}/{name}") or {}
+        obj = self._get(kind, name) or {}
         data = obj.get("data") or {}
         if kind == "secrets":
             return {k: base64.b64decode(v).decode() for k, v in data.items()}

@@ -25,26 +25,58 @@ def _study(url: str, name: str = "digits-op") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=url)
 
 
+async def _run(cluster, make_kubelet, storage: str, name: str, fate, **spec) -> tuple[list, dict]:
+    """Run StudyJob ``name`` to Succeeded with the kubelet's ``fate`` for each Job (a name, or
+    a name for trial 0's Jobs, every other one told COMPLETE); its trials and status."""
+    decide = fate if callable(fate) else (lambda job: fate if _trial_of(job) == 0 else "tell")
+    async with make_kubelet(decide):
+        await cluster.create_studyjob(name, digits_spec(parallelism=1, **spec))
+        status = await cluster.wait_phase(name, "Succeeded")
+    return _study(storage).trials, status
+
+
 def _condition(status: dict, kind: str) -> dict:
     return next(c for c in status.get("conditions", []) if c["type"] == kind)
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("eviction", ["evict", "evict-told"])
-async def test_evicted_trial_runs_again_with_the_same_params(cluster, storage_secret, start_operator,
-                                                            make_kubelet, eviction):
-    # "evict-told": the trainer catches the SIGTERM and tells FAIL itself before the
-    # Job fails; the Job's pod still says Evicted, and that is what decides the retry.
+async def test_evicted_trial_resumes_as_the_same_trial(cluster, storage_secret, start_operator, make_kubelet):
     await start_operator()
-    fate = lambda job: eviction if _trial_of(job) == 0 else "tell"  # noqa: E731
-    async with make_kubelet(fate):
-        await cluster.create_studyjob("evict", digits_spec(n_trials=3, parallelism=1, retries=1))
-        status = await cluster.wait_phase("evict", "Succeeded")
-    trials = _study(storage_secret).trials
+    first_job_only = lambda job: "evict" if job["metadata"]["name"] == "evict-trial-0" else "tell"  # noqa: E731
+    trials, status = await _run(cluster, make_kubelet, storage_secret, "evict", first_job_only,
+                                n_trials=3, retries=1)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3  # no new trial, nothing failed
+    assert trials[0].user_attrs[names.ATTR_PREEMPTED] == 1
+    assert trials[0].user_attrs[names.ATTR_JOB] == "evict-trial-0-r1"
+    assert status["trials"]["preempted"] == 1 and status["trials"]["failed"] == 0
+    resumed = cluster.event_messages("TrialPreempted")
+    assert len(resumed) == 1 and resumed[0].startswith("trial 0 was disrupted (Evicted:")
+    assert "as Job evict-trial-0-r1 (resume 1 of 1)" in resumed[0]
+
+
+@pytest.mark.asyncio
+async def test_a_trial_disrupted_past_its_retries_fails_with_the_reason(cluster, storage_secret, start_operator,
+                                                                        make_kubelet):
+    await start_operator()
+    trials, status = await _run(cluster, make_kubelet, storage_secret, "evict", "evict",
+                                n_trials=2, retries=1)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs[names.ATTR_FAIL_REASON] == "Evicted: The node was low on resource: memory."
+    assert trials[0].user_attrs[names.ATTR_PREEMPTED] == 1
+    assert status["trials"]["failed"] == 1 and status["trials"]["retried"] == 0
+    assert any(m.startswith("trial 0 failed: Evicted") for m in cluster.event_messages("TrialFailed"))
+
+
+@pytest.mark.asyncio
+async def test_a_trial_an_older_trainer_failed_on_sigterm_runs_again(cluster, storage_secret, start_operator,
+                                                                     make_kubelet):
+    # "evict-told": a trainer image from before the resume tells FAIL on SIGTERM before the
+    # Job fails; the Job's pod still says Evicted, and its params run again as a new trial.
+    await start_operator()
+    trials, status = await _run(cluster, make_kubelet, storage_secret, "evict", "evict-told",
+                                n_trials=3, retries=1)
     assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
-    told = trials[0].user_attrs[names.ATTR_FAIL_REASON]
-    assert told == ("terminated (SIGTERM)" if eviction == "evict-told" else
-                    "Evicted: The node was low on resource: memory.")
+    assert trials[0].user_attrs[names.ATTR_FAIL_REASON] == "terminated (SIGTERM)"
     retry = trials[1]
     assert retry.params == trials[0].params
     assert retry.user_attrs[names.ATTR_RETRY_OF] == 0 and retry.user_attrs[names.ATTR_ATTEMPT] == 2
@@ -61,11 +93,8 @@ async def test_evicted_trial_runs_again_with_the_same_params(cluster, storage_se
 async def test_job_oom_killed_before_its_trial_tells_fails_it_once(cluster, storage_secret,
                                                                   start_operator, make_kubelet):
     await start_operator()
-    fate = lambda job: "oom" if _trial_of(job) == 0 else "tell"  # noqa: E731
-    async with make_kubelet(fate):
-        await cluster.create_studyjob("oom", digits_spec(n_trials=2, parallelism=1, retries=2))
-        status = await cluster.wait_phase("oom", "Succeeded")
-    trials = _study(storage_secret).trials
+    trials, status = await _run(cluster, make_kubelet, storage_secret, "oom", "oom",
+                                n_trials=2, retries=2)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     reason = trials[0].user_attrs[names.ATTR_FAIL_REASON]
     assert reason == "OOMKilled: the trial container exceeded its memory limit"
@@ -77,11 +106,8 @@ async def test_job_oom_killed_before_its_trial_tells_fails_it_once(cluster, stor
 async def test_a_trainer_error_is_reported_and_not_retried(cluster, storage_secret, start_operator,
                                                            make_kubelet):
     await start_operator()
-    fate = lambda job: "trainer-error" if _trial_of(job) == 0 else "tell"  # noqa: E731
-    async with make_kubelet(fate):
-        await cluster.create_studyjob("nan", digits_spec(n_trials=2, parallelism=1, retries=3))
-        status = await cluster.wait_phase("nan", "Succeeded")
-    trials = _study(storage_secret).trials
+    trials, status = await _run(cluster, make_kubelet, storage_secret, "nan", "trainer-error",
+                                n_trials=2, retries=3)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert status["trials"]["retried"] == 0
     await wait_for(lambda: cluster.events("TrialFailed"), 10, "the TrialFailed event")
@@ -89,20 +115,20 @@ async def test_a_trainer_error_is_reported_and_not_retried(cluster, storage_secr
 
 
 @pytest.mark.asyncio
-async def test_vanished_job_fails_its_trial_and_retries(cluster, storage_secret, start_operator,
-                                                       make_kubelet):
+async def test_vanished_job_resumes_its_trial_in_a_new_job(cluster, storage_secret, start_operator,
+                                                          make_kubelet):
     await start_operator()
     async with make_kubelet(lambda job: "hold") as kubelet:
         await cluster.create_studyjob("gone", digits_spec(n_trials=2, parallelism=1))
         await wait_for(lambda: cluster.jobs("gone"), 30, "the first Job")
         await cluster.delete("batch/v1/jobs", "gone-trial-0")
-        await wait_for(lambda: "gone-trial-1" in cluster.jobs("gone"), 30, "the retry's Job")
+        await wait_for(lambda: "gone-trial-0-r1" in cluster.jobs("gone"), 30, "the resumed trial's Job")
         kubelet.release()
         await cluster.wait_phase("gone", "Succeeded")
     trials = _study(storage_secret).trials
-    assert trials[0].user_attrs[names.ATTR_FAIL_REASON].startswith("JobDeleted")
-    assert trials[1].user_attrs[names.ATTR_RETRY_OF] == 0
-    assert len(trials) == 3
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert trials[0].user_attrs[names.ATTR_PREEMPTED] == 1
+    assert "JobDeleted" in cluster.event_messages("TrialPreempted")[0]
 
 
 @pytest.mark.asyncio

@@ -39,7 +39,7 @@ def test_job_outcome(job, expected):
     assert job_outcome(job) == expected
 
 
-@pytest.mark.parametrize(("job", "pods", "reason", "retryable"), [
+@pytest.mark.parametrize(("job", "pods", "reason", "resumable"), [
     (_job(), [_terminated("OOMKilled", 137)], "OOMKilled", False),
     (_job(), [_pod(phase="Failed", reason="Evicted", message="low on memory")], "Evicted", True),
     (_job(), [_pod(phase="Failed", conditions=[{"type": "DisruptionTarget", "status": "True",
@@ -57,9 +57,9 @@ def test_job_outcome(job, expected):
     (_job(), [_terminated("Error", 3)], "BackoffLimitExceeded", False),
     (_job(), [], "BackoffLimitExceeded", False),
 ])
-def test_failure_reasons(job, pods, reason, retryable):
+def test_failure_reasons(job, pods, reason, resumable):
     failure = failure_reason(job, pods)
-    assert failure.reason == reason and failure.retryable is retryable
+    assert failure.reason == reason and failure.resumable is resumable
     assert str(failure).startswith(f"{reason}: ")
 
 
@@ -67,7 +67,7 @@ def test_messages_say_what_happened():
     assert "exited with code 3 without reporting" in str(failure_reason(_job(), [_terminated("Error", 3)]))
     assert "deadline of 600s" in str(failure_reason(_job("DeadlineExceeded", 600), []))
     assert "low on memory" in str(failure_reason(_job(), [_pod(reason="Evicted", message="low on memory")]))
-    assert vanished().retryable and vanished().reason == "JobDeleted"
+    assert vanished().resumable and vanished().reason == "JobDeleted"
 
 
 def _pending_job(**status) -> dict:
@@ -92,7 +92,7 @@ def test_a_pod_that_never_starts_fails_after_the_startup_timeout(pods, reason):
     job = _pending_job(active=1)
     assert startup_failure(job, pods, timeout=300, now=START + 299) is None  # still within the timeout
     failure = startup_failure(job, pods, timeout=300, now=START + 301)
-    assert failure is not None and failure.reason == reason and not failure.retryable
+    assert failure is not None and failure.reason == reason and not failure.resumable
     assert reason in STARTUP_REASONS and "300s" in failure.message
 
 

@@ -83,18 +83,23 @@ def _job(
 
 
 def trial_job(
-    owner: Mapping[str, Any], spec: StudyJobSpec, study_name: str, number: int, image: str
+    owner: Mapping[str, Any], spec: StudyJobSpec, study_name: str, number: int, image: str, resume: int = 0
 ) -> dict[str, Any]:
-    """Job ``<name>-trial-<number>``: trains trial ``number`` of ``study_name`` and tells it."""
+    """Job ``<name>-trial-<number>``: trains trial ``number`` of ``study_name`` and tells it.
+
+    ``resume`` > 0: the trial was disrupted; this Job (``-r<resume>``) runs the same command,
+    which continues from the trial's last checkpoint.
+    """
     studyjob = owner["metadata"]["name"]
-    labels = {**names.child_labels(studyjob, "trial"), names.LABEL_TRIAL: str(number)}
+    labels = {**names.child_labels(studyjob, "trial"), names.LABEL_TRIAL: str(number),
+              names.LABEL_RESUME: str(resume)}
     annotations = {names.ANNOTATION_STUDY: study_name}
     image = spec.trials.image or image
     trial = container(spec, "trial", image, trial_command(study_name, number, spec),
                       resources=spec.trials.resources.model_dump(exclude_defaults=True))
     pod = pod_spec(spec, studyjob, image, [trial])
     return _job(
-        owner, names.trial_job_name(studyjob, number), labels, annotations, pod,
+        owner, names.trial_job_name(studyjob, number, resume), labels, annotations, pod,
         spec.trials.active_deadline_seconds, spec.trials.ttl_seconds_after_finished,
     )
 
