@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from kubetune_operator import cleanup, names
+from kubetune_operator import status as st
 from kubetune_operator.failures import job_outcome
 from kubetune_operator.kube import ApiError
 from kubetune_operator.reconcile import Outcome, reconcile
@@ -43,6 +44,12 @@ def _pass(rt: Runtime, body: Mapping[str, Any]) -> None:
         raise kopf.TemporaryError("waiting for the storage or a referenced object", delay=outcome.retry_after)
 
 
+def is_unfinished(status: Mapping[str, Any], **_: Any) -> bool:
+    """The resync timer runs only for StudyJobs not yet Succeeded or Failed; a spec change
+    (more trials, a fix) reaches a finished one through its update handler."""
+    return (status or {}).get("phase") not in (st.SUCCEEDED, st.FAILED)
+
+
 def is_ours(labels: Mapping[str, str]) -> bool:
     """A Job the operator made (the API may ignore the watch's label selector)."""
     return labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and names.LABEL_STUDYJOB in labels
@@ -62,8 +69,8 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
     def studyjob_changed(body: kopf.Body, **_: Any) -> None:
         _pass(rt, body)
 
-    @kopf.timer(*STUDYJOBS, interval=rt.options.resync_seconds,
-                initial_delay=rt.options.resync_seconds, registry=registry)
+    @kopf.timer(*STUDYJOBS, interval=rt.options.resync_seconds, initial_delay=rt.options.resync_seconds,
+                when=is_unfinished, registry=registry)
     def studyjob_resync(body: kopf.Body, **_: Any) -> None:
         # Safety net only: Job and StudyJob events drive the study.
         _reconcile(rt, body)

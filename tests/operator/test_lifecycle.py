@@ -7,6 +7,8 @@ for training: what is under test is the operator's handling of Jobs and trials).
 
 from __future__ import annotations
 
+import asyncio
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -178,3 +180,26 @@ async def test_deleting_with_delete_study_removes_the_study(cluster, storage_sec
     await wait_for(lambda: cluster.get(STUDYJOBS, "purge") is None, 30, "the StudyJob to go")
     with pytest.raises(KeyError):
         _study(storage_secret)
+
+
+@pytest.mark.asyncio
+async def test_a_finished_studyjob_stops_its_resync_timer(cluster, storage_secret, start_operator, make_kubelet,
+                                                          monkeypatch):
+    from kubetune_operator import handlers
+
+    timer_passes: list[str] = []
+    reconcile = handlers._reconcile
+
+    def counted(rt, body):
+        timer_passes.append(body["metadata"]["name"])
+        return reconcile(rt, body)
+
+    monkeypatch.setattr(handlers, "_reconcile", counted)  # what the timer (and spec changes) call
+    await start_operator(resync_seconds=0.3)
+    async with make_kubelet(lambda job: "tell"):
+        await cluster.create_studyjob("done", digits_spec(n_trials=1, parallelism=1))
+        await cluster.wait_phase("done", "Succeeded")
+        await asyncio.sleep(0.6)  # a timer pass under way when it finished may still end
+        before = len(timer_passes)
+        await asyncio.sleep(1.5)  # five resync intervals
+    assert len(timer_passes) == before
