@@ -12,6 +12,8 @@ TORCH_FREE = [
     "kubetune.search.pruners",
     "kubetune.search.storage",
     "kubetune.search.results",
+    "kubetune.search.interruption",
+    "kubetune.search.single_trial",
     "kubetune.fileio",
 ]
 

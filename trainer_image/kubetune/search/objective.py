@@ -19,7 +19,7 @@ import contextlib
 import gc
 import logging
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError
 from kubetune.search.checks import overrides_for_trial, require_search
+from kubetune.search.interruption import Terminated
 from kubetune.search.results import FAIL_REASON_ATTR, trial_run_dir
 from kubetune.search.space import distributions
 
@@ -83,17 +84,36 @@ class EpochReporter:
         self.trial, self.metric, self.maximize, self.aggregate = trial, metric, maximize, aggregate
         self.done_folds, self.fold, self.folds, self.epochs = done_folds, fold, folds, epochs
         self.best: float | None = None
+        self.where: str | None = None  # "epoch 4" (of fold 2): the last epoch seen
 
-    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+    def _update(self, epoch: int, metrics: Mapping[str, float]) -> tuple[float, int]:
         value = float(metrics[self.metric])
         if self.best is None or (value > self.best if self.maximize else value < self.best):
             self.best = value
-        running = self.aggregate([*self.done_folds, self.best])
-        step = self.fold * self.epochs + epoch
-        self.trial.report(running, step)
+        self.where = f"epoch {epoch}" + (f" of fold {self.fold + 1}" if self.folds > 1 else "")
+        return self.aggregate([*self.done_folds, self.best]), self.fold * self.epochs + epoch
+
+    def _prune(self, running: float) -> None:
         if self.trial.should_prune():
-            where = f"epoch {epoch}" + (f" of fold {self.fold + 1}" if self.folds > 1 else "")
-            raise optuna.TrialPruned(f"pruned at {where} with {self.metric}={running:.4f}")
+            raise optuna.TrialPruned(f"pruned at {self.where} with {self.metric}={running:.4f}")
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        running, step = self._update(epoch, metrics)
+        self.trial.report(running, step)
+        self._prune(running)
+
+    def catch_up(self, history: list[dict[str, float]], values: Mapping[int, float],
+                 reported: Container[int]) -> None:
+        """Take over a resumed run's epochs: report the steps the trial lacks (``values``
+        where the source trial has them, else the running value), then ask the pruner."""
+        running, missing = None, False
+        for entry in history:
+            running, step = self._update(int(entry["epoch"]), entry)
+            if step not in reported:
+                self.trial.report(values.get(step, running), step)
+                missing = True
+        if missing and running is not None:
+            self._prune(running)
 
 
 class TrialTrainer:
@@ -108,6 +128,7 @@ class TrialTrainer:
         self._base = config.model_copy(update={"search": None})
         self._data: dict[tuple[str, int], Any] = {}
         self._folds: dict[tuple[str, int], list] = {}
+        self.reporter: EpochReporter | None = None  # the running trial's
 
     def trial_config(self, params: Mapping[str, Any]) -> Config:
         """The config one trial trains: params and the trial-only shortcuts applied."""
@@ -162,7 +183,7 @@ class TrialTrainer:
             if after_sampling is not None:
                 after_sampling(trial)
             return self.train_trial(trial, params)
-        except optuna.TrialPruned:
+        except (optuna.TrialPruned, Terminated):
             raise
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -173,7 +194,12 @@ class TrialTrainer:
             raise
 
     def train_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> float:
-        """Train ``trial`` with ``params``; report every epoch; return its value."""
+        """Train ``trial`` with ``params``; report every epoch; return its value.
+
+        Without cross-validation a trial continues from its own ``last.pt`` or that of
+        the trial it retries (:mod:`kubetune.search.resume`); a cross-validated trial
+        always starts from scratch (its folds keep no resume point).
+        """
         from kubetune.training import train
 
         cfg = self.trial_config(params)
@@ -190,15 +216,35 @@ class TrialTrainer:
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
                 reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,
-                                     len(folds), cfg.training.num_epochs)
+                                         len(folds), cfg.training.num_epochs)
+                self.reporter = reporter
+                resume, run_id = (None, None) if search.cross_validation.enabled else \
+                    self._resume(trial, cfg, reporter)
                 # A quiet search prints one line per trial instead of the epoch lines.
                 result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
                                callback=reporter, progress=False,
-                               epoch_lines=not self.quiet_epochs)
+                               epoch_lines=not self.quiet_epochs, resume=resume, run_id=run_id)
                 done.append(float(result.best[search.metric]))
         finally:
             _free_memory()
         return float(aggregate(done))
+
+    def _resume(self, trial: optuna.Trial, cfg: Config,
+                reporter: EpochReporter) -> tuple[Path | None, str]:
+        """(checkpoint to continue from or None, the run id of ``trial``'s checkpoints)."""
+        from kubetune.config.loader import config_to_dict
+        from kubetune.search.resume import find_resume_point, trial_run_id
+
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        run_id = trial_run_id(self.study_name, frozen)
+        point = find_resume_point(self.config, trial.study, self.study_name, frozen, config_to_dict(cfg))
+        if point is None:
+            return None, run_id
+        where = "last.pt" if point.source == trial.number else f"trial-{point.source}/last.pt"
+        print(f"trial {trial.number} of {self.study_name}: resuming from epoch {point.epoch} of "
+              f"{cfg.training.num_epochs} ({where})", flush=True)
+        reporter.catch_up(point.history, point.values, frozen.intermediate_values)
+        return point.path, run_id
 
 
 def _free_memory() -> None:

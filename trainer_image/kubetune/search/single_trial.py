@@ -5,7 +5,13 @@
 ``study.ask(distributions)``, so it is RUNNING with its params set; this loads
 it, trains with those params through the same ``TrialTrainer`` as ml-search,
 reports every epoch, obeys the pruner and tells the result. Re-running a
-finished trial does nothing, so a restarted pod is harmless.
+finished trial does nothing, so a restarted pod is harmless; re-running a
+RUNNING trial whose folder has its ``last.pt`` continues from that epoch.
+
+SIGTERM (eviction, preemption, node drain, Job deletion) leaves the trial
+RUNNING with the user attribute ``kubetune.interrupted`` and exits 143: the
+operator then starts a new pod for the same trial, or fails it. Ctrl-C and
+trainer errors end the trial as FAIL with a ``fail_reason``.
 
 No heartbeats here: the operator watches the trial's Job instead and fails
 (and possibly retries) the trial when the Job dies without telling.
@@ -17,7 +23,6 @@ import contextlib
 import logging
 import signal
 import sys
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -25,13 +30,19 @@ from optuna.trial import TrialState
 from kubetune.config.schema import Config
 from kubetune.errors import UsageError
 from kubetune.search.checks import check_search
+from kubetune.search.interruption import (
+    INTERRUPTED_ATTR,
+    TERMINATED_EXIT,
+    Terminated,
+    raise_terminated,
+)
 from kubetune.search.results import FAIL_REASON_ATTR
 from kubetune.search.storage import mask_url, resolve_storage_url
 from kubetune.search.study import load_search_study
 
 log = logging.getLogger(__name__)
 
-TERMINATED = "terminated (SIGTERM)"
+TERMINATED = "terminated (SIGTERM)"  # older images' fail_reason; now the start of INTERRUPTED_ATTR
 
 
 def parse_trial_spec(spec: str) -> tuple[str, int]:
@@ -42,16 +53,8 @@ def parse_trial_spec(spec: str) -> tuple[str, int]:
     return study, int(number)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (pod deletion, eviction) turned into an interrupt so the trial is told FAIL."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated()
-
-
 def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
-    """Train trial ``spec`` of its study; 0 for COMPLETE or PRUNED, 1 for FAIL."""
+    """Train trial ``spec`` of its study; 0 for COMPLETE or PRUNED, 1 for FAIL, 143 for SIGTERM."""
     from kubetune.search.objective import TrialTrainer, fail_reason
 
     search = check_search(config)
@@ -73,7 +76,7 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
     trial = optuna.trial.Trial(study, trial_id)
     trainer = TrialTrainer(config, study_name)
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     except ValueError:  # not the main thread
         previous = None
     state, value = TrialState.FAIL, None
@@ -84,9 +87,13 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
     except optuna.TrialPruned as exc:
         state = TrialState.PRUNED
         print(f"trial {number}: {exc}", file=sys.stderr)
-    except _Terminated:
+    except Terminated:
+        where = trainer.reporter.where if trainer.reporter and trainer.reporter.where else None
+        reason = f"{TERMINATED} after {where}" if where else f"{TERMINATED} before its first epoch"
         with contextlib.suppress(Exception):
-            trial.set_user_attr(FAIL_REASON_ATTR, TERMINATED)
+            trial.set_user_attr(INTERRUPTED_ATTR, reason)
+        print(f"trial {number} of {study_name}: {reason}; left RUNNING to resume", file=sys.stderr)
+        return TERMINATED_EXIT
     except (Exception, KeyboardInterrupt) as exc:
         with contextlib.suppress(Exception):
             trial.set_user_attr(FAIL_REASON_ATTR, fail_reason(exc))

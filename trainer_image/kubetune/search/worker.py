@@ -4,6 +4,8 @@ Each trial runs inside ``study.optimize(n_trials=1)``, because Optuna's RDB
 heartbeats only beat inside ``optimize``: a worker that is SIGKILLed stops
 beating, and the next worker to look fails its trial and queues a retry with the
 same params (``RetryHeartbeatStaleTrialCallback``, bounded by ``MAX_RETRIES``).
+A retry continues from the ``last.pt`` of the trial it retries
+(:mod:`kubetune.search.resume`).
 Counting, asking and sampling happen under the study lock (see ``locking``), so
 ``n_trials`` is exact however many workers share the storage.
 

@@ -1,37 +1,125 @@
 """Checkpoints: ``last.pt`` after every epoch, ``best.pt`` when the monitored metric improves.
 
-A checkpoint holds the config next to the weights, so it says what it is.
+A checkpoint holds the config next to the weights, so it says what it is, and
+everything a run needs to continue exactly where it stopped:
+
+- ``epoch``, ``metrics`` (that epoch's), ``history`` (every epoch so far), ``classes``;
+- ``config`` (the resolved config as plain data) and ``run_id`` (who wrote it, or None):
+  a checkpoint resumes only a run with the same config;
+- ``model_state``, ``optimizer_state``, ``scheduler_state`` and ``scaler_state``
+  (None without a scheduler or a GradScaler);
+- ``rng_state``: Python, NumPy, torch CPU and CUDA, and the training batches' generator.
+
+Every value is plain data or a tensor, so ``torch.load(weights_only=True)`` reads it.
 """
 
 from __future__ import annotations
 
 import io
+import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
+
+from kubetune.errors import KubetuneError
+from kubetune.fileio import write_bytes_atomic
 
 
-def checkpoint_payload(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                       metrics: dict[str, float], config: dict[str, Any],
-                       classes: list[str]) -> dict[str, Any]:
+def rng_state(generator: torch.Generator | None) -> dict[str, Any]:
+    """Every random number generator a training epoch draws from."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "batches": generator.get_state() if generator is not None else None,
+    }
+
+
+def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None) -> None:
+    """Put back what :func:`rng_state` saved."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and state["batches"] is not None:
+        generator.set_state(state["batches"])
+
+
+def checkpoint_payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                       metrics: dict[str, float], config: dict[str, Any], classes: list[str], *,
+                       history: list[dict[str, float]] | None = None,
+                       scheduler: Any = None, scaler: torch.amp.GradScaler | None = None,
+                       generator: torch.Generator | None = None,
+                       run_id: str | None = None) -> dict[str, Any]:
     """What a checkpoint stores; ``config`` is the resolved config as plain data."""
     return {
         "epoch": epoch,
         "model_state": model.state_dict(),
         "optimizer_state": optimizer.state_dict(),
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "scaler_state": scaler.state_dict() if scaler is not None else None,
+        "rng_state": rng_state(generator),
         "metrics": metrics,
+        "history": list(history or []),
         "config": config,
+        "run_id": run_id,
         "classes": classes,
     }
 
 
 def save_checkpoints(run_dir: Path, payload: dict[str, Any], *, best: bool) -> None:
-    """Write ``last.pt`` (and ``best.pt``), serialising the payload once."""
+    """Write ``last.pt`` (and ``best.pt``), serialising the payload once; never half a file."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
-    (run_dir / "last.pt").write_bytes(data)
+    write_bytes_atomic(run_dir / "last.pt", data)
     if best:
-        (run_dir / "best.pt").write_bytes(data)
+        write_bytes_atomic(run_dir / "best.pt", data)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint, read onto the CPU with ``weights_only=True`` (KubetuneError if unreadable)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        raise KubetuneError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+
+
+def resumable(path: Path, config: dict[str, Any], run_id: str | None = None) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it continues a run of ``config`` (and ``run_id``), else None."""
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = load_checkpoint(path)
+    except KubetuneError:
+        return None
+    if checkpoint.get("config") != config or "rng_state" not in checkpoint:
+        return None
+    if run_id is not None and checkpoint.get("run_id") != run_id:
+        return None
+    return checkpoint
+
+
+def restore(checkpoint: Mapping[str, Any], config: dict[str, Any], model: torch.nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler | None,
+            generator: torch.Generator | None) -> list[dict[str, float]]:
+    """Load a checkpoint's state into a freshly built run of ``config``; return its history."""
+    if checkpoint.get("config") != config or "rng_state" not in checkpoint:
+        raise KubetuneError(f"the checkpoint of epoch {checkpoint.get('epoch')} is not of this run "
+                            "(its config differs); start without it")
+    model.load_state_dict(checkpoint["model_state"])
+    optimizer.load_state_dict(checkpoint["optimizer_state"])
+    if scheduler is not None and checkpoint["scheduler_state"] is not None:
+        scheduler.load_state_dict(checkpoint["scheduler_state"])
+    if scaler is not None and checkpoint["scaler_state"] is not None:
+        scaler.load_state_dict(checkpoint["scaler_state"])
+    set_rng_state(checkpoint["rng_state"], generator)
+    return list(checkpoint["history"])

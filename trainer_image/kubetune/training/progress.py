@@ -12,11 +12,15 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 
 class EpochProgress:
-    """Batch-level bar on a TTY (``enabled=None`` decides by ``isatty``) plus epoch lines."""
+    """Batch-level bar on a TTY (``enabled=None`` decides by ``isatty``) plus epoch lines.
+
+    ``done``: epochs a resumed run already has.
+    """
 
     def __init__(self, epochs: int, batches: int, enabled: bool | None = None,
-                 lines: bool = True) -> None:
+                 lines: bool = True, done: int = 0) -> None:
         self.epochs = epochs
+        self.done = done
         self.lines = lines
         self.batches = batches
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -29,7 +33,9 @@ class EpochProgress:
 
             self._progress = Progress(transient=True)
             self._progress.__enter__()
-            self._task = self._progress.add_task("epoch 1", total=self.epochs * self.batches)
+            self._task = self._progress.add_task(f"epoch {self.done + 1}",
+                                                 total=self.epochs * self.batches,
+                                                 completed=self.done * self.batches)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -48,27 +48,42 @@ def flat_hparams(config: Config) -> dict[str, Any]:
 
 
 class RunLog:
-    """TensorBoard scalars and hparams plus ``metrics.json`` for one run folder."""
+    """TensorBoard scalars and hparams plus ``metrics.json`` for one run folder.
 
-    def __init__(self, run_dir: Path, config: Config) -> None:
+    ``history`` (epochs a resumed run already has) starts the log: with
+    ``continues_here`` the folder already holds their events and TensorBoard purges
+    any later steps an interrupted writer left; otherwise they are written again, so
+    a run continued in a new folder shows whole curves.
+    """
+
+    def __init__(self, run_dir: Path, config: Config, history: list[dict[str, float]] | None = None,
+                 *, continues_here: bool = False) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
         self.run_dir = run_dir
+        self.history: list[dict[str, float]] = list(history or [])
         (run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
-        self.writer = SummaryWriter(log_dir=str(run_dir))
+        purge_step = self.history[-1]["epoch"] + 1 if continues_here and self.history else None
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
         self._hparams = flat_hparams(config)
         experiment, start, self._end = hparams(self._hparams, {f"hparam/{k}": 0 for k in SCALARS})
-        for summary in (experiment, start):
-            self.writer.file_writer.add_summary(summary)
-        self.history: list[dict[str, float]] = []
+        if purge_step is None:
+            for summary in (experiment, start):
+                self.writer.file_writer.add_summary(summary)
+            for entry in self.history:
+                self._scalars(entry["epoch"], {k: v for k, v in entry.items() if k != "epoch"})
+            self.writer.flush()
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Write one epoch's scalars (also under ``hparam/`` for the HParams tab)."""
+    def _scalars(self, epoch: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, epoch)
             if key in SCALARS:
                 self.writer.add_scalar(f"hparam/{key}", value, epoch)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Write one epoch's scalars (also under ``hparam/`` for the HParams tab)."""
+        self._scalars(epoch, metrics)
         self.writer.flush()
         self.history.append({"epoch": epoch, **metrics})
         self.write_metrics(status="running")

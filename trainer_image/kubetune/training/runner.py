@@ -20,7 +20,12 @@ from kubetune.data.datasets import DataSplits, load_splits
 from kubetune.errors import KubetuneError
 from kubetune.models import build_model
 from kubetune.training.batches import make_batches
-from kubetune.training.checkpoint import checkpoint_payload, save_checkpoints
+from kubetune.training.checkpoint import (
+    checkpoint_payload,
+    load_checkpoint,
+    restore,
+    save_checkpoints,
+)
 from kubetune.training.loop import evaluate, train_one_epoch
 from kubetune.training.optim import build_optimizer, build_scheduler
 from kubetune.training.precision import build_precision, resolve_device
@@ -60,6 +65,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _improves(entry: dict[str, float], best: dict[str, Any], monitor: str) -> bool:
+    """Whether ``entry`` beats ``best`` on ``monitor`` (``*_loss`` is minimised)."""
+    sign = -1.0 if monitor.endswith("loss") else 1.0
+    return not best or sign * entry[monitor] > sign * best[monitor]
+
+
 def train(
     config: Config,
     *,
@@ -69,6 +80,8 @@ def train(
     monitor: str = "val_acc",
     progress: bool | None = None,
     epoch_lines: bool = True,
+    resume: Path | None = None,
+    run_id: str | None = None,
 ) -> TrainResult:
     """Train ``config`` and return its history.
 
@@ -79,6 +92,12 @@ def train(
     In-memory data trains from tensors on the device, streamed data through
     DataLoader workers (:mod:`kubetune.training.batches`); both are seeded by
     ``training.seed``, and the training batches' ``generator`` holds their RNG state.
+
+    ``resume`` (a ``last.pt`` of a run with the same config) puts back its weights,
+    optimizer, scheduler, scaler and RNG states and history, and training goes on at
+    the next epoch, in ``resume``'s folder unless ``run_dir`` says otherwise. On the
+    CPU the result is the one an uninterrupted run gets. ``run_id`` is stored in the
+    checkpoints so a caller can tell its own from another run's.
     """
     settings = config.training
     device = resolve_device(settings.device)
@@ -98,20 +117,29 @@ def train(
     train_loader, val_loader = make_batches(data, settings.batch_size, device, settings.seed,
                                             config.data.num_workers)
 
+    plain_config = config_to_dict(config)
+    history: list[dict[str, float]] = []
+    if resume is not None:
+        history = restore(load_checkpoint(resume), plain_config, model, optimizer, scheduler,
+                          precision.scaler, train_loader.generator)
+        run_dir = run_dir if run_dir is not None else resume.parent
     if run_dir is None:
         run_dir = new_run_dir(config)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-    run_log = RunLog(run_dir, config)
-    plain_config = config_to_dict(config)
-    sign = -1.0 if monitor.endswith("loss") else 1.0
+    continues_here = resume is not None and resume.parent.resolve() == run_dir.resolve()
+    run_log = RunLog(run_dir, config, history, continues_here=continues_here)
     best: dict[str, Any] = {}
+    for entry in history:
+        if _improves(entry, best, monitor):
+            best = dict(entry)
     status, stopped = "failed", False
     epochs = settings.num_epochs
-    bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines)
+    start = history[-1]["epoch"] if history else 0
+    bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines, done=start)
     try:
         with bar:
-            for epoch in range(1, epochs + 1):
+            for epoch in range(start + 1, epochs + 1):
                 train_loss, train_acc = train_one_epoch(
                     forward, train_loader, optimizer, criterion, precision, on_batch=bar.advance
                 )
@@ -132,18 +160,21 @@ def train(
                     scheduler.step()
                 run_log.log_epoch(epoch, metrics)
                 bar.epoch_done(epoch, metrics)
-                improved = not best or sign * metrics[monitor] > sign * best[monitor]
+                improved = _improves(run_log.history[-1], best, monitor)
                 if improved:
-                    best = {"epoch": epoch, **metrics}
-                payload = checkpoint_payload(model, optimizer, epoch, metrics, plain_config,
-                                             data.classes)
+                    best = dict(run_log.history[-1])
+                payload = checkpoint_payload(
+                    model, optimizer, epoch, metrics, plain_config, data.classes,
+                    history=run_log.history, scheduler=scheduler, scaler=precision.scaler,
+                    generator=train_loader.generator, run_id=run_id)
                 save_checkpoints(run_dir, payload, best=improved)
                 if callback is not None and callback(epoch, metrics):
                     stopped = True
                     break
         status = "stopped" if stopped else "completed"
     except BaseException as exc:
-        status = "pruned" if type(exc).__name__ == "TrialPruned" else "failed"
+        status = ("pruned" if type(exc).__name__ == "TrialPruned"
+                  else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
     finally:
         run_log.close(status, best or None)

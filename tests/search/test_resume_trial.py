@@ -1,0 +1,131 @@
+"""A trial pod stopped by SIGTERM leaves its trial RUNNING; the next pod resumes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from kubetune.config import validate_config, with_overrides
+from kubetune.search.interruption import INTERRUPTED_ATTR, TERMINATED_EXIT
+from kubetune.search.objective import TrialTrainer
+from kubetune.search.space import distributions
+from kubetune.training import train
+from kubetune.training.checkpoint import load_checkpoint
+from tests.conftest import BIN, run_cli
+from tests.search.conftest import search_section, small_base, write_config
+
+EPOCHS, STOP = 15, 2
+
+if sys.platform == "win32":  # pragma: no cover
+    pytestmark = pytest.mark.skip("POSIX signals")
+
+
+def trained_epochs(output: str) -> list[int]:
+    """The epochs a run trained, from its epoch lines."""
+    return [int(n) for n in re.findall(rf"^epoch (\d+)/{EPOCHS} ", output, re.MULTILINE)]
+
+
+def wait_for_checkpoint(path: Path, epoch: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if path.is_file() and load_checkpoint(path)["epoch"] >= epoch:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no {path} of epoch {epoch} within {timeout} s")
+
+
+def test_sigterm_leaves_the_trial_running_and_the_next_pod_resumes_it(fast_config, tmp_path):
+    url = f"sqlite:///{tmp_path / 'op.db'}"
+    base = small_base(fast_config, epochs=EPOCHS, fraction=0.3)
+    config_path = write_config(tmp_path / "c.yaml", base, search_section(study_name="op"))
+    config = validate_config({**base, "search": search_section(study_name="op")})
+    study = optuna.create_study(study_name="op", storage=url, direction="maximize")
+    trial = study.ask(distributions(config.search.search_space))  # what the operator does
+    run_dir = Path(config.logging.output_dir) / "op" / "trial-0"
+
+    pod = subprocess.Popen([str(BIN / "ml-train"), "--config", str(config_path), "--trial", "op:0"],
+                           cwd=tmp_path, env={**os.environ, "KUBETUNE_STORAGE_URL": url},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(run_dir / "last.pt", STOP, pod)
+    pod.send_signal(signal.SIGTERM)
+    _, err = pod.communicate(timeout=120)
+    assert pod.returncode == TERMINATED_EXIT == 143, err
+    saved = load_checkpoint(run_dir / "last.pt")["epoch"]
+    first = trained_epochs(err)
+    assert STOP <= saved < EPOCHS and first[:saved] == list(range(1, saved + 1))
+    stored = study.get_trials()[0]
+    assert stored.state == TrialState.RUNNING
+    assert re.fullmatch(r"terminated \(SIGTERM\) after epoch \d+", stored.user_attrs[INTERRUPTED_ATTR])
+    assert "fail_reason" not in stored.user_attrs
+    assert f"trial 0 of op: {stored.user_attrs[INTERRUPTED_ATTR]}" in err
+
+    second = run_cli("ml-train", "--config", str(config_path), "--trial", "op:0", cwd=tmp_path,
+                     env={"KUBETUNE_STORAGE_URL": url})
+    assert second.returncode == 0, second.stderr
+    assert f"trial 0 of op: resuming from epoch {saved} of {EPOCHS} (last.pt)" in second.stdout
+    assert trained_epochs(second.stderr) == list(range(saved + 1, EPOCHS + 1))
+    print(f"epochs saved by resuming: {saved} of {EPOCHS}")
+
+    stored = study.get_trials()[0]
+    assert stored.state == TrialState.COMPLETE
+    assert sorted(stored.intermediate_values) == list(range(1, EPOCHS + 1))
+    assert stored.value == pytest.approx(max(stored.intermediate_values.values()))
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val_acc")] == list(range(1, EPOCHS + 1))
+
+    # The interrupted and resumed trial trained exactly what one uninterrupted run trains.
+    trial_config = TrialTrainer(config, "op").trial_config(trial.params)
+    reference = train(with_overrides(trial_config, {"logging.output_dir": str(tmp_path / "ref")}),
+                      progress=False, epoch_lines=False)
+    history = json.loads((run_dir / "metrics.json").read_text())["epochs"]
+    assert history == reference.history
+    assert stored.value == reference.best["val_acc"]
+
+
+@pytest.mark.postgres
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_retried_trial_continues_from_the_killed_workers_checkpoint(fast_config, tmp_path, postgres_url):
+    base = small_base(fast_config, epochs=EPOCHS, fraction=0.3)
+    config_path = write_config(tmp_path / "c.yaml", base, search_section(study_name="killed", n_trials=1))
+    env = {**os.environ, "KUBETUNE_STORAGE_URL": postgres_url, "KUBETUNE_HEARTBEAT_INTERVAL": "1",
+           "KUBETUNE_HEARTBEAT_GRACE": "2"}
+    runs = Path(base["logging"]["output_dir"]) / "killed"
+    victim = subprocess.Popen([str(BIN / "ml-search"), "--config", str(config_path), "--verbose"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    wait_for_checkpoint(runs / "trial-0" / "last.pt", STOP, victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    saved = load_checkpoint(runs / "trial-0" / "last.pt")["epoch"]
+    assert STOP <= saved < EPOCHS
+
+    retry = run_cli("ml-search", "--config", str(config_path), "--resume", "--verbose", cwd=tmp_path,
+                    env={k: env[k] for k in ("KUBETUNE_STORAGE_URL", "KUBETUNE_HEARTBEAT_INTERVAL",
+                                              "KUBETUNE_HEARTBEAT_GRACE")})
+    assert retry.returncode == 0, retry.stderr
+    assert f"trial 1 of killed: resuming from epoch {saved} of {EPOCHS} (trial-0/last.pt)" in retry.stdout
+    assert trained_epochs(retry.stderr) == list(range(saved + 1, EPOCHS + 1))
+    print(f"epochs saved by resuming the retry: {saved} of {EPOCHS}")
+
+    trials = optuna.load_study(study_name="killed", storage=postgres_url).get_trials()
+    lost, retried = trials
+    assert lost.state == TrialState.FAIL
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retried) == 0
+    assert retried.state == TrialState.COMPLETE and retried.params == lost.params
+    assert sorted(retried.intermediate_values) == list(range(1, EPOCHS + 1))
+    assert all(retried.intermediate_values[step] == value
+               for step, value in lost.intermediate_values.items())
+    assert len(json.loads((runs / "trial-1" / "metrics.json").read_text())["epochs"]) == EPOCHS

@@ -1,0 +1,96 @@
+"""Resuming a run from its ``last.pt``: the same metrics as an uninterrupted run, on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from kubetune.config import validate_config, with_overrides
+from kubetune.config.loader import config_to_dict
+from kubetune.errors import KubetuneError
+from kubetune.training import train
+from kubetune.training.checkpoint import load_checkpoint, resumable
+
+EPOCHS, STOP = 5, 2
+
+
+def _config(fast_config, in_memory: bool, run_name: str):
+    fast_config["training"]["num_epochs"] = EPOCHS
+    fast_config["data"].update(in_memory=in_memory, train_fraction=0.3, augment={
+        "random_crop_padding": 1, "horizontal_flip": True, "rotation_degrees": 10})
+    fast_config["logging"]["run_name"] = run_name
+    return validate_config(fast_config)
+
+
+def _interrupted(config):
+    """A run stopped by an interrupt after epoch STOP, as SIGTERM or Ctrl-C would."""
+    def stop(epoch, _):
+        if epoch == STOP:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callback=stop, progress=False, epoch_lines=False)
+
+
+def _run_dir(config) -> Path:
+    return Path(config.logging.output_dir) / config.logging.experiment_name / config.logging.run_name
+
+
+def _steps(run_dir, tag="val_acc") -> list[int]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed"])
+def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(fast_config, in_memory):
+    config = _config(fast_config, in_memory, "run")
+    _interrupted(config)
+    run_dir = _run_dir(config)
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    assert checkpoint["epoch"] == STOP and len(checkpoint["history"]) == STOP
+    assert set(checkpoint) >= {"model_state", "optimizer_state", "scheduler_state", "scaler_state",
+                               "rng_state", "config", "run_id", "classes", "metrics"}
+
+    trained = []
+    resumed = train(config, resume=run_dir / "last.pt", progress=False, epoch_lines=False,
+                    callback=lambda epoch, _: trained.append(epoch))
+    assert trained == list(range(STOP + 1, EPOCHS + 1))  # no epoch the checkpoint holds
+    assert resumed.run_dir == run_dir
+
+    reference = train(with_overrides(config, {"logging.run_name": "reference"}), progress=False,
+                      epoch_lines=False)
+    assert resumed.history == reference.history
+    assert resumed.best == reference.best
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == reference.history
+    best = torch.load(run_dir / "best.pt", weights_only=True)
+    assert best["epoch"] == reference.best["epoch"]
+    assert _steps(run_dir) == list(range(1, EPOCHS + 1))  # the interrupted writer's steps purged
+
+
+def test_resume_into_another_folder_writes_whole_curves(fast_config, tmp_path):
+    config = _config(fast_config, True, "first")
+    _interrupted(config)
+    first = _run_dir(config)
+    result = train(config, resume=first / "last.pt", run_dir=tmp_path / "second", progress=False,
+                   epoch_lines=False)
+    assert _steps(tmp_path / "second") == list(range(1, EPOCHS + 1))
+    assert len(result.history) == EPOCHS
+    assert load_checkpoint(tmp_path / "second" / "last.pt")["epoch"] == EPOCHS
+    assert load_checkpoint(first / "last.pt")["epoch"] == STOP
+
+
+def test_a_checkpoint_of_another_run_is_never_resumed(fast_config):
+    config = _config(fast_config, True, "run")
+    _interrupted(config)
+    last = _run_dir(config) / "last.pt"
+    other = with_overrides(config, {"optimizer.lr": 0.01})
+    with pytest.raises(KubetuneError, match="not of this run"):
+        train(other, resume=last, progress=False)
+    assert resumable(last, config_to_dict(config)) is not None
+    assert resumable(last, config_to_dict(other)) is None
+    assert resumable(last, config_to_dict(config), run_id="study:3@2020-01-01T00:00:00") is None
