@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.search.budget import retried_numbers
+from kubetune.search.interruption import INTERRUPTED_ATTR
 from kubetune.search.single_trial import TERMINATED
 from kubetune_operator import names
 from kubetune_operator.failures import Failure, failure_reason, job_outcome, vanished
@@ -101,8 +102,10 @@ class Settler:
             return  # the pod told it meanwhile
         self.start_job(trial, resume)
         job_name = names.trial_job_name(self.p.name, trial.number, resume)
+        stopped = trial.user_attrs.get(INTERRUPTED_ATTR)  # the trainer's "terminated ... after epoch k"
+        when = f"; {stopped}" if stopped else ""
         self.p.event("Warning", "TrialPreempted",
-                     f"trial {trial.number} was disrupted ({failure}); it resumes from its last "
+                     f"trial {trial.number} was disrupted ({failure}){when}; it resumes from its last "
                      f"checkpoint as Job {job_name} (resume {resume} of {self.spec.trials.retries})")
 
     def _reported_failure(self, trial: FrozenTrial, job: dict[str, Any], trials: list[FrozenTrial]) -> bool:

@@ -97,8 +97,8 @@ def test_delete_study_with_the_studyjob(kube, operator, digits_claims, storage):
     wait_until(lambda: not kube.trial_jobs("gone"), 60, "the garbage collector")
 
 
-def test_evicted_trial_keeps_its_reason_and_is_retried(kube, kubelet: TestKubelet, operator, digits_claims,
-                                                      storage):
+def test_evicted_trial_keeps_its_reason_and_resumes_as_the_same_trial(kube, kubelet: TestKubelet, operator,
+                                                                      digits_claims, storage):
     kubelet.hold(lambda job: job == "evict-trial-0")
     kube.create_studyjob("evict", digits_spec(n_trials=2, parallelism=1, retries=1))
     pod = wait_until(lambda: (kube.job_pods("evict-trial-0") or [None])[0], 60, "trial 0's pod")
@@ -106,14 +106,12 @@ def test_evicted_trial_keeps_its_reason_and_is_retried(kube, kubelet: TestKubele
     status = kube.wait_phase("evict", "Succeeded", 300)
 
     trials = study(storage).trials
-    first = trials[0]
-    assert first.state == TrialState.FAIL
-    assert first.user_attrs[names.ATTR_FAIL_REASON].startswith(("Evicted", "Disrupted"))
-    retry = next(t for t in trials if t.user_attrs.get(names.ATTR_RETRY_OF) == 0)
-    assert retry.params == first.params and retry.state == TrialState.COMPLETE
-    assert status["trials"]["retried"] == 1
-    messages = " ".join(e.get("message", "") for e in kube.events("TrialFailed"))
-    assert "BackoffLimitExceeded" not in messages and "trial 0 failed: " in messages
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # no new trial for the eviction
+    assert trials[0].user_attrs[names.ATTR_PREEMPTED] == 1
+    assert status["trials"]["preempted"] == 1 and status["trials"]["failed"] == 0
+    assert "evict-trial-0-r1" in kube.trial_jobs("evict")
+    messages = [e.get("message", "") for e in kube.events("TrialPreempted")]
+    assert len(messages) == 1 and messages[0].startswith(("trial 0 was disrupted (Evicted", "trial 0 was disrupted (Disrupted"))
 
 
 def test_trial_whose_image_cannot_be_pulled_fails_after_the_startup_timeout(kube, kubelet: TestKubelet, operator,
