@@ -195,7 +195,8 @@ def spec_schema() -> dict[str, Any]:
                                     enum=["digits"]),
                    }),
         "output": _s("object", "The results volume at /results: TensorBoard logs, plots, "
-                     "best_config.yaml.", properties={
+                     "best_config.yaml, checkpoints. Unless the claim is ReadWriteMany, every pod "
+                     "that mounts it runs on one node (condition ResultsVolume).", properties={
                          "persistentVolumeClaim": _s("string", minLength=1),
                          "subPath": _s("string")}),
         "suspend": _s("boolean", "Start no new trials (running ones finish).", default=False),

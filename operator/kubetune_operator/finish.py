@@ -61,7 +61,7 @@ class Finisher:
                 return None
             options = p.rt.options
             body = visualise_job(p.owner, self.spec, self.study_name, summary.finished,
-                                 options.cpu_image or options.trial_image)
+                                 options.cpu_image or options.trial_image, single_node=p.results.single_node)
             p.kube.create(body, p.namespace)
             p.event("Normal", "VisualisationStarted",
                     f"all {summary.finished} trials finished; Job {name} writes the plots and "

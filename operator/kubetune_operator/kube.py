@@ -44,7 +44,8 @@ def _path(api_version: str, plural: str, namespace: str, name: str = "") -> str:
     return f"{path}/{name}" if name else path
 
 
-_PLURALS = {"Job": "jobs", "ConfigMap": "configmaps", "Pod": "pods", "Secret": "secrets"}
+_PLURALS = {"Job": "jobs", "ConfigMap": "configmaps", "Pod": "pods", "Secret": "secrets",
+            "PersistentVolumeClaim": "persistentvolumeclaims"}
 
 
 def _matches(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

@@ -19,6 +19,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_STUDYJOB = "kubetune.dev/studyjob"
 LABEL_TRIAL = "kubetune.dev/trial"
 LABEL_RESUME = "kubetune.dev/resume"  # 0 for a trial's first Job, k for its k-th resume
+# On every pod that mounts a results claim (trials, visualisation, the chart's TensorBoard):
+# pods of a single-node claim require a node that runs another pod with this label.
+LABEL_RESULTS_CLAIM = "kubetune.dev/results-claim"
 MANAGED_BY = "kubetune-operator"
 APP_NAME = "kubetune"
 

@@ -33,6 +33,7 @@ from kubetune_operator.runtime import Runtime, StorageProblem, describe_storage,
 from kubetune_operator.settle import Settler
 from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec
 from kubetune_operator.studies import StudyHandle, Summary, summarise
+from kubetune_operator.volumes import ResultsVolume, results_volume
 
 logger = logging.getLogger("kubetune_operator")
 
@@ -99,6 +100,7 @@ class Pass:
         self.events: list[tuple[str, str, str]] = []
         self.url = ""
         self.config_text = ""
+        self.results = ResultsVolume(None)  # the output claim's access modes, read each pass
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
@@ -147,6 +149,7 @@ class Pass:
                        "search.storage is ignored in a StudyJob: the storage URL comes from "
                        "spec.storage.secretRef")
         try:
+            self._check_results(spec)
             return self._with_storage(spec, resolved.config)
         except JobRejected as exc:
             return self._rejected(exc.failure)
@@ -170,6 +173,16 @@ class Pass:
                 field="spec.configMapRef.name", temporary=True,
             )
         return config_from_configmap(found.get("data"), ref)
+
+    def _check_results(self, spec: StudyJobSpec) -> None:
+        """Condition ``ResultsVolume``; a single-node claim makes its pods share a node."""
+        self.results = results_volume(self.kube, self.namespace, spec)
+        condition = self.results.condition()
+        if condition is None:
+            return
+        self.conditions.append(condition)
+        if condition.reason == "SingleNode" and self.rt.warn_once(self.key, f"single-node:{self.results.claim}"):
+            self.event("Warning", "SingleNodeResults", condition.message)
 
     # The pass proper -----------------------------------------------------------
     def _with_storage(self, spec: StudyJobSpec, config: Config) -> Outcome:
@@ -280,7 +293,8 @@ class Pass:
     def _start_job(self, spec: StudyJobSpec, handle: StudyHandle, trial: optuna.Trial | FrozenTrial,
                    resume: int = 0) -> None:
         job_name = names.trial_job_name(self.name, trial.number, resume)
-        job = trial_job(self.owner, spec, handle.name, trial.number, self.rt.options.trial_image, resume)
+        job = trial_job(self.owner, spec, handle.name, trial.number, self.rt.options.trial_image, resume,
+                        single_node=self.results.single_node)
         try:
             created = self.kube.create(job, self.namespace)
         except ApiError as exc:
@@ -340,8 +354,12 @@ class Pass:
 
     def _invalid(self, exc: SpecError) -> Outcome:
         message = str(exc)
-        reason = "ConfigMapNotFound" if exc.temporary else "InvalidSpec"
-        self.conditions = [st.Condition(st.SPEC_VALID, False, reason, message)]
+        reason = exc.reason or ("ConfigMapNotFound" if exc.temporary else "InvalidSpec")
+        if exc.condition:  # the spec is valid; what it names is missing (the results claim)
+            self.conditions = [c for c in self.conditions if c.type == st.SPEC_VALID]
+            self.conditions.append(st.Condition(exc.condition, False, reason, message))
+        else:
+            self.conditions = [st.Condition(st.SPEC_VALID, False, reason, message)]
         if not exc.temporary:
             self.conditions.append(st.Condition(st.FAILED_CONDITION, True, "InvalidSpec", message))
         if self.rt.warn_once(self.key, f"invalid:{message}"):

@@ -25,7 +25,14 @@ from kubetune_operator import names
 
 
 class SpecError(Exception):
-    """A StudyJob spec the operator cannot run; ``field`` is the dotted path at fault."""
+    """A StudyJob spec the operator cannot run; ``field`` is the dotted path at fault.
+
+    ``condition`` names the condition that reports it (None: ``SpecValid``) and ``reason``
+    its reason, for what the spec names but the cluster lacks (see ``volumes.py``).
+    """
+
+    condition: str | None = None
+    reason: str | None = None
 
     def __init__(self, message: str, field: str | None = None, *, temporary: bool = False) -> None:
         super().__init__(message)

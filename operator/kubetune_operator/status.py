@@ -28,7 +28,8 @@ TRIALS_DONE = "TrialsDone"
 VISUALISED = "Visualised"
 FAILED_CONDITION = "Failed"
 TRIALS_BLOCKED = "TrialsBlocked"  # a trial could not start (pod never started, Job refused)
-CONDITION_ORDER = (SPEC_VALID, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_BLOCKED, TRIALS_DONE, VISUALISED,
+RESULTS_VOLUME = "ResultsVolume"  # where trials can write: any node, one node, or no claim yet
+CONDITION_ORDER = (SPEC_VALID, RESULTS_VOLUME, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_BLOCKED, TRIALS_DONE, VISUALISED,
                    FAILED_CONDITION)
 
 

@@ -16,6 +16,7 @@ from tests.chart.helpers import (
     find,
     render,
     render_files,
+    render_objects,
     with_password,
 )
 
@@ -127,6 +128,7 @@ def test_default_install_has_everything_the_issue_lists():
         ("Secret", "kubetune-postgres"),
         ("PersistentVolumeClaim", "kubetune-results"),
         ("Service", "kubetune-tensorboard"),
+        ("Deployment", "kubetune-tensorboard"),
     } <= names
     (deployment,) = find(objects, "Deployment", "kubetune-operator")
     assert deployment["spec"]["replicas"] == 1
@@ -232,28 +234,69 @@ def test_namespaced_rbac_watches_only_its_namespaces():
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubetune-operator", "namespace": NAMESPACE}]
 
 
-def test_tensorboard_sidecar_reads_the_results_volume():
+CLAIM_LABEL = "kubetune.dev/results-claim"
+CO_LOCATION = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+    "labelSelector": {"matchLabels": {CLAIM_LABEL: "kubetune-results"}},
+    "topologyKey": "kubernetes.io/hostname",
+}]}}
+
+
+def tensorboard_deployment(objects: list[dict]) -> dict:
+    (deployment,) = find(objects, "Deployment", "kubetune-tensorboard")
+    return deployment
+
+
+def test_the_operator_pod_mounts_no_results_volume():
+    # A ReadWriteOnce claim in the operator's pod would pin the volume to the operator's node.
+    for scenario in ("default", "gpu", "no-tensorboard"):
+        pod = operator_pod(render(scenario))
+        assert [c["name"] for c in pod["containers"]] == ["operator"], scenario
+        assert not any("persistentVolumeClaim" in v for v in pod["volumes"]), scenario
+
+
+def test_tensorboard_runs_in_its_own_deployment_reading_the_results_volume():
     objects = render("default")
-    pod = operator_pod(objects)
+    deployment = tensorboard_deployment(objects)
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
     board = container(pod, "tensorboard")
     assert "--logdir=/results" in board["args"]
     mount = next(m for m in board["volumeMounts"] if m["name"] == "results")
     assert mount == {"name": "results", "mountPath": "/results", "readOnly": True}
     volume = next(v for v in pod["volumes"] if v["name"] == "results")
-    assert volume["persistentVolumeClaim"]["claimName"] == "kubetune-results"
+    assert volume["persistentVolumeClaim"] == {"claimName": "kubetune-results", "readOnly": True}
+    assert template["metadata"]["labels"][CLAIM_LABEL] == "kubetune-results"
     (service,) = find(objects, "Service", "kubetune-tensorboard")
     assert service["spec"]["ports"][0]["port"] == 6006
     assert service["spec"]["ports"][0]["targetPort"] == "tensorboard"
-    (deployment,) = find(objects, "Deployment", "kubetune-operator")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    operator_labels = find(objects, "Deployment", "kubetune-operator")[0]["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= operator_labels.items()
 
 
-def test_no_tensorboard_values_drop_the_sidecar_and_service():
+def test_tensorboard_joins_the_trials_node_on_a_single_node_claim():
+    # Default: ReadWriteOnce. The trials' pods carry the same label and term (the operator's
+    # builders), so whichever comes first, the rest follow to the node the volume is on.
+    pod = tensorboard_deployment(render("default"))["spec"]["template"]["spec"]
+    assert pod["affinity"] == CO_LOCATION
+    gpu_trials = {"trials": {"nodeSelector": {"nvidia.com/gpu.present": "true"},
+                             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}}
+    pod = tensorboard_deployment(render_objects(gpu_trials))["spec"]["template"]["spec"]
+    # Started first, it picks a node the trials can use: theirs.
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert pod["affinity"] == CO_LOCATION
+
+
+def test_tensorboard_goes_anywhere_on_a_read_write_many_claim():
+    pod = tensorboard_deployment(render("gpu"))["spec"]["template"]["spec"]  # values-gpu: ReadWriteMany
+    assert "affinity" not in pod and "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_no_tensorboard_values_drop_its_deployment_and_service():
     objects = render("no-tensorboard")
-    pod = operator_pod(objects)
-    assert [c["name"] for c in pod["containers"]] == ["operator"]
-    assert not any(v["name"] == "results" for v in pod["volumes"])
+    assert not find(objects, "Deployment", "kubetune-tensorboard")
     assert not find(objects, "Service", "kubetune-tensorboard")
 
 

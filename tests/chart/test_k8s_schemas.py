@@ -85,7 +85,8 @@ def test_manifests_include_the_crd():
 
 def test_validation_catches_a_typo():
     # The strict schemas reject unknown fields: this is what makes the tests above bite.
-    (deployment,) = [o for o in render("default") if o["kind"] == "Deployment"]
+    (deployment,) = [o for o in render("default") if o["kind"] == "Deployment"
+                     and o["metadata"]["name"] == "kubetune-operator"]
     broken = {**deployment, "spec": {**deployment["spec"], "replicaz": 1}}
     with pytest.raises(kubernetes_validate.ValidationError):
         k8s_validate(broken, KUBERNETES_VERSIONS[0])

@@ -153,6 +153,36 @@ def test_visualise_job_exports_then_plots_anywhere():
     assert_restricted(pod)
 
 
+CO_LOCATION = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+    "labelSelector": {"matchLabels": {names.LABEL_RESULTS_CLAIM: "kubetune-results"}},
+    "topologyKey": "kubernetes.io/hostname",
+}]}}
+
+
+@pytest.mark.parametrize("build", [
+    lambda spec, **kw: trial_job(OWNER, spec, "cifar", 0, "img", **kw),
+    lambda spec, **kw: visualise_job(OWNER, spec, "cifar", 4, "img", **kw),
+], ids=["trial", "visualise"])
+def test_pods_of_a_single_node_claim_require_each_others_node(build):
+    spec, _ = _spec("gpu-studyjob.yaml")
+    job = build(spec, single_node=True)
+    _validate(job)
+    assert job["spec"]["template"]["metadata"]["labels"][names.LABEL_RESULTS_CLAIM] == "kubetune-results"
+    assert _pods(job)["affinity"] == CO_LOCATION
+    # A ReadWriteMany claim: the label stays (TensorBoard may look for it), no affinity.
+    shared = build(spec)
+    assert shared["spec"]["template"]["metadata"]["labels"][names.LABEL_RESULTS_CLAIM] == "kubetune-results"
+    assert "affinity" not in _pods(shared)
+
+
+def test_pods_without_a_results_claim_carry_no_claim_label_or_affinity():
+    raw = _example("gpu-studyjob.yaml")
+    del raw["output"]
+    job = trial_job(OWNER, parse_spec(raw, "digits-lr"), "cifar", 0, "img", single_node=True)
+    assert names.LABEL_RESULTS_CLAIM not in job["spec"]["template"]["metadata"]["labels"]
+    assert "affinity" not in _pods(job)
+
+
 def test_config_map_holds_the_validated_config_for_the_pod():
     spec, config = _spec()
     body = config_map(OWNER, config)

@@ -75,6 +75,10 @@ def _assert_owned(cluster, obj: dict, owner_uid: str) -> None:
 async def test_digits_studyjob_end_to_end(cluster, storage_secret, start_operator, make_kubelet,
                                           claims, chromium):
     await start_operator()
+    # The operator reads the output claim's access modes (condition ResultsVolume).
+    await cluster.create("v1/persistentvolumeclaims", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "results"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
     async with make_kubelet(_fate) as kubelet:
         created = await cluster.create_studyjob(NAME, _spec())
         uid = created["metadata"]["uid"]
@@ -101,6 +105,7 @@ async def test_digits_studyjob_end_to_end(cluster, storage_secret, start_operato
         assert status["best"] == {"trial": best.number, "value": best.value, "params": best.params}
         conditions = {c["type"]: c for c in status["conditions"]}
         assert conditions["Visualised"]["status"] == "True", conditions["Visualised"]
+        assert conditions["ResultsVolume"]["reason"] == "ReadWriteMany", conditions["ResultsVolume"]
         assert status["observedGeneration"] == 1
 
         # One Job per trial plus the visualisation, all owned by the StudyJob.

@@ -45,6 +45,11 @@ the operator disables kopf's CRD and namespace scanning. Put rules here, not in
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "get", "patch"]
+# Application: the access modes of a StudyJob's spec.output claim (may trials spread
+# over nodes, or must they share the one its volume is attached to?).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
 # Application: the storage URL a StudyJob's spec.storage.secretRef names.
 - apiGroups: [""]
   resources: ["secrets"]

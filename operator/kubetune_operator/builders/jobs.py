@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from kubetune_operator import names
-from kubetune_operator.builders.pods import container, fixed_resources, pod_spec
+from kubetune_operator.builders.pods import container, fixed_resources, pod_spec, results_labels
 from kubetune_operator.spec import StudyJobSpec
 
 # Every container has requests and limits, so the Jobs run under a ResourceQuota.
@@ -83,21 +83,23 @@ def _job(
 
 
 def trial_job(
-    owner: Mapping[str, Any], spec: StudyJobSpec, study_name: str, number: int, image: str, resume: int = 0
+    owner: Mapping[str, Any], spec: StudyJobSpec, study_name: str, number: int, image: str, resume: int = 0,
+    *, single_node: bool = False,
 ) -> dict[str, Any]:
     """Job ``<name>-trial-<number>``: trains trial ``number`` of ``study_name`` and tells it.
 
     ``resume`` > 0: the trial was disrupted; this Job (``-r<resume>``) runs the same command,
-    which continues from the trial's last checkpoint.
+    which continues from the trial's last checkpoint. ``single_node``: the results claim is
+    not ReadWriteMany, so the pod requires the node of the claim's other pods.
     """
     studyjob = owner["metadata"]["name"]
     labels = {**names.child_labels(studyjob, "trial"), names.LABEL_TRIAL: str(number),
-              names.LABEL_RESUME: str(resume)}
+              names.LABEL_RESUME: str(resume), **results_labels(spec)}
     annotations = {names.ANNOTATION_STUDY: study_name}
     image = spec.trials.image or image
     trial = container(spec, "trial", image, trial_command(study_name, number, spec),
                       resources=spec.trials.resources.model_dump(exclude_defaults=True))
-    pod = pod_spec(spec, studyjob, image, [trial])
+    pod = pod_spec(spec, studyjob, image, [trial], single_node=single_node)
     return _job(
         owner, names.trial_job_name(studyjob, number, resume), labels, annotations, pod,
         spec.trials.active_deadline_seconds, spec.trials.ttl_seconds_after_finished,
@@ -105,21 +107,24 @@ def trial_job(
 
 
 def visualise_job(
-    owner: Mapping[str, Any], spec: StudyJobSpec, study_name: str, finished: int, image: str
+    owner: Mapping[str, Any], spec: StudyJobSpec, study_name: str, finished: int, image: str,
+    *, single_node: bool = False,
 ) -> dict[str, Any]:
     """Job ``<name>-visualise``: best_config.yaml and trials.csv, then every plot.
 
     The export runs as an init container, the plots as the main container: two
     argv commands, no shell. ``finished`` records which state of the study it shows.
+    ``single_node`` as for :func:`trial_job`.
     """
     studyjob = owner["metadata"]["name"]
-    labels = names.child_labels(studyjob, "visualise")
+    labels = {**names.child_labels(studyjob, "visualise"), **results_labels(spec)}
     annotations = {names.ANNOTATION_STUDY: study_name, names.ANNOTATION_FINISHED: str(finished)}
     # Always the CPU image (the operator's --cpu-image), whatever spec.trials.image says:
     # it has Chromium for PNGs and needs no GPU node.
     export = container(spec, "export", image, export_command(studyjob), resources=EXPORT_RESOURCES)
     plots = container(spec, "plots", image, plots_command(studyjob), resources=PLOTS_RESOURCES)
-    pod = pod_spec(spec, studyjob, image, [plots], init_containers=[export], node_selector=False)
+    pod = pod_spec(spec, studyjob, image, [plots], init_containers=[export], node_selector=False,
+                   single_node=single_node)
     return _job(
         owner, names.visualise_job_name(studyjob), labels, annotations, pod,
         spec.trials.active_deadline_seconds,

@@ -61,11 +61,9 @@ def volumes(spec: StudyJobSpec, studyjob: str) -> list[dict[str, Any]]:
         })
     elif spec.data is not None:
         result.append({"name": "data", "emptyDir": {}})
-    if spec.output is not None and spec.output.persistent_volume_claim:
-        result.append({
-            "name": "results",
-            "persistentVolumeClaim": {"claimName": spec.output.persistent_volume_claim},
-        })
+    claim = results_claim(spec)
+    if claim:
+        result.append({"name": "results", "persistentVolumeClaim": {"claimName": claim}})
     else:
         result.append({"name": "results", "emptyDir": {}})
     result.append({"name": "tmp", "emptyDir": {}})
@@ -116,6 +114,30 @@ def sample_init_container(spec: StudyJobSpec, image: str) -> list[dict[str, Any]
     }]
 
 
+def results_claim(spec: StudyJobSpec) -> str | None:
+    return spec.output.persistent_volume_claim if spec.output is not None else None
+
+
+def results_labels(spec: StudyJobSpec) -> dict[str, str]:
+    """The label of every pod that mounts the results claim (none without one)."""
+    claim = results_claim(spec)
+    return {names.LABEL_RESULTS_CLAIM: claim} if claim else {}
+
+
+def co_location(claim: str) -> dict[str, Any]:
+    """Required podAffinity: the node of another pod that mounts ``claim``.
+
+    A ReadWriteOnce volume is attached to one node; a pod elsewhere would wait for it
+    (Multi-Attach). The scheduler lets the first such pod, which matches its own
+    selector, go anywhere; the volume then attaches there and the rest follow.
+    """
+    term = {
+        "labelSelector": {"matchLabels": {names.LABEL_RESULTS_CLAIM: claim}},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+
+
 def pod_spec(
     spec: StudyJobSpec,
     studyjob: str,
@@ -124,11 +146,13 @@ def pod_spec(
     init_containers: list[dict[str, Any]] | None = None,
     *,
     node_selector: bool = True,
+    single_node: bool = False,
 ) -> dict[str, Any]:
     """A restricted, never-restarting pod spec with the StudyJob's scheduling knobs.
 
     ``node_selector=False`` keeps tolerations (they only permit) but lets the pod
-    run anywhere: the visualisation needs no GPU node.
+    run anywhere: the visualisation needs no GPU node. ``single_node``: the results
+    claim attaches to one node at a time, so the pod joins the others that mount it.
     """
     trials = spec.trials
     body: dict[str, Any] = {
@@ -149,6 +173,9 @@ def pod_spec(
         body["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in trials.tolerations]
     if trials.image_pull_secrets:
         body["imagePullSecrets"] = [{"name": name} for name in trials.image_pull_secrets]
+    claim = results_claim(spec)
+    if single_node and claim:
+        body["affinity"] = co_location(claim)
     return body
 
 

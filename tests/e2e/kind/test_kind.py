@@ -77,13 +77,14 @@ def finished_study(release):
 
 
 def in_tensorboard(namespace: str, script: str) -> str:
-    """Run Python in the TensorBoard sidecar, which mounts the results volume at /results."""
-    return cluster.kubectl("-n", namespace, "exec", "deployment/kubetune-operator", "-c", "tensorboard",
+    """Run Python in the TensorBoard pod, which mounts the results volume at /results."""
+    return cluster.kubectl("-n", namespace, "exec", "deployment/kubetune-tensorboard", "-c", "tensorboard",
                            "--", "python", "-c", script).stdout
 
 
 def test_chart_brings_up_operator_postgres_and_tensorboard(release):
-    for kind_name in ("deployment/kubetune-operator", "statefulset/kubetune-postgres"):
+    for kind_name in ("deployment/kubetune-operator", "deployment/kubetune-tensorboard",
+                      "statefulset/kubetune-postgres"):
         cluster.kubectl("-n", release, "rollout", "status", kind_name, "--timeout=5m", timeout=400)
     endpoints = cluster.kubectl_json("-n", release, "get", "endpoints", "kubetune-tensorboard")
     assert any(s.get("addresses") for s in endpoints.get("subsets", [])), endpoints

@@ -1,0 +1,84 @@
+"""Where trials can write: the access modes of a StudyJob's results claim.
+
+A ReadWriteMany claim mounts on any number of nodes, so trials go wherever the
+scheduler puts them. A ReadWriteOnce claim attaches to one node at a time: a pod on a
+second node waits in ContainerCreating (Multi-Attach) while the first node holds it.
+The operator therefore reads the claim once per pass and, for a single-node claim, has
+every pod that mounts it (trials, visualisation, the chart's TensorBoard) require the
+node of the others (``builders/pods.py``: a required podAffinity on
+:data:`~kubetune_operator.names.LABEL_RESULTS_CLAIM`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubetune_operator import status as st
+from kubetune_operator.kube import ApiError, Kube
+from kubetune_operator.spec import SpecError, StudyJobSpec
+
+MANY = "ReadWriteMany"
+ONE_POD = "ReadWriteOncePod"
+
+
+class ClaimNotFound(SpecError):
+    """The results claim does not exist (yet): trials wait for it."""
+
+    condition = st.RESULTS_VOLUME
+    reason = "ClaimNotFound"
+
+
+@dataclass(frozen=True)
+class ResultsVolume:
+    claim: str | None  # None: no spec.output claim, each pod writes to its own emptyDir
+    modes: frozenset[str] = frozenset()
+    readable: bool = True  # False: the operator may not read the claim (RBAC)
+
+    @property
+    def single_node(self) -> bool:
+        """Every pod that mounts the claim must share one node."""
+        return self.claim is not None and MANY not in self.modes
+
+    def condition(self) -> st.Condition | None:
+        """``ResultsVolume``; None without a claim (``Visualised`` says no plots are kept)."""
+        if self.claim is None:
+            return None
+        claim = f"claim `{self.claim}`"
+        if not self.readable:
+            return st.Condition(st.RESULTS_VOLUME, False, "AccessModesUnknown",
+                                f"cannot read PersistentVolumeClaim `{self.claim}` (grant the operator get on "
+                                "persistentvolumeclaims): trials share one node as for ReadWriteOnce")
+        if not self.single_node:
+            return st.Condition(st.RESULTS_VOLUME, True, MANY, f"trials write to {claim} from any node")
+        modes = ", ".join(sorted(self.modes)) or "no access modes"
+        only = ("; ReadWriteOncePod admits one pod at a time, so trials run one after another"
+                if ONE_POD in self.modes else "")
+        return st.Condition(
+            st.RESULTS_VOLUME, True, "SingleNode",
+            f"{claim} is {modes}: trials, the visualisation and TensorBoard share the node it is "
+            "attached to, so spec.trials.parallelism is bounded by that node" + only +
+            "; a ReadWriteMany claim (NFS, CephFS, EFS, Filestore, ...) lets trials spread over nodes")
+
+
+def results_volume(kube: Kube, namespace: str, spec: StudyJobSpec) -> ResultsVolume:
+    """The StudyJob's results claim and its access modes (one GET); ClaimNotFound if missing.
+
+    A bound claim's ``status.accessModes`` are its PersistentVolume's, which decide
+    whether the volume may attach to several nodes; before binding, the requested ones.
+    """
+    name = spec.output.persistent_volume_claim if spec.output is not None else None
+    if not name:
+        return ResultsVolume(None)
+    try:
+        claim = kube.get("PersistentVolumeClaim", namespace, name)
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        return ResultsVolume(name, readable=False)
+    if claim is None:
+        raise ClaimNotFound(
+            f"`spec.output.persistentVolumeClaim`: PersistentVolumeClaim `{name}` not found in namespace "
+            f"`{namespace}`; trials start once it exists",
+            field="spec.output.persistentVolumeClaim", temporary=True)
+    modes = (claim.get("status") or {}).get("accessModes") or (claim.get("spec") or {}).get("accessModes") or []
+    return ResultsVolume(name, frozenset(modes))
