@@ -174,12 +174,12 @@ def test_postgres_secret_url_points_at_the_service_and_readiness_uses_pg_isready
     assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
 
 
-def test_postgres_password_with_url_characters_is_encoded_in_the_url():
+@pytest.mark.parametrize("password", ["p@ss:w/rd%20+x", "two words", " p@ss w:rd/%2B+% "])
+def test_postgres_password_with_url_characters_is_encoded_in_the_url(password):
+    # urlquery writes a space as "+", which SQLAlchemy's unquote leaves a "+": the chart
+    # must write "%20" (a "+" in the password is already "%2B").
     from sqlalchemy.engine import make_url
 
-    from tests.chart.helpers import render_files
-
-    password = "p@ss:w/rd%20+x"
     files = render_files({"postgresql": {"auth": {"password": password}}})
     (secret,) = [d for d in yaml.safe_load_all(files["kubetune/templates/postgresql.yaml"])
                  if d and d["kind"] == "Secret"]
@@ -292,6 +292,31 @@ def test_tensorboard_joins_the_trials_node_on_a_single_node_claim():
 def test_tensorboard_goes_anywhere_on_a_read_write_many_claim():
     pod = tensorboard_deployment(render("gpu"))["spec"]["template"]["spec"]  # values-gpu: ReadWriteMany
     assert "affinity" not in pod and "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_tensorboard_reads_the_access_modes_of_an_existing_claim_from_results_access_modes():
+    # results.accessModes describes the claim in use, created or not: an existing
+    # ReadWriteMany claim must not pin TensorBoard (and, through it, the trials) to one node.
+    existing = {"create": False, "existingClaim": "shared-results"}
+    trials = {"nodeSelector": {"nvidia.com/gpu.present": "true"}}
+    many = render_objects({"results": {**existing, "accessModes": ["ReadWriteMany"]}, "trials": trials})
+    pod = tensorboard_deployment(many)["spec"]["template"]["spec"]
+    assert "affinity" not in pod and "nodeSelector" not in pod
+    once = render_objects({"results": existing, "trials": trials})  # default: ReadWriteOnce
+    pod = tensorboard_deployment(once)["spec"]["template"]["spec"]
+    assert pod["affinity"]["podAffinity"] and pod["nodeSelector"] == trials["nodeSelector"]
+
+
+def test_a_read_write_once_pod_claim_requires_tensorboard_off():
+    # ReadWriteOncePod admits one pod: an always-on TensorBoard holding it would leave
+    # every trial Pending. The operator runs trials one after another on such a claim.
+    rwop = {"results": {"accessModes": ["ReadWriteOncePod"]}}
+    with pytest.raises(helm.HelmRenderError, match=r"tensorboard\.enabled must be false when results\.accessModes"):
+        render_files(rwop)
+    objects = render_objects({**rwop, "tensorboard": {"enabled": False}})
+    assert not find(objects, "Deployment", "kubetune-tensorboard")
+    (claim,) = find(objects, "PersistentVolumeClaim", "kubetune-results")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOncePod"]
 
 
 def test_no_tensorboard_values_drop_its_deployment_and_service():
