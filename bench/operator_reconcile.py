@@ -9,29 +9,39 @@ Timed here, against the same pass over an (almost) empty study:
 - a trial ended: its Job succeeded, the pass starts the next trial (study.ask with
   TPE over all finished trials, one Job created, the status written).
 
-The API is kmock's emulator in a process of its own (tests/operator/emulator.py);
+The API server (``--api``, see bench/_operator_api.py):
+
+- ``kmock`` (default): kmock's emulator in a process of its own
+  (tests/operator/emulator.py); quick.
+- ``kube``: a real etcd + kube-apiserver (TLS, RBAC, admission, the chart's CRD); the
+  passes run as the chart's ServiceAccount, the bench's own calls as the admin. No
+  controller-manager: the bench ends a trial's Job itself, writing the status the Job
+  controller would (its stand-in), and the running Jobs stay without pods.
+
 PostgreSQL from $KUBETUNE_TEST_POSTGRES_URL (default: the local test server), in a
 database the bench creates and drops.
 
     .venv/bin/python bench/operator_reconcile.py
     .venv/bin/python bench/operator_reconcile.py --finished 2000 --running 100
+    .venv/bin/python bench/operator_reconcile.py --api kube
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-NAMESPACE = "kt"
+from bench._operator_api import NAMESPACE  # noqa: E402 - after the path
+
 EPOCHS = 10
 
 
@@ -58,8 +68,9 @@ def _studyjob(kube, name: str, config: dict, parallelism: int, suspend: bool) ->
     return kube.get_studyjob(NAMESPACE, name)
 
 
-def _fill(storage_url: str, name: str, config: dict, finished: int, running: int, kube) -> None:
-    """``finished`` ended trials (70% complete, 20% pruned, 10% failed) and ``running`` with Jobs."""
+def _fill(storage_url: str, owner_body: dict, config: dict, finished: int, running: int, kube) -> None:
+    """``finished`` ended trials (70% complete, 20% pruned, 10% failed) and ``running`` with
+    Jobs that StudyJob ``owner_body`` owns (its uid: a pass sees only the Jobs it owns)."""
     import optuna
     from optuna.trial import TrialState, create_trial
 
@@ -70,6 +81,7 @@ def _fill(storage_url: str, name: str, config: dict, finished: int, running: int
     from kubetune_operator.builders import trial_job
     from kubetune_operator.spec import parse_spec
 
+    name = owner_body["metadata"]["name"]
     owner = names.owner_key(NAMESPACE, name)
     storage = make_storage(storage_url, heartbeat=False)
     study = optuna.create_study(study_name=config["search"]["study_name"], storage=storage,
@@ -96,9 +108,7 @@ def _fill(storage_url: str, name: str, config: dict, finished: int, running: int
     for _ in range(running):
         study.enqueue_trial({}, user_attrs={names.ATTR_OWNER: owner, names.ATTR_ATTEMPT: 1})
         trial = study.ask(dists)
-        job = trial_job({"apiVersion": "kubetune.dev/v1alpha1", "kind": "StudyJob",
-                         "metadata": {"name": name, "namespace": NAMESPACE, "uid": "bench"}},
-                        spec, config["search"]["study_name"], trial.number, "bench-image")
+        job = trial_job(owner_body, spec, config["search"]["study_name"], trial.number, "bench-image")
         kube.create(job, NAMESPACE)
         trial.set_user_attr(names.ATTR_JOB, job["metadata"]["name"])
 
@@ -109,20 +119,25 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def _measure(kube, storage_url: str, name: str, steady: int, launches: int) -> dict[str, float]:
-    """Time the three kinds of pass on StudyJob ``name``."""
+def _measure(api, storage_url: str, name: str, steady: int, launches: int) -> dict[str, float]:
+    """Time the three kinds of pass on StudyJob ``name`` (as the operator's identity)."""
     import optuna
 
+    from bench._operator_api import succeeded_status
     from kubetune_operator import names
     from kubetune_operator.reconcile import reconcile
     from kubetune_operator.runtime import Options, Runtime
 
-    rt = Runtime(kube, Options(trial_image="bench-image"))
+    kube = api.admin
+    rt = Runtime(api.operator_kube, Options(trial_image="bench-image"))
     body = kube.get_studyjob(NAMESPACE, name)
+    jobs = len(kube.list_jobs(NAMESPACE, name))
     first = _timed(lambda: reconcile(rt, body))
     body = kube.get_studyjob(NAMESPACE, name)
     reconcile(rt, body)  # settles the status written by the first pass
     steady_times = [_timed(lambda: reconcile(rt, body)) for _ in range(steady)]
+    after = len(kube.list_jobs(NAMESPACE, name))
+    assert after == jobs, f"{name}: the first and steady passes made {after - jobs} Jobs (expected none)"
     if body["spec"].get("suspend"):
         kube.request("PATCH", f"/apis/kubetune.dev/v1alpha1/namespaces/{NAMESPACE}/studyjobs/{name}",
                      body={"spec": {"suspend": False}}, content_type="application/merge-patch+json")
@@ -136,8 +151,7 @@ def _measure(kube, storage_url: str, name: str, steady: int, launches: int) -> d
         study.tell(trial.number, 0.9)
         kube.request("PATCH", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/"
                      f"{names.trial_job_name(name, trial.number)}/status",
-                     body={"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
-                     content_type="application/merge-patch+json")
+                     body={"status": succeeded_status()}, content_type="application/merge-patch+json")
         body = kube.get_studyjob(NAMESPACE, name)
         launch_times.append(_timed(lambda: reconcile(rt, body)))  # noqa: B023 - called at once
     rt.pool.shutdown()
@@ -151,29 +165,30 @@ def main() -> int:
     parser.add_argument("--running", type=int, default=50, help="running trial Jobs (default 50)")
     parser.add_argument("--repeats", type=int, default=20, help="steady passes timed (default 20)")
     parser.add_argument("--launches", type=int, default=10, help="trial-ended passes timed (default 10)")
+    from bench._operator_api import BenchApi, add_api_option
+
+    add_api_option(parser)
     args = parser.parse_args()
 
     import optuna
 
-    from kubetune_operator.kube import Kube
-    from tests.operator.harness import EmulatorProcess, temporary_database
+    from tests.operator.harness import temporary_database
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with temporary_database() as storage_url, EmulatorProcess() as api:
-        kube = Kube.from_host(api)
-        kube.create({"apiVersion": "v1", "kind": "Secret",
-                     "metadata": {"name": "kubetune-postgres", "namespace": NAMESPACE},
-                     "data": {"url": base64.b64encode(storage_url.encode()).decode()}}, NAMESPACE)
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp, temporary_database() as storage_url, \
+            BenchApi(args.api, Path(tmp)) as api:
+        kube = api.admin
+        api.secret("kubetune-postgres", {"url": storage_url})
         total = args.finished + args.running + args.launches + 10
         big = _config("big", total)
-        _studyjob(kube, "big", big, args.running, suspend=False)
+        owner = _studyjob(kube, "big", big, args.running, suspend=False)
         start = time.perf_counter()
-        _fill(storage_url, "big", big, args.finished, args.running, kube)
+        _fill(storage_url, owner, big, args.finished, args.running, kube)
         print(f"filled: {args.finished} finished trials, {args.running} running Jobs "
-              f"({time.perf_counter() - start:.0f} s)")
+              f"({time.perf_counter() - start:.0f} s), API {args.api}")
         _studyjob(kube, "empty", _config("empty", total), 1, suspend=True)
-        empty = _measure(kube, storage_url, "empty", args.repeats, args.launches)
-        loaded = _measure(kube, storage_url, "big", args.repeats, args.launches)
+        empty = _measure(api, storage_url, "empty", args.repeats, args.launches)
+        loaded = _measure(api, storage_url, "big", args.repeats, args.launches)
 
     print(f"\none reconcile pass (median ms)              empty study   "
           f"{args.finished} finished + {args.running} running   ratio")

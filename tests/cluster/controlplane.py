@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,13 @@ class CertificateAuthority:
 class ControlPlane:
     """Start with :meth:`start`, stop with :meth:`stop`; :attr:`url` is the API server."""
 
-    def __init__(self, workdir: Path, binaries: Path) -> None:
+    def __init__(self, workdir: Path, binaries: Path, *, controllers: bool = True,
+                 apiserver_args: Sequence[str] = ()) -> None:
+        """``controllers=False``: etcd and the API server only (no Job controller, garbage
+        collector, service-account controllers or scheduler; no namespace gets its
+        ``default`` ServiceAccount). ``apiserver_args`` go to kube-apiserver as well."""
         self.workdir, self.bin = workdir, binaries
+        self.controllers, self.apiserver_args = controllers, list(apiserver_args)
         self.processes: dict[str, subprocess.Popen] = {}
         self.url = ""
         self.ca: CertificateAuthority | None = None
@@ -139,12 +145,15 @@ class ControlPlane:
             "--allow-privileged=false", "--endpoint-reconciler-type=none",
             f"--default-not-ready-toleration-seconds={NOT_READY_TOLERATION_SECONDS}",
             f"--default-unreachable-toleration-seconds={NOT_READY_TOLERATION_SECONDS}",
-            "--profiling=false", "--v=0",
+            "--profiling=false", "--v=0", *self.apiserver_args,
         ])
         self.admin = self.client(self.admin_credentials)
         # kubectl --kubeconfig <workdir>/pki/admin.kubeconfig: look at a live test cluster.
         self.kubeconfig("admin", self.admin_credentials)
         self._wait_ready(started + timeout)
+        if not self.controllers:
+            self.start_seconds = time.monotonic() - started
+            return self
         self._spawn("kube-controller-manager", [
             f"--kubeconfig={self.kubeconfig('controller-manager', kcm)}",
             "--controllers=*", "--use-service-account-credentials=true",
