@@ -17,8 +17,9 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kubetune.config import validate_config, with_overrides
-from kubetune.search.interruption import INTERRUPTED_ATTR, TERMINATED_EXIT
-from kubetune.search.objective import TrialTrainer
+from kubetune.search.interruption import INTERRUPTED_ATTR, TERMINATED_EXIT, Terminated
+from kubetune.search.objective import EpochReporter, TrialTrainer
+from kubetune.search.single_trial import run_stored_trial
 from kubetune.search.space import distributions
 from kubetune.training import train
 from kubetune.training.checkpoint import load_checkpoint
@@ -31,9 +32,9 @@ if sys.platform == "win32":  # pragma: no cover
     pytestmark = pytest.mark.skip("POSIX signals")
 
 
-def trained_epochs(output: str) -> list[int]:
+def trained_epochs(output: str, epochs: int = EPOCHS) -> list[int]:
     """The epochs a run trained, from its epoch lines."""
-    return [int(n) for n in re.findall(rf"^epoch (\d+)/{EPOCHS} ", output, re.MULTILINE)]
+    return [int(n) for n in re.findall(rf"^epoch (\d+)/{epochs} ", output, re.MULTILINE)]
 
 
 def wait_for_checkpoint(path: Path, epoch: int, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -79,7 +80,7 @@ def test_sigterm_leaves_the_trial_running_and_the_next_pod_resumes_it(fast_confi
     print(f"epochs saved by resuming: {saved} of {EPOCHS}")
 
     stored = study.get_trials()[0]
-    assert stored.state == TrialState.COMPLETE
+    assert stored.state == TrialState.COMPLETE and stored.user_attrs[INTERRUPTED_ATTR] == ""
     assert sorted(stored.intermediate_values) == list(range(1, EPOCHS + 1))
     assert stored.value == pytest.approx(max(stored.intermediate_values.values()))
     events = EventAccumulator(str(run_dir))
@@ -129,3 +130,107 @@ def test_a_retried_trial_continues_from_the_killed_workers_checkpoint(fast_confi
     assert all(retried.intermediate_values[step] == value
                for step, value in lost.intermediate_values.items())
     assert len(json.loads((runs / "trial-1" / "metrics.json").read_text())["epochs"]) == EPOCHS
+
+
+def _stop_pod_after(monkeypatch, epoch: int) -> None:
+    """SIGTERM right after the trial reported ``epoch``, before the pruner is asked."""
+    real = EpochReporter._prune
+
+    def prune(self, running):
+        if self.where == f"epoch {epoch}":
+            raise Terminated()
+        real(self, running)
+
+    monkeypatch.setattr(EpochReporter, "_prune", prune)
+
+
+@pytest.mark.parametrize("pruned", [True, False], ids=["pruner-says-prune", "pruner-says-go-on"])
+def test_a_resumed_pod_asks_the_pruner_before_training_and_clears_interrupted(
+        fast_config, tmp_path, monkeypatch, capsys, pruned):
+    url = f"sqlite:///{tmp_path / 'op.db'}"
+    pruner = {"type": "MedianPruner", "n_startup_trials": 1, "n_warmup_steps": STOP} if pruned \
+        else {"type": "none"}
+    config = validate_config({**small_base(fast_config, epochs=4), "search": search_section(
+        study_name="op", pruner=pruner)})
+    study = optuna.create_study(study_name="op", storage=url, direction="maximize")
+    dists = distributions(config.search.search_space)
+    study.add_trial(optuna.trial.create_trial(  # a trial no other beats: the median prunes
+        params={"optimizer.lr": 0.05, "training.batch_size": 64}, distributions=dists, value=1.0,
+        intermediate_values=dict.fromkeys(range(1, 5), 1.0)))
+    trial = study.ask(dists)
+    last = Path(config.logging.output_dir) / "op" / f"trial-{trial.number}" / "last.pt"
+
+    with monkeypatch.context() as patched:
+        _stop_pod_after(patched, STOP)
+        assert run_stored_trial(config, f"op:{trial.number}", storage=url) == TERMINATED_EXIT
+    stopped = study.get_trials()[trial.number]
+    assert stopped.state == TrialState.RUNNING and stopped.last_step == STOP  # reported, not told
+    assert stopped.user_attrs[INTERRUPTED_ATTR] == f"terminated (SIGTERM) after epoch {STOP}"
+    assert load_checkpoint(last)["epoch"] == STOP
+    capsys.readouterr()
+
+    assert run_stored_trial(config, f"op:{trial.number}", storage=url) == 0
+    output = capsys.readouterr()
+    stored = study.get_trials()[trial.number]
+    if pruned:  # at once: the resumed pod trains no epoch first
+        assert stored.state == TrialState.PRUNED and stored.last_step == STOP
+        assert f"pruned at epoch {STOP}" in output.err
+        assert load_checkpoint(last)["epoch"] == STOP
+        assert stored.user_attrs[INTERRUPTED_ATTR] == stopped.user_attrs[INTERRUPTED_ATTR]
+    else:
+        assert stored.state == TrialState.COMPLETE and sorted(stored.intermediate_values) == [1, 2, 3, 4]
+        assert trained_epochs(output.err, 4) == [3, 4]
+        assert stored.user_attrs[INTERRUPTED_ATTR] == ""  # it trained again: no longer stopped
+
+
+class _SigtermWhileTold(Exception):
+    """An exception whose message is read while the outcome is being recorded; reading it
+    the first time sends this process a SIGTERM (the pod is deleted just then)."""
+
+    sent = False
+
+    def __str__(self) -> str:
+        if not _SigtermWhileTold.sent:
+            _SigtermWhileTold.sent = True
+            signal.raise_signal(signal.SIGTERM)
+        return "the end"
+
+
+class _PrunedThenSigterm(_SigtermWhileTold, optuna.TrialPruned):
+    pass
+
+
+@pytest.mark.parametrize(("error", "state", "code"), [
+    (_PrunedThenSigterm, TrialState.PRUNED, 0), (_SigtermWhileTold, TrialState.FAIL, 1)],
+    ids=["pruned", "failed"])
+def test_a_sigterm_after_training_ended_does_not_stop_the_outcome_being_told(
+        fast_config, tmp_path, monkeypatch, error, state, code):
+    url = f"sqlite:///{tmp_path / 'op.db'}"
+    config = validate_config({**small_base(fast_config), "search": search_section(study_name="op")})
+    study = optuna.create_study(study_name="op", storage=url, direction="maximize")
+    study.ask(distributions(config.search.search_space))
+
+    def objective(self, trial):
+        raise error()
+
+    monkeypatch.setattr(TrialTrainer, "prepare", lambda self: None)
+    monkeypatch.setattr(TrialTrainer, "objective", objective)
+    monkeypatch.setattr(_SigtermWhileTold, "sent", False)
+    received = []
+
+    def ours(signum, frame):
+        received.append(signum)
+
+    outer = signal.signal(signal.SIGTERM, ours)
+    try:
+        try:
+            code_returned = run_stored_trial(config, "op:0", storage=url)
+        except KeyboardInterrupt:
+            pytest.fail("the SIGTERM escaped while the outcome was recorded")
+        restored = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, outer)
+    assert _SigtermWhileTold.sent and not received  # it came while the trial pod's handler was in
+    assert code_returned == code
+    assert study.get_trials()[0].state == state
+    assert restored is ours  # the handler from before the trial is back

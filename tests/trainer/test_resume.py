@@ -20,7 +20,8 @@ EPOCHS, STOP = 5, 2
 
 def _config(fast_config, in_memory: bool, run_name: str):
     fast_config["training"]["num_epochs"] = EPOCHS
-    fast_config["data"].update(in_memory=in_memory, train_fraction=0.3, augment={
+    # Exact only without DataLoader workers (runner.train's docstring says why).
+    fast_config["data"].update(in_memory=in_memory, train_fraction=0.3, num_workers=0, augment={
         "random_crop_padding": 1, "horizontal_flip": True, "rotation_degrees": 10})
     fast_config["logging"]["run_name"] = run_name
     return validate_config(fast_config)
@@ -45,7 +46,7 @@ def _steps(run_dir, tag="val_acc") -> list[int]:
     return [event.step for event in events.Scalars(tag)]
 
 
-@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed"])
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed-no-workers"])
 def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(fast_config, in_memory):
     config = _config(fast_config, in_memory, "run")
     _interrupted(config)
@@ -94,3 +95,31 @@ def test_a_checkpoint_of_another_run_is_never_resumed(fast_config):
     assert resumable(last, config_to_dict(config)) is not None
     assert resumable(last, config_to_dict(other)) is None
     assert resumable(last, config_to_dict(config), run_id="study:3@2020-01-01T00:00:00") is None
+
+
+def test_best_pt_is_written_before_last_pt(tmp_path, monkeypatch):
+    """``last.pt`` is the commit point: a kill between the two writes never leaves a
+    ``last.pt`` whose history names a best epoch that ``best.pt`` does not hold."""
+    from kubetune.training import checkpoint
+
+    class Killed(Exception):
+        pass
+
+    written, real, kill = [], checkpoint.write_bytes_atomic, []
+
+    def write(path, data):
+        written.append(path.name)
+        if kill and len(written) == 2:
+            raise Killed  # between the two writes
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "write_bytes_atomic", write)
+    checkpoint.save_checkpoints(tmp_path, {"epoch": 1}, best=True)
+    checkpoint.save_checkpoints(tmp_path, {"epoch": 2}, best=False)
+    assert written == ["best.pt", "last.pt", "last.pt"]
+    written.clear()
+    kill.append(True)
+    with pytest.raises(Killed):
+        checkpoint.save_checkpoints(tmp_path, {"epoch": 3}, best=True)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 3
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2

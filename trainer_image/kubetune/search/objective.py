@@ -35,7 +35,7 @@ from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError
 from kubetune.search.checks import overrides_for_trial, require_search
-from kubetune.search.interruption import Terminated
+from kubetune.search.interruption import INTERRUPTED_ATTR, Terminated
 from kubetune.search.results import FAIL_REASON_ATTR, trial_run_dir
 from kubetune.search.space import distributions
 
@@ -105,14 +105,17 @@ class EpochReporter:
     def catch_up(self, history: list[dict[str, float]], values: Mapping[int, float],
                  reported: Container[int]) -> None:
         """Take over a resumed run's epochs: report the steps the trial lacks (``values``
-        where the source trial has them, else the running value), then ask the pruner."""
-        running, missing = None, False
+        where the source trial has them, else the running value), then ask the pruner.
+
+        The pruner is asked even when no step was missing: a pod stopped between
+        ``report`` and telling PRUNED must end the trial now, not after another epoch.
+        """
+        running = None
         for entry in history:
             running, step = self._update(int(entry["epoch"]), entry)
             if step not in reported:
                 self.trial.report(values.get(step, running), step)
-                missing = True
-        if missing and running is not None:
+        if running is not None:
             self._prune(running)
 
 
@@ -220,6 +223,8 @@ class TrialTrainer:
                 self.reporter = reporter
                 resume, run_id = (None, None) if search.cross_validation.enabled else \
                     self._resume(trial, cfg, reporter)
+                if fold == 0:
+                    self._clear_interrupted(trial)
                 # A quiet search prints one line per trial instead of the epoch lines.
                 result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
                                callback=reporter, progress=False,
@@ -245,6 +250,12 @@ class TrialTrainer:
               f"{cfg.training.num_epochs} ({where})", flush=True)
         reporter.catch_up(point.history, point.values, frozen.intermediate_values)
         return point.path, run_id
+
+    @staticmethod
+    def _clear_interrupted(trial: optuna.Trial) -> None:
+        """The trial trains again: where an earlier pod stopped is history now."""
+        if trial.user_attrs.get(INTERRUPTED_ATTR):
+            trial.set_user_attr(INTERRUPTED_ATTR, "")
 
 
 def _free_memory() -> None:

@@ -8,10 +8,12 @@ reports every epoch, obeys the pruner and tells the result. Re-running a
 finished trial does nothing, so a restarted pod is harmless; re-running a
 RUNNING trial whose folder has its ``last.pt`` continues from that epoch.
 
-SIGTERM (eviction, preemption, node drain, Job deletion) leaves the trial
-RUNNING with the user attribute ``kubetune.interrupted`` and exits 143: the
-operator then starts a new pod for the same trial, or fails it. Ctrl-C and
-trainer errors end the trial as FAIL with a ``fail_reason``.
+SIGTERM (eviction, preemption, node drain, Job deletion) while the trial trains
+leaves it RUNNING with the user attribute ``kubetune.interrupted`` and exits 143:
+the operator then starts a new pod for the same trial, or fails it; that pod sets
+the attribute to "" once it trains. A SIGTERM after training ended does not stop
+the outcome being told. Ctrl-C and trainer errors end the trial as FAIL with a
+``fail_reason``.
 
 No heartbeats here: the operator watches the trial's Job instead and fails
 (and possibly retries) the trial when the Job dies without telling.
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import sys
 
 import optuna
@@ -33,8 +34,8 @@ from kubetune.search.checks import check_search
 from kubetune.search.interruption import (
     INTERRUPTED_ATTR,
     TERMINATED_EXIT,
+    SigtermGuard,
     Terminated,
-    raise_terminated,
 )
 from kubetune.search.results import FAIL_REASON_ATTR
 from kubetune.search.storage import mask_url, resolve_storage_url
@@ -75,33 +76,39 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
 
     trial = optuna.trial.Trial(study, trial_id)
     trainer = TrialTrainer(config, study_name)
-    try:
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
-    except ValueError:  # not the main thread
-        previous = None
     state, value = TrialState.FAIL, None
-    try:
-        trainer.prepare()
-        value = trainer.objective(trial)
-        state = TrialState.COMPLETE
-    except optuna.TrialPruned as exc:
-        state = TrialState.PRUNED
-        print(f"trial {number}: {exc}", file=sys.stderr)
-    except Terminated:
-        where = trainer.reporter.where if trainer.reporter and trainer.reporter.where else None
-        reason = f"{TERMINATED} after {where}" if where else f"{TERMINATED} before its first epoch"
-        with contextlib.suppress(Exception):
-            trial.set_user_attr(INTERRUPTED_ATTR, reason)
-        print(f"trial {number} of {study_name}: {reason}; left RUNNING to resume", file=sys.stderr)
-        return TERMINATED_EXIT
-    except (Exception, KeyboardInterrupt) as exc:
-        with contextlib.suppress(Exception):
-            trial.set_user_attr(FAIL_REASON_ATTR, fail_reason(exc))
-        log.debug("trial %d failed", number, exc_info=True)
-        print(f"trial {number} failed: {fail_reason(exc)}", file=sys.stderr)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with SigtermGuard() as guard:
+        try:
+            try:
+                trainer.prepare()
+                value = trainer.objective(trial)
+            finally:
+                guard.disarm()  # training is over: from here on the outcome gets told
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned as exc:
+            state = TrialState.PRUNED
+            print(f"trial {number}: {exc}", file=sys.stderr)
+        except Terminated:
+            where = trainer.reporter.where if trainer.reporter and trainer.reporter.where else None
+            # Stopped again before taking over the last pod's epochs: it stopped where that did.
+            reason = f"{TERMINATED} after {where}" if where else \
+                frozen.user_attrs.get(INTERRUPTED_ATTR) or f"{TERMINATED} before its first epoch"
+            with contextlib.suppress(Exception):
+                trial.set_user_attr(INTERRUPTED_ATTR, reason)
+            print(f"trial {number} of {study_name}: {reason}; left RUNNING to resume", file=sys.stderr)
+            return TERMINATED_EXIT
+        except (Exception, KeyboardInterrupt) as exc:
+            with contextlib.suppress(Exception):
+                trial.set_user_attr(FAIL_REASON_ATTR, fail_reason(exc))
+            log.debug("trial %d failed", number, exc_info=True)
+            print(f"trial {number} failed: {fail_reason(exc)}", file=sys.stderr)
+        return _tell(study, trial, search.metric, state, value)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, metric: str, state: TrialState,
+          value: float | None) -> int:
+    """Record the outcome; 0 for COMPLETE or PRUNED, 1 for FAIL or when it cannot be recorded."""
+    number = trial.number
     try:
         if state == TrialState.COMPLETE:
             study.tell(trial, value)
@@ -111,5 +118,5 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
         print(f"trial {number}: could not record {state.name}: {exc}", file=sys.stderr)
         return 1
     if state == TrialState.COMPLETE:
-        print(f"trial {number} of {study_name} COMPLETE: {search.metric}={value:.4f}")
+        print(f"trial {number} of {study.study_name} COMPLETE: {metric}={value:.4f}")
     return 0 if state in (TrialState.COMPLETE, TrialState.PRUNED) else 1

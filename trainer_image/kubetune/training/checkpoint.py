@@ -1,7 +1,7 @@
 """Checkpoints: ``last.pt`` after every epoch, ``best.pt`` when the monitored metric improves.
 
 A checkpoint holds the config next to the weights, so it says what it is, and
-everything a run needs to continue exactly where it stopped:
+everything a run needs to continue where it stopped:
 
 - ``epoch``, ``metrics`` (that epoch's), ``history`` (every epoch so far), ``classes``;
 - ``config`` (the resolved config as plain data) and ``run_id`` (who wrote it, or None):
@@ -76,13 +76,19 @@ def checkpoint_payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def save_checkpoints(run_dir: Path, payload: dict[str, Any], *, best: bool) -> None:
-    """Write ``last.pt`` (and ``best.pt``), serialising the payload once; never half a file."""
+    """Write ``best.pt`` (when ``best``), then ``last.pt``; serialise the payload once.
+
+    ``last.pt`` is the commit point: a resumed run believes its history about which
+    epoch is best, so ``best.pt`` must hold that epoch before ``last.pt`` says so. A
+    kill between the two leaves ``best.pt`` one epoch ahead of ``last.pt``: an epoch the
+    resumed run trains again.
+    """
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
-    write_bytes_atomic(run_dir / "last.pt", data)
     if best:
         write_bytes_atomic(run_dir / "best.pt", data)
+    write_bytes_atomic(run_dir / "last.pt", data)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -96,8 +96,13 @@ def train(
     ``resume`` (a ``last.pt`` of a run with the same config) puts back its weights,
     optimizer, scheduler, scaler and RNG states and history, and training goes on at
     the next epoch, in ``resume``'s folder unless ``run_dir`` says otherwise. On the
-    CPU the result is the one an uninterrupted run gets. ``run_id`` is stored in the
-    checkpoints so a caller can tell its own from another run's.
+    CPU, with in-memory data or streamed data and ``data.num_workers: 0``, the result
+    is the one an uninterrupted run gets. With DataLoader workers it is not: persistent
+    workers seed their RNGs once, from a draw of the batches' generator when the first
+    epoch starts, and that seed and the workers' RNG states are not saved, so a resumed
+    run sees other batch orders and per-item augmentations (it is still a sound
+    continuation of the same training). ``run_id`` is stored in the checkpoints so a
+    caller can tell its own from another run's.
     """
     settings = config.training
     device = resolve_device(settings.device)

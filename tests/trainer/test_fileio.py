@@ -1,0 +1,38 @@
+"""Atomic writes: flushed to disk before the rename, with an ordinary file's mode."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from kubetune.fileio import write_bytes_atomic
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["022", "002", "077"])
+def test_a_written_file_has_the_mode_of_an_ordinary_new_file(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_bytes_atomic(tmp_path / "last.pt", b"weights")
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "last.pt").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+
+
+def test_the_data_reaches_the_disk_before_the_rename(tmp_path, monkeypatch):
+    target, data = tmp_path / "last.pt", b"x" * 100_000
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append((stat.S_ISREG(os.fstat(fd).st_mode), os.fstat(fd).st_size, target.exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_bytes_atomic(target, data)
+    assert synced[0] == (True, len(data), False)  # the whole temporary file, not yet renamed
+    assert target.read_bytes() == data
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
