@@ -31,7 +31,7 @@ DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 def _worker(url: str, study_name: str, n: int, path: str, ready, start, done_queue) -> None:
     import optuna
 
-    from kubetune.search.budget import budget
+    from kubetune.search.ledger import budget
     from kubetune.search.locking import StudyLock
     from kubetune.search.storage import make_storage
 

@@ -14,6 +14,8 @@ NodeLost             yes       pod condition DisruptionTarget/DeletionByTaintMan
 Disrupted            yes       the Job's ``podFailurePolicy`` DisruptionTarget rule fired and
                                the pod is already gone (evicted pods often are)
 JobDeleted           yes       the Job vanished while its trial was RUNNING
+Terminated           yes       the trial container exited 143 (SIGTERM, e.g. ``kubectl delete pod``)
+                               and left its trial RUNNING for the next pod
 OOMKilled            no        container terminated with reason OOMKilled
 DeadlineExceeded     no        Job condition Failed/DeadlineExceeded
 BackoffLimitExceeded no        the pod exited non-zero without telling the trial
@@ -31,7 +33,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-DISRUPTIONS_RESUMED = frozenset({"Evicted", "Preempted", "NodeLost", "Disrupted", "JobDeleted"})
+from kubetune.search.interruption import TERMINATED_EXIT
+
+DISRUPTIONS_RESUMED = frozenset({"Evicted", "Preempted", "NodeLost", "Disrupted", "JobDeleted", "Terminated"})
 # DisruptionTarget condition reasons (Kubernetes 1.26+) -> kubetune's reason.
 DISRUPTIONS = {
     "EvictionByEvictionAPI": "Evicted",
@@ -121,6 +125,8 @@ def failure_reason(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
         return Failure("Disrupted", failed.get("message") or "")
     for pod in pods:
         terminated = _terminated(pod)
+        if terminated and terminated.get("exitCode") == TERMINATED_EXIT:
+            return Failure("Terminated", "the trial pod was stopped (SIGTERM) before its trial ended")
         if terminated and terminated.get("exitCode") not in (None, 0):
             return Failure(
                 "BackoffLimitExceeded",

@@ -78,21 +78,6 @@ def same_status(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> boo
     return a == b and _strip_times(conditions_a) == _strip_times(conditions_b)
 
 
-def trials_block(summary: Any, n_trials: int, owned_running: int) -> dict[str, int]:
-    """``status.trials``: counts by state; ``finished`` is what counts towards ``total``."""
-    return {
-        "running": owned_running,
-        "waiting": summary.waiting,
-        "complete": summary.complete,
-        "pruned": summary.pruned,
-        "failed": summary.failed,
-        "retried": summary.retried,
-        "preempted": summary.preempted,
-        "finished": summary.finished,
-        "total": n_trials,
-    }
-
-
 def best_block(trial: Any) -> dict[str, Any] | None:
     if trial is None:
         return None

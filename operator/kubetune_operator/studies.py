@@ -1,12 +1,13 @@
-"""The operator's side of the Optuna study: create or load it, ask, fail, retry, count.
+"""The operator's side of the Optuna study: create or load it, ask, fail, resume, retry.
 
 Every trial the operator starts is first enqueued with ``kubetune.owner`` in its
 user attributes and then asked for, so the mark and the trial appear together:
 after a crash, a RUNNING trial with the mark but no Job is the operator's own.
 Retries are WAITING trials with the failed trial's params and distributions and
 Optuna's retry marks (``failed_trial``, ``retry_history`` in the system attributes,
-as ml-search's own retries), plus ``kubetune.retry_of``; a retried failure does not
-count towards ``n_trials`` (``kubetune.search.budget`` counts the same way).
+as ml-search's own retries), plus ``kubetune.retry_of``. How trials count towards
+``n_trials`` is :mod:`kubetune.search.ledger`'s, the same for ml-search and the operator.
+A disrupted trial resumed in a new Job carries ``kubetune.preempted`` (the new Job's index).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import itertools
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -24,8 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config import Config
 from kubetune.config.search_schema import SearchConfig
-from kubetune.search.budget import TARGET_ATTR, retried_numbers
 from kubetune.search.checks import initial_points
+from kubetune.search.ledger import TARGET_ATTR, enqueue_retry, retried_numbers
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler
 from kubetune.search.space import distributions, grid_values
@@ -41,61 +41,6 @@ def search_fingerprint(config: Config) -> str:
     """What a cached study depends on: everything in ``search`` but the trial count."""
     assert config.search is not None
     return json.dumps(config.search.model_dump(mode="json", exclude={"n_trials"}), sort_keys=True)
-
-
-@dataclass
-class Summary:
-    """Counts over a study's trials, as the operator sees them."""
-
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0  # every FAIL trial, retried ones included
-    retried: int = 0  # FAIL trials that a retry replaces
-    running: int = 0  # RUNNING trials, whoever runs them
-    waiting: int = 0  # WAITING trials (enqueued: first config, retries)
-    preempted: int = 0  # resumes of this StudyJob's disrupted trials, over all its trials
-    best: FrozenTrial | None = None
-    owned_running: list[FrozenTrial] = field(default_factory=list)
-    owned_waiting: list[FrozenTrial] = field(default_factory=list)
-
-    @property
-    def counted_failed(self) -> int:
-        return self.failed - self.retried
-
-    @property
-    def finished(self) -> int:
-        """Finished trials that count towards ``n_trials``."""
-        return self.complete + self.pruned + self.counted_failed
-
-
-def summarise(trials: Sequence[FrozenTrial], owner: str, maximize: bool) -> Summary:
-    summary = Summary()
-    retried = retried_numbers(trials)
-    for trial in trials:
-        state = trial.state
-        if trial.user_attrs.get(names.ATTR_OWNER) == owner:
-            summary.preempted += preempted(trial)
-        if state == TrialState.COMPLETE:
-            summary.complete += 1
-            if trial.value is not None and (
-                summary.best is None
-                or (trial.value > summary.best.value if maximize else trial.value < summary.best.value)  # type: ignore[operator]
-            ):
-                summary.best = trial
-        elif state == TrialState.PRUNED:
-            summary.pruned += 1
-        elif state == TrialState.FAIL:
-            summary.failed += 1
-            summary.retried += trial.number in retried
-        elif state == TrialState.RUNNING:
-            summary.running += 1
-            if trial.user_attrs.get(names.ATTR_OWNER) == owner:
-                summary.owned_running.append(trial)
-        elif state == TrialState.WAITING:
-            summary.waiting += 1
-            if trial.user_attrs.get(names.ATTR_OWNER) == owner:
-                summary.owned_waiting.append(trial)
-    return summary
 
 
 class StudyHandle:
@@ -177,8 +122,8 @@ class StudyHandle:
 
     def _next_grid_point(self) -> dict[str, Any] | None:
         assert self.grid is not None
-        taken = {_point_key(t.params) for t in self.trials()}
-        return next((p for p in self.grid if _point_key(p) not in taken), None)
+        taken = {point_key(t.params) for t in self.trials()}
+        return next((p for p in self.grid if point_key(p) not in taken), None)
 
     def mark_job(self, trial: optuna.Trial | FrozenTrial, job_name: str) -> None:
         """Record that the trial's Job is about to exist (a missing Job then means a lost one)."""
@@ -206,15 +151,8 @@ class StudyHandle:
         """Queue ``trial``'s params again, once, as its next attempt."""
         if trial.number in retried_numbers(trials):
             return
-        history = [*trial.system_attrs.get("retry_history", ()), trial.number]
-        self.study.add_trial(optuna.create_trial(
-            state=TrialState.WAITING,
-            params=dict(trial.params),
-            distributions=dict(trial.distributions),
-            user_attrs=self._attrs(**{names.ATTR_RETRY_OF: trial.number,
-                                      names.ATTR_ATTEMPT: attempt(trial) + 1}),
-            system_attrs={"failed_trial": trial.number, "retry_history": history},
-        ))
+        enqueue_retry(self.study, trial, user_attrs=self._attrs(**{
+            names.ATTR_RETRY_OF: trial.number, names.ATTR_ATTEMPT: attempt(trial) + 1}))
 
     def sync_target(self, n_trials: int) -> None:
         """Keep the study's ``n_trials`` user attribute (what ml-search reads) at the spec's."""
@@ -236,7 +174,7 @@ def grid_points(search: SearchConfig) -> list[dict[str, Any]]:
     return points
 
 
-def _point_key(params: dict[str, Any]) -> tuple:
+def point_key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
 
 

@@ -35,6 +35,11 @@ class ResultsVolume:
     readable: bool = True  # False: the operator may not read the claim (RBAC)
 
     @property
+    def one_pod(self) -> bool:
+        """ReadWriteOncePod: one pod at a time, so trials run one after another."""
+        return ONE_POD in self.modes
+
+    @property
     def single_node(self) -> bool:
         """Every pod that mounts the claim must share one node."""
         return self.claim is not None and MANY not in self.modes

@@ -55,6 +55,9 @@ def test_job_outcome(job, expected):
      [], "Disrupted", True),
     (_job("DeadlineExceeded", 600), [_terminated("Error", 137)], "DeadlineExceeded", False),
     (_job(), [_terminated("Error", 3)], "BackoffLimitExceeded", False),
+    # kubectl delete pod: no DisruptionTarget, but the trainer left its trial RUNNING (exit 143).
+    (_job(), [_terminated("Error", 143)], "Terminated", True),
+    (_job("DeadlineExceeded", 600), [_terminated("Error", 143)], "DeadlineExceeded", False),
     (_job(), [], "BackoffLimitExceeded", False),
 ])
 def test_failure_reasons(job, pods, reason, resumable):

@@ -33,7 +33,8 @@ def test_version():
 def test_the_operator_imports_no_torch():
     # The operator image has no torch: every module it loads must do without.
     modules = ["kubetune_operator.main", "kubetune_operator.handlers", "kubetune_operator.crd",
-               "kubetune_operator.finish", "kubetune.search.results"]
+               "kubetune_operator.act", "kubetune_operator.decide", "kubetune.search.results",
+                   "kubetune.search.ledger"]
     code = "".join(f"import {m}\n" for m in modules) + (
         "import sys\nbad = [m for m in ('torch', 'torchvision') if m in sys.modules]\nassert not bad, bad\n")
     result = run_cli("python", "-c", code)

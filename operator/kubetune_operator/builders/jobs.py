@@ -84,13 +84,14 @@ def _job(
 
 def trial_job(
     owner: Mapping[str, Any], spec: StudyJobSpec, study_name: str, number: int, image: str, resume: int = 0,
-    *, single_node: bool = False,
+    *, single_node: bool = False, deadline: int | None = None,
 ) -> dict[str, Any]:
     """Job ``<name>-trial-<number>``: trains trial ``number`` of ``study_name`` and tells it.
 
     ``resume`` > 0: the trial was disrupted; this Job (``-r<resume>``) runs the same command,
     which continues from the trial's last checkpoint. ``single_node``: the results claim is
-    not ReadWriteMany, so the pod requires the node of the claim's other pods.
+    not ReadWriteMany, so the pod requires the node of the claim's other pods. ``deadline``:
+    what a resumed trial has left of ``spec.trials.activeDeadlineSeconds``.
     """
     studyjob = owner["metadata"]["name"]
     labels = {**names.child_labels(studyjob, "trial"), names.LABEL_TRIAL: str(number),
@@ -102,7 +103,8 @@ def trial_job(
     pod = pod_spec(spec, studyjob, image, [trial], single_node=single_node)
     return _job(
         owner, names.trial_job_name(studyjob, number, resume), labels, annotations, pod,
-        spec.trials.active_deadline_seconds, spec.trials.ttl_seconds_after_finished,
+        deadline if deadline is not None else spec.trials.active_deadline_seconds,
+        spec.trials.ttl_seconds_after_finished,
     )
 
 

@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     trainer.prepare()  # data errors stop here, before the storage is touched
 
     start = start_study(config, url, study_name, resume=args.resume, n_trials=args.n_trials)
-    from kubetune.search.budget import budget
+    from kubetune.search.ledger import budget
 
     state = budget(start.study, start.target)
     log.info("study %s (%s) in %s: %d/%d trials done, %d queued or running", study_name,

@@ -18,9 +18,7 @@ from kubetune.config.loader import config_to_dict, with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.yaml_io import dump_yaml
 from kubetune.fileio import write_text_atomic
-from kubetune.search.budget import retried_numbers
-
-FAIL_REASON_ATTR = "fail_reason"
+from kubetune.search.ledger import FAIL_REASON_ATTR, retried_numbers
 
 
 def best_config_dict(config: Config, best_params: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import optuna
 
 from kubetune.config.schema import Config
 from kubetune.errors import ConfigError, UsageError
-from kubetune.search.budget import TARGET_ATTR, budget, stored_target
 from kubetune.search.checks import cap_to_grid, initial_points, require_search
+from kubetune.search.ledger import TARGET_ATTR, budget, stored_target
 from kubetune.search.locking import StudyLock
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler

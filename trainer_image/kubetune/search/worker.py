@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.schema import Config
-from kubetune.search.budget import WORKER_ATTR, budget, enqueue_retry
+from kubetune.search.ledger import WORKER_ATTR, budget, enqueue_retry
 from kubetune.search.locking import StudyLock
 from kubetune.search.results import FAIL_REASON_ATTR, best_trial
 from kubetune.search.storage import heartbeat_settings

@@ -1,4 +1,4 @@
-"""How trials are charged to n_trials, and best_config_dict."""
+"""How trials are charged to n_trials (the ledger), and best_config_dict."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from kubetune.config import validate_config
-from kubetune.search.budget import WORKER_ATTR, budget, counted_trials, enqueue_retry
 from kubetune.search.checks import check_search, initial_points
+from kubetune.search.ledger import WORKER_ATTR, budget, counted_trials, enqueue_retry
 from kubetune.search.results import best_config_dict, trials_csv_text
 from tests.search.conftest import search_section, small_base
 

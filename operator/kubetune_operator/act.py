@@ -1,0 +1,200 @@
+"""Act: make the calls a :class:`~kubetune_operator.decide.Plan` asks for.
+
+Storage first, then the API: trials are failed, resumed or retried; missing Jobs are
+made; new trials are asked for and their Jobs created; Jobs that never started are
+deleted; the visualisation Job and the best-config ConfigMap are written; then the
+status (only if it changed) and the events. A Job the API server refuses raises
+:class:`JobRejected`; a Job-count quota and an earlier StudyJob's leftover Job raise
+``kopf.TemporaryError`` (the trial stays unmarked and gets its Job on a later pass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import optuna
+from optuna.trial import FrozenTrial
+
+from kubetune.config import Config
+from kubetune_operator import names
+from kubetune_operator import status as st
+from kubetune_operator.builders import best_config_map, config_map, trial_job, visualise_job
+from kubetune_operator.decide import Event, Plan
+from kubetune_operator.failures import Failure
+from kubetune_operator.kube import ApiError, owned_by
+from kubetune_operator.observe import Snapshot
+from kubetune_operator.runtime import Runtime
+from kubetune_operator.studies import StudyHandle
+
+
+class JobRejected(Exception):
+    """The API server refused a trial Job (invalid spec, admission, RBAC)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
+    return ", ".join(parts) or "no params"
+
+
+@dataclass
+class StudyJobRef:
+    """Who the pass acts for: the StudyJob's coordinates and its owner reference."""
+
+    rt: Runtime
+    namespace: str
+    name: str
+    key: str
+    uid: str | None
+    generation: int | None
+    owner: dict[str, Any]
+
+    def post(self, event: Event) -> None:
+        if event.once is None or self.rt.warn_once(self.key, event.once):
+            self.rt.post_event(self.owner, event.type, event.reason, event.message)
+
+    def remember(self, announced: set[int] = frozenset(), examined: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.rt.announced.setdefault(self.key, set()).update(announced)
+        self.rt.examined.setdefault(self.key, set()).update(examined)
+
+
+def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> None:
+    """Fail, resume and retry the trials the plan names; make the Jobs it finds missing."""
+    for item in plan.start:
+        start_job(ref, s, handle, item.trial, item.resume)
+    for fail in plan.fail:
+        if handle.tell_fail(fail.trial, fail.failure):  # False: the pod told it meanwhile
+            ref.remember({fail.trial.number}, {fail.trial.number})
+            ref.post(fail.event)
+    for resume in plan.resume:
+        if handle.mark_preempted(resume.trial, resume.resume):
+            start_job(ref, s, handle, resume.trial, resume.resume, deadline=resume.deadline)
+            ref.post(resume.event)
+    for retry in plan.retry:
+        handle.retry(retry.trial, s.trials)
+        ref.post(retry.event)
+    ref.remember(plan.announced, plan.examined)
+
+
+def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config: Config) -> None:
+    """Delete, launch, visualise and write the best config as the plan says; then the status."""
+    if plan.refused is not None:
+        raise JobRejected(plan.refused)
+    for name in plan.delete_jobs:
+        ref.rt.kube.delete_job(ref.namespace, name)
+    launched = 0
+    for index in range(plan.launch):
+        trial = handle.ask(waiting=index < plan.waiting)
+        if trial is None:
+            break  # the grid is covered
+        start_job(ref, s, handle, trial, 0)
+        launched += 1
+    if plan.visualise is not None:
+        options = ref.rt.options
+        body = visualise_job(ref.owner, s.spec, s.study, plan.visualise, options.cpu_image or options.trial_image,
+                             single_node=s.results.single_node)
+        ref.rt.kube.create(body, ref.namespace)
+    if plan.best_config is not None:
+        write_best_config(ref, config, plan.best_config)
+    ref.remember(plan.announced)
+    status = dict(plan.status)
+    if launched < plan.launch:  # a grid point another worker took meanwhile
+        status["trials"] = {**status["trials"], "running": status["trials"]["running"] - plan.launch + launched}
+    for event in plan.events:
+        ref.post(event)
+    write_status(ref, s.old_status, plan.phase, plan.message, plan.conditions, status)
+
+
+def start_job(ref: StudyJobRef, s: Snapshot, handle: StudyHandle, trial: optuna.Trial | FrozenTrial,
+              resume: int, deadline: int | None = None) -> None:
+    """Create the trial's Job (``-r<resume>`` for a resumed trial) and mark the trial with it."""
+    job_name = names.trial_job_name(ref.name, trial.number, resume)
+    job = trial_job(ref.owner, s.spec, s.study, trial.number, ref.rt.options.trial_image, resume,
+                    single_node=s.results.single_node, deadline=deadline)
+    try:
+        created = ref.rt.kube.create(job, ref.namespace)
+    except ApiError as exc:
+        if exc.status == 403 and "exceeded quota" in str(exc):
+            # A quota on Job count: room comes back as other Jobs go.
+            raise kopf.TemporaryError(f"Job {job_name}: {exc}", delay=10) from None
+        if exc.transient or exc.status not in (400, 403, 422):  # 400: a body it cannot decode
+            raise
+        failure = Failure("JobRejected", f"the API server refused Job {job_name}: {exc}")
+        handle.tell_fail(trial, failure)
+        raise JobRejected(failure) from None
+    if not created:
+        existing = [j for j in ref.rt.kube.list_jobs(ref.namespace, ref.name) if j["metadata"]["name"] == job_name]
+        if ref.uid and existing and not owned_by(existing[0], ref.uid):
+            # A StudyJob of this name was deleted and re-applied: its Job is still
+            # being garbage-collected.
+            raise kopf.TemporaryError(f"Job {job_name} of an earlier StudyJob `{ref.name}` "
+                                      "is still being deleted", delay=2)
+    # Only now: a RUNNING trial without this mark and without its Job was asked (or
+    # resumed) by an operator that stopped before creating the Job, and gets it; one with
+    # the mark but no Job lost it.
+    handle.mark_job(trial, job_name)
+    if resume:
+        return  # the TrialPreempted event told it
+    retry_of = trial.user_attrs.get(names.ATTR_RETRY_OF)
+    note = f" (retry of trial {retry_of})" if retry_of is not None else ""
+    ref.post(Event("Normal", "TrialStarted",
+                   f"trial {trial.number} started as Job {job_name}{note}: {format_params(trial.params)}"))
+
+
+def ensure_config_map(ref: StudyJobRef, config: Config, text: str) -> None:
+    """``<name>-config`` holds the config every pod mounts; rewritten when it changes."""
+    if ref.rt.config_written.get(ref.key) == text:
+        return
+    body = config_map(ref.owner, config)
+    kube = ref.rt.kube
+    if not kube.create(body, ref.namespace):
+        existing = kube.get("ConfigMap", ref.namespace, body["metadata"]["name"]) or {}
+        if (existing.get("data") or {}) != body["data"]:
+            kube.patch("ConfigMap", ref.namespace, body["metadata"]["name"], {"data": body["data"]})
+    ref.rt.config_written[ref.key] = text
+
+
+def write_best_config(ref: StudyJobRef, config: Config, best: FrozenTrial) -> None:
+    """Write ``<name>-best-config`` once per best trial."""
+    from kubetune.search.results import best_config_dict
+
+    assert best.value is not None
+    body = best_config_map(ref.owner, best_config_dict(config, dict(best.params)), best.number, best.value)
+    name = body["metadata"]["name"]
+    text = body["data"][names.BEST_CONFIG_KEY]
+    if ref.rt.best_written.get(ref.key) == text:
+        return
+    kube = ref.rt.kube
+    if not kube.create(body, ref.namespace):
+        existing = kube.get("ConfigMap", ref.namespace, name) or {}
+        if (existing.get("data") or {}) != body["data"]:
+            kube.patch("ConfigMap", ref.namespace, name, {
+                "data": body["data"], "metadata": {"annotations": body["metadata"]["annotations"]}})
+    ref.rt.best_written[ref.key] = text
+    ref.post(Event("Normal", "BestConfig",
+                   f"best config (trial {best.number}) in ConfigMap {name}, key {names.BEST_CONFIG_KEY}"))
+
+
+def write_status(ref: StudyJobRef, old: Mapping[str, Any], phase: str, message: str,
+                 conditions: list[st.Condition], fields: Mapping[str, Any]) -> None:
+    """Patch the status if it changed; an event when the phase changes."""
+    status = {k: v for k, v in fields.items() if v is not None}
+    status["phase"] = phase
+    status["message"] = message
+    status["conditions"] = st.conditions_list(conditions, old.get("conditions") or [], ref.generation)
+    if ref.generation is not None:
+        status["observedGeneration"] = ref.generation
+    if phase != old.get("phase"):
+        failed = [c for c in conditions if c.type == st.FAILED_CONDITION and c.status]
+        detail = failed[0].message if failed else message
+        ref.post(Event("Warning" if phase == st.FAILED else "Normal", phase, f"{phase}: {detail}"))
+    if st.same_status(old, status):
+        return
+    ref.rt.kube.patch_studyjob_status(ref.namespace, ref.name, st.merge_patch(old, status))
+    ref.rt.last_status[ref.key] = status

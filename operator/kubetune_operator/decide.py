@@ -1,0 +1,460 @@
+"""Decide: from one :class:`~kubetune_operator.observe.Snapshot`, the plan of a pass.
+
+Pure: no API, no storage, no clock but the snapshot's. Two parts:
+
+- **Settle** the trials whose Job ended or vanished without a result. A disruption
+  (eviction, preemption, node loss, deleted Job) resumes the trial in a new Job
+  ``-r<k>`` that continues from its checkpoint, up to ``spec.trials.retries`` times
+  and within ``activeDeadlineSeconds`` counted from the trial's start; anything else,
+  or past that, fails it with the reason read from the Job and its pods. A RUNNING
+  trial whose current Job was never made (the operator stopped in between) gets it.
+  A trial that a trainer image from before the resume failed on SIGTERM is retried
+  with the same params as a new trial (``retries`` attempts).
+- **Steer** the StudyJob: how many new trials to start (the ledger's room, WAITING
+  trials first, ``parallelism``), the visualisation Job, the best config, the phase,
+  the conditions, the status and the events.
+
+When settling changes the storage, :func:`kubetune_operator.reconcile.reconcile` acts
+on it, observes again and decides anew, so the second part always sees settled trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from kubetune.search.interruption import INTERRUPTED_ATTR
+from kubetune.search.ledger import Ledger, ledger, retried_numbers
+from kubetune_operator import names
+from kubetune_operator import status as st
+from kubetune_operator.failures import (
+    STARTUP_REASONS,
+    Failure,
+    failure_reason,
+    job_outcome,
+    startup_failure,
+    vanished,
+)
+from kubetune_operator.observe import Snapshot, terminated_by_old_trainer
+from kubetune_operator.studies import attempt, point_key, preempted
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+    once: str | None = None  # post only the first time this tag is seen for the StudyJob
+
+
+@dataclass(frozen=True)
+class FailTrial:
+    trial: FrozenTrial
+    failure: Failure
+    event: Event
+
+
+@dataclass(frozen=True)
+class ResumeTrial:
+    trial: FrozenTrial
+    resume: int  # the new Job's index (1 for the first resume)
+    deadline: int | None  # what is left of activeDeadlineSeconds
+    event: Event
+
+
+@dataclass(frozen=True)
+class StartJob:
+    """A RUNNING trial's current Job, asked (or resumed) by an operator that stopped before making it."""
+
+    trial: FrozenTrial
+    resume: int
+
+
+@dataclass(frozen=True)
+class RetryTrial:
+    trial: FrozenTrial
+    event: Event
+
+
+@dataclass
+class Plan:
+    # Settling (changes the storage: the pass observes again after acting on it)
+    fail: list[FailTrial] = field(default_factory=list)
+    resume: list[ResumeTrial] = field(default_factory=list)
+    retry: list[RetryTrial] = field(default_factory=list)
+    start: list[StartJob] = field(default_factory=list)
+    examined: set[int] = field(default_factory=set)  # FAIL trials whose Job was read
+    announced: set[int] = field(default_factory=set)  # trials whose end has its event
+    # Steering
+    delete_jobs: list[str] = field(default_factory=list)
+    launch: int = 0  # new trials to ask for and start
+    waiting: int = 0  # WAITING trials the asks pop first
+    refused: Failure | None = None  # this generation's Jobs were refused: launch nothing
+    visualise: int | None = None  # create the visualisation Job for this many finished trials
+    best_config: FrozenTrial | None = None  # write ConfigMap <name>-best-config from this trial
+    phase: str = st.PENDING
+    message: str = ""
+    conditions: list[st.Condition] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    retry_after: float | None = None  # look again after this many seconds (nothing else will say)
+
+    @property
+    def settles(self) -> bool:
+        """Acting on it changes the trials in the storage."""
+        return bool(self.fail or self.resume or self.retry)
+
+    def event(self, type_: str, reason: str, message: str, once: str | None = None) -> None:
+        self.events.append(Event(type_, reason, message, once))
+
+
+WAIT_FOR_PODS = 5.0  # seconds before a pass looks again at a deleted Job whose pods still run
+
+
+def decide(s: Snapshot, *, settle_trials: bool = True) -> Plan:
+    """The plan of one pass over ``s``: settling if there is any to do (and
+    ``settle_trials``), else steering."""
+    plan = Plan()
+    if settle_trials:
+        settle(s, plan)
+        if plan.settles:
+            return plan
+    steer(s, plan)
+    return plan
+
+
+# Settle -------------------------------------------------------------------------------
+
+def settle(s: Snapshot, plan: Plan) -> None:
+    retried = retried_numbers(s.trials)
+    for trial in s.trials:
+        if not s.owned(trial):
+            continue
+        job = s.trial_jobs.get(trial.number)
+        if trial.state == TrialState.RUNNING:
+            _running(s, plan, trial, job)
+        elif (terminated_by_old_trainer(trial) and job is not None and job_outcome(job) == "failed"
+              and trial.number not in s.memory.examined):
+            plan.examined.add(trial.number)
+            if trial.number not in retried:
+                _reported_failure(s, plan, trial, job)
+
+
+def _running(s: Snapshot, plan: Plan, trial: FrozenTrial, job: dict[str, Any] | None) -> None:
+    resume = preempted(trial)
+    current = names.trial_job_name(s.name, trial.number, resume)
+    if job is not None and job["metadata"]["name"] != current:
+        job = None  # an earlier Job of a trial since resumed
+    if job is None:
+        if trial.user_attrs.get(names.ATTR_JOB) != current:
+            plan.start.append(StartJob(trial, resume))
+            return
+        if any(not _terminal(pod) for pod in s.pods.get(current, [])):
+            plan.retry_after = WAIT_FOR_PODS  # its pod still runs: resume once it is gone
+            return
+        failure = vanished()
+    else:
+        outcome = job_outcome(job)
+        if outcome is None:
+            found = startup_failure(job, s.pods.get(current, []), s.spec.trials.startup_timeout_seconds, s.now)
+            if found is None:
+                return
+            failure = found
+            plan.delete_jobs.append(current)  # its pod never started and never will: free the slot
+        elif outcome == "succeeded":
+            failure = Failure("NoReport", "the trial pod exited 0 without reporting a result")
+        else:
+            failure = failure_reason(job, s.pods.get(current, []))
+    if failure.resumable and resume < s.spec.trials.retries:
+        left = _deadline_left(s, trial)
+        if left is None or left > 0:
+            plan.resume.append(_resume(s, trial, failure, resume + 1, left))
+            return
+        failure = Failure("DeadlineExceeded", f"the trial ran past its deadline of "
+                                              f"{s.spec.trials.active_deadline_seconds}s ({failure.reason} "
+                                              f"left no time to resume)")
+    plan.fail.append(FailTrial(trial, failure, Event("Warning", "TrialFailed",
+                                                     f"trial {trial.number} failed: {failure}")))
+
+
+def _terminal(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _deadline_left(s: Snapshot, trial: FrozenTrial) -> int | None:
+    """Seconds of ``activeDeadlineSeconds`` the trial has left over all its Jobs; None: no deadline."""
+    deadline = s.spec.trials.active_deadline_seconds
+    if not deadline or trial.datetime_start is None:
+        return deadline or None
+    started = trial.datetime_start.timestamp() if trial.datetime_start.tzinfo else \
+        trial.datetime_start.astimezone().timestamp()
+    return round(deadline - (s.now - started))
+
+
+def _resume(s: Snapshot, trial: FrozenTrial, failure: Failure, resume: int, deadline: int | None) -> ResumeTrial:
+    job = names.trial_job_name(s.name, trial.number, resume)
+    stopped = trial.user_attrs.get(INTERRUPTED_ATTR)  # the trainer's "terminated ... after epoch k"
+    when = f"; {stopped}" if stopped else ""
+    return ResumeTrial(trial, resume, deadline, Event(
+        "Warning", "TrialPreempted",
+        f"trial {trial.number} was disrupted ({failure}){when}; it resumes from its last checkpoint "
+        f"as Job {job} (resume {resume} of {s.spec.trials.retries})"))
+
+
+def _reported_failure(s: Snapshot, plan: Plan, trial: FrozenTrial, job: dict[str, Any]) -> None:
+    failure = failure_reason(job, s.pods.get(job["metadata"]["name"], []))
+    retry = failure.resumable and attempt(trial) <= s.spec.trials.retries
+    if s.memory.first_pass and not retry:
+        return  # old news
+    reported = trial.user_attrs.get(names.ATTR_FAIL_REASON)
+    if reported and failure.reason == "BackoffLimitExceeded":
+        text = reported  # the trainer failed and said why; the exit code adds nothing
+    elif reported:
+        text = f"{failure} (the trial reported: {reported})"
+    else:
+        text = str(failure)
+    message = f"trial {trial.number} failed: {text}"
+    plan.announced.add(trial.number)
+    if retry:
+        message += (f"; its params run again as a new trial (attempt {attempt(trial) + 1} "
+                    f"of {s.spec.trials.retries + 1})")
+        plan.retry.append(RetryTrial(trial, Event("Warning", "TrialFailed", message)))
+    else:
+        plan.event("Warning", "TrialFailed", message)
+
+
+# Steer --------------------------------------------------------------------------------
+
+def steer(s: Snapshot, plan: Plan) -> None:
+    books = ledger(s.trials, maximize=s.maximize)
+    owned_running = [t for t in s.trials if t.state == TrialState.RUNNING and s.owned(t)]
+    _announce(s, plan, books)
+    _note_blocked(s, plan)
+    counted_failed = books.failed - books.retried
+    running = len(owned_running)
+    best_config: dict[str, Any] | None = None
+    if counted_failed > s.spec.trials.max_failed:
+        phase = st.FAILED
+        plan.conditions.append(st.Condition(
+            st.FAILED_CONDITION, True, "MaxFailedExceeded",
+            f"{counted_failed} trials failed, more than spec.trials.maxFailed={s.spec.trials.max_failed}; "
+            "no new trials start"))
+    elif books.done(s.n_trials, running):
+        plan.conditions.append(st.Condition(
+            st.TRIALS_DONE, True, "AllTrialsFinished", f"{books.finished} of {s.n_trials} trials finished"))
+        if books.best is None:
+            phase = st.FAILED
+            plan.conditions.append(st.Condition(
+                st.FAILED_CONDITION, True, "NoCompletedTrial", "every trial was pruned or failed"))
+        else:
+            phase, best_config = _finish(s, plan, books)
+    else:
+        plan.conditions.append(st.Condition(
+            st.TRIALS_DONE, False, "TrialsRemaining", f"{books.finished} of {s.n_trials} trials finished"))
+        if s.spec.suspend:
+            phase = st.SUSPENDED
+        else:
+            _launch(s, plan, books, running)
+            running += plan.launch
+            phase = st.RUNNING if running or books.finished else st.PENDING
+    suspend = s.spec.suspend
+    plan.conditions.append(st.Condition(
+        st.SUSPENDED_CONDITION, suspend, "Suspended" if suspend else "NotSuspended",
+        "spec.suspend is true: no new trials start" if suspend else ""))
+    plan.phase = phase
+    plan.message = _message(s, plan, books, running)
+    plan.status = {
+        "study": s.study,
+        "progress": f"{books.finished}/{s.n_trials}",
+        "trials": {
+            "running": running,
+            "waiting": books.waiting,
+            "complete": books.complete,
+            "pruned": books.pruned,
+            "failed": books.failed,
+            "retried": books.retried,
+            "preempted": sum(preempted(t) for t in s.trials if s.owned(t)),
+            "finished": books.finished,
+            "total": s.n_trials,
+        },
+        "best": st.best_block(books.best),
+        "bestConfig": best_config or s.old_status.get("bestConfig"),
+    }
+
+
+def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
+    """As many new trials as ``parallelism`` and the ledger allow; WAITING ones go first."""
+    parallelism = 1 if s.results.one_pod else s.spec.trials.parallelism
+    waiting, counted = books.waiting, books.counted
+    grid_left = None
+    if s.grid is not None:
+        taken = {point_key(t.params) for t in s.trials}
+        grid_left = sum(point_key(p) not in taken for p in s.grid)
+    launch = 0
+    while running + launch < parallelism:
+        if waiting > launch:
+            pass  # pops a WAITING trial: already counted
+        elif counted < s.n_trials and (grid_left is None or grid_left > 0):
+            counted += 1
+            grid_left = None if grid_left is None else grid_left - 1
+        else:
+            break
+        launch += 1
+    if not launch:
+        return
+    refused = old_condition(s, st.FAILED_CONDITION, ("JobRejected",))
+    if refused is not None:  # this generation's Jobs were refused: ask for no more trials
+        plan.refused = Failure("JobRejected", refused.get("message", "").partition(": ")[2])
+        return
+    plan.launch, plan.waiting = launch, min(waiting, launch)
+
+
+def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
+    """One event per newly finished trial, and one when the best trial changes."""
+    finished = {t.number: t for t in s.trials if t.state.is_finished()}
+    if s.memory.first_pass:
+        plan.announced.update(finished)
+        return
+    metric = s.config.search.metric if s.config.search else "value"
+    for number in sorted(set(finished) - s.memory.announced - plan.announced):
+        trial = finished[number]
+        if trial.state == TrialState.FAIL and _job_still_explains(s, trial):
+            continue  # settle() reports it once the Job has ended
+        plan.announced.add(number)
+        if trial.state == TrialState.COMPLETE:
+            plan.event("Normal", "TrialComplete", f"trial {number} complete: {metric}={trial.value:.4g}")
+        elif trial.state == TrialState.PRUNED:
+            step = trial.last_step  # kubetune's trainer reports once per epoch
+            at = f" at epoch {step}" if step is not None else ""
+            plan.event("Normal", "TrialPruned", f"trial {number} pruned{at}")
+        else:
+            reason = trial.user_attrs.get(names.ATTR_FAIL_REASON) or "no reason recorded"
+            plan.event("Warning", "TrialFailed", f"trial {number} failed: {reason}")
+    best = books.best
+    old_best = (s.old_status.get("best") or {}).get("trial")
+    if best is not None and best.number != old_best:
+        plan.event("Normal", "NewBest", f"trial {best.number} is the best so far: {metric}={best.value:.4g}")
+
+
+def _job_still_explains(s: Snapshot, trial: FrozenTrial) -> bool:
+    """A trial terminated from outside: its Job, once failed, says why (settle() reports it)."""
+    job = s.trial_jobs.get(trial.number)
+    if not terminated_by_old_trainer(trial) or not s.owned(trial) or job is None:
+        return False
+    return job_outcome(job) != "succeeded"
+
+
+def _note_blocked(s: Snapshot, plan: Plan) -> None:
+    """While the latest trial to end is one whose pod never started, say so (a condition
+    and the status message), from the storage alone: it holds across passes and restarts."""
+    ended = [t for t in s.trials if t.state.is_finished() and s.owned(t)]
+    if not ended:
+        return
+    last = max(ended, key=lambda t: (t.datetime_complete or t.datetime_start or datetime.min, t.number))
+    reason, _, message = (last.user_attrs.get(names.ATTR_FAIL_REASON) or "").partition(": ")
+    if last.state == TrialState.FAIL and reason in STARTUP_REASONS:
+        blocked(plan, Failure(reason, message), f"trial {last.number}")
+
+
+def blocked(plan: Plan, failure: Failure, what: str) -> None:
+    """Trials cannot start: say why in the ``TrialsBlocked`` condition (once per pass)."""
+    if _blocked(plan) is None:
+        plan.conditions.append(st.Condition(st.TRIALS_BLOCKED, True, failure.reason,
+                                            f"{what} could not start: {failure}"))
+
+
+def _blocked(plan: Plan) -> st.Condition | None:
+    return next((c for c in plan.conditions if c.type == st.TRIALS_BLOCKED), None)
+
+
+def old_condition(s: Snapshot, type_: str, reasons: Iterable[str]) -> Mapping[str, Any] | None:
+    """The last status's condition ``type_``, if this generation set it with one of ``reasons``."""
+    for condition in s.old_status.get("conditions") or []:
+        if (condition.get("type") == type_ and condition.get("reason") in reasons
+                and condition.get("observedGeneration") == s.generation):
+            return condition
+    return None
+
+
+def _message(s: Snapshot, plan: Plan, books: Ledger, running: int) -> str:
+    metric = s.config.search.metric if s.config.search else "value"
+    best = f"; best {metric}={books.best.value:.4g} (trial {books.best.number})" if books.best else ""
+    found = _blocked(plan)
+    why = f"; {found.message}" if found is not None else ""
+    return f"{running} running, {books.finished} finished{best}{why}"
+
+
+# The end of a study -------------------------------------------------------------------
+
+def _finish(s: Snapshot, plan: Plan, books: Ledger) -> tuple[str, dict[str, Any] | None]:
+    """The phase and, once the plots are done (or not kept), ``status.bestConfig``.
+
+    The visualisation Job writes best_config.yaml, trials.csv and every plot into
+    ``/results/<name>``; without ``spec.output`` only the ConfigMap is written. A failed
+    visualisation, or one whose pod never starts, does not fail the study: the
+    condition ``Visualised`` says so and why.
+    """
+    output = s.spec.output
+    if output is not None and output.persistent_volume_claim:
+        phase = _visualise(s, plan, books.finished)
+        if phase is not None:
+            return phase, None
+    else:
+        plan.conditions.append(st.Condition(
+            st.VISUALISED, False, "NoOutputVolume", "spec.output.persistentVolumeClaim is not set: no plots are kept"))
+    best = books.best
+    assert best is not None
+    plan.best_config = best
+    result: dict[str, Any] = {"configMap": names.best_config_map_name(s.name), "key": names.BEST_CONFIG_KEY,
+                              "trial": best.number}
+    if output is not None and output.persistent_volume_claim:
+        result["path"] = f"{names.RESULTS_DIR}/{s.name}/{names.BEST_CONFIG_KEY}"
+    return st.SUCCEEDED, result
+
+
+def _visualise(s: Snapshot, plan: Plan, finished: int) -> str | None:
+    """Visualising while the Job runs; None once it ended (either way)."""
+    name = names.visualise_job_name(s.name)
+    job = s.visualise
+    if job is not None:
+        annotations = job["metadata"].get("annotations") or {}
+        if annotations.get(names.ANNOTATION_FINISHED) != str(finished):
+            # Made for fewer trials (n_trials was raised since): replace it. Its
+            # deletion event brings the next pass, which creates the new one.
+            plan.delete_jobs.append(name)
+            plan.conditions.append(st.Condition(st.VISUALISED, False, "Outdated", "replacing the plots"))
+            return st.VISUALISING
+    if job is None:
+        gave_up = old_condition(s, st.VISUALISED, STARTUP_REASONS)
+        if gave_up is not None:  # its pod never started; not made again for this generation
+            plan.conditions.append(st.Condition(st.VISUALISED, False, gave_up["reason"], gave_up.get("message", "")))
+            return None
+        plan.visualise = finished
+        plan.event("Normal", "VisualisationStarted",
+                   f"all {finished} trials finished; Job {name} writes the plots and "
+                   f"best_config.yaml to /results/{s.name}")
+        plan.conditions.append(st.Condition(st.VISUALISED, False, "Running", f"Job {name} is running"))
+        return st.VISUALISING
+    outcome = job_outcome(job)
+    if outcome is None:
+        stuck = startup_failure(job, s.pods.get(name, []), s.spec.trials.startup_timeout_seconds, s.now)
+        if stuck is not None:
+            message = f"Job {name} could not start: {stuck}"
+            plan.delete_jobs.append(name)
+            plan.conditions.append(st.Condition(st.VISUALISED, False, stuck.reason, message))
+            plan.event("Warning", "VisualisationFailed", message)
+            return None
+        plan.conditions.append(st.Condition(st.VISUALISED, False, "Running", f"Job {name} is running"))
+        return st.VISUALISING
+    if outcome == "failed":
+        message = f"Job {name} failed; see kubectl logs job/{name}"
+        plan.conditions.append(st.Condition(st.VISUALISED, False, "VisualisationFailed", message))
+        plan.event("Warning", "VisualisationFailed", message, once=f"visualise:{job['metadata'].get('uid')}")
+    else:
+        plan.conditions.append(st.Condition(
+            st.VISUALISED, True, "Visualised", f"plots and best_config.yaml in /results/{s.name}"))
+    return None

@@ -1,0 +1,107 @@
+"""Observe: one snapshot of a StudyJob's world, read from the API and the storage.
+
+Everything :func:`kubetune_operator.decide.decide` needs, and nothing it has to fetch
+itself: the spec and its config, the study's trials, the newest Job of each trial,
+the visualisation Job, the pods of the Jobs worth a look (ended, or not started long
+after they were made, or vanished with pods still terminating), the results claim's
+access modes, the last status and what this process remembers of the StudyJob.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from kubetune.config import Config
+from kubetune.search.single_trial import TERMINATED
+from kubetune_operator import names
+from kubetune_operator.failures import job_outcome, may_be_stuck
+from kubetune_operator.kube import Kube
+from kubetune_operator.spec import StudyJobSpec
+from kubetune_operator.studies import preempted
+from kubetune_operator.volumes import ResultsVolume
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What this operator process remembers of a StudyJob (empty after a restart)."""
+
+    first_pass: bool  # the first pass of this process: trials that ended before are not news
+    announced: frozenset[int] = frozenset()  # trials whose end had its event
+    examined: frozenset[int] = frozenset()  # FAIL trials whose failed Job was read
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    namespace: str
+    name: str
+    key: str  # names.owner_key
+    generation: int | None
+    spec: StudyJobSpec
+    config: Config
+    n_trials: int  # search.n_trials, capped to the grid's size
+    study: str  # the Optuna study's name
+    maximize: bool
+    grid: list[dict[str, Any]] | None  # every grid point, for a GridSampler
+    trials: list[FrozenTrial]
+    trial_jobs: dict[int, dict[str, Any]]  # trial number -> its newest Job
+    visualise: dict[str, Any] | None
+    pods: dict[str, list[dict[str, Any]]]  # Job name -> its pods, for the Jobs worth a look
+    results: ResultsVolume
+    old_status: Mapping[str, Any]
+    memory: Memory
+    now: float = field(default_factory=time.time)
+
+    def owned(self, trial: FrozenTrial) -> bool:
+        return trial.user_attrs.get(names.ATTR_OWNER) == self.key
+
+
+def latest_trial_jobs(jobs: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Trial number -> its newest Job (a resumed trial has one per disruption)."""
+    found: dict[int, tuple[int, dict[str, Any]]] = {}
+    for job in jobs:
+        labels = job["metadata"].get("labels") or {}
+        if names.LABEL_TRIAL not in labels:
+            continue
+        number, resume = int(labels[names.LABEL_TRIAL]), int(labels.get(names.LABEL_RESUME, 0))
+        if number not in found or resume > found[number][0]:
+            found[number] = (resume, dict(job))
+    return {number: job for number, (_, job) in found.items()}
+
+
+def terminated_by_old_trainer(trial: FrozenTrial) -> bool:
+    """FAIL as "terminated (SIGTERM)": a trainer image from before the resume told it."""
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(names.ATTR_FAIL_REASON) == TERMINATED
+
+
+def jobs_to_read(snapshot_name: str, trials: list[FrozenTrial], key: str, trial_jobs: dict[int, dict[str, Any]],
+                 visualise: dict[str, Any] | None, examined: frozenset[int], timeout: float,
+                 now: float) -> list[str]:
+    """The Jobs whose pods decide something: ended with their trial untold, not started
+    after ``timeout``, or gone while their pods may still run."""
+    wanted = []
+    for trial in trials:
+        if trial.user_attrs.get(names.ATTR_OWNER) != key:
+            continue
+        job = trial_jobs.get(trial.number)
+        current = names.trial_job_name(snapshot_name, trial.number, preempted(trial))
+        if trial.state == TrialState.RUNNING:
+            if job is None or job["metadata"]["name"] != current:
+                if trial.user_attrs.get(names.ATTR_JOB) == current:
+                    wanted.append(current)  # vanished: are its pods gone too?
+            elif job_outcome(job) == "failed" or may_be_stuck(job, timeout, now):
+                wanted.append(current)
+        elif (terminated_by_old_trainer(trial) and job is not None and job_outcome(job) == "failed"
+              and trial.number not in examined):
+            wanted.append(job["metadata"]["name"])
+    if visualise is not None and may_be_stuck(visualise, timeout, now):
+        wanted.append(visualise["metadata"]["name"])
+    return wanted
+
+
+def read_pods(kube: Kube, namespace: str, jobs: list[str]) -> dict[str, list[dict[str, Any]]]:
+    return {job: kube.list_job_pods(namespace, job) for job in jobs}

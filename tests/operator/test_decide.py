@@ -1,0 +1,144 @@
+"""decide(): the plan of a pass from one snapshot, without any cluster or storage."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from kubetune.search.interruption import INTERRUPTED_ATTR
+from kubetune.search.ledger import budget
+from kubetune_operator import names
+from kubetune_operator import status as st
+from kubetune_operator.decide import decide
+from kubetune_operator.observe import Memory, Snapshot
+from kubetune_operator.spec import parse_spec, resolve_config
+from kubetune_operator.volumes import ResultsVolume
+from tests.operator.conftest import digits_spec
+
+KEY = "kt/sj"
+DIST = {"optimizer.lr": FloatDistribution(1e-4, 0.3, log=True)}
+NOW = time.time()
+
+
+def trial(number: int, state: TrialState = TrialState.RUNNING, value: float | None = None,
+          started: float = NOW - 60, **attrs: Any) -> FrozenTrial:
+    user_attrs = {names.ATTR_OWNER: KEY, **attrs}
+    if state == TrialState.RUNNING:
+        user_attrs.setdefault(names.ATTR_JOB, names.trial_job_name("sj", number, attrs.get(names.ATTR_PREEMPTED, 0)))
+    return FrozenTrial(
+        number=number, state=state, value=value,
+        datetime_start=datetime.datetime.fromtimestamp(started),
+        datetime_complete=None if state in (TrialState.RUNNING, TrialState.WAITING) else datetime.datetime.now(),
+        params={"optimizer.lr": 0.01}, distributions=DIST, user_attrs=user_attrs, system_attrs={},
+        intermediate_values={}, trial_id=number,
+    )
+
+
+def job(number: int, resume: int = 0, status: dict | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": names.trial_job_name("sj", number, resume),
+                         "labels": {names.LABEL_TRIAL: str(number), names.LABEL_RESUME: str(resume)},
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {}, "status": status or {"active": 1, "ready": 1}}
+
+
+FAILED = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                                       "message": "Container trial for pod kt/x failed: DisruptionTarget"}]}
+EVICTED_POD = {"status": {"phase": "Failed", "conditions": [
+    {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI", "message": "Eviction API"}]}}
+
+
+def snapshot(trials: list[FrozenTrial], jobs: dict[int, dict] | None = None, pods: dict | None = None,
+             n_trials: int = 4, modes: frozenset[str] = frozenset({"ReadWriteMany"}), first_pass: bool = False,
+             **trials_spec: Any) -> Snapshot:
+    spec = parse_spec(digits_spec(n_trials=n_trials, **trials_spec), "sj")
+    config = resolve_config(spec.config, spec).config
+    return Snapshot(namespace="kt", name="sj", key=KEY, generation=1, spec=spec, config=config, n_trials=n_trials,
+                    study="digits-op", maximize=True, grid=None, trials=trials, trial_jobs=jobs or {}, visualise=None,
+                    pods=pods or {}, results=ResultsVolume(None if not modes else "results", modes),
+                    old_status={}, memory=Memory(first_pass), now=NOW)
+
+
+def test_an_evicted_trial_resumes_in_a_new_job_for_the_same_trial():
+    running = trial(0, **{INTERRUPTED_ATTR: "terminated (SIGTERM) after epoch 2"})
+    plan = decide(snapshot([running], {0: job(0, status=FAILED)}, {"sj-trial-0": [EVICTED_POD]}, retries=1))
+    assert not plan.fail and [(r.trial.number, r.resume) for r in plan.resume] == [(0, 1)]
+    assert plan.resume[0].event.message == (
+        "trial 0 was disrupted (Evicted: Eviction API); terminated (SIGTERM) after epoch 2; it resumes from its "
+        "last checkpoint as Job sj-trial-0-r1 (resume 1 of 1)")
+    assert plan.launch == 0 and plan.status == {}  # settle first; the pass decides again after acting
+
+
+def test_a_trial_disrupted_past_its_retries_fails_with_the_reason():
+    resumed = trial(0, **{names.ATTR_PREEMPTED: 1})
+    plan = decide(snapshot([resumed], {0: job(0, 1, FAILED)}, {"sj-trial-0-r1": [EVICTED_POD]}, retries=1))
+    assert not plan.resume and [str(f.failure) for f in plan.fail] == ["Evicted: Eviction API"]
+
+
+def test_a_resume_gets_what_is_left_of_the_deadline_and_none_when_it_is_spent():
+    young = trial(0, started=NOW - 100)
+    plan = decide(snapshot([young], {0: job(0, status=FAILED)}, {"sj-trial-0": [EVICTED_POD]},
+                           activeDeadlineSeconds=600))
+    assert plan.resume[0].deadline == 500
+    old = trial(0, started=NOW - 700)
+    plan = decide(snapshot([old], {0: job(0, status=FAILED)}, {"sj-trial-0": [EVICTED_POD]},
+                           activeDeadlineSeconds=600))
+    assert not plan.resume and plan.fail[0].failure.reason == "DeadlineExceeded"
+
+
+def test_a_deleted_job_whose_pod_still_runs_is_resumed_only_once_the_pod_is_gone():
+    running = trial(0)
+    still = decide(snapshot([running], {}, {"sj-trial-0": [{"status": {"phase": "Running"}}]}))
+    assert not still.settles and still.retry_after is not None
+    gone = decide(snapshot([running], {}, {"sj-trial-0": []}))
+    assert gone.resume[0].event.message.startswith("trial 0 was disrupted (JobDeleted")
+
+
+def test_a_trial_asked_before_the_operator_stopped_gets_its_job():
+    asked = trial(0, **{names.ATTR_PREEMPTED: 1})  # resumed: marked with the -r1 Job it never got
+    asked.user_attrs[names.ATTR_JOB] = "sj-trial-0"
+    plan = decide(snapshot([asked], {0: job(0, status=FAILED)}))
+    assert [(a.trial.number, a.resume) for a in plan.start] == [(0, 1)] and not plan.fail
+
+
+def test_waiting_trials_count_towards_n_trials_as_in_ml_search():
+    study = optuna.create_study(direction="maximize")
+    done = trial(0, TrialState.COMPLETE, 0.9)
+    queued = trial(1, TrialState.WAITING)
+    for t in (done, queued):
+        study.add_trial(optuna.trial.create_trial(state=t.state, value=t.value, params=t.params,
+                                                  distributions=t.distributions, user_attrs=t.user_attrs))
+    plan = decide(snapshot([done, queued], n_trials=2, parallelism=4))
+    assert (plan.launch, plan.waiting) == (1, 1)  # the WAITING trial, and nothing new
+    assert not budget(study, 2).has_room  # ml-search's workers see the same books
+
+
+def test_launches_fill_parallelism_within_n_trials():
+    plan = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5), trial(1)], {1: job(1)}, n_trials=3, parallelism=4))
+    assert plan.launch == 1 and plan.phase == st.RUNNING
+    assert plan.status["trials"]["running"] == 2 and plan.status["progress"] == "1/3"
+
+
+def test_a_read_write_once_pod_claim_runs_one_trial_at_a_time():
+    plan = decide(snapshot([], n_trials=4, parallelism=3, modes=frozenset({"ReadWriteOncePod"})))
+    assert plan.launch == 1
+
+
+def test_the_study_ends_when_the_ledger_is_done():
+    trials = [trial(0, TrialState.COMPLETE, 0.5), trial(1, TrialState.COMPLETE, 0.8)]
+    plan = decide(snapshot(trials, n_trials=2, modes=frozenset()))
+    assert plan.phase == st.SUCCEEDED and plan.best_config is trials[1] and plan.launch == 0
+    assert plan.status["bestConfig"] == {"configMap": "sj-best-config", "key": "best_config.yaml", "trial": 1}
+    with_output = decide(snapshot(trials, n_trials=2, output=True))
+    assert with_output.phase == st.VISUALISING and with_output.visualise == 2
+
+
+def test_too_many_failures_fail_the_studyjob():
+    failed = [trial(n, TrialState.FAIL, **{names.ATTR_FAIL_REASON: "OOMKilled: x"}) for n in range(2)]
+    plan = decide(snapshot(failed, maxFailed=1))
+    assert plan.phase == st.FAILED and plan.launch == 0
+    assert any(c.reason == "MaxFailedExceeded" for c in plan.conditions)

@@ -1,0 +1,164 @@
+"""The trial ledger: how a study's trials count towards ``n_trials``, for every worker.
+
+``ml-search`` workers and the Kubernetes operator keep the same books, from the
+storage alone. Optuna's ``MaxTrialsCallback`` counts COMPLETE trials only and checks
+after a trial ends, so parallel workers overshoot and a study whose trials keep
+failing never ends. kubetune charges instead every trial that spent (or will spend)
+a point of the budget, and checks before each new trial:
+
+- COMPLETE, PRUNED and FAIL trials count: a failure is a result (a NaN learning
+  rate is an answer), and a search whose every trial crashes must still end;
+- RUNNING and WAITING trials count: they are being or will be evaluated, and a
+  WAITING trial (an enqueued point, a retry) is run before any new one is asked;
+- a FAIL trial that has been *retried* does not count (its retry does): a worker
+  SIGKILLed mid-trial, a Ctrl-C or an evicted pod does not cost the user a trial.
+  A retry is a WAITING trial with the failed one's params and Optuna's own marks
+  (``failed_trial``, ``retry_history`` in its system attributes).
+
+A study is done when nothing is left to start (no room, nothing WAITING) and
+nothing of the caller's still runs. The study's total lives in its user attribute
+``n_trials``. Torch-free: the operator imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from kubetune.search.interruption import INTERRUPTED_ATTR
+
+TARGET_ATTR = "n_trials"
+WORKER_ATTR = "worker"  # set on trials an ml-search worker runs (they send heartbeats)
+FAIL_REASON_ATTR = "fail_reason"  # why a trial failed, written by whoever failed it
+
+
+def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
+    """Numbers of trials that a later trial re-runs with the same params."""
+    numbers: set[int] = set()
+    for trial in trials:
+        numbers.update(trial.system_attrs.get("retry_history", ()))
+    return numbers
+
+
+def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials charged to ``n_trials`` (see the module docstring)."""
+    retried = retried_numbers(trials)
+    return [t for t in trials if t.number not in retried]
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A study's trials by state, as charged to its ``n_trials``."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0  # every FAIL trial, retried ones included
+    retried: int = 0  # FAIL trials that a retry replaces
+    running: int = 0
+    waiting: int = 0  # WAITING trials: enqueued points, retries
+    best: FrozenTrial | None = None  # the best COMPLETE trial
+
+    @property
+    def finished(self) -> int:
+        """Finished trials that count towards ``n_trials``."""
+        return self.complete + self.pruned + self.failed - self.retried
+
+    @property
+    def counted(self) -> int:
+        """Trials charged to ``n_trials``: finished, running and waiting."""
+        return self.finished + self.running + self.waiting
+
+    def has_room(self, target: int) -> bool:
+        """A new trial may be asked for (WAITING ones go first regardless)."""
+        return self.counted < target
+
+    def done(self, target: int, still_running: int) -> bool:
+        """Nothing left to start, and none of the caller's ``still_running`` trials runs."""
+        return not self.has_room(target) and self.waiting == 0 and still_running == 0
+
+
+def ledger(trials: Sequence[FrozenTrial], *, maximize: bool = True) -> Ledger:
+    """Count ``trials`` (all of a study's) into a :class:`Ledger`."""
+    retried = retried_numbers(trials)
+    counts = {state: 0 for state in TrialState}
+    best: FrozenTrial | None = None
+    for trial in trials:
+        counts[trial.state] += 1
+        if trial.state == TrialState.COMPLETE and trial.value is not None and (
+            best is None or (trial.value > best.value if maximize else trial.value < best.value)  # type: ignore[operator]
+        ):
+            best = trial
+    return Ledger(
+        complete=counts[TrialState.COMPLETE],
+        pruned=counts[TrialState.PRUNED],
+        failed=counts[TrialState.FAIL],
+        retried=sum(t.state == TrialState.FAIL and t.number in retried for t in trials),
+        running=counts[TrialState.RUNNING],
+        waiting=counts[TrialState.WAITING],
+        best=best,
+    )
+
+
+def enqueue_retry(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, Any] | None = None,
+                  distributions: Mapping[str, Any] | None = None, *,
+                  user_attrs: Mapping[str, Any] | None = None) -> None:
+    """Queue ``trial``'s params again, with the marks Optuna's heartbeat retry sets.
+
+    ``user_attrs`` default to the failed trial's, less its worker, its fail reason and
+    where it was interrupted.
+    """
+    system_attrs = {**trial.system_attrs, "failed_trial": trial.number,
+                    "retry_history": [*trial.system_attrs.get("retry_history", ()), trial.number]}
+    if user_attrs is None:
+        user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR)}
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING,
+        params=dict(params if params is not None else trial.params),
+        distributions=dict(distributions if distributions is not None else trial.distributions),
+        user_attrs=dict(user_attrs),
+        system_attrs=system_attrs,
+    ))
+
+
+# ml-search's view: the ledger of a whole study against its stored total ------------
+
+@dataclass(frozen=True)
+class Budget:
+    """A snapshot of the study against its total, for ``ml-search`` workers."""
+
+    target: int
+    counted: int  # trials charged to the budget (see the module docstring)
+    finished: int  # counted trials that have ended
+    waiting: int  # WAITING trials (enqueued points, retries)
+    running_workers: int  # RUNNING trials of ml-search workers
+
+    @property
+    def has_room(self) -> bool:
+        return self.counted < self.target
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to start and nothing of ours still running."""
+        return not self.has_room and self.waiting == 0 and self.running_workers == 0
+
+
+def stored_target(study: optuna.Study) -> int | None:
+    value = study.user_attrs.get(TARGET_ATTR)
+    return int(value) if isinstance(value, int | float) else None
+
+
+def budget(study: optuna.Study, target: int | None = None) -> Budget:
+    """Count the study's trials against ``target`` (default: the stored total)."""
+    trials = study.get_trials(deepcopy=False)
+    books = ledger(trials)
+    return Budget(
+        target=target if target is not None else (stored_target(study) or 0),
+        counted=books.counted,
+        finished=books.finished,
+        waiting=books.waiting,
+        running_workers=sum(t.state == TrialState.RUNNING and WORKER_ATTR in t.user_attrs for t in trials),
+    )
