@@ -69,6 +69,8 @@ def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> No
     for item in plan.start:
         start_job(ref, s, handle, item.trial, item.resume)
     for fail in plan.fail:
+        if fail.delete_job is not None:
+            ref.rt.kube.delete_job(ref.namespace, fail.delete_job)
         if handle.tell_fail(fail.trial, fail.failure):  # False: the pod told it meanwhile
             ref.remember({fail.trial.number}, {fail.trial.number})
             ref.post(fail.event)

@@ -56,6 +56,7 @@ class FailTrial:
     trial: FrozenTrial
     failure: Failure
     event: Event
+    delete_job: str | None = None  # its Job, whose pod never started: delete it to free the slot
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def settle(s: Snapshot, plan: Plan) -> None:
 def _running(s: Snapshot, plan: Plan, trial: FrozenTrial, job: dict[str, Any] | None) -> None:
     resume = preempted(trial)
     current = names.trial_job_name(s.name, trial.number, resume)
+    stuck = None
     if job is not None and job["metadata"]["name"] != current:
         job = None  # an earlier Job of a trial since resumed
     if job is None:
@@ -164,7 +166,7 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial, job: dict[str, Any] | 
             if found is None:
                 return
             failure = found
-            plan.delete_jobs.append(current)  # its pod never started and never will: free the slot
+            stuck = current  # its pod never started and never will: free the slot
         elif outcome == "succeeded":
             failure = Failure("NoReport", "the trial pod exited 0 without reporting a result")
         else:
@@ -177,8 +179,8 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial, job: dict[str, Any] | 
         failure = Failure("DeadlineExceeded", f"the trial ran past its deadline of "
                                               f"{s.spec.trials.active_deadline_seconds}s ({failure.reason} "
                                               f"left no time to resume)")
-    plan.fail.append(FailTrial(trial, failure, Event("Warning", "TrialFailed",
-                                                     f"trial {trial.number} failed: {failure}")))
+    plan.fail.append(FailTrial(trial, failure, Event("Warning", "TrialFailed", f"trial {trial.number} failed: {failure}"),
+                               stuck))
 
 
 def _terminal(pod: Mapping[str, Any]) -> bool:

@@ -103,7 +103,9 @@ def test_a_missing_claim_holds_trials_back_until_it_exists(kube, operator, kubel
     kube.claim("made-later", claims["results"].parent / "later", access_mode="ReadWriteOnce")
     wait_until(lambda: len(kube.trial_jobs("later")) == 2, 60,
                lambda: f"trial Jobs once the claim exists (status: {kube.status('later')})")
-    assert _condition(kube, "later")["reason"] == "SingleNode"
+    # The pass that made the Jobs writes the status right after them.
+    wait_until(lambda: (_condition(kube, "later") or {}).get("reason") == "SingleNode", 10,
+               lambda: f"condition ResultsVolume SingleNode (status: {kube.status('later')})")
 
 
 def _tensorboard(claim: str, node: str) -> dict[str, Any]:

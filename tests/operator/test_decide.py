@@ -142,3 +142,11 @@ def test_too_many_failures_fail_the_studyjob():
     plan = decide(snapshot(failed, maxFailed=1))
     assert plan.phase == st.FAILED and plan.launch == 0
     assert any(c.reason == "MaxFailedExceeded" for c in plan.conditions)
+
+
+def test_a_trial_whose_pod_never_starts_fails_and_its_job_is_deleted():
+    stuck = job(0, status={"active": 1})  # made long ago, never ready
+    pulling = {"status": {"phase": "Pending", "containerStatuses": [
+        {"name": "trial", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling"}}}]}}
+    plan = decide(snapshot([trial(0)], {0: stuck}, {"sj-trial-0": [pulling]}, startupTimeoutSeconds=60))
+    assert [(f.failure.reason, f.delete_job) for f in plan.fail] == [("ImagePullBackOff", "sj-trial-0")]
