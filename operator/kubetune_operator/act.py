@@ -132,7 +132,9 @@ def start_job(ref: StudyJobRef, s: Snapshot, handle: StudyHandle, trial: optuna.
         raise JobRejected(failure) from None
     if not created:
         existing = [j for j in ref.rt.kube.list_jobs(ref.namespace, ref.name) if j["metadata"]["name"] == job_name]
-        if ref.uid and existing and not owned_by(existing[0], ref.uid):
+        if not existing:  # it was there a moment ago and is gone: make it on the next try
+            raise kopf.TemporaryError(f"Job {job_name} was being deleted; creating it again", delay=1)
+        if ref.uid and not owned_by(existing[0], ref.uid):
             # A StudyJob of this name was deleted and re-applied: its Job is still
             # being garbage-collected.
             raise kopf.TemporaryError(f"Job {job_name} of an earlier StudyJob `{ref.name}` "

@@ -2,65 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
-import time
-from typing import Any
-
 import optuna
-from optuna.distributions import FloatDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from kubetune.search.interruption import INTERRUPTED_ATTR
 from kubetune.search.ledger import budget
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.decide import decide
-from kubetune_operator.observe import Memory, Snapshot
-from kubetune_operator.spec import parse_spec, resolve_config
-from kubetune_operator.volumes import ResultsVolume
-from tests.operator.conftest import digits_spec
-
-KEY = "kt/sj"
-DIST = {"optimizer.lr": FloatDistribution(1e-4, 0.3, log=True)}
-NOW = time.time()
-
-
-def trial(number: int, state: TrialState = TrialState.RUNNING, value: float | None = None,
-          started: float = NOW - 60, **attrs: Any) -> FrozenTrial:
-    user_attrs = {names.ATTR_OWNER: KEY, **attrs}
-    if state == TrialState.RUNNING:
-        user_attrs.setdefault(names.ATTR_JOB, names.trial_job_name("sj", number, attrs.get(names.ATTR_PREEMPTED, 0)))
-    return FrozenTrial(
-        number=number, state=state, value=value,
-        datetime_start=datetime.datetime.fromtimestamp(started),
-        datetime_complete=None if state in (TrialState.RUNNING, TrialState.WAITING) else datetime.datetime.now(),
-        params={"optimizer.lr": 0.01}, distributions=DIST, user_attrs=user_attrs, system_attrs={},
-        intermediate_values={}, trial_id=number,
-    )
-
-
-def job(number: int, resume: int = 0, status: dict | None = None) -> dict[str, Any]:
-    return {"metadata": {"name": names.trial_job_name("sj", number, resume),
-                         "labels": {names.LABEL_TRIAL: str(number), names.LABEL_RESUME: str(resume)},
-                         "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {}, "status": status or {"active": 1, "ready": 1}}
-
-
-FAILED = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
-                                       "message": "Container trial for pod kt/x failed: DisruptionTarget"}]}
-EVICTED_POD = {"status": {"phase": "Failed", "conditions": [
-    {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI", "message": "Eviction API"}]}}
-
-
-def snapshot(trials: list[FrozenTrial], jobs: dict[int, dict] | None = None, pods: dict | None = None,
-             n_trials: int = 4, modes: frozenset[str] = frozenset({"ReadWriteMany"}), first_pass: bool = False,
-             **trials_spec: Any) -> Snapshot:
-    spec = parse_spec(digits_spec(n_trials=n_trials, **trials_spec), "sj")
-    config = resolve_config(spec.config, spec).config
-    return Snapshot(namespace="kt", name="sj", key=KEY, generation=1, spec=spec, config=config, n_trials=n_trials,
-                    study="digits-op", maximize=True, grid=None, trials=trials, trial_jobs=jobs or {}, visualise=None,
-                    pods=pods or {}, results=ResultsVolume(None if not modes else "results", modes),
-                    old_status={}, memory=Memory(first_pass), now=NOW)
+from tests.operator.snapshots import EVICTED_POD, FAILED, NOW, job, snapshot, trial
 
 
 def test_an_evicted_trial_resumes_in_a_new_job_for_the_same_trial():
