@@ -168,8 +168,9 @@ def spec_schema() -> dict[str, Any]:
                                     "(image pull, scheduling, volume mounts, quota) fails with the reason.",
                                     minimum=1, default=300),
         "ttlSecondsAfterFinished": _s("integer", "Finished trial Jobs and their logs are deleted after "
-                                      "this long (the Optuna storage keeps the trial).",
-                                      minimum=0, default=86400),
+                                      "this long (the Optuna storage keeps the trial); at least 60, so "
+                                      "the operator reads why a Job failed before it goes.",
+                                      minimum=60, default=86400),
         "serviceAccountName": _s("string"),
         "env": _s("array", "Extra plain environment variables for the trainer.", items=_s(
             "object", required=["name"],

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from kubetune.cli.common import ArgumentParser
 from kubetune_operator.names import VERSION_STRING as __version__
+from kubetune_operator.names import WORKERS
 from kubetune_operator.runtime import DEFAULT_TRIAL_IMAGE
 
 PROG = "kubetune-operator"
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
              "(default: %(default)s)",
     )
     parser.add_argument(
-        "--workers", type=int, default=8, metavar="N", help="handler threads (default: %(default)s)"
+        "--workers", type=int, default=WORKERS, metavar="N", help="handler threads (default: %(default)s)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runtime = Runtime(Kube.from_environment(), Options(
         trial_image=args.trial_image, cpu_image=args.cpu_image, resync_seconds=args.resync_seconds,
-        defaults=defaults))
+        defaults=defaults, workers=args.workers))
     registry = kopf.get_default_registry()  # keeps kopf's own login handlers
     handlers.register(registry, runtime)
     settings = configure(kopf.OperatorSettings(), posting_level=getattr(logging, args.posting_level),

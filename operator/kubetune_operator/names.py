@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 VERSION_STRING = "0.1.0"  # the operator's own version
+WORKERS = 8  # handler threads (--workers), and so the operator's PostgreSQL connections
 
 GROUP = "kubetune.dev"
 VERSION = "v1alpha1"

@@ -22,6 +22,7 @@ import optuna
 from kubetune.config import Config, config_to_yaml
 from kubetune.search.storage import make_storage, mask_url
 from kubetune_operator.kube import Kube
+from kubetune_operator.names import WORKERS
 from kubetune_operator.spec import Defaults, ResolvedConfig, StudyJobSpec, resolve_config
 from kubetune_operator.studies import StudyHandle, search_fingerprint
 
@@ -47,6 +48,7 @@ class Options:
     cpu_image: str | None = None  # the visualisation Job (needs no GPU); default: trial_image
     resync_seconds: float = 60.0  # the safety-net timer; events drive everything else
     retry_seconds: float = 15.0  # back-off while the storage or a Secret is missing
+    workers: int = WORKERS  # handler threads: the storage pool holds one connection for each
     defaults: Defaults = field(default_factory=Defaults)
 
 
@@ -117,7 +119,8 @@ class Runtime:
             storage = self._storages.get(url)
         if storage is None:
             try:
-                storage = make_storage(url, heartbeat=False)
+                # One connection per handler thread, shared by every StudyJob on this storage.
+                storage = make_storage(url, heartbeat=False, pool_size=self.options.workers, max_overflow=0)
             except Exception as exc:  # KubetuneError, sqlalchemy: already masked by make_storage
                 raise StorageProblem("StorageUnavailable", redact(str(exc), url)) from None
             with self._guard:

@@ -7,10 +7,11 @@ import logging
 import kopf
 
 from kubetune_operator import names
+from kubetune_operator.names import WORKERS
 
 
 def configure(settings: kopf.OperatorSettings, *, posting_level: int = logging.WARNING,
-              workers: int = 8) -> kopf.OperatorSettings:
+              workers: int = WORKERS) -> kopf.OperatorSettings:
     """Apply kubetune's choices to ``settings`` (and return it)."""
     # kopf keeps handler progress and the last handled spec in annotations under
     # kubetune.dev/, and blocks deletion with kubetune.dev/finalizer until the

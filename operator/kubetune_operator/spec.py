@@ -78,7 +78,7 @@ class TrialsSpec(_Model):
     # A trial whose pod has not started by then (image pull, scheduling, mounts, quota) fails.
     startup_timeout_seconds: int = Field(300, ge=1, alias="startupTimeoutSeconds")
     # Finished trial Jobs (and their pods' logs) are kept this long; the storage keeps the trial.
-    ttl_seconds_after_finished: int | None = Field(86400, ge=0, alias="ttlSecondsAfterFinished")
+    ttl_seconds_after_finished: int | None = Field(86400, ge=60, alias="ttlSecondsAfterFinished")
     service_account_name: str | None = Field(None, alias="serviceAccountName")
     env: list[EnvVar] = Field(default_factory=list)
 

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from kubetune.search.storage import MAX_OVERFLOW, POOL_SIZE
+from kubetune_operator.names import WORKERS
 from tests.chart.helpers import CHART, find, render_files, render_objects
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is part of the [dev] extra")
@@ -68,12 +69,13 @@ def test_a_password_and_an_existing_secret_are_exclusive():
                          ids=["default", "dashboard", "grpc-proxy", "parallelism-100"])
 def test_max_connections_covers_the_documented_parallelism(extra):
     """Every process that opens kubetune's storage holds POOL_SIZE + MAX_OVERFLOW connections
-    at most: each trial pod, the operator, the two visualise containers, the dashboard; the
-    gRPC proxy one per worker thread. PostgreSQL's own default (100) would refuse some."""
+    at most: each trial pod, the two visualise containers, the dashboard; the operator one per
+    handler thread; the gRPC proxy one per worker thread. PostgreSQL's own default (100)
+    would refuse some."""
     documented = VALUES["postgresql"]["connections"]["parallelism"]
     parallelism = extra.get("postgresql", {}).get("connections", {}).get("parallelism", documented)
-    processes = parallelism + 1 + 2 + (1 if extra.get("dashboard") else 0)
-    needed = processes * (POOL_SIZE + MAX_OVERFLOW)
+    processes = parallelism + 2 + (1 if extra.get("dashboard") else 0)
+    needed = processes * (POOL_SIZE + MAX_OVERFLOW) + WORKERS
     if extra.get("grpcProxy"):
         needed += VALUES["grpcProxy"]["replicas"] * VALUES["grpcProxy"]["threads"]
     settings = server_settings(render_objects(extra))

@@ -203,3 +203,26 @@ async def test_a_finished_studyjob_stops_its_resync_timer(cluster, storage_secre
         before = len(timer_passes)
         await asyncio.sleep(1.5)  # five resync intervals
     assert len(timer_passes) == before
+
+
+@pytest.mark.asyncio
+async def test_a_finished_studyjob_stays_finished_when_its_results_claim_goes(cluster, storage_secret,
+                                                                              start_operator, make_kubelet):
+    first = await start_operator()
+    await cluster.create("v1/persistentvolumeclaims", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "results"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+    trials_tell = lambda job: "tell" if names.LABEL_TRIAL in job["metadata"]["labels"] else "crash"  # noqa: E731
+    async with make_kubelet(trials_tell):
+        await cluster.create_studyjob("kept", digits_spec(n_trials=1, parallelism=1, output=True))
+        await cluster.wait_phase("kept", "Succeeded")
+    await first.stop()
+    await cluster.delete("v1/persistentvolumeclaims", "results")  # results copied away, claim removed
+
+    def claim_missing() -> bool:
+        conditions = {c["type"]: c for c in cluster.status("kept").get("conditions") or []}
+        return conditions.get("ResultsVolume", {}).get("reason") == "ClaimNotFound"
+
+    await start_operator()  # its first pass finds no claim
+    await wait_for(claim_missing, 30, "condition ResultsVolume ClaimNotFound")
+    assert cluster.status("kept")["phase"] == "Succeeded"

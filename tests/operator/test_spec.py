@@ -40,6 +40,9 @@ def test_defaults():
     (_raw(trials={"paralelism": 2}), "spec.trials.paralelism", "unknown field"),
     (_raw(trials={"parallelism": 0}), "spec.trials.parallelism", "greater than or equal to 1"),
     (_raw(trials={"retries": -1}), "spec.trials.retries", "greater than or equal to 0"),
+    # A Job gone before the operator reads why it failed would look deleted (and resume).
+    (_raw(trials={"ttlSecondsAfterFinished": 5}), "spec.trials.ttlSecondsAfterFinished",
+     "greater than or equal to 60"),
     (_raw(trials={"tolerations": [{"effect": "Sometimes"}]}), "spec.trials.tolerations.0.effect",
      "NoSchedule"),
     ({"data": {"persistentVolumeClaim": "d"}}, "spec.config", "exactly one of"),

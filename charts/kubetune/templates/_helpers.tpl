@@ -72,17 +72,18 @@ app.kubernetes.io/component: {{ .component }}
 {{/*
   PostgreSQL's max_connections: postgresql.connections.maxConnections, or computed from the
   connections each kubetune process may hold (kubetune.search.storage POOL_SIZE + MAX_OVERFLOW
-  = 4): 4 x (parallelism trial pods + the operator + the two visualise containers
-  [+ the dashboard]) [+ grpcProxy.replicas x grpcProxy.threads] + 10 reserved.
+  = 4): 4 x (parallelism trial pods + the two visualise containers [+ the dashboard])
+  + 8 for the operator (one per handler thread, kubetune_operator.names.WORKERS)
+  [+ grpcProxy.replicas x grpcProxy.threads] + 10 reserved.
 */}}
 {{- define "kubetune.postgresMaxConnections" -}}
 {{- $c := .Values.postgresql.connections }}
 {{- if $c.maxConnections }}
 {{- int $c.maxConnections }}
 {{- else }}
-{{- $processes := add (int $c.parallelism) 3 (ternary 1 0 .Values.dashboard.enabled) }}
+{{- $processes := add (int $c.parallelism) 2 (ternary 1 0 .Values.dashboard.enabled) }}
 {{- $proxy := ternary (mul (int .Values.grpcProxy.replicas) (int .Values.grpcProxy.threads)) 0 .Values.grpcProxy.enabled }}
-{{- add (mul $processes 4) $proxy 10 }}
+{{- add (mul $processes 4) 8 $proxy 10 }}
 {{- end }}
 {{- end }}
 

@@ -91,9 +91,11 @@ def make_grpc_storage(url: str) -> optuna.storages.BaseStorage:
         raise ConfigError("a grpc:// storage needs grpcio: pip install grpcio", path="search.storage") from None
 
 
-def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+def make_storage(url: str, *, heartbeat: bool = True, pool_size: int = POOL_SIZE,
+                 max_overflow: int = MAX_OVERFLOW) -> optuna.storages.BaseStorage:
     """An RDB storage with pre-ping, heartbeats and bounded retries of stale trials;
-    or, for ``grpc://host:port``, Optuna's gRPC storage proxy."""
+    or, for ``grpc://host:port``, Optuna's gRPC storage proxy. ``pool_size`` and
+    ``max_overflow`` bound its PostgreSQL connections (the chart sizes max_connections on them)."""
     if url.startswith("grpc://"):
         return make_grpc_storage(url)
     url = _normalise(url)
@@ -105,7 +107,7 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         # Several local worker processes share the file: wait for the lock instead of failing.
         engine_kwargs: dict = {"connect_args": {"timeout": 60}}
     else:
-        engine_kwargs = {"pool_pre_ping": True, "pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
+        engine_kwargs = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": max_overflow}
     extra = {}
     interval, grace = heartbeat_settings() if heartbeat else (0, 0)
     try:
