@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
+What = str | Callable[[], str]
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: str | Callable[[], str] = "a condition",
+
+def _check(predicate: Callable[[], Any], deadline: float, timeout: float, what: What) -> Any:
+    """``predicate()``'s value; AssertionError naming ``what`` once ``deadline`` passed without one."""
+    value = predicate()
+    if not value and time.monotonic() > deadline:
+        described = what() if callable(what) else what
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {described}")
+    return value
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: What = "a condition",
                interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` (a text, or a
     function that tells the state at that moment) after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            described = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {described}")
+    while not (value := _check(predicate, deadline, timeout, what)):
         time.sleep(interval)
+    return value
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: What = "a condition",
+                   interval: float = 0.05) -> Any:
+    """:func:`wait_until` for a test's event loop: the operator and kubelet run meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not (value := _check(predicate, deadline, timeout, what)):
+        await asyncio.sleep(interval)
+    return value

@@ -10,7 +10,7 @@ status (only if it changed) and the events. A Job the API server refuses raises
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,8 @@ class StudyJobRef:
         if event.once is None or self.rt.warn_once(self.key, event.once):
             self.rt.post_event(self.owner, event.type, event.reason, event.message)
 
-    def remember(self, announced: set[int] = frozenset(), examined: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+    def remember(self, announced: Iterable[int] = (), examined: Iterable[int] = ()) -> None:
+        """Trials whose end had its event, and FAIL trials whose Job was read (see Memory)."""
         self.rt.announced.setdefault(self.key, set()).update(announced)
         self.rt.examined.setdefault(self.key, set()).update(examined)
 
@@ -131,10 +132,10 @@ def start_job(ref: StudyJobRef, s: Snapshot, handle: StudyHandle, trial: optuna.
         handle.tell_fail(trial, failure)
         raise JobRejected(failure) from None
     if not created:
-        existing = [j for j in ref.rt.kube.list_jobs(ref.namespace, ref.name) if j["metadata"]["name"] == job_name]
-        if not existing:  # it was there a moment ago and is gone: make it on the next try
+        existing = ref.rt.kube.get("Job", ref.namespace, job_name)
+        if existing is None:  # it was there a moment ago and is gone: make it on the next try
             raise kopf.TemporaryError(f"Job {job_name} was being deleted; creating it again", delay=1)
-        if ref.uid and not owned_by(existing[0], ref.uid):
+        if ref.uid and not owned_by(existing, ref.uid):
             # A StudyJob of this name was deleted and re-applied: its Job is still
             # being garbage-collected.
             raise kopf.TemporaryError(f"Job {job_name} of an earlier StudyJob `{ref.name}` "

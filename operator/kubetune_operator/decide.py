@@ -39,7 +39,7 @@ from kubetune_operator.failures import (
     startup_failure,
     vanished,
 )
-from kubetune_operator.observe import Snapshot, terminated_by_old_trainer
+from kubetune_operator.observe import Snapshot, current_job, terminated_by_old_trainer
 from kubetune_operator.studies import attempt, point_key, preempted
 
 
@@ -137,7 +137,7 @@ def settle(s: Snapshot, plan: Plan) -> None:
             continue
         job = s.trial_jobs.get(trial.number)
         if trial.state == TrialState.RUNNING:
-            _running(s, plan, trial, job)
+            _running(s, plan, trial)
         elif (terminated_by_old_trainer(trial) and job is not None and job_outcome(job) == "failed"
               and trial.number not in s.memory.examined):
             plan.examined.add(trial.number)
@@ -145,12 +145,10 @@ def settle(s: Snapshot, plan: Plan) -> None:
                 _reported_failure(s, plan, trial, job)
 
 
-def _running(s: Snapshot, plan: Plan, trial: FrozenTrial, job: dict[str, Any] | None) -> None:
+def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
     resume = preempted(trial)
-    current = names.trial_job_name(s.name, trial.number, resume)
+    current, job = current_job(s.name, trial, s.trial_jobs)
     stuck = None
-    if job is not None and job["metadata"]["name"] != current:
-        job = None  # an earlier Job of a trial since resumed
     if job is None:
         if trial.user_attrs.get(names.ATTR_JOB) != current:
             plan.start.append(StartJob(trial, resume))
@@ -192,9 +190,7 @@ def _deadline_left(s: Snapshot, trial: FrozenTrial) -> int | None:
     deadline = s.spec.trials.active_deadline_seconds
     if not deadline or trial.datetime_start is None:
         return deadline or None
-    started = trial.datetime_start.timestamp() if trial.datetime_start.tzinfo else \
-        trial.datetime_start.astimezone().timestamp()
-    return round(deadline - (s.now - started))
+    return round(deadline - (s.now - trial.datetime_start.timestamp()))  # Optuna's naive local time
 
 
 def _resume(s: Snapshot, trial: FrozenTrial, failure: Failure, resume: int, deadline: int | None) -> ResumeTrial:
@@ -291,28 +287,20 @@ def steer(s: Snapshot, plan: Plan) -> None:
 def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
     """As many new trials as ``parallelism`` and the ledger allow; WAITING ones go first."""
     parallelism = 1 if s.results.one_pod else s.spec.trials.parallelism
-    waiting, counted = books.waiting, books.counted
-    grid_left = None
+    slots = max(0, parallelism - running)
+    queued = min(books.waiting, slots)  # WAITING trials are counted already
+    new = max(0, min(slots - queued, s.n_trials - books.counted))
     if s.grid is not None:
         taken = {point_key(t.params) for t in s.trials}
-        grid_left = sum(point_key(p) not in taken for p in s.grid)
-    launch = 0
-    while running + launch < parallelism:
-        if waiting > launch:
-            pass  # pops a WAITING trial: already counted
-        elif counted < s.n_trials and (grid_left is None or grid_left > 0):
-            counted += 1
-            grid_left = None if grid_left is None else grid_left - 1
-        else:
-            break
-        launch += 1
+        new = min(new, sum(point_key(p) not in taken for p in s.grid))
+    launch = queued + new
     if not launch:
         return
     refused = old_condition(s, st.FAILED_CONDITION, ("JobRejected",))
     if refused is not None:  # this generation's Jobs were refused: ask for no more trials
         plan.refused = Failure("JobRejected", refused.get("message", "").partition(": ")[2])
         return
-    plan.launch, plan.waiting = launch, min(waiting, launch)
+    plan.launch, plan.waiting = launch, queued
 
 
 def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
@@ -321,7 +309,7 @@ def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
     if s.memory.first_pass:
         plan.announced.update(finished)
         return
-    metric = s.config.search.metric if s.config.search else "value"
+    metric = s.metric
     for number in sorted(set(finished) - s.memory.announced - plan.announced):
         trial = finished[number]
         if trial.state == TrialState.FAIL and _job_still_explains(s, trial):
@@ -383,7 +371,7 @@ def old_condition(s: Snapshot, type_: str, reasons: Iterable[str]) -> Mapping[st
 
 
 def _message(s: Snapshot, plan: Plan, books: Ledger, running: int) -> str:
-    metric = s.config.search.metric if s.config.search else "value"
+    metric = s.metric
     best = f"; best {metric}={books.best.value:.4g} (trial {books.best.number})" if books.best else ""
     found = _blocked(plan)
     why = f"; {found.message}" if found is not None else ""

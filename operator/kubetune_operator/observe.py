@@ -59,6 +59,10 @@ class Snapshot:
     def owned(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get(names.ATTR_OWNER) == self.key
 
+    @property
+    def metric(self) -> str:
+        return self.config.search.metric if self.config.search else "value"
+
 
 def latest_trial_jobs(jobs: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
     """Trial number -> its newest Job (a resumed trial has one per disruption)."""
@@ -73,12 +77,21 @@ def latest_trial_jobs(jobs: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, 
     return {number: job for number, (_, job) in found.items()}
 
 
+def current_job(studyjob: str, trial: FrozenTrial,
+                trial_jobs: Mapping[int, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
+    """The name of the Job the trial should run in now (``-r<k>`` once resumed k times) and
+    that Job, or None while it does not exist (an earlier Job of the trial does not count)."""
+    name = names.trial_job_name(studyjob, trial.number, preempted(trial))
+    job = trial_jobs.get(trial.number)
+    return name, job if job is not None and job["metadata"]["name"] == name else None
+
+
 def terminated_by_old_trainer(trial: FrozenTrial) -> bool:
     """FAIL as "terminated (SIGTERM)": a trainer image from before the resume told it."""
     return trial.state == TrialState.FAIL and trial.user_attrs.get(names.ATTR_FAIL_REASON) == TERMINATED
 
 
-def jobs_to_read(snapshot_name: str, trials: list[FrozenTrial], key: str, trial_jobs: dict[int, dict[str, Any]],
+def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs: dict[int, dict[str, Any]],
                  visualise: dict[str, Any] | None, examined: frozenset[int], timeout: float,
                  now: float) -> list[str]:
     """The Jobs whose pods decide something: ended with their trial untold, not started
@@ -88,9 +101,9 @@ def jobs_to_read(snapshot_name: str, trials: list[FrozenTrial], key: str, trial_
         if trial.user_attrs.get(names.ATTR_OWNER) != key:
             continue
         job = trial_jobs.get(trial.number)
-        current = names.trial_job_name(snapshot_name, trial.number, preempted(trial))
         if trial.state == TrialState.RUNNING:
-            if job is None or job["metadata"]["name"] != current:
+            current, job = current_job(studyjob, trial, trial_jobs)
+            if job is None:
                 if trial.user_attrs.get(names.ATTR_JOB) == current:
                     wanted.append(current)  # vanished: are its pods gone too?
             elif job_outcome(job) == "failed" or may_be_stuck(job, timeout, now):

@@ -13,6 +13,7 @@ news once (events), so a restarted operator picks up exactly where the old one s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ logger = logging.getLogger("kubetune_operator")
 
 MAX_ROUNDS = 3  # observe-decide-act rounds in one pass (settling, then steering)
 
-__all__ = ["JobRejected", "Outcome", "latest_trial_jobs", "reconcile"]
+__all__ = ["JobRejected", "Outcome", "reconcile"]
 
 
 @dataclass(frozen=True)
@@ -109,15 +110,15 @@ def _pass(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
             jobs = listing.result()
             trial_jobs = latest_trial_jobs(jobs)
             visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(ref.name)), None)
+            now = time.time()
+            wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, memory.examined,
+                                  spec.trials.startup_timeout_seconds, now)
             snapshot = Snapshot(
                 namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
                 config=config, n_trials=n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
-                trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods={}, results=results,
-                old_status=old, memory=memory)
-            wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, memory.examined,
-                                  spec.trials.startup_timeout_seconds, snapshot.now)
-            if wanted:
-                snapshot = _with_pods(snapshot, read_pods(rt.kube, ref.namespace, wanted))
+                trials=trials, trial_jobs=trial_jobs, visualise=visualise,
+                pods=read_pods(rt.kube, ref.namespace, wanted), results=results, old_status=old, memory=memory,
+                now=now)
             plan = decide(snapshot, settle_trials=round_ < MAX_ROUNDS - 1)
             act.settle(ref, snapshot, plan, handle)
             if not plan.settles:
@@ -134,12 +135,6 @@ def _pass(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
     except SQLAlchemyError as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return _unavailable(ref, old, conditions, "StorageUnavailable", redact(text, url)[:300])
-
-
-def _with_pods(snapshot: Snapshot, pods: dict[str, list[dict[str, Any]]]) -> Snapshot:
-    from dataclasses import replace
-
-    return replace(snapshot, pods=pods)
 
 
 def _raw_config(ref: StudyJobRef, spec: StudyJobSpec) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from kubetune_operator import names
 from kubetune_operator.kube import Kube
 from tests.kopf_thread import KopfThread
 from tests.operator.emulator import KubetuneEmulator
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "manifests" / "crd" / "studyjobs.kubetune.dev.yaml"
@@ -58,18 +58,6 @@ def crd_resource_info() -> kmock.ResourceInfo:
         verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
         subresources=set(version.get("subresources", {})),
     )
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Cluster:

@@ -18,8 +18,8 @@ class NameTakenThenGone:
     def create(self, obj: dict[str, Any], namespace: str) -> bool:
         return False
 
-    def list_jobs(self, namespace: str, studyjob: str, owner_uid: str | None = None) -> list[dict[str, Any]]:
-        return []
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
 
 
 class Study:

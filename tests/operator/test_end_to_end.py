@@ -24,7 +24,8 @@ from optuna.trial import TrialState
 from kubetune.config import validate_config
 from kubetune_operator import names
 from tests.operator.conftest import digits_spec
-from tests.operator.harness import STUDYJOBS, wait_for
+from tests.operator.harness import STUDYJOBS
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 API_CALLS = ROOT / "tests" / "fixtures" / "operator_api_calls.json"

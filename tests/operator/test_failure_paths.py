@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 
 from kubetune_operator import names
 from tests.operator.conftest import digits_spec
-from tests.operator.harness import STUDYJOBS, wait_for
+from tests.operator.harness import STUDYJOBS
+from tests.polling import wait_for
 
 
 def _trial_of(job: dict) -> int:

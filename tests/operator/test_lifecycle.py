@@ -18,7 +18,8 @@ from kubetune_operator import names
 from kubetune_operator.spec import parse_spec, resolve_config
 from kubetune_operator.studies import StudyHandle
 from tests.operator.conftest import digits_spec
-from tests.operator.harness import NAMESPACE, STUDYJOBS, wait_for
+from tests.operator.harness import NAMESPACE, STUDYJOBS
+from tests.polling import wait_for
 
 
 def _study(url: str) -> optuna.Study:
