@@ -17,7 +17,8 @@ epochs to the first threshold:
 
 Then it checks the targets of issue 14: ``kubetune`` is at least ``optuna`` at every
 checkpoint and threshold, and reaches the first threshold in at most half the
-median epochs of ``random``.
+median epochs of ``random``. Each difference of means is printed with its standard
+error (seeds are independent), so a reader can tell a lead from seed noise.
 
 The problems (``--problems``), digits at 8x8 with the default 20% validation split:
 
@@ -26,12 +27,17 @@ The problems (``--problems``), digits at 8x8 with the default 20% validation spl
 - ``digits10``  a 10% subset (143 images), 5 epochs per trial: fewer images, shorter
                 trials, so a warm-up that suits 10 epochs is tested on 5; thresholds
                 0.68 / 0.73 / 0.77
+- ``digits30``  a 30% subset (431 images), 20 epochs per trial: longer trials, so only
+                15 fit in the budget unpruned; thresholds 0.93 / 0.96 / 0.975. Held
+                out: added after the defaults were chosen on the two above, to check
+                them on a problem they were not picked on
 
 The thresholds were fixed from random search alone, before kubetune's defaults were
 chosen: the best val_acc its seeds reach by 300 epochs in about 7/8, 2/3 and 1/5 of
 them (14, 11 and 3 of 16), rounded down to 0.01; digits20 keeps issue 14's 0.92 as the
 first (14 of 16 too). Issue 14's 0.94 and 0.95 were reached by most random seeds here,
-too easy to tell the methods apart.
+too easy to tell the methods apart. On digits30, 0.97 is reached by 7 random seeds, so
+its top threshold is rounded down to 0.005 instead (6 of 16).
 
 Space: lr log-uniform 1e-5..1e-1, batch size {16, 32, 64}, momentum 0.8..0.99,
 weight decay log-uniform 1e-6..1e-2, dropout 0..0.5; SGD with the config's default
@@ -105,6 +111,7 @@ class Problem:
 PROBLEMS = {
     "digits20": Problem(0.2, 10, 300, (0.92, 0.95, 0.97)),
     "digits10": Problem(0.1, 5, 300, (0.68, 0.73, 0.77)),
+    "digits30": Problem(0.3, 20, 300, (0.93, 0.96, 0.975)),
 }
 # method: (strategy, config's point enqueued first), seeds offset so none is shared
 METHODS = {
@@ -338,9 +345,11 @@ def summarise(problem_name: str, results: dict[str, list[list[float]]]) -> bool:
     head = " / ".join(f"@{c}" for c in checkpoints)
     print(f"{'method':<14} {'seeds':>5}  mean best val_acc {head:<22}  "
           f"seeds reaching {t1} / {t2} / {t3}   median epochs to {t1}")
-    rows = {}
+    rows, spread = {}, {}
     for method, timelines in results.items():
-        means = [statistics.fmean(t[c - 1] for t in timelines) for c in checkpoints]
+        at = [[t[c - 1] for t in timelines] for c in checkpoints]
+        means = [statistics.fmean(v) for v in at]
+        spread[method] = [statistics.variance(v) / len(v) if len(v) > 1 else 0.0 for v in at]
         reach = [sum(epochs_to(t, th) <= problem.budget for t in timelines) for th in problem.thresholds]
         median = _median_epochs(timelines, t1)
         rows[method] = (means, reach, median)
@@ -349,7 +358,9 @@ def summarise(problem_name: str, results: dict[str, list[list[float]]]) -> bool:
     ok = True
     if "kubetune" in rows and "optuna" in rows:
         (km, kr, kmed), (om, orr, omed) = rows["kubetune"], rows["optuna"]
-        diffs = ", ".join(f"@{c} {a - b:+.4f}" for c, a, b in zip(checkpoints, km, om, strict=True))
+        errors = [math.sqrt(a + b) for a, b in zip(spread["kubetune"], spread["optuna"], strict=True)]
+        diffs = ", ".join(f"@{c} {a - b:+.4f} (±{e:.4f})"
+                          for c, a, b, e in zip(checkpoints, km, om, errors, strict=True))
         reach = ", ".join(f"{th}: {a - b:+d}" for th, a, b in zip(problem.thresholds, kr, orr, strict=True))
         at_least = all(a >= b for a, b in zip(km, om, strict=True)) and all(
             a >= b for a, b in zip(kr, orr, strict=True))

@@ -67,6 +67,10 @@ CASES = {
         {"pruner": {"type": "MedianPruner", "percentile": 30}},
         "percentile does not apply to MedianPruner",
     ),
+    "TPE option on another sampler": (
+        {"sampler": {"type": "RandomSampler", "n_ei_candidates": 8}},
+        "n_ei_candidates does not apply to RandomSampler",
+    ),
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 from kubetune.config.search_schema import ParamSpec, SearchConfig
 from kubetune.errors import ConfigError
 from kubetune.search.pruners import build_pruner
-from kubetune.search.samplers import build_sampler
+from kubetune.search.samplers import TPE_EI_CANDIDATES, TPE_STARTUP_TRIALS, build_sampler
 from kubetune.search.space import contains, distributions, grid_values
 
 
@@ -49,10 +49,12 @@ def test_tpe_defaults_are_explicit():
     # Parallel workers must not all sample the same point while the others run.
     assert sampler._constant_liar is True
     assert sampler._multivariate is True
+    assert (sampler._n_startup_trials, sampler._n_ei_candidates) == (TPE_STARTUP_TRIALS, TPE_EI_CANDIDATES)
     off = build_sampler(_search(sampler={"type": "TPESampler", "constant_liar": False,
-                                         "multivariate": False, "n_startup_trials": 7}))
+                                         "multivariate": False, "n_startup_trials": 7,
+                                         "n_ei_candidates": 24}))
     assert off._constant_liar is False and off._multivariate is False
-    assert off._n_startup_trials == 7
+    assert (off._n_startup_trials, off._n_ei_candidates) == (7, 24)  # Optuna's own values
 
 
 @pytest.mark.parametrize("kind, cls", [

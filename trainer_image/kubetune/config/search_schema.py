@@ -66,17 +66,18 @@ class SamplerConfig(_Section):
     n_startup_trials: int | None = Field(None, ge=0)
     multivariate: bool | None = None
     constant_liar: bool | None = None
+    n_ei_candidates: int | None = Field(None, ge=1)
     sigma0: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> SamplerConfig:
         allowed = {
-            "TPESampler": {"n_startup_trials", "multivariate", "constant_liar"},
+            "TPESampler": {"n_startup_trials", "multivariate", "constant_liar", "n_ei_candidates"},
             "RandomSampler": set(),
             "CmaEsSampler": {"n_startup_trials", "sigma0"},
             "GridSampler": set(),
         }[self.type]
-        for name in ("n_startup_trials", "multivariate", "constant_liar", "sigma0"):
+        for name in ("n_startup_trials", "multivariate", "constant_liar", "n_ei_candidates", "sigma0"):
             if getattr(self, name) is not None and name not in allowed:
                 raise ValueError(f"{name} does not apply to {self.type}")
         return self
