@@ -157,11 +157,7 @@ def ensure_config_map(ref: StudyJobRef, config: Config, text: str) -> None:
     if ref.rt.config_written.get(ref.key) == text:
         return
     body = config_map(ref.owner, config)
-    kube = ref.rt.kube
-    if not kube.create(body, ref.namespace):
-        existing = kube.get("ConfigMap", ref.namespace, body["metadata"]["name"]) or {}
-        if (existing.get("data") or {}) != body["data"]:
-            kube.patch("ConfigMap", ref.namespace, body["metadata"]["name"], {"data": body["data"]})
+    _create_or_update(ref, body, {"data": body["data"]})
     ref.rt.config_written[ref.key] = text
 
 
@@ -175,15 +171,19 @@ def write_best_config(ref: StudyJobRef, config: Config, best: FrozenTrial) -> No
     text = body["data"][names.BEST_CONFIG_KEY]
     if ref.rt.best_written.get(ref.key) == text:
         return
-    kube = ref.rt.kube
-    if not kube.create(body, ref.namespace):
-        existing = kube.get("ConfigMap", ref.namespace, name) or {}
-        if (existing.get("data") or {}) != body["data"]:
-            kube.patch("ConfigMap", ref.namespace, name, {
-                "data": body["data"], "metadata": {"annotations": body["metadata"]["annotations"]}})
+    _create_or_update(ref, body, {"data": body["data"], "metadata": {"annotations": body["metadata"]["annotations"]}})
     ref.rt.best_written[ref.key] = text
     ref.post(Event("Normal", "BestConfig",
                    f"best config (trial {best.number}) in ConfigMap {name}, key {names.BEST_CONFIG_KEY}"))
+
+
+def _create_or_update(ref: StudyJobRef, body: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Create the ConfigMap ``body``; if it exists with other data, apply ``patch`` to it."""
+    kube, name = ref.rt.kube, body["metadata"]["name"]
+    if not kube.create(body, ref.namespace):
+        existing = kube.get("ConfigMap", ref.namespace, name) or {}
+        if (existing.get("data") or {}) != body["data"]:
+            kube.patch("ConfigMap", ref.namespace, name, patch)
 
 
 def write_status(ref: StudyJobRef, old: Mapping[str, Any], phase: str, message: str,

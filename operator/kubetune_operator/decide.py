@@ -39,7 +39,12 @@ from kubetune_operator.failures import (
     startup_failure,
     vanished,
 )
-from kubetune_operator.observe import Snapshot, current_job, terminated_by_old_trainer
+from kubetune_operator.observe import (
+    Snapshot,
+    current_job,
+    terminated_by_old_trainer,
+    untold_failure,
+)
 from kubetune_operator.studies import attempt, point_key, preempted
 
 
@@ -138,8 +143,7 @@ def settle(s: Snapshot, plan: Plan) -> None:
         job = s.trial_jobs.get(trial.number)
         if trial.state == TrialState.RUNNING:
             _running(s, plan, trial)
-        elif (terminated_by_old_trainer(trial) and job is not None and job_outcome(job) == "failed"
-              and trial.number not in s.memory.examined):
+        elif untold_failure(trial, job, s.memory.examined):
             plan.examined.add(trial.number)
             if trial.number not in retried:
                 _reported_failure(s, plan, trial, job)
@@ -229,11 +233,10 @@ def _reported_failure(s: Snapshot, plan: Plan, trial: FrozenTrial, job: dict[str
 
 def steer(s: Snapshot, plan: Plan) -> None:
     books = ledger(s.trials, maximize=s.maximize)
-    owned_running = [t for t in s.trials if t.state == TrialState.RUNNING and s.owned(t)]
     _announce(s, plan, books)
     _note_blocked(s, plan)
     counted_failed = books.failed - books.retried
-    running = len(owned_running)
+    running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials)
     best_config: dict[str, Any] | None = None
     if counted_failed > s.spec.trials.max_failed:
         phase = st.FAILED

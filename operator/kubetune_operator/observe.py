@@ -91,6 +91,12 @@ def terminated_by_old_trainer(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and trial.user_attrs.get(names.ATTR_FAIL_REASON) == TERMINATED
 
 
+def untold_failure(trial: FrozenTrial, job: Mapping[str, Any] | None, examined: Iterable[int]) -> bool:
+    """An old trainer's SIGTERM failure whose failed Job has not been read yet (it says why)."""
+    return (terminated_by_old_trainer(trial) and job is not None and job_outcome(job) == "failed"
+            and trial.number not in examined)
+
+
 def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs: dict[int, dict[str, Any]],
                  visualise: dict[str, Any] | None, examined: frozenset[int], timeout: float,
                  now: float) -> list[str]:
@@ -108,8 +114,7 @@ def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs:
                     wanted.append(current)  # vanished: are its pods gone too?
             elif job_outcome(job) == "failed" or may_be_stuck(job, timeout, now):
                 wanted.append(current)
-        elif (terminated_by_old_trainer(trial) and job is not None and job_outcome(job) == "failed"
-              and trial.number not in examined):
+        elif untold_failure(trial, job, examined):
             wanted.append(job["metadata"]["name"])
     if visualise is not None and may_be_stuck(visualise, timeout, now):
         wanted.append(visualise["metadata"]["name"])

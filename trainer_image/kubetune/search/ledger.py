@@ -128,22 +128,32 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, 
 
 @dataclass(frozen=True)
 class Budget:
-    """A snapshot of the study against its total, for ``ml-search`` workers."""
+    """The study's :class:`Ledger` against its total, for ``ml-search`` workers."""
 
     target: int
-    counted: int  # trials charged to the budget (see the module docstring)
-    finished: int  # counted trials that have ended
-    waiting: int  # WAITING trials (enqueued points, retries)
+    books: Ledger
     running_workers: int  # RUNNING trials of ml-search workers
 
     @property
+    def counted(self) -> int:
+        return self.books.counted
+
+    @property
+    def finished(self) -> int:
+        return self.books.finished
+
+    @property
+    def waiting(self) -> int:
+        return self.books.waiting
+
+    @property
     def has_room(self) -> bool:
-        return self.counted < self.target
+        return self.books.has_room(self.target)
 
     @property
     def done(self) -> bool:
         """Nothing left to start and nothing of ours still running."""
-        return not self.has_room and self.waiting == 0 and self.running_workers == 0
+        return self.books.done(self.target, self.running_workers)
 
 
 def stored_target(study: optuna.Study) -> int | None:
@@ -154,11 +164,8 @@ def stored_target(study: optuna.Study) -> int | None:
 def budget(study: optuna.Study, target: int | None = None) -> Budget:
     """Count the study's trials against ``target`` (default: the stored total)."""
     trials = study.get_trials(deepcopy=False)
-    books = ledger(trials)
     return Budget(
         target=target if target is not None else (stored_target(study) or 0),
-        counted=books.counted,
-        finished=books.finished,
-        waiting=books.waiting,
+        books=ledger(trials),
         running_workers=sum(t.state == TrialState.RUNNING and WORKER_ATTR in t.user_attrs for t in trials),
     )
