@@ -1,16 +1,20 @@
-"""kubetune's default pruner: a percentile rule whose warm-up is a share of the trial's length."""
+"""kubetune's default pruner: a percentile rule whose warm-up is a share of the trial's length,
+or shorter, up to the trial's first learning-rate drop."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
+from kubetune.config.schema import SchedulerConfig
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.pruners import (
+    LR_DROP_ATTR,
     MEDIAN_STARTUP_TRIALS,
     MEDIAN_WARMUP_FRACTION,
     WarmupFractionPruner,
     build_pruner,
+    first_lr_drop,
 )
 
 
@@ -32,9 +36,11 @@ def _study(pruner, completed: int, steps: int, value: float = 0.9) -> optuna.Stu
     return study
 
 
-def _first_pruned_step(study: optuna.Study, steps: int, value: float = 0.1) -> int | None:
+def _first_pruned_step(study: optuna.Study, steps: int, value: float = 0.1, lr_drop=None) -> int | None:
     """The step at which a trial reporting ``value`` throughout is pruned, if any."""
     trial = study.ask()
+    if lr_drop is not None:
+        trial.set_user_attr(LR_DROP_ATTR, lr_drop)
     for step in range(1, steps + 1):
         trial.report(value, step)
         if trial.should_prune():
@@ -48,6 +54,24 @@ def test_warmup_is_a_share_of_the_longest_completed_trial(length, fraction, expe
     study = _study(pruner, completed=2, steps=length)
     assert pruner.warmup_steps(study) == expected
     assert _first_pruned_step(study, length) == expected
+
+
+@pytest.mark.parametrize("lr_drop, expected", [(4, 4), (5, 5), (8, 5), ("5", 5), (0, 5)])
+def test_a_sooner_first_lr_drop_shortens_the_warmup(lr_drop, expected):
+    pruner = WarmupFractionPruner(n_startup_trials=1, warmup_fraction=0.5)
+    study = _study(pruner, completed=2, steps=10)
+    assert _first_pruned_step(study, 10, lr_drop=lr_drop) == expected
+
+
+@pytest.mark.parametrize("scheduler, epochs, expected", [
+    ({"type": "step", "step_size": 5}, 20, 5),
+    ({"type": "step", "step_size": 5}, 5, None),  # drops after the last epoch
+    ({"type": "step", "step_size": 5, "gamma": 1.0}, 20, None),
+    ({"type": "cosine"}, 20, None),
+    ({"type": "none"}, 20, None),
+])
+def test_first_lr_drop(scheduler, epochs, expected):
+    assert first_lr_drop(SchedulerConfig.model_validate(scheduler), epochs) == expected
 
 
 def test_nothing_is_pruned_before_a_trial_completes():

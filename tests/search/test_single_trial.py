@@ -66,6 +66,25 @@ def test_run_stored_trial_prunes(fast_config, tmp_path):
     assert stored.state == TrialState.PRUNED and stored.last_step == 1
 
 
+def test_default_pruner_prunes_from_the_trials_first_lr_drop(fast_config, tmp_path):
+    """The trial says when its rate first drops (step 1 here); half the length would be step 2."""
+    url = f"sqlite:///{tmp_path / 'op.db'}"
+    search = search_section(study_name="op", pruner={"type": "MedianPruner", "n_startup_trials": 1})
+    base = {**small_base(fast_config, epochs=4), "scheduler": {"type": "step", "step_size": 1}}
+    config = validate_config({**base, "search": search})
+    study = _operator_study(config, url, "op")
+    dists = distributions(config.search.search_space)
+    study.add_trial(optuna.trial.create_trial(
+        params={"optimizer.lr": 0.05, "training.batch_size": 64}, distributions=dists, value=0.99,
+        intermediate_values={1: 0.99, 2: 0.99, 3: 0.99, 4: 0.99}))
+    study.enqueue_trial({"optimizer.lr": 0.0101, "training.batch_size": 32})
+    trial = study.ask(dists)
+    assert run_stored_trial(config, f"op:{trial.number}", storage=url) == 0
+    stored = study.get_trials()[trial.number]
+    assert stored.user_attrs["lr_first_drop"] == 1
+    assert stored.state == TrialState.PRUNED and stored.last_step == 1
+
+
 def test_ml_train_trial_fails_with_reason_and_storage_from_env(fast_config, tmp_path):
     url = f"sqlite:///{tmp_path / 'op.db'}"
     search = search_section(study_name="op", search_space={

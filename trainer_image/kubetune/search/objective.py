@@ -36,6 +36,7 @@ from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError
 from kubetune.search.checks import overrides_for_trial, require_search
 from kubetune.search.interruption import INTERRUPTED_ATTR, Terminated
+from kubetune.search.pruners import LR_DROP_ATTR, first_lr_drop
 from kubetune.search.results import FAIL_REASON_ATTR, trial_run_dir
 from kubetune.search.space import distributions
 
@@ -215,6 +216,9 @@ class TrialTrainer:
             run_dirs = [run_dir / f"fold-{k + 1}" for k in range(len(folds))]
         else:
             folds, run_dirs = [self._splits(cfg)], [run_dir]
+        drop = first_lr_drop(cfg.scheduler, cfg.training.num_epochs)
+        if drop is not None and trial.user_attrs.get(LR_DROP_ATTR) != drop:
+            trial.set_user_attr(LR_DROP_ATTR, drop)  # kubetune's default pruner may prune from there
         done: list[float] = []
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
