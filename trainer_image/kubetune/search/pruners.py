@@ -53,9 +53,8 @@ from kubetune.config.search_schema import SearchConfig
 # of that gap is TPE's: this pruner with Optuna's TPE settings (10 startup trials, 24
 # candidates) ties plain Optuna there (0.9715/0.9745 against 0.9719/0.9745 after 200/300,
 # 10 of 16 seeds reach 0.975 for both), but those settings end at 0.762 on digits10
-# against 0.792 (samplers.py). On
-# digits20 kubetune is behind after 100 epochs (-0.003, under one standard error) and
-# digits10 after 50 (-0.001). Median epochs to the first threshold against random
+# against 0.792 (samplers.py). On digits20 kubetune is behind after 100 epochs (-0.003,
+# under one standard error) and digits10 after 50 (-0.001). Median epochs to the first threshold against random
 # search: 81.5 / 71.5 on digits20 (random needs no model: any draw with lr 0.02-0.1 and
 # batch 16 reaches 0.92 within its 10 epochs, and the config's point stops at 0.919),
 # 72.5 / 190 = 0.38x on digits10, 6 / 86 on digits30 and 5 / 85 on digits40 (the
