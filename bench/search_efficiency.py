@@ -205,7 +205,7 @@ class CurveCache:
     Sound because each trial trains with the same seed: same params, same curve."""
 
     def __init__(self, folder: Path, problem: Problem, data) -> None:
-        self.folder, self.epochs, self.step_size, self.data = folder, problem.epochs, problem.step_size, data
+        self.folder, self.problem, self.data = folder, problem, data
         folder.mkdir(parents=True, exist_ok=True)
         self.hits = self.misses = 0
 
@@ -216,7 +216,7 @@ class CurveCache:
     def curve(self, params: dict):
         path = self._path(params)
         known: list = json.loads(path.read_text()) if path.exists() else []
-        done = len(known) == self.epochs or (known and known[-1] is None)
+        done = len(known) == self.problem.epochs or (known and known[-1] is None)
         yield from known
         if done:
             self.hits += 1
@@ -224,7 +224,7 @@ class CurveCache:
         self.misses += 1
         seen = list(known)
         try:
-            for epoch, acc in enumerate(_train(params, self.epochs, self.step_size, self.data)):
+            for epoch, acc in enumerate(_train(params, self.problem.epochs, self.problem.step_size, self.data)):
                 if epoch < len(known):
                     continue  # replayed above; retrained only to get past it
                 seen.append(acc)

@@ -217,8 +217,8 @@ class TrialTrainer:
         else:
             folds, run_dirs = [self._splits(cfg)], [run_dir]
         drop = first_lr_drop(cfg.scheduler, cfg.training.num_epochs)
-        if drop is not None and trial.user_attrs.get(LR_DROP_ATTR) != drop:
-            trial.set_user_attr(LR_DROP_ATTR, drop)  # kubetune's default pruner may prune from there
+        if drop is not None:  # kubetune's default pruner may prune from there
+            trial.set_user_attr(LR_DROP_ATTR, drop)
         done: list[float] = []
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
