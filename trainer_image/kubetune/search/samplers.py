@@ -21,10 +21,12 @@ from kubetune.search.space import grid_values
 #   digits20  0.9648 against 0.9615, 6 against 4 seeds reach 0.97
 #   digits10  0.7916 against 0.7620, 28 against 19 reach 0.77 (z +2.8)
 #   digits30  0.9728 against 0.9733, 13 against 15 reach 0.975 (a tie; -0.0026 after
-#             200 epochs): 20-epoch trials, where both trail plain Optuna (pruners.py)
-# With the pruner's later cap at the first learning-rate drop, digits30 after 200/300
-# epochs: 0.9701/0.9748 against 0.9715/0.9745 with Optuna's 10 and 24 (16 seeds, 10
-# of them reach 0.975 either way); digits20 and digits10 do not change.
+#             200 epochs): 20-epoch trials, where both trailed plain Optuna then
+# With the pruner's cap at the first learning-rate drop, digits30 after 200/300 epochs:
+# 0.9701/0.9748 against 0.9715/0.9745 with Optuna's 10 and 24 (16 seeds, 10 of them
+# reach 0.975 either way), 0.9714/0.9753 with 10 and 4, 0.9708/0.9741 with 3 and 24;
+# the pruner waiting for 3 completed trials instead gave 0.9720/0.9748 with 3 and 4,
+# and was kept (pruners.py has the figures with it).
 # Tried and dropped: 3 startup trials with 24 candidates (sooner to 0.92 on digits20,
 # median 50 epochs against 79.5, but lower at the end, 0.9549 against 0.9597, 8 seeds:
 # TPE narrows in on the first good point); 2 or 5 startup trials; 8 or 12 candidates;
