@@ -30,7 +30,8 @@ The problems (``--problems``), digits at 8x8 with the default 20% validation spl
 - ``digits30``  a 30% subset (431 images), 20 epochs per trial: longer trials, so only
                 15 fit in the budget unpruned; thresholds 0.93 / 0.96 / 0.975. Held
                 out when the TPE defaults were chosen on the two above; the pruner's
-                warm-up up to the first learning-rate drop was then chosen on it
+                warm-up up to the first learning-rate drop, then its 3 startup
+                trials, were chosen on it (and checked on fresh seeds of all four)
 - ``digits40``  a 40% subset (575 images), 16 epochs per trial, the learning rate x0.1
                 every 4 epochs instead of 5; thresholds 0.96 / 0.97 / 0.98. Held out:
                 added, with its thresholds fixed from random search, before that
