@@ -15,11 +15,11 @@ from kubetune.config.search_schema import SearchConfig
 # epochs, and a 40% subset with 16 epochs and the rate dropped every 4 epochs (added
 # last, as a check), a 300-epoch budget, 16 independent seeds per method (32 for the
 # figures below), space lr / batch size / momentum / weight decay / dropout, the
-# config's point enqueued first as ml-search does. A trial can be pruned once 3 trials have completed and once
-# it has run half the epochs of the longest completed trial (5 of 10, 3 of 5), or from
-# the epoch its learning rate first drops if that comes sooner (5 of 20 with the
-# default step schedule), when its best val_acc so far is below the median of the
-# completed trials at that epoch.
+# config's point enqueued first as ml-search does. A trial can be pruned once 3 trials
+# have completed and once it has run half the epochs of the longest completed trial (5
+# of 10, 3 of 5), or from the epoch its learning rate first drops if that comes sooner
+# (5 of 20 with the default step schedule), when its best val_acc so far is below the
+# median of the completed trials at that epoch.
 #
 # Why: the old defaults (prune from epoch 1 once 1 trial completed) let the config's
 # own strong first trial be the median, and slow starters that would have ended best
