@@ -281,8 +281,9 @@ def run_search(problem_name: str, method: str, seed: int) -> dict:
 
     from kubetune.config.schema import SchedulerConfig
     from kubetune.search.objective import EpochReporter, suggest_params
-    from kubetune.search.pruners import LR_DROP_ATTR, first_lr_drop
+    from kubetune.search.pruners import LR_DROP_ATTR
     from kubetune.search.space import distributions
+    from kubetune.training.optim import first_lr_drop
 
     problem, cache = PROBLEMS[problem_name], _STATE[problem_name]
     strategy, enqueue = METHODS[method]

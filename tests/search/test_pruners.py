@@ -14,8 +14,8 @@ from kubetune.search.pruners import (
     MEDIAN_WARMUP_FRACTION,
     WarmupFractionPruner,
     build_pruner,
-    first_lr_drop,
 )
+from kubetune.training.optim import first_lr_drop
 
 
 def _search(**pruner) -> SearchConfig:

@@ -36,7 +36,7 @@ from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError
 from kubetune.search.checks import overrides_for_trial, require_search
 from kubetune.search.interruption import INTERRUPTED_ATTR, Terminated
-from kubetune.search.pruners import LR_DROP_ATTR, first_lr_drop
+from kubetune.search.pruners import LR_DROP_ATTR
 from kubetune.search.results import FAIL_REASON_ATTR, trial_run_dir
 from kubetune.search.space import distributions
 
@@ -205,6 +205,7 @@ class TrialTrainer:
         always starts from scratch (its folds keep no resume point).
         """
         from kubetune.training import train
+        from kubetune.training.optim import first_lr_drop
 
         cfg = self.trial_config(params)
         search = self.search

@@ -7,7 +7,6 @@ import math
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from kubetune.config.schema import SchedulerConfig
 from kubetune.config.search_schema import SearchConfig
 
 # Defaults measured with bench/search_efficiency.py (issue 14): digits at 8x8, a 20% and
@@ -80,23 +79,13 @@ MEDIAN_WARMUP_FRACTION = 0.5
 LR_DROP_ATTR = "lr_first_drop"  # a trial's user attribute: the epoch its learning rate first drops
 
 
-def first_lr_drop(scheduler: SchedulerConfig, epochs: int) -> int | None:
-    """The last epoch a trial trains at its first learning rate, if the rate drops before its end.
-
-    Only a step schedule drops within a trial; a cosine schedule decays from the start.
-    """
-    if scheduler.type == "step" and scheduler.gamma < 1.0 and scheduler.step_size < epochs:
-        return scheduler.step_size
-    return None
-
-
 class WarmupFractionPruner(optuna.pruners.BasePruner):
     """Optuna's PercentilePruner with the warm-up a fraction of the trial's length.
 
     The length is the last step of the longest completed trial, so the same default
     waits 5 epochs in a 10-epoch search and 50 in a 100-epoch one; no trial is
     pruned before one has completed. A trial whose ``lr_first_drop`` user attribute
-    (set by kubetune's objective, see :func:`first_lr_drop`) comes sooner can be
+    (set by kubetune's objective from :func:`kubetune.training.optim.first_lr_drop`) comes sooner can be
     pruned from that epoch on.
     """
 

@@ -33,3 +33,13 @@ def build_scheduler(
     if cfg.type == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_epochs)
     return None
+
+
+def first_lr_drop(scheduler: SchedulerConfig, epochs: int) -> int | None:
+    """The last epoch a run trains at its first learning rate, if the rate drops before its end.
+
+    Only a step schedule drops within a run; a cosine schedule decays from the start.
+    """
+    if scheduler.type == "step" and scheduler.gamma < 1.0 and scheduler.step_size < epochs:
+        return scheduler.step_size
+    return None
