@@ -27,9 +27,8 @@ from kubetune.config.search_schema import SearchConfig
 from kubetune.search.checks import initial_points
 from kubetune.search.ledger import TARGET_ATTR, enqueue_retry, retried_numbers
 from kubetune.search.pruners import build_pruner
-from kubetune.search.samplers import build_sampler
 from kubetune.search.space import distributions, grid_values
-from kubetune.search.study import name_metric
+from kubetune.search.study import name_metric, take_sampler_session
 from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.spec import SpecError
@@ -68,13 +67,7 @@ class StudyHandle:
                 field="spec.config.search.direction",
             )
         trials = self.study.get_trials(deepcopy=False)
-        # A seeded sampler made afresh after a restart would repeat its first points.
-        seed = search.sampler.seed
-        if seed is not None and trials:
-            search = search.model_copy(
-                update={"sampler": search.sampler.model_copy(update={"seed": seed + len(trials)})}
-            )
-        self.study.sampler = build_sampler(search)
+        take_sampler_session(self.study, search)  # after a restart: its own seed, not the first draws again
         self.grid = grid_points(search) if search.sampler.type == "GridSampler" else None
         self._target: int | None = None
         if not trials:

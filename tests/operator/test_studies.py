@@ -55,3 +55,17 @@ def test_every_sampler_gives_owned_trials_with_every_param(tmp_path, sampler):
         assert handle.ask(waiting=False) is None
     else:
         assert seen[0] == (("model.dropout", 0.1), ("optimizer.lr", 0.05))  # the config's own point first
+
+
+def test_a_restarted_operator_does_not_repeat_the_seeded_draws(tmp_path):
+    config = _config({"type": "RandomSampler", "seed": 0})
+    url = f"sqlite:///{tmp_path}/s.db"
+    points = []
+    for _ in range(2):  # the operator, then the same operator after a restart
+        handle = StudyHandle(make_storage(url, heartbeat=False), config, owner=OWNER)
+        for _ in range(3):
+            waiting = any(t.state == TrialState.WAITING for t in handle.trials())
+            trial = handle.ask(waiting=waiting)
+            points.append(tuple(sorted(trial.params.items())))
+            handle.study.tell(trial, 0.5)
+    assert len(set(points)) == len(points) == 6, points

@@ -124,3 +124,27 @@ def test_bad_flags_are_usage_errors(fast_config, tmp_path):
         result = run_cli("ml-search", "--config", str(config), *flags, cwd=tmp_path, env=CLEAN_ENV)
         assert result.returncode == 2, (flags, result.stderr)
     assert not (tmp_path / "optuna_studies.db").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--set", "training.device=cuda"], "`training.device` is cuda but no CUDA device is available"),
+    (["--set", "model.architecture=resnet18", "--set", "model.pretrained=true"],
+     "`model.pretrained` is true but the resnet18 weights are not in the local torch cache"),
+    (["--set", "logging.output_dir=afile/runs"], "`logging.output_dir` afile/runs cannot hold runs: afile is a file"),
+    (["--output-dir", "afile/results"], "--output-dir afile/results cannot hold the results: afile is a file"),
+])
+def test_what_the_first_trial_would_meet_stops_before_the_storage(flags, message, fast_config, tmp_path,
+                                                                  monkeypatch, capsys):
+    import torch
+
+    if "training.device=cuda" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has the GPU the config asks for")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KUBETUNE_STORAGE_URL", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-cache"))  # no pretrained weights in it
+    (tmp_path / "afile").write_text("not a folder")
+    config = write_config(tmp_path / "c.yaml", small_base(fast_config), search_section())
+    assert ml_search(["--config", str(config), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"ml-search: error: {message}" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "c.yaml"]  # no study, no runs

@@ -80,3 +80,14 @@ def test_guide_yaml_on_postgres_from_the_environment(fast_config, tmp_path, post
     # Cross-validation reports the running aggregate after every epoch of every fold.
     assert sorted(trials[0].intermediate_values) == [1, 2, 3, 4, 5]
     assert trials[0].intermediate_values[5] == pytest.approx(trials[0].value)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["-c", "my config.yaml", "--n-trials", "6", "--lr", "0.1"], "ml-search -c 'my config.yaml' --lr 0.1 --resume"),
+    (["--config", "c.yaml", "--resume", "--n-trials=4", "--set", "a.b=1"],
+     "ml-search --config c.yaml --resume --set a.b=1"),
+])
+def test_the_interrupt_hint_resumes_with_the_same_flags(argv, expected):
+    from kubetune.cli.search import resume_command
+
+    assert resume_command(argv) == expected

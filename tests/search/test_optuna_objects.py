@@ -95,3 +95,29 @@ def test_pruners(pruner, cls, attrs):
     assert type(built) is cls
     for name, value in attrs.items():
         assert getattr(built, name) == value
+
+
+@pytest.mark.parametrize("kind", ["TPESampler", "RandomSampler", "CmaEsSampler"])
+def test_each_sampler_session_draws_its_own_points_and_the_first_plain_optunas(kind):
+    from kubetune.search.study import SAMPLER_SESSIONS_ATTR, take_sampler_session
+
+    search = _search(sampler={"type": kind, "seed": 0})
+    dist = optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)
+
+    def draws(study: optuna.Study) -> list[float]:
+        return [study.ask({"optimizer.lr": dist}).params["optimizer.lr"] for _ in range(3)]
+
+    study = optuna.create_study(study_name="s", storage=optuna.storages.InMemoryStorage())
+    sessions = []
+    for _ in range(3):  # the first worker, a second one, a resume: each a fresh sampler
+        assert take_sampler_session(study, search) == len(sessions)
+        sessions.append(draws(study))
+    assert study.user_attrs[SAMPLER_SESSIONS_ATTR] == 3
+    plain = optuna.create_study(sampler=build_sampler(search))
+    assert sessions[0] == draws(plain)  # session 0: exactly the seed's own draws
+    flat = [x for s in sessions for x in s]
+    assert len(set(flat)) == len(flat), sessions  # no session repeats another's draws
+
+    unseeded = _search(sampler={"type": kind})
+    take_sampler_session(study, unseeded)
+    assert draws(study) != sessions[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,12 +65,16 @@ def test_two_processes_share_one_study_exactly(fast_config, tmp_path, postgres_u
     assert all(t.state == TrialState.COMPLETE for t in trials)
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2, workers  # both processes trained trials
+    assert study.user_attrs["sampler_sessions"] == 2
 
     code, _, err = _finish(_start(config, "--resume", "--n-trials", "3", cwd=tmp_path, env=env))
     assert code == 0, err
     study, trials = load_trials(postgres_url, "shared")
     assert len(trials) == 9 and study.user_attrs["n_trials"] == 9
     assert all(t.state == TrialState.COMPLETE for t in trials)
+    # Same seed in every process, yet no process (nor the resume) repeats another's draws.
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(points)) == len(points), points
 
 
 def test_a_sigkilled_worker_is_failed_by_heartbeat_and_its_trial_retried(fast_config, tmp_path, postgres_url):
@@ -103,9 +108,10 @@ def test_a_sigkilled_worker_is_failed_by_heartbeat_and_its_trial_retried(fast_co
 
 def test_ctrl_c_fails_the_trial_and_resume_reruns_it(fast_config, tmp_path, postgres_url):
     config = write_config(tmp_path / "c.yaml", small_base(fast_config, epochs=2, fraction=0.2),
-                          search_section(study_name="interrupted", n_trials=2))
+                          search_section(study_name="from-the-file", n_trials=5))
     env = {"KUBETUNE_STORAGE_URL": postgres_url}
-    proc = _start(config, "--epochs", "200", cwd=tmp_path, env=env)
+    flags = ["--study-name", "interrupted", "--epochs", "200"]
+    proc = _start(config, *flags, "--n-trials", "2", cwd=tmp_path, env=env)
 
     def reported():
         trials = _trials(postgres_url, "interrupted")
@@ -114,16 +120,17 @@ def test_ctrl_c_fails_the_trial_and_resume_reruns_it(fast_config, tmp_path, post
     proc.send_signal(signal.SIGINT)
     code, _, err = _finish(proc)
     assert code == 130, err
-    assert "--resume" in err
+    # The hint repeats every flag but the count: a resumed study keeps its total.
+    assert f"continue with: {shlex.join(['ml-search', '--config', str(config), *flags, '--resume'])}\n" in err
     trials = _trials(postgres_url, "interrupted")
     assert trials[0].state == TrialState.FAIL
     assert trials[0].user_attrs["fail_reason"] == "interrupted"
     assert trials[1].state == TrialState.WAITING and trials[1].params == trials[0].params
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
-    code, _, err = _finish(_start(config, "--resume", cwd=tmp_path, env=env))
+    code, _, err = _finish(_start(config, "--study-name", "interrupted", "--resume", cwd=tmp_path, env=env))
     assert code == 0, err
-    _, trials = load_trials(postgres_url, "interrupted")
+    _, trials = load_trials(postgres_url, "interrupted")  # 2 as started, not the file's 5
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[1].params == trials[0].params
 

@@ -39,8 +39,11 @@ def test_config_errors_exit_2_with_one_line_and_no_run_folder(tmp_path, fast_con
         (["--set", "training.num_epochs=many"], "training.num_epochs", "valid integer"),
         (["--optimizer", "lion"], "optimizer.type", "must be"),
         (["--set", "data.path=" + str(tmp_path / "missing")], "data.path", "does not exist"),
+        (["--set", f"logging.output_dir={tmp_path / 'afile' / 'runs'}"], "logging.output_dir",
+         "afile is a file, not a folder"),
     ]
     path = write_config(tmp_path, fast_config)
+    (tmp_path / "afile").write_text("not a folder")
     for args, key, fragment in cases:
         result = run_cli("ml-train", "--config", path, *args)
         assert result.returncode == 2, (args, result.stderr)

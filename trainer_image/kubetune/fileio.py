@@ -47,3 +47,19 @@ def _sync_folder(folder: Path) -> None:
         finally:
             os.close(fd)
 
+
+
+def unwritable_reason(folder: str | Path) -> str | None:
+    """Why files cannot be written under ``folder``, or None when they can.
+
+    The folder may be missing (writers make it): then its nearest existing parent is
+    checked. Nothing is created, so a command can refuse before it starts any work.
+    """
+    probe = Path(folder)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None

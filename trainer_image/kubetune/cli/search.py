@@ -12,16 +12,18 @@ import argparse
 import logging
 import multiprocessing
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from kubetune.cli.common import ArgumentParser, add_common_flags, run_command
-from kubetune.cli.train import add_override_flags, alias_values
+from kubetune.cli.train import add_override_flags, alias_values, require_writable_output
 from kubetune.config import config_to_dict, resolve_config, with_overrides
 from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError, UsageError
+from kubetune.fileio import unwritable_reason
 
 PROG = "ml-search"
 log = logging.getLogger("kubetune.search")
@@ -142,6 +144,9 @@ def _run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose else optuna.logging.ERROR)
     config = _load_config(args)
+    require_writable_output(config)
+    if args.output_dir and (reason := unwritable_reason(args.output_dir)):
+        raise UsageError(f"--output-dir {args.output_dir} cannot hold the results: {reason}")
     search = config.search
     study_name = search.study_name
     url = resolve_storage_url(args.storage, search)
@@ -183,15 +188,34 @@ def _run(args: argparse.Namespace) -> int:
         interrupted = _run_processes(config, url, study_name, args.n_jobs, args)
     completed = _export(config, start.study, output_dir, args.quiet)
     if interrupted:
-        print(f"{PROG}: interrupted; continue with: {PROG} --config {args.config} --resume",
-              file=sys.stderr)
+        print(f"{PROG}: interrupted; continue with: {resume_command(args.argv)}", file=sys.stderr)
         return 130
     return 0 if completed else 1
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that continues an interrupted search: the same flags, with
+    ``--resume`` and without ``--n-trials`` (a resumed study keeps its total)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--n-trials":
+            skip = True
+        elif not arg.startswith("--n-trials="):
+            kept.append(arg)
+    if "--resume" not in kept:
+        kept.append("--resume")
+    return shlex.join([PROG, *kept])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ml-search``."""
-    return run_command(PROG, _run, build_parser(), argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    parser.set_defaults(argv=argv)
+    return run_command(PROG, _run, parser, argv)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 from kubetune.cli.common import ArgumentParser, add_common_flags, run_command
 from kubetune.config import ALIASES, config_to_yaml, resolve_config
+from kubetune.config.schema import Config
+from kubetune.errors import ConfigError
+from kubetune.fileio import unwritable_reason
 
 PROG = "ml-train"
 
@@ -32,6 +35,14 @@ def add_override_flags(parser: argparse.ArgumentParser) -> None:
 
 def alias_values(args: argparse.Namespace) -> dict[str, object]:
     return {alias: getattr(args, f"alias_{alias}") for alias in ALIASES}
+
+
+def require_writable_output(config: Config) -> None:
+    """Refuse, before any work, a ``logging.output_dir`` that runs could not be written to."""
+    reason = unwritable_reason(config.logging.output_dir)
+    if reason:
+        raise ConfigError(f"`logging.output_dir` {config.logging.output_dir} cannot hold runs: {reason}",
+                          path="logging.output_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(config_to_yaml(config))
         return 0
+    require_writable_output(config)
     if args.trial:
         from kubetune.search.single_trial import run_stored_trial
 

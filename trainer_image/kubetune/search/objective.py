@@ -139,13 +139,19 @@ class TrialTrainer:
         return with_overrides(self._base, overrides_for_trial(self.search, self._base, params))
 
     def prepare(self) -> None:
-        """Load the data a trial with the config's own values would use (raises DataError)."""
+        """Meet what a trial with the config's own values meets first, before any trial runs:
+        its data (DataError), its device and its model (ConfigError: no GPU for
+        ``training.device: cuda``, pretrained weights missing from the cache)."""
+        from kubetune.models import build_model
         from kubetune.search.checks import config_point
+        from kubetune.training.precision import resolve_device
 
         cfg = self.trial_config(config_point(self.config))
-        self._splits(cfg)
+        resolve_device(cfg.training.device)
+        splits = self._splits(cfg)
         if self.search.cross_validation.enabled:
             self._fold_splits(cfg)
+        build_model(cfg.model, splits.num_classes, splits.channels)
 
     def _splits(self, cfg: Config):
         from kubetune.data.datasets import load_splits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 
 from kubetune.config.search_schema import SearchConfig
@@ -35,6 +36,19 @@ from kubetune.search.space import grid_values
 TPE_STARTUP_TRIALS = 3
 TPE_EI_CANDIDATES = 4
 TPE_MULTIVARIATE = True
+
+
+def session_seed(seed: int | None, session: int) -> int | None:
+    """The sampler seed of the ``session``-th process that samples for one study.
+
+    A seeded sampler made afresh repeats its draws, so a second worker, a resumed
+    search or a restarted operator would sample the first one's random trials again.
+    Session 0 keeps the seed (one ``ml-search`` draws what ``TPESampler(seed=seed)``
+    draws); each later session gets its own seed derived from both.
+    """
+    if seed is None or session == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, session]).generate_state(1)[0])
 
 
 def build_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:

@@ -13,15 +13,18 @@ from dataclasses import dataclass
 import optuna
 
 from kubetune.config.schema import Config
+from kubetune.config.search_schema import SearchConfig
 from kubetune.errors import ConfigError, UsageError
 from kubetune.search.checks import cap_to_grid, initial_points, require_search
 from kubetune.search.ledger import TARGET_ATTR, budget, stored_target
 from kubetune.search.locking import StudyLock
 from kubetune.search.pruners import build_pruner
-from kubetune.search.samplers import build_sampler
+from kubetune.search.samplers import build_sampler, session_seed
 from kubetune.search.storage import make_storage, mask_url
 
 log = logging.getLogger(__name__)
+
+SAMPLER_SESSIONS_ATTR = "sampler_sessions"  # how many processes have sampled for the study
 
 
 @dataclass
@@ -42,6 +45,22 @@ def load_search_study(config: Config, url: str, study_name: str, *, heartbeat: b
                                      sampler=build_sampler(search), pruner=build_pruner(search))
         except KeyError:
             raise UsageError(f"no study `{study_name}` in {mask_url(url)}") from None
+
+
+def take_sampler_session(study: optuna.Study, search: SearchConfig) -> int:
+    """Count this process as the study's next sampler session and seed its sampler for it.
+
+    Workers, resumes and operator restarts each get their own seed
+    (:func:`~kubetune.search.samplers.session_seed`), so none repeats another's draws.
+    Call it under the study lock where other processes may join at the same time.
+    """
+    session = int(study.user_attrs.get(SAMPLER_SESSIONS_ATTR, 0))
+    study.set_user_attr(SAMPLER_SESSIONS_ATTR, session + 1)
+    seed = session_seed(search.sampler.seed, session)
+    if seed != search.sampler.seed:
+        search = search.model_copy(update={"sampler": search.sampler.model_copy(update={"seed": seed})})
+    study.sampler = build_sampler(search)
+    return session
 
 
 def name_metric(study: optuna.Study, metric: str) -> None:
@@ -69,8 +88,9 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
 
     New study: total = ``n_trials`` or ``search.n_trials``; the config's own point and
     ``search.enqueue_trials`` are queued first. Resumed: ``n_trials`` adds that many to
-    the trials counted so far; without it the total is the larger of the stored one and
-    ``search.n_trials``. GridSampler's total never exceeds its grid.
+    the trials counted so far; without it the stored total stands (a study started with
+    ``--n-trials 6`` resumes to 6), or ``search.n_trials`` for a study that stored none.
+    GridSampler's total never exceeds its grid.
     """
     search = require_search(config)
     storage = make_storage(url)
@@ -88,7 +108,9 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 if not exists:
                     if resume:
-                        log.info("study %s does not exist yet: creating it", study_name)
+                        log.warning("study %s is not in %s yet: starting it (--resume starts a "
+                                    "missing study, so every worker can be started the same way)",
+                                    study_name, mask_url(url))
                     study = optuna.create_study(
                         study_name=study_name, storage=storage, direction=search.direction,
                         sampler=build_sampler(search), pruner=build_pruner(search),
@@ -111,7 +133,7 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
             elif n_trials is not None:
                 target = budget(study, 0).counted + n_trials
             else:
-                target = max(stored_target(study) or 0, search.n_trials)
+                target = stored_target(study) or search.n_trials
             capped = cap_to_grid(search, target)
             if capped < target:
                 log.info("GridSampler: the grid has %d points, so the study runs at most %d trials",

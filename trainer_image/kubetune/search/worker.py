@@ -34,7 +34,7 @@ from kubetune.search.ledger import WORKER_ATTR, budget, enqueue_retry
 from kubetune.search.locking import StudyLock
 from kubetune.search.results import FAIL_REASON_ATTR, best_trial
 from kubetune.search.storage import heartbeat_settings
-from kubetune.search.study import load_search_study
+from kubetune.search.study import load_search_study, take_sampler_session
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         trainer = TrialTrainer(config, study_name, quiet_epochs=quiet_epochs)
         trainer.prepare()
     lock = StudyLock(url, study_name)
+    with lock:
+        take_sampler_session(study, search)
     interrupt = _DeferredInterrupt()
     result = WorkerResult()
     poll = heartbeat_settings()[0]
