@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import pickle
+
+import optuna
 import pytest
 
 from kubetune.config.search_schema import SearchConfig
-from kubetune.errors import ConfigError, KubetuneError
-from kubetune.search.storage import heartbeat_settings, make_storage, mask_url, resolve_storage_url
+from kubetune.errors import ConfigError, KubetuneError, UsageError
+from kubetune.search.storage import (
+    StorageUrl,
+    heartbeat_settings,
+    make_storage,
+    mask_url,
+    require_existing,
+    resolve_storage_url,
+)
 
 
 def _search(storage=None) -> SearchConfig:
@@ -45,3 +55,107 @@ def test_heartbeat_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("KUBETUNE_HEARTBEAT_INTERVAL", "soon")
     with pytest.raises(ConfigError, match="KUBETUNE_HEARTBEAT_INTERVAL must be a positive"):
         heartbeat_settings()
+
+
+def test_the_resolved_url_remembers_where_it_came_from(monkeypatch):
+    monkeypatch.delenv("KUBETUNE_STORAGE_URL", raising=False)
+    assert resolve_storage_url(None, _search()).source is None  # the default
+    assert resolve_storage_url(None, _search("sqlite:///c.db")).source == "search.storage"
+    monkeypatch.setenv("KUBETUNE_STORAGE_URL", "sqlite:///env.db")
+    assert resolve_storage_url(None, _search("sqlite:///c.db")).source == "$KUBETUNE_STORAGE_URL"
+    url = resolve_storage_url("sqlite:///cli.db", _search("sqlite:///c.db"))
+    assert url.source == "--storage"
+    # Worker processes get it pickled: the source travels with it.
+    again = pickle.loads(pickle.dumps(url))
+    assert again == "sqlite:///cli.db" and again.source == "--storage"
+
+
+def _not_a_database(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database\n")
+    return f"sqlite:///{path}", "is not one (file is not a database)"
+
+
+BAD_URLS = {
+    "unparsable": lambda tmp: ("nonsense", "must be a database URL such as sqlite:///optuna_studies.db"),
+    "unknown-kind": lambda tmp: ("bogus://x", "must be a sqlite://, postgresql:// or grpc:// URL, "
+                                              "but got 'bogus://x' (no database kind 'bogus')"),
+    "no-driver": lambda tmp: ("mysql://kt@db/optuna", "'mysql://kt@db/optuna', whose driver is not installed"),
+    "no-folder": lambda tmp: (f"sqlite:///{tmp}/missing/dir/x.db",
+                              f"must name a SQLite file in an existing folder, but {tmp}/missing/dir does not exist"),
+    "a-folder": lambda tmp: (f"sqlite:///{tmp}", f"must name a SQLite database file, but {tmp} is a folder"),
+    "not-a-database": _not_a_database,
+    "grpc-without-port": lambda tmp: ("grpc://host", "must be grpc://HOST:PORT, but got 'grpc://host'"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_URLS))
+@pytest.mark.parametrize("source, error", [
+    ("--storage", UsageError), ("$KUBETUNE_STORAGE_URL", ConfigError), ("search.storage", ConfigError),
+])
+def test_a_bad_url_is_a_one_line_exit_2_error_blaming_its_source(kind, source, error, tmp_path):
+    url, expected = BAD_URLS[kind](tmp_path)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(error) as info:
+        make_storage(StorageUrl(url, source))
+    message = str(info.value)
+    assert message.startswith(f"`{source}` ") and expected in message, message
+    assert info.value.exit_code == 2 and "\n" not in message
+    assert "sqlalchemy" not in message.lower() and "plugin" not in message.lower()
+    if isinstance(info.value, ConfigError):
+        assert info.value.path == source
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing created
+
+
+def test_an_environment_url_is_blamed_on_the_environment(monkeypatch):
+    monkeypatch.setenv("KUBETUNE_STORAGE_URL", "nonsense")
+    with pytest.raises(ConfigError) as info:
+        make_storage(resolve_storage_url(None, _search("sqlite:///c.db")))
+    assert str(info.value).startswith("`$KUBETUNE_STORAGE_URL` must be a database URL")
+    assert "search.storage" not in str(info.value)
+
+
+def test_an_explicit_source_wins_and_a_plain_url_blames_no_flag(tmp_path):
+    with pytest.raises(UsageError, match=r"^`--storage` must be a sqlite://"):
+        make_storage("bogus://x", source="--storage")
+    with pytest.raises(ConfigError, match=r"^the storage URL must be a sqlite://"):
+        make_storage("bogus://x")
+
+
+def test_must_exist_refuses_a_missing_sqlite_file_and_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as info:
+        make_storage(StorageUrl("sqlite:///optuna_studies.db"), must_exist=True)
+    assert str(info.value) == ("no Optuna storage at optuna_studies.db (sqlite:///optuna_studies.db): "
+                               "run ml-search first or pass --storage")
+    with pytest.raises(UsageError, match=r"\(sqlite:///x\.db from --storage\)"):
+        require_existing(StorageUrl("sqlite:///x.db", "--storage"))
+    assert list(tmp_path.iterdir()) == []
+    # Without must_exist (ml-search starting a study) the file is created as before.
+    make_storage("sqlite:///optuna_studies.db", heartbeat=False)
+    assert (tmp_path / "optuna_studies.db").is_file()
+
+
+def test_must_exist_opens_an_existing_study_and_lets_servers_and_memory_through(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name="s", storage=url)
+    storage = make_storage(url, heartbeat=False, must_exist=True)
+    assert optuna.study.get_all_study_names(storage) == ["s"]
+    require_existing("sqlite:///:memory:")
+    require_existing("postgresql://kt:pw@127.0.0.1:1/optuna")  # a server: nothing to check locally
+    require_existing("postgres://kt:pw@127.0.0.1:1/optuna")
+
+
+def test_a_server_that_does_not_answer_stays_exit_1(tmp_path):
+    with pytest.raises(KubetuneError) as info:
+        make_storage(StorageUrl("postgresql://kt:hunter2@127.0.0.1:1/optuna", "--storage"), must_exist=True)
+    assert type(info.value) is KubetuneError and info.value.exit_code == 1
+    assert "\n" not in str(info.value) and "hunter2" not in str(info.value)
+    assert str(info.value).startswith("cannot open storage postgresql+psycopg://kt:***@127.0.0.1:1/optuna: ")
+
+
+@pytest.mark.postgres
+def test_must_exist_opens_a_postgresql_storage(postgres_url):
+    optuna.create_study(study_name="pg", storage=postgres_url)
+    storage = make_storage(StorageUrl(postgres_url, "--storage"), heartbeat=False, must_exist=True)
+    assert optuna.study.get_all_study_names(storage) == ["pg"]

@@ -35,8 +35,8 @@ def test_config_errors_exit_2_with_one_line_and_no_run_folder(tmp_path, fast_con
     runs = tmp_path / "runs"
     cases = [
         (["--set", "optimizer.lrr=0.1"], "optimizer.lrr", "did you mean `optimizer.lr`"),
-        (["--lr", "-1"], "optimizer.lr", "greater than 0"),
-        (["--set", "training.num_epochs=many"], "training.num_epochs", "valid integer"),
+        (["--lr", "-1"], "optimizer.lr", "error: --lr: `optimizer.lr` must be greater than 0"),  # not the file
+        (["--set", "training.num_epochs=many"], "training.num_epochs", "must be a whole number, but got 'many'"),
         (["--optimizer", "lion"], "optimizer.type", "must be"),
         (["--set", "data.path=" + str(tmp_path / "missing")], "data.path", "does not exist"),
         (["--set", f"logging.output_dir={tmp_path / 'afile' / 'runs'}"], "logging.output_dir",

@@ -61,12 +61,15 @@ def test_yaml_reads_exponent_floats():
         ({"data": {"path": "d"}, "trainig": {}}, [], "did you mean `training`", "trainig"),
         ({"data": {"path": "d"}}, ["training.batchsize=3"], "did you mean `training.batch_size`", "training.batchsize"),
         ({"data": {"path": "d"}, "optimizer": {"lr": -1}}, [], "greater than 0", "optimizer.lr"),
-        ({"data": {"path": "d"}, "optimizer": {"lr": "fast"}}, [], "must be a valid number", "optimizer.lr"),
+        ({"data": {"path": "d"}, "optimizer": {"lr": "fast"}}, [], "must be a number, but got 'fast'", "optimizer.lr"),
         ({"data": {"path": "d"}, "training": {"num_epochs": 0}}, [], "greater than or equal to 1", "training.num_epochs"),
         ({"data": {"path": "d", "val_split": 1.5}}, [], "less than 1", "data.val_split"),
         ({"data": {"path": "d"}, "optimizer": {"type": "rmsprop"}}, [], "'sgd', 'adam' or 'adamw'", "optimizer.type"),
         ({"data": {"path": "d"}, "model": {"architecture": "vgg"}}, [], "resnet18", "model.architecture"),
         ({}, [], "required", "data"),
+        ({"data": {"path": "d"}}, ["search.search_space.optimizer.lr.low=0.5"],
+         "a search-space entry is set whole, e.g. --set 'search.search_space.optimizer.lr={",
+         "search.search_space.optimizer.lr.low"),
     ],
 )
 def test_errors_name_the_dotted_key(tmp_path, data, sets, fragment, path):
@@ -77,6 +80,21 @@ def test_errors_name_the_dotted_key(tmp_path, data, sets, fragment, path):
     assert fragment in message
     assert info.value.path == path
     assert f"`{path}" in message or path in message
+
+
+def test_an_error_names_the_option_that_set_the_value_else_the_file(tmp_path):
+    path = write(tmp_path, {"data": {"path": "d"}, "optimizer": {"lr": 0.1}, "model": {"dropout": 2}})
+    cases = [
+        ({"sets": ["model.dropout=0.1", "optimizer.lr=-1"]}, "--set optimizer.lr: `optimizer.lr`"),
+        ({"sets": ["model.dropout=0.1", "optimizer.lr=-1"], "flags": {"lr": -2}}, "--lr: `optimizer.lr`"),
+        ({"sets": ["model.dropout=0.1", "optimizer=5"]}, "--set optimizer: `optimizer` must be a section"),
+        ({}, f"{path}: `model.dropout`"),  # the file's own value
+        ({"sets": ["optimizer.lr=-1"]}, f"{path}: `model.dropout`"),  # pydantic reports the file's first
+    ]
+    for kwargs, start in cases:
+        with pytest.raises(ConfigError) as info:
+            resolve_config(path, **kwargs)
+        assert str(info.value).startswith(start), (kwargs, str(info.value))
 
 
 def test_bad_set_syntax_and_missing_file(tmp_path):

@@ -264,9 +264,114 @@ def test_usage_errors_exit_2_and_a_missing_sqlite_file_is_not_created(tmp_path):
     logdir = visualise("--study-name", "s", "--logdir", str(tmp_path))
     assert logdir.returncode == 2 and "--logdir only applies to --mode training" in logdir.stderr
     missing = visualise("--study-name", "s", cwd=tmp_path, env={"KUBETUNE_STORAGE_URL": ""})
-    assert missing.returncode == 1
-    assert "optuna_studies.db does not exist" in missing.stderr
-    assert not (tmp_path / "optuna_studies.db").exists()
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        "ml-visualise: error: no Optuna storage at optuna_studies.db (sqlite:///optuna_studies.db): "
+        "run ml-search first or pass --storage\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # no empty database, no plots folder
+
+
+def _one_error_line(result) -> str:
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ml-visualise: error: "), result.stderr
+    return lines[0].removeprefix("ml-visualise: error: ")
+
+
+def test_a_study_with_no_trials_is_an_error_and_writes_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shape.db'}"
+    make_study(url, "S", [])
+    out = tmp_path / "plots"
+    result = visualise("--mode", "search", "--study-name", "S", "--storage", url,
+                       "--output", str(out), "--format", "html")
+    assert result.returncode == 1
+    assert _one_error_line(result) == "no plot of study S could be drawn: it has no trials yet"
+    assert result.stdout == ""
+    assert not out.exists()
+
+
+def test_flags_that_select_no_drawable_plot_exit_2_and_write_nothing(search_study, tmp_path):
+    out = tmp_path / "plots"
+    contour = visualise("--study-name", search_study.name, "--storage", search_study.url,
+                        "--output", str(out), "--format", "html",
+                        "--plot-type", "contour", "--params", "lr")
+    assert contour.returncode == 2
+    assert _one_error_line(contour) == (
+        f"`--plot-type contour --params lr` draws no plot of study {search_study.name}: "
+        "contour: contour needs at least two parameters, but got 1 (optimizer.lr)"
+    )
+    assert contour.stdout == "" and not out.exists()
+
+    url = f"sqlite:///{tmp_path / 'thin.db'}"
+    make_study(url, "thin", [{"params": {"optimizer.lr": 0.01, "training.batch_size": 32}, "value": 0.4}])
+    both = visualise("--study-name", "thin", "--storage", url, "--output", str(out), "--format", "html",
+                     "--plot-type", "intermediate_values", "param_importances")
+    assert both.returncode == 2
+    line = _one_error_line(both)
+    assert line.startswith("`--plot-type intermediate_values param_importances` draws no plot of study thin: ")
+    assert "intermediate_values: no trial reported intermediate values; " in line
+    assert "param_importances: importances need at least two completed trials" in line
+    assert not out.exists()
+
+
+def test_an_empty_default_selection_is_not_blamed_on_flags(tmp_path):
+    """Without --plot-type or --params the library's own error stands (exit 1), nothing written."""
+    from kubetune.visualise.study_report import NothingToPlot, render_study
+
+    url = f"sqlite:///{tmp_path / 'thin.db'}"
+    study = make_study(url, "thin", [{"params": {"optimizer.lr": 0.01}, "value": 0.4}])
+    with pytest.raises(NothingToPlot) as info:
+        render_study(study, tmp_path / "plots", plot_types=["intermediate_values"], fmt="html")
+    assert info.value.exit_code == 1
+    assert str(info.value) == ("no plot of study thin could be drawn: "
+                               "intermediate_values: no trial reported intermediate values")
+    assert not (tmp_path / "plots").exists()
+
+
+def _config_with_storage(search_study, tmp_path, storage: str) -> Path:
+    config = yaml.safe_load(search_study.config_path.read_text())
+    config["search"]["storage"] = storage
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_bad_storage_urls_exit_2_naming_where_the_url_came_from(search_study, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    out = tmp_path / "plots"
+    cases = [
+        (["--storage", "bogus://x"], {}, "`--storage` must be a sqlite://, postgresql:// or grpc:// URL, "
+                                         "but got 'bogus://x' (no database kind 'bogus')"),
+        ([], {"KUBETUNE_STORAGE_URL": "nonsense"}, "`$KUBETUNE_STORAGE_URL` must be a database URL such as "),
+        (["--config", str(_config_with_storage(search_study, tmp_path, "bogus://x"))],
+         {"KUBETUNE_STORAGE_URL": ""}, "`search.storage` must be a sqlite://"),
+        (["--storage", f"sqlite:///{tmp_path}/no/dir/x.db"], {},
+         f"no Optuna storage at {tmp_path}/no/dir/x.db (sqlite:///{tmp_path}/no/dir/x.db from --storage): "
+         "run ml-search first or pass --storage"),
+        (["--storage", f"sqlite:///{notes}"], {},
+         f"`--storage` must name a SQLite database, but {notes} is not one (file is not a database)"),
+    ]
+    for args, env, expected in cases:
+        result = visualise("--study-name", search_study.name, "--output", str(out), "--format", "html",
+                           *args, cwd=tmp_path, env=env)
+        assert result.returncode == 2, (args, env, result.stderr)
+        line = _one_error_line(result)
+        assert line.startswith(expected), (line, expected)
+        assert "plugin" not in line and "sqlalchemy" not in line.lower()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "notes.txt"]
+    assert notes.read_text() == "not a database\n"
+
+
+def test_a_storage_server_that_is_down_exits_1_on_one_line(tmp_path):
+    result = visualise("--study-name", "S", "--storage", "postgresql://kt:hunter2@127.0.0.1:1/optuna",
+                       "--output", str(tmp_path / "plots"))
+    assert result.returncode == 1
+    line = _one_error_line(result)
+    assert line.startswith("cannot open storage postgresql+psycopg://kt:***@127.0.0.1:1/optuna: ")
+    assert "hunter2" not in result.stderr
+    assert not (tmp_path / "plots").exists()
 
 
 @pytest.mark.postgres

@@ -49,8 +49,8 @@ SHAPES = {
     "all-pruned-or-failed": (
         [_trial(0.01, 32, state="PRUNED", reports={1: 0.2}),
          _trial(0.05, 64, state="PRUNED", reports={1: 0.3}), _trial(0.1, 32, state="FAIL")],
-        {p: "no trial has completed yet (2 pruned, 1 fail)" for p in VALUE_PLOTS},
-        "no completed trial yet (3 trials: 2 pruned, 1 fail)",
+        {p: "no trial has completed yet (2 pruned, 1 failed)" for p in VALUE_PLOTS},
+        "no completed trial yet (3 trials: 2 pruned, 1 failed)",
     ),
     "categorical-only": (
         [{"params": {"optimizer.type": o, "scheduler.type": s}, "value": v, "reports": {1: v}}
@@ -69,11 +69,6 @@ SHAPES = {
         [_trial(0.02, 64, state="RUNNING", reports={1: 0.4})],
         {p: "no trial has completed yet (1 running)" for p in VALUE_PLOTS},
         "no completed trial yet (1 trial: 1 running)",
-    ),
-    "empty": (
-        [],
-        {p: "the study has no trials yet" for p in PLOT_TYPES},
-        "no completed trial yet (0 trials: no trials at all)",
     ),
 }
 

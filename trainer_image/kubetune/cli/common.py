@@ -29,7 +29,7 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 def setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("PIL", "matplotlib", "urllib3", "kaleido", "choreographer"):
+    for noisy in ("PIL", "matplotlib", "urllib3", "kaleido", "choreographer", "tensorboard"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 

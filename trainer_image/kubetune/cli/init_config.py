@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,8 +12,9 @@ from kubetune.cli.common import ArgumentParser, add_common_flags, run_command
 from kubetune.config.template import TemplateValues, render_config
 from kubetune.data.folder import DatasetInfo, inspect_dataset, list_images
 from kubetune.data.sample import DEMO_N_TRIALS, DEMO_TRAIN_FRACTION, SAMPLES, write_digits
+from kubetune.data.sizes import check_split_sizes
 from kubetune.errors import UsageError
-from kubetune.fileio import write_text_atomic
+from kubetune.fileio import unwritable_reason, write_text_atomic
 
 PROG = "ml-init-config"
 
@@ -113,30 +115,64 @@ def ask(values: TemplateValues) -> TemplateValues:
     return values
 
 
+def check_output(output: Path) -> None:
+    """Refuse, before anything is written, a config path that cannot be written."""
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder; give a file such as {output / 'config.yaml'}")
+    reason = unwritable_reason(output.parent)
+    if reason:
+        raise UsageError(f"cannot write {output}: {reason}; choose another --output")
+
+
+def check_sizes(info: DatasetInfo, values: TemplateValues) -> None:
+    """The config about to be written must split this dataset (``load_splits`` checks the same)."""
+    from kubetune.config.schema import DataConfig
+
+    split = "train" if info.layout == "split" else "all"
+    check_split_sizes(info.root, info.layout, sum(info.counts[split].values()), len(info.classes),
+                      DataConfig.model_fields["val_split"].default, values.train_fraction)
+
+
 def _run(args: argparse.Namespace) -> int:
     dataset = Path(args.dataset)
     output = Path(args.output) if args.output else Path("configs") / f"{dataset.resolve().name}_config.yaml"
+    check_output(output)
     if output.exists() and not args.force:
         raise UsageError(f"{output} already exists; pass --force to overwrite it")
+    wrote_sample = False
     if args.sample:
-        if dataset.exists() and any(dataset.iterdir()):
+        if dataset.is_dir() and any(dataset.iterdir()):
             print(f"{dataset} already exists; using it as it is")
         else:
             count = write_digits(dataset)
+            wrote_sample = True
             print(f"wrote the {args.sample} sample: {count} images under {dataset}")
+    try:
+        _write_config(args, dataset, output)
+    except BaseException:
+        if wrote_sample:  # leave nothing behind from a run that wrote no config
+            shutil.rmtree(dataset, ignore_errors=True)
+        raise
+    return 0
+
+
+def _write_config(args: argparse.Namespace, dataset: Path, output: Path) -> None:
     info = inspect_dataset(dataset)
     print(describe(info))
     values = suggest(info, str(args.dataset))
     if args.sample and args.optuna:
         demo_settings(values)
+    check_sizes(info, values)
     if not args.yes and sys.stdin.isatty():
         values = ask(values)
     text = render_config(values, with_search=args.optuna)
-    write_text_atomic(output, text)
+    try:
+        write_text_atomic(output, text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
     print(f"wrote {output}; train with: ml-train --config {output}")
     if args.optuna:
         print(f"search with: ml-search --config {output}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

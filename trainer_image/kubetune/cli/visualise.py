@@ -85,6 +85,7 @@ def _run_search(args: argparse.Namespace) -> int:
     from kubetune.search.storage import resolve_storage_url
     from kubetune.visualise import open_study, render_study, resolve_params, study_param_names
     from kubetune.visualise.study_info import counts_text
+    from kubetune.visualise.study_report import NothingToPlot, skipped_text
 
     config = resolve_config(args.config) if args.config else None
     search = config.search if config is not None else None
@@ -99,10 +100,19 @@ def _run_search(args: argparse.Namespace) -> int:
     else:
         root = Path(config.logging.output_dir) if config is not None else Path("runs")
         output = root / "optuna_studies" / study_name / "plots"
-    report = render_study(
-        study, output, plot_types=_plot_types(args.plot_type), params=params, fmt=args.format,
-        top=args.top, default_metric=search.metric if search is not None else None,
-    )
+    try:
+        report = render_study(
+            study, output, plot_types=_plot_types(args.plot_type), params=params, fmt=args.format,
+            top=args.top, default_metric=search.metric if search is not None else None,
+        )
+    except NothingToPlot as exc:
+        flags = _selection_flags(args)
+        if not flags:
+            raise
+        # The user's narrowing chose only plots this study cannot draw: theirs to change.
+        raise UsageError(
+            f"{flags} draws no plot of study {study_name}: {skipped_text(exc.skipped)}"
+        ) from None
     summary = report.summary
     states = f"{summary.n_trials} trial{'' if summary.n_trials == 1 else 's'}: {counts_text(summary.counts)}"
     if summary.best_trial is None:
@@ -114,6 +124,16 @@ def _run_search(args: argparse.Namespace) -> int:
         print(f"skipped {plot_type}: {reason}", file=sys.stderr)
     print(f"wrote {len(report.files)} plot(s) ({args.format}) to {output}; report: {report.index}")
     return 0
+
+
+def _selection_flags(args: argparse.Namespace) -> str:
+    """``--plot-type contour --params lr`` as the user passed them; empty for the defaults."""
+    parts = []
+    if args.plot_type:
+        parts.append(f"--plot-type {' '.join(dict.fromkeys(args.plot_type))}")
+    if args.params:
+        parts.append(f"--params {' '.join(args.params)}")
+    return f"`{' '.join(parts)}`" if parts else ""
 
 
 def _run_training(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kubetune.config.schema import Config
+from kubetune.config.search_schema import ParamSpec
 from kubetune.config.yaml_io import dump_yaml, parse_yaml, read_yaml_file
 from kubetune.errors import ConfigError
 
@@ -85,6 +86,17 @@ def _format_input(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# pydantic's wording for a wrong type, in the config's terms
+_PLAIN = {
+    "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
+    "int_type": "must be a whole number", "float_parsing": "must be a number",
+    "float_type": "must be a number", "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false", "string_type": "must be text",
+    "model_type": "must be a section (key: value pairs)", "model_attributes_type": "must be a section (key: value pairs)",
+    "dict_type": "must be a mapping (key: value pairs)", "list_type": "must be a list",
+}
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     """Turn pydantic's report into one line naming the first bad key."""
     errors = exc.errors()
@@ -101,7 +113,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigErr
         )
     if kind == "missing":
         return ConfigError(f"`{path}` is required but missing{more}", path=path)
-    message = first["msg"]
+    message = _PLAIN.get(kind) or first["msg"]
     for lead in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(lead)
     message = message.replace("Input should be", "must be")
@@ -113,17 +125,36 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigErr
     return ConfigError(f"`{path}` {message}, but got {_format_input(first['input'])}{more}", path=path)
 
 
-def validate_config(data: Mapping[str, Any], source: str | None = None) -> Config:
-    """Validate a plain mapping as a :class:`Config`."""
+def validate_config(data: Mapping[str, Any], source: str | None = None,
+                    origins: Mapping[str, str] | None = None) -> Config:
+    """Validate a plain mapping as a :class:`Config`.
+
+    An error names where the bad value came from: the option in ``origins`` (dotted
+    key -> ``--set optimizer.lr`` or ``--lr``) that set it, else the file ``source``.
+    """
     try:
         config = Config.model_validate(dict(data))
+        check_search_space_keys(config)
     except ValidationError as exc:
         error = format_validation_error(exc)
-        if source:
-            error = ConfigError(f"{source}: {error}", path=error.path)
-        raise error from None
-    check_search_space_keys(config)
-    return config
+    except ConfigError as exc:
+        error = exc
+    else:
+        return config
+    where = _origin(error.path, origins or {}) or source
+    if where:
+        error = ConfigError(f"{where}: {error}", path=error.path)
+    raise error from None
+
+
+def _origin(path: str | None, origins: Mapping[str, str]) -> str | None:
+    """The option that set ``path`` or a section holding it (the last one given wins)."""
+    if path is None:
+        return None
+    for key, option in reversed(list(origins.items())):
+        if path == key or path.startswith(f"{key}.") or key.startswith(f"{path}."):
+            return option
+    return None
 
 
 def check_search_space_keys(config: Config) -> None:
@@ -159,6 +190,12 @@ def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     free = next((p for p in _FREE_KEYS if key.startswith(f"{p}.")), None)
     if free is None and key not in field_paths():
         raise unknown_key_error(key)
+    if free == "search.search_space":
+        entry, _, field = key[len(free) + 1:].rpartition(".")
+        if entry in leaf_paths() and field in ParamSpec.model_fields:
+            raise ConfigError(
+                f"`{key}`: a search-space entry is set whole, e.g. "
+                f"--set '{free}.{entry}={{type: uniform, low: 0.1, high: 0.5}}'", path=key)
     parts = free.split(".") + [key[len(free) + 1 :]] if free else key.split(".")
     node = data
     for depth, part in enumerate(parts[:-1]):
@@ -185,13 +222,18 @@ def resolve_config(
     else:
         data = copy.deepcopy(dict(base or {}))
         source = None
+    origins: dict[str, str] = {}
     for item in sets:
         key, value = parse_set_option(item)
         apply_override(data, key, value)
+        origins.pop(key, None)
+        origins[key] = f"--set {key}"
     for alias, value in (flags or {}).items():
         if value is not None:
             apply_override(data, ALIASES[alias], value)
-    return validate_config(data, source)
+            origins.pop(ALIASES[alias], None)
+            origins[ALIASES[alias]] = f"--{alias}"
+    return validate_config(data, source, origins)
 
 
 def with_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:

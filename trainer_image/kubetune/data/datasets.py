@@ -23,6 +23,7 @@ from kubetune.config.schema import DataConfig
 from kubetune.data.augment import ImageTransform
 from kubetune.data.folder import ImageList, dataset_layout, inspect_dataset, list_images
 from kubetune.data.memory import decoded_bytes, hold_in_memory
+from kubetune.data.sizes import check_split_sizes
 from kubetune.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -171,14 +172,19 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> DataSplits:
     """
     root = Path(cfg.path)
     if not root.is_dir():
-        raise DataError(f"data.path: dataset folder {root} does not exist")
-    channels = cfg.channels or inspect_dataset(root, sample_size=50).channels
-    size = cfg.image_size
-    if dataset_layout(root) == "split":
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data.path: dataset folder {root} {what}")
+    layout = dataset_layout(root)
+    if layout == "split":
         train_list = list_images(root / "train")
         lists = [train_list, list_images(root / "val", train_list.classes)]
     else:
         lists = [list_images(root)]
+    # Before sklearn sees a split it cannot make; names the setting to change.
+    check_split_sizes(root, layout, len(lists[0].paths), len(lists[0].classes), cfg.val_split,
+                      cfg.train_fraction)
+    channels = cfg.channels or inspect_dataset(root, sample_size=50).channels
+    size = cfg.image_size
     n_bytes = decoded_bytes(sum(len(images.paths) for images in lists), channels, size)
     in_memory = hold_in_memory(cfg.in_memory, n_bytes)
     log.info("data: %s, %.1f MB decoded", "held in memory" if in_memory else "streamed from disk",

@@ -10,6 +10,7 @@ from kubetune.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SPLIT_FOLDERS = ("train", "val")
+MIN_CLASSES = 2
 
 
 @dataclass
@@ -42,17 +43,48 @@ def dataset_layout(root: Path) -> str:
     return "split" if all((root / name).is_dir() for name in SPLIT_FOLDERS) else "single"
 
 
-def list_images(folder: Path, classes: list[str] | None = None) -> ImageList:
-    """All images under ``folder/<class>/``; ``classes`` fixes the index order."""
-    if not folder.is_dir():
+def check_folder(folder: Path) -> None:
+    """Raise :class:`DataError` unless ``folder`` is an existing folder."""
+    if not folder.exists():
         raise DataError(f"dataset folder {folder} does not exist")
+    if not folder.is_dir():
+        raise DataError(f"dataset folder {folder} is a file, not a folder")
+
+
+def check_classes(folder: Path, classes: list[str]) -> None:
+    """At least two class folders, and no ``train/`` (or ``val/``) of a half-made split layout."""
+    if not classes:
+        raise DataError(f"{folder} has no class sub-folders (expected {folder}/<class>/<image>)")
+    for name in SPLIT_FOLDERS:
+        # A lone train/, or one holding class folders, is a split layout missing its other half.
+        if name in classes and (len(classes) == 1 or _has_subfolders(folder / name)):
+            missing = next(s for s in SPLIT_FOLDERS if s != name)
+            raise DataError(
+                f"{folder} has {name}/ but no {missing}/; expected {folder}/train/<class>/<image> "
+                f"and {folder}/val/<class>/<image>, or {folder}/<class>/<image> (split by data.val_split)"
+            )
+    if len(classes) < MIN_CLASSES:
+        raise DataError(
+            f"{folder} has 1 class folder ({classes[0]}); a classifier needs at least {MIN_CLASSES}"
+        )
+
+
+def _has_subfolders(folder: Path) -> bool:
+    return any(p.is_dir() for p in folder.iterdir())
+
+
+def list_images(folder: Path, classes: list[str] | None = None) -> ImageList:
+    """All images under ``folder/<class>/``; ``classes`` fixes the index order.
+
+    Without ``classes`` the class folders are found, and fewer than two is a DataError.
+    """
+    check_folder(folder)
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is None:
         classes = found
+        check_classes(folder, classes)
     elif extra := sorted(set(found) - set(classes)):
         raise DataError(f"{folder} has classes {extra} that the training split does not have")
-    if not classes:
-        raise DataError(f"{folder} has no class sub-folders (expected {folder}/<class>/<image>)")
     paths: list[Path] = []
     targets: list[int] = []
     for index, name in enumerate(classes):
@@ -73,8 +105,7 @@ def inspect_dataset(root: str | Path, sample_size: int = 200) -> DatasetInfo:
     from PIL import Image
 
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"dataset folder {root} does not exist")
+    check_folder(root)
     layout = dataset_layout(root)
     splits = {name: root / name for name in SPLIT_FOLDERS} if layout == "split" else {"all": root}
     first = list_images(next(iter(splits.values())))

@@ -30,11 +30,16 @@ def write_digits(target: str | Path) -> int:
     from sklearn.datasets import load_digits
 
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target} is a file; the digits sample needs a new or empty folder")
     if target.exists() and any(target.iterdir()):
         raise DataError(f"{target} already exists and is not empty")
-    target.parent.mkdir(parents=True, exist_ok=True)
     digits = load_digits()
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as exc:
+        raise DataError(f"cannot write the digits sample to {target}: {exc.strerror or exc}") from None
     try:
         # Pixel values are 0..16; scale to the full 8-bit range.
         pixels = np.clip(digits.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
@@ -45,6 +50,9 @@ def write_digits(target: str | Path) -> int:
         if target.exists():
             target.rmdir()
         staging.rename(target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"cannot write the digits sample to {target}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -142,10 +142,12 @@ class TrialTrainer:
         """Meet what a trial with the config's own values meets first, before any trial runs:
         its data (DataError), its device and its model (ConfigError: no GPU for
         ``training.device: cuda``, pretrained weights missing from the cache)."""
+        from kubetune.data.sizes import check_data_sizes
         from kubetune.models import build_model
         from kubetune.search.checks import config_point
         from kubetune.training.precision import resolve_device
 
+        check_data_sizes(self._base.data, self.search.trial_train_fraction)  # names the field to raise
         cfg = self.trial_config(config_point(self.config))
         resolve_device(cfg.training.device)
         splits = self._splits(cfg)

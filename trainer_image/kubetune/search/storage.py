@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from pathlib import Path
 
 import optuna
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
 from kubetune.config.search_schema import DEFAULT_STORAGE, SearchConfig
-from kubetune.errors import ConfigError
+from kubetune.errors import ConfigError, KubetuneError, UsageError
 
 STORAGE_ENV = "KUBETUNE_STORAGE_URL"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
@@ -46,12 +47,42 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, max(grace, interval + 1)
 
 
-def resolve_storage_url(cli_value: str | None = None, search: SearchConfig | None = None) -> str:
+class StorageUrl(str):
+    """A storage URL that remembers where it came from, so an error blames the right place.
+
+    ``source`` is ``"--storage"``, ``"$KUBETUNE_STORAGE_URL"``, ``"search.storage"``, or
+    ``None`` (the default, or a URL from elsewhere). It is a ``str`` everywhere else.
+    """
+
+    source: str | None
+
+    def __new__(cls, value: str, source: str | None = None) -> StorageUrl:
+        url = super().__new__(cls, value)
+        url.source = source
+        return url
+
+
+def resolve_storage_url(cli_value: str | None = None, search: SearchConfig | None = None) -> StorageUrl:
     """``--storage`` > ``$KUBETUNE_STORAGE_URL`` > ``search.storage`` > the SQLite default."""
-    for candidate in (cli_value, os.environ.get(STORAGE_ENV), search.storage if search else None):
+    candidates = (
+        ("--storage", cli_value),
+        (f"${STORAGE_ENV}", os.environ.get(STORAGE_ENV)),
+        ("search.storage", search.storage if search else None),
+    )
+    for source, candidate in candidates:
         if candidate:
-            return candidate
-    return DEFAULT_STORAGE
+            return StorageUrl(candidate, source)
+    return StorageUrl(DEFAULT_STORAGE)
+
+
+def _bad_url(source: str | None, message: str) -> KubetuneError:
+    """A storage URL the user must fix: ``--storage`` is usage, the others config (exit 2 both)."""
+    # ``message`` starts with "{name}"; not str.format, which a URL's own braces would break.
+    name = f"`{source}`" if source else "the storage URL"
+    text = message.replace("{name}", name, 1)
+    if source == "--storage":
+        return UsageError(text)
+    return ConfigError(text, path=source)
 
 
 def mask_url(url: str) -> str:
@@ -70,7 +101,7 @@ def _normalise(url: str) -> str:
     return url
 
 
-def make_grpc_storage(url: str) -> optuna.storages.BaseStorage:
+def make_grpc_storage(url: str, source: str | None = None) -> optuna.storages.BaseStorage:
     """``grpc://host:port``: Optuna's gRPC storage proxy (``optuna.storages.run_grpc_proxy_server``
     in front of the database). It has no heartbeats: a worker killed outright leaves its
     trial RUNNING (the operator still fails it from its Job)."""
@@ -81,28 +112,102 @@ def make_grpc_storage(url: str) -> optuna.storages.BaseStorage:
         port = parts.port
     except ValueError:
         port = None
+    source = source or getattr(url, "source", None)
     if not parts.hostname or port is None:
-        raise ConfigError(f"`search.storage` must be grpc://HOST:PORT, but got {url!r}", path="search.storage")
+        raise _bad_url(source, f"{{name}} must be grpc://HOST:PORT, but got {mask_url(url)!r}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.GrpcStorageProxy(host=parts.hostname, port=port)
     except ImportError:
-        raise ConfigError("a grpc:// storage needs grpcio: pip install grpcio", path="search.storage") from None
+        raise _bad_url(source, "{name} is a grpc:// storage, which needs grpcio: pip install grpcio") from None
 
 
-def make_storage(url: str, *, heartbeat: bool = True, pool_size: int = POOL_SIZE,
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of a ``sqlite:///`` URL; ``None`` for other URLs and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _parse(url: str, source: str | None) -> URL:
+    """The parsed URL, once SQLAlchemy knows its kind of database."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise _bad_url(source, (
+            "{name} must be a database URL such as sqlite:///optuna_studies.db or "
+            f"postgresql://USER:PASSWORD@HOST/DATABASE, but got {mask_url(url)!r}"
+        )) from None
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise _bad_url(source, (
+            "{name} must be a sqlite://, postgresql:// or grpc:// URL, but got "
+            f"{mask_url(url)!r} (no database kind {parsed.drivername!r})"
+        )) from None
+    return parsed
+
+
+def require_existing(url: str, source: str | None = None) -> None:
+    """For reading: a SQLite file that does not exist is a :class:`UsageError`, not a new database.
+
+    Other storages (PostgreSQL, gRPC) are servers: whether they hold a study is for the caller.
+    """
+    source = source or getattr(url, "source", None)
+    if url.startswith("grpc://"):
+        return
+    db_file = sqlite_file(_parse(_normalise(url), source))
+    if db_file is not None and not db_file.exists():
+        where = f"{mask_url(url)} from {source}" if source else mask_url(url)
+        raise UsageError(f"no Optuna storage at {db_file} ({where}): run ml-search first or pass --storage")
+
+
+def _check_sqlite_file(db_file: Path, url: str, source: str | None) -> None:
+    # SQLite's own word for every one of these is "unable to open database file".
+    if db_file.is_dir():
+        raise _bad_url(source, f"{{name}} must name a SQLite database file, but {db_file} is a folder")
+    folder = db_file.parent
+    if not folder.is_dir():
+        raise _bad_url(source, (
+            f"{{name}} must name a SQLite file in an existing folder, but {folder} "
+            f"does not exist ({mask_url(url)})"
+        ))
+
+
+def _sqlite_open_error(exc: DatabaseError, db_file: Path, source: str | None) -> KubetuneError | None:
+    """A SQLite file that cannot be opened as a database is the user's to fix (exit 2)."""
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    if "locked" in reason.lower():
+        return None  # another process holds it: try again later, not a wrong URL
+    if "not a database" in reason:
+        return _bad_url(source, f"{{name}} must name a SQLite database, but {db_file} is not one ({reason})")
+    return _bad_url(source, f"{{name}} must name a SQLite file kubetune can open, but {db_file}: {reason}")
+
+
+def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
+                 source: str | None = None, pool_size: int = POOL_SIZE,
                  max_overflow: int = MAX_OVERFLOW) -> optuna.storages.BaseStorage:
     """An RDB storage with pre-ping, heartbeats and bounded retries of stale trials;
     or, for ``grpc://host:port``, Optuna's gRPC storage proxy. ``pool_size`` and
-    ``max_overflow`` bound its PostgreSQL connections (the chart sizes max_connections on them)."""
+    ``max_overflow`` bound its PostgreSQL connections (the chart sizes max_connections on them).
+
+    ``must_exist``: for commands that only read, a missing SQLite file is a
+    :class:`UsageError` instead of a new, empty database. ``source`` names where the URL
+    came from in errors (default: the :class:`StorageUrl`'s own). A URL the user must fix
+    (unparsable, unknown kind, no such folder, not a database) is a usage or config error
+    (exit 2); a server that does not answer is a :class:`KubetuneError` (exit 1).
+    """
+    source = source or getattr(url, "source", None)
     if url.startswith("grpc://"):
-        return make_grpc_storage(url)
+        return make_grpc_storage(url, source)
+    if must_exist:
+        require_existing(url, source)
     url = _normalise(url)
-    try:
-        make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"`search.storage` is not a database URL: {mask_url(url)!r}", path="search.storage") from None
+    db_file = sqlite_file(_parse(url, source))
+    if db_file is not None:
+        _check_sqlite_file(db_file, url, source)
     if url.startswith("sqlite"):
         # Several local worker processes share the file: wait for the lock instead of failing.
         engine_kwargs: dict = {"connect_args": {"timeout": 60}}
@@ -123,11 +228,24 @@ def make_storage(url: str, *, heartbeat: bool = True, pool_size: int = POOL_SIZE
                     ),
                 }
             return _create_rdb(url, engine_kwargs, extra)
-    except Exception as exc:  # sqlalchemy's OperationalError and friends
-        from kubetune.errors import KubetuneError
+    except ImportError:  # Optuna's "Failed to import DB access module": no driver installed
+        raise _bad_url(source, (
+            "{name} must be a sqlite://, postgresql:// or grpc:// URL (the drivers kubetune "
+            f"ships), but got {mask_url(url)!r}, whose driver is not installed"
+        )) from None
+    except DatabaseError as exc:
+        bad = _sqlite_open_error(exc, db_file, source) if db_file is not None else None
+        if bad is None:
+            raise _unreachable(url, exc) from None
+        raise bad from None
+    except Exception as exc:  # a server that does not answer, a schema Optuna refuses, ...
+        raise _unreachable(url, exc) from None
 
-        reason = str(exc).splitlines()[0][:200].replace(url, mask_url(url))
-        raise KubetuneError(f"cannot open storage {mask_url(url)}: {reason}") from None
+
+def _unreachable(url: str, exc: Exception) -> KubetuneError:
+    """Exit 1, one line, no password: not the user's typo (a server down, a lock held)."""
+    reason = str(exc).splitlines()[0][:200].replace(url, mask_url(url)) if str(exc) else type(exc).__name__
+    return KubetuneError(f"cannot open storage {mask_url(url)}: {reason}")
 
 
 def _create_rdb(url: str, engine_kwargs: dict, extra: dict) -> optuna.storages.RDBStorage:

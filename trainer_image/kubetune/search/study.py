@@ -37,7 +37,7 @@ class StudyStart:
 def load_search_study(config: Config, url: str, study_name: str, *, heartbeat: bool = True) -> optuna.Study:
     """Load an existing study with the config's sampler and pruner (UsageError if missing)."""
     search = require_search(config)
-    storage = make_storage(url, heartbeat=heartbeat)
+    storage = make_storage(url, heartbeat=heartbeat, must_exist=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
 
 from kubetune.errors import KubetuneError, UsageError
 from kubetune.search.storage import make_storage, mask_url
 
 STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+_STATE_WORDS = {"FAIL": "failed"}  # "2 failed", not "2 fail"; the other names read as they are
 # Where kubetune kept the metric's name before it used Optuna's ``set_metric_names``.
 LEGACY_METRIC_ATTR = "metric"
 
@@ -37,34 +36,17 @@ def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
 
 
 def counts_text(counts: dict[str, int]) -> str:
-    """``3 complete, 2 pruned``, or ``no trials at all``."""
-    return ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) or "no trials at all"
-
-
-def _sqlite_file(url: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URL, or ``None`` for other URLs and memory."""
-    if not url.startswith("sqlite"):
-        return None
-    database = make_url(url).database
-    if not database or database == ":memory:":
-        return None
-    return Path(database)
+    """``3 complete, 2 pruned, 1 failed``, or ``no trials at all``."""
+    return ", ".join(f"{n} {_STATE_WORDS.get(s, s.lower())}" for s, n in counts.items()) or "no trials at all"
 
 
 def open_study(url: str, study_name: str) -> optuna.Study:
     """Load ``study_name`` from the storage at ``url``, without creating anything.
 
-    A missing SQLite file, or a study the storage does not hold, is an error that
-    says what the storage does hold.
+    A missing SQLite file is a :class:`UsageError` (reading must not create an empty
+    database); so is a study the storage does not hold, with the names it does hold.
     """
-    db_file = _sqlite_file(url)
-    if db_file is not None and not db_file.is_file():
-        # RDBStorage would create an empty database here; reading must not write.
-        raise KubetuneError(
-            f"no Optuna storage at {mask_url(url)}: {db_file} does not exist "
-            "(run ml-search first, or pass --storage / --config)"
-        )
-    storage = make_storage(url, heartbeat=False)
+    storage = make_storage(url, heartbeat=False, must_exist=True)
     names = optuna.study.get_all_study_names(storage)
     if study_name not in names:
         held = ", ".join(f"`{n}`" for n in sorted(names)) if names else "none"

@@ -43,6 +43,19 @@ def png_size(plot_type: str, n_params: int) -> tuple[int, int]:
     return width, height
 
 
+class NothingToPlot(KubetuneError):
+    """Every requested plot was skipped: ``skipped`` says why, per plot type."""
+
+    def __init__(self, message: str, skipped: dict[str, str]) -> None:
+        super().__init__(message)
+        self.skipped = skipped
+
+
+def skipped_text(skipped: dict[str, str]) -> str:
+    """``contour: contour needs …; edf: …``: every skipped plot and its reason, on one line."""
+    return "; ".join(f"{plot_type}: {reason}" for plot_type, reason in skipped.items())
+
+
 @dataclass
 class StudyReport:
     """What was written: files per plot type, skipped plots with reasons, the index."""
@@ -67,9 +80,12 @@ def render_study(
     """Write ``<type>.html``/``<type>.png`` for each drawable plot, and ``index.html``.
 
     ``params`` are dotted keys; ``default_metric`` names the objective of a study that
-    records no metric name (one the operator created from a config's ``search.metric``). With ``fmt="png"`` a missing Chromium fails before
-    anything is written; with ``"both"`` the HTML files and the index are written
-    first and then the missing Chromium is raised.
+    records no metric name (one the operator created from a config's ``search.metric``).
+    With ``fmt="png"`` a missing Chromium fails before anything is written; with
+    ``"both"`` the HTML files and the index are written first and then the missing
+    Chromium is raised. A study (or a selection of plots) that draws no plot at all
+    raises :class:`NothingToPlot` and writes nothing; a study still running or with
+    only failed trials gets what it can draw (its timeline, its reported epochs).
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")
@@ -84,6 +100,9 @@ def render_study(
                 raise
             png_error = exc
     drawn = build_figures(study, plot_types, params, default_metric or "Objective Value")
+    if not drawn.figures:
+        why = "it has no trials yet" if summary.n_trials == 0 else skipped_text(drawn.skipped)
+        raise NothingToPlot(f"no plot of study {summary.name} could be drawn: {why}", drawn.skipped)
     report = StudyReport(output_dir=ensure_output_dir(output_dir), summary=summary, skipped=drawn.skipped)
     for plot_type, figure in drawn.figures.items():
         report.files[plot_type] = {}
