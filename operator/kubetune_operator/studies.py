@@ -67,11 +67,12 @@ class StudyHandle:
                 field="spec.config.search.direction",
             )
         trials = self.study.get_trials(deepcopy=False)
-        take_sampler_session(self.study, search)  # after a restart: its own seed, not the first draws again
         self.grid = grid_points(search) if search.sampler.type == "GridSampler" else None
         self._target: int | None = None
         if not trials:
             self._enqueue_initial(config)
+        # Last, once nothing above can fail; no lock: the operator is its studies' only sampler.
+        take_sampler_session(self.study, search)  # after a restart: its own seed, not the first draws again
 
     @property
     def name(self) -> str:

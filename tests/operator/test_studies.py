@@ -58,14 +58,24 @@ def test_every_sampler_gives_owned_trials_with_every_param(tmp_path, sampler):
 
 
 def test_a_restarted_operator_does_not_repeat_the_seeded_draws(tmp_path):
+    import optuna
+
+    from kubetune.search.space import distributions
+    from kubetune.search.study import SAMPLER_SESSIONS_ATTR
+
     config = _config({"type": "RandomSampler", "seed": 0})
     url = f"sqlite:///{tmp_path}/s.db"
     points = []
-    for _ in range(2):  # the operator, then the same operator after a restart
+    for restart in range(2):  # the operator, then the same operator after a restart
         handle = StudyHandle(make_storage(url, heartbeat=False), config, owner=OWNER)
+        assert handle.study.user_attrs[SAMPLER_SESSIONS_ATTR] == restart + 1
         for _ in range(3):
             waiting = any(t.state == TrialState.WAITING for t in handle.trials())
             trial = handle.ask(waiting=waiting)
             points.append(tuple(sorted(trial.params.items())))
             handle.study.tell(trial, 0.5)
     assert len(set(points)) == len(points) == 6, points
+    # The first operator drew what the seed itself draws (after the config's own point).
+    plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    dists = distributions(config.search.search_space)
+    assert points[1:3] == [tuple(sorted(plain.ask(dists).params.items())) for _ in range(2)]

@@ -103,7 +103,7 @@ def test_data_error_stops_before_the_storage(fast_config, tmp_path, monkeypatch,
     base["data"]["path"] = str(tmp_path / "missing")
     config = write_config(tmp_path / "c.yaml", base, search_section())
     assert ml_search(["--config", str(config)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert f"ml-search: error: data.path: dataset folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
     assert not (tmp_path / "optuna_studies.db").exists()
 
 
@@ -120,7 +120,8 @@ def test_too_many_folds_for_the_data_is_an_error(fast_config, tmp_path, monkeypa
 
 def test_bad_flags_are_usage_errors(fast_config, tmp_path):
     config = write_config(tmp_path / "c.yaml", small_base(fast_config), search_section())
-    for flags in (["--n-trials", "0"], ["--n-jobs", "x"], ["--set", "search.n_trial=3"]):
+    # --n-tri: no abbreviations, or the interrupt hint could not drop --n-trials
+    for flags in (["--n-trials", "0"], ["--n-jobs", "x"], ["--set", "search.n_trial=3"], ["--n-tri", "3"]):
         result = run_cli("ml-search", "--config", str(config), *flags, cwd=tmp_path, env=CLEAN_ENV)
         assert result.returncode == 2, (flags, result.stderr)
     assert not (tmp_path / "optuna_studies.db").exists()

@@ -63,6 +63,12 @@ def test_guide_yaml_on_sqlite(fast_config, tmp_path):
         tmp_path / "runs" / "optuna_studies" / STUDY / "best_config.yaml").read_text()
     assert len((export / "trials.csv").read_text().splitlines()) == 4
     assert len(load_trials(url, STUDY)[1]) == 3
+    # Only --output-dir is written to, so a logging.output_dir that could hold no runs is fine.
+    (tmp_path / "afile").write_text("not a folder")
+    elsewhere = run_cli("ml-search", "--config", str(config), "--export-only", "--output-dir", str(tmp_path / "e2"),
+                        "--set", "logging.output_dir=afile/runs", cwd=tmp_path, env=CLEAN_ENV)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert (tmp_path / "e2" / "best_config.yaml").is_file()
 
 
 @pytest.mark.postgres

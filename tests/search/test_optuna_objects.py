@@ -117,7 +117,3 @@ def test_each_sampler_session_draws_its_own_points_and_the_first_plain_optunas(k
     assert sessions[0] == draws(plain)  # session 0: exactly the seed's own draws
     flat = [x for s in sessions for x in s]
     assert len(set(flat)) == len(flat), sessions  # no session repeats another's draws
-
-    unseeded = _search(sampler={"type": kind})
-    take_sampler_session(study, unseeded)
-    assert draws(study) != sessions[0]

@@ -97,6 +97,13 @@ def test_an_error_names_the_option_that_set_the_value_else_the_file(tmp_path):
         assert str(info.value).startswith(start), (kwargs, str(info.value))
 
 
+def test_a_check_of_a_whole_section_is_the_files_even_after_an_option(tmp_path):
+    path = write(tmp_path, {"data": {"path": "d"}, "optimizer": {"nesterov": True, "momentum": 0.0}})
+    with pytest.raises(ConfigError) as info:
+        resolve_config(path, flags={"lr": 0.1})
+    assert str(info.value).startswith(f"{path}: `optimizer`"), str(info.value)
+
+
 def test_bad_set_syntax_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         resolve_config(write(tmp_path, {"data": {"path": "d"}}), sets=["optimizer.lr"])

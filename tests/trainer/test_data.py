@@ -241,8 +241,12 @@ def test_trial_train_fraction_is_named_when_it_is_the_one_to_raise(digits_dir):
         "`search.trial_train_fraction` 0.001 times `data.train_fraction` 0.05 of 1437 training "
         "images leaves 0, fewer than the 10 classes; raise it to at least 0.14")
     check_data_sizes(cfg, trial_train_fraction=0.14)
-    with pytest.raises(ConfigError, match="data.train_fraction"):
+    with pytest.raises(ConfigError) as info:
         check_data_sizes(cfg.model_copy(update={"train_fraction": 0.001}), trial_train_fraction=0.5)
+    assert str(info.value) == (  # the advice counts the trial's fraction too
+        "`data.train_fraction` 0.001 times `search.trial_train_fraction` 0.5 of 1437 training "
+        "images leaves 0, fewer than the 10 classes; raise it to at least 0.014")
+    check_data_sizes(cfg.model_copy(update={"train_fraction": 0.014}), trial_train_fraction=0.5)
     # A trial's config (train_fraction = 0.05 * 0.001) still fails cleanly in load_splits.
     with pytest.raises(ConfigError, match="`data.train_fraction` 5e-05 of 1437 training images leaves 0"):
         load_splits(cfg.model_copy(update={"train_fraction": 0.05 * 0.001}))

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from kubetune.fileio import write_bytes_atomic
+from kubetune.fileio import unwritable_reason, write_bytes_atomic
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["022", "002", "077"])
@@ -36,3 +36,17 @@ def test_the_data_reaches_the_disk_before_the_rename(tmp_path, monkeypatch):
     assert synced[0] == (True, len(data), False)  # the whole temporary file, not yet renamed
     assert target.read_bytes() == data
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_unwritable_reason_names_the_first_existing_folder(tmp_path, monkeypatch):
+    assert unwritable_reason(tmp_path / "runs" / "deep") is None  # missing folders get made
+    (tmp_path / "afile").write_text("x")
+    assert unwritable_reason(tmp_path / "afile" / "runs") == f"{tmp_path / 'afile'} is a file, not a folder"
+    real_exists = type(tmp_path).exists
+
+    def exists(self, *args, **kwargs):  # what a folder this user may not enter does
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_exists(self, *args, **kwargs)
+    monkeypatch.setattr(type(tmp_path), "exists", exists)
+    assert unwritable_reason(tmp_path / "locked" / "runs") == f"{tmp_path / 'locked'}: Permission denied"

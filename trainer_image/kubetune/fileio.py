@@ -56,10 +56,13 @@ def unwritable_reason(folder: str | Path) -> str | None:
     checked. Nothing is created, so a command can refuse before it starts any work.
     """
     probe = Path(folder)
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file, not a folder"
+    try:
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"{probe} is a file, not a folder"
+    except OSError as exc:  # a parent this user may not enter
+        return f"{probe}: {exc.strerror or exc}"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} is not writable"
     return None

@@ -41,7 +41,7 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog=PROG,
+        prog=PROG, allow_abbrev=False,  # resume_command() drops --n-trials by its full name
         description="Search hyperparameters of a kubetune config with Optuna (its `search:` section).",
     )
     parser.add_argument("--config", "-c", required=True, help="YAML config with a search section")
@@ -144,7 +144,8 @@ def _run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose else optuna.logging.ERROR)
     config = _load_config(args)
-    require_writable_output(config)
+    if not (args.export_only and args.output_dir):  # trials and default results go there
+        require_writable_output(config)
     if args.output_dir and (reason := unwritable_reason(args.output_dir)):
         raise UsageError(f"--output-dir {args.output_dir} cannot hold the results: {reason}")
     search = config.search

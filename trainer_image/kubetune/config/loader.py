@@ -148,11 +148,14 @@ def validate_config(data: Mapping[str, Any], source: str | None = None,
 
 
 def _origin(path: str | None, origins: Mapping[str, str]) -> str | None:
-    """The option that set ``path`` or a section holding it (the last one given wins)."""
+    """The option that set ``path`` or a section holding it (the last one given wins).
+
+    A check of a whole section (``optimizer``: nesterov needs momentum) is the file's,
+    even when an option set one of its keys."""
     if path is None:
         return None
     for key, option in reversed(list(origins.items())):
-        if path == key or path.startswith(f"{key}.") or key.startswith(f"{path}."):
+        if path == key or path.startswith(f"{key}."):
             return option
     return None
 

@@ -21,7 +21,13 @@ from torch.utils.data import Dataset
 
 from kubetune.config.schema import DataConfig
 from kubetune.data.augment import ImageTransform
-from kubetune.data.folder import ImageList, dataset_layout, inspect_dataset, list_images
+from kubetune.data.folder import (
+    ImageList,
+    check_data_root,
+    dataset_layout,
+    inspect_dataset,
+    list_images,
+)
 from kubetune.data.memory import decoded_bytes, hold_in_memory
 from kubetune.data.sizes import check_split_sizes
 from kubetune.errors import DataError
@@ -171,9 +177,7 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> DataSplits:
     and streaming the files (``auto``: whatever fits the memory budget).
     """
     root = Path(cfg.path)
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise DataError(f"data.path: dataset folder {root} {what}")
+    check_data_root(root)
     layout = dataset_layout(root)
     if layout == "split":
         train_list = list_images(root / "train")

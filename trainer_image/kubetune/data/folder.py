@@ -51,6 +51,13 @@ def check_folder(folder: Path) -> None:
         raise DataError(f"dataset folder {folder} is a file, not a folder")
 
 
+def check_data_root(root: Path) -> None:
+    """``data.path`` must be an existing folder: a DataError that names the field."""
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data.path: dataset folder {root} {what}")
+
+
 def check_classes(folder: Path, classes: list[str]) -> None:
     """At least two class folders, and no ``train/`` (or ``val/``) of a half-made split layout."""
     if not classes:

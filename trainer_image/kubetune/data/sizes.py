@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kubetune.data.folder import dataset_layout, list_images
+from kubetune.data.folder import check_data_root, dataset_layout, list_images
 from kubetune.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -67,8 +67,10 @@ def check_train_fraction(
         what = f"`{key}` {trial_train_fraction:g}{times}"
     else:
         key = "data.train_fraction"
-        what = f"`{key}` {train_fraction:g}"
-    scale = train_fraction if by_trial else 1.0
+        times = (f" times `search.trial_train_fraction` {trial_train_fraction:g}"
+                 if trial_train_fraction < 1.0 else "")
+        what = f"`{key}` {train_fraction:g}{times}"
+    scale = train_fraction if by_trial else min(trial_train_fraction, 1.0)
     enough = _round_fraction(n_classes / n_train / scale, up=True,
                              ok=lambda f: kept_by_fraction(n_train, f * scale) >= n_classes)
     raise ConfigError(
@@ -112,6 +114,7 @@ def check_data_sizes(cfg: DataConfig, trial_train_fraction: float = 1.0) -> None
     Lists the folder but decodes nothing: ml-search calls it before any trial.
     """
     root = Path(cfg.path)
+    check_data_root(root)
     layout = dataset_layout(root)
     images = list_images(root / "train" if layout == "split" else root)
     check_split_sizes(root, layout, len(images.paths), len(images.classes), cfg.val_split,

@@ -21,6 +21,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from kubetune.search.storage import sqlite_file
+
 
 def _advisory_key(study_name: str) -> int:
     digest = hashlib.sha256(f"kubetune:{study_name}".encode()).digest()
@@ -52,11 +54,11 @@ class StudyLock:
     def acquire(self) -> None:
         self._local.acquire()
         try:
-            backend = self._url.get_backend_name()
-            if backend == "postgresql":
+            db_file = sqlite_file(self._url)
+            if self._url.get_backend_name() == "postgresql":
                 self._acquire_postgres()
-            elif backend == "sqlite" and self._url.database not in (None, "", ":memory:"):
-                self._acquire_file(Path(f"{self._url.database}.kubetune-lock"))
+            elif db_file is not None:
+                self._acquire_file(db_file.with_name(f"{db_file.name}.kubetune-lock"))
         except BaseException:
             self._local.release()
             raise

@@ -52,7 +52,8 @@ def take_sampler_session(study: optuna.Study, search: SearchConfig) -> int:
 
     Workers, resumes and operator restarts each get their own seed
     (:func:`~kubetune.search.samplers.session_seed`), so none repeats another's draws.
-    Call it under the study lock where other processes may join at the same time.
+    Call it under the study lock where other processes may join at the same time (the
+    operator, its studies' only sampler, needs none).
     """
     session = int(study.user_attrs.get(SAMPLER_SESSIONS_ATTR, 0))
     study.set_user_attr(SAMPLER_SESSIONS_ATTR, session + 1)
