@@ -159,3 +159,12 @@ def test_must_exist_opens_a_postgresql_storage(postgres_url):
     optuna.create_study(study_name="pg", storage=postgres_url)
     storage = make_storage(StorageUrl(postgres_url, "--storage"), heartbeat=False, must_exist=True)
     assert optuna.study.get_all_study_names(storage) == ["pg"]
+
+
+def test_a_port_that_is_not_a_number_is_a_config_error_without_the_password():
+    from kubetune.search.storage import mask_url
+
+    assert mask_url("postgresql://kt:hunter2@db:port/optuna") == "postgresql://kt:***@db:port/optuna"
+    with pytest.raises(ConfigError) as info:
+        make_storage("postgresql://kt:hunter2@db:port/optuna")
+    assert "must be a database URL" in str(info.value) and "hunter2" not in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -89,8 +90,8 @@ def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***``: the only form that is ever logged."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        return url.split("@")[-1] if "@" in url else url
+    except (ArgumentError, ValueError):  # unparsable, or a port that is not a number
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
     return parsed.render_as_string(hide_password=True)
 
 
@@ -135,7 +136,7 @@ def _parse(url: str, source: str | None) -> URL:
     """The parsed URL, once SQLAlchemy knows its kind of database."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise _bad_url(source, (
             "{name} must be a database URL such as sqlite:///optuna_studies.db or "
             f"postgresql://USER:PASSWORD@HOST/DATABASE, but got {mask_url(url)!r}"
