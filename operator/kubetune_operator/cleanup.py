@@ -19,7 +19,7 @@ from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.runtime import Runtime, StorageProblem, redact
 from kubetune_operator.spec import SpecError, config_from_configmap, parse_spec, resolve_config
-from kubetune_operator.studies import delete_study
+from kubetune_operator.studies import delete_study, release_study
 
 logger = logging.getLogger("kubetune_operator")
 
@@ -57,7 +57,7 @@ def finalize(rt: Runtime, body: Mapping[str, Any]) -> None:
             url = rt.storage_url(namespace, spec)
             storage = rt.storage(url)
             if spec.cleanup.delete_study:
-                if delete_study(storage, study_name):
+                if delete_study(storage, study_name, key):
                     rt.post_event(owner, "Normal", "StudyDeleted", f"study `{study_name}` deleted")
             else:
                 _close_running(rt, storage, study_name, key)
@@ -72,9 +72,8 @@ def finalize(rt: Runtime, body: Mapping[str, Any]) -> None:
 def _close_running(rt: Runtime, storage: Any, study_name: str, key: str) -> None:
     import optuna
 
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
+    study = release_study(storage, study_name, key)  # another StudyJob may take it up later
+    if study is None:
         return
     failure = Failure("StudyJobDeleted", "the StudyJob was deleted while the trial ran")
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

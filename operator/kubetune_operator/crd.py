@@ -58,11 +58,7 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             if "enum" in result:
                 # The API server rejects null against an enum even with null listed in
                 # it (1.37); a CEL rule, which null skips, says the same for values.
-                allowed = result.pop("enum")
-                result["x-kubernetes-validations"] = [{
-                    "rule": " || ".join(f"self == {json.dumps(v)}" for v in allowed),
-                    "message": f"must be one of {', '.join(json.dumps(v) for v in allowed)}",
-                }]
+                result["x-kubernetes-validations"] = [_one_of(result.pop("enum"))]
         return result
     result: dict[str, Any] = {}
     kind = node.get("type")
@@ -89,6 +85,11 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         return result
     if kind is None and "const" not in node and "enum" not in node:
         return {"x-kubernetes-preserve-unknown-fields": True}
+    if kind is None and len({type_of({"enum": [v]}) for v in node.get("enum", [])}) > 1:
+        # No structural type holds both kinds (data.in_memory: auto, true or false), and
+        # the API server compiles no CEL rule for an untyped node: any value passes here,
+        # and the operator refuses a wrong one (InvalidSpec naming the field).
+        return {"x-kubernetes-preserve-unknown-fields": True}
     result["type"] = kind if kind else type_of(node)
     if "const" in node:
         result["enum"] = [node["const"]]
@@ -100,6 +101,14 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             result[plain] = node[bound]
             result[bound] = True
     return result
+
+
+def _one_of(allowed: list[Any]) -> dict[str, str]:
+    """A CEL rule for an enum the schema cannot state (nullable, or of mixed types)."""
+    return {
+        "rule": " || ".join(f"self == {json.dumps(v)}" for v in allowed),
+        "message": f"must be one of {', '.join(json.dumps(v) for v in allowed)}",
+    }
 
 
 def type_of(node: dict[str, Any]) -> str:
@@ -127,6 +136,12 @@ def config_schema() -> dict[str, Any]:
     result.pop("required", None)
     data = result["properties"]["data"]
     data.pop("required", None)
+    # Trials, Jobs and results are the study's: a new name mid-run would start numbering
+    # again and take over the old study's Jobs. A new search is a new StudyJob.
+    result["properties"]["search"]["properties"]["study_name"]["x-kubernetes-validations"] = [{
+        "rule": "self == oldSelf",
+        "message": "cannot change once the StudyJob exists; create a new StudyJob for a new study",
+    }]
     return result
 
 

@@ -283,13 +283,18 @@ def resolve_config(raw: Mapping[str, Any], spec: StudyJobSpec) -> ResolvedConfig
 
 
 def _check_search(config: Config, source: str) -> None:
-    """Errors that only show when the search section becomes Optuna objects."""
+    """ml-search's own checks of the search section against the config (the ones every
+    trial pod would otherwise fail on), and its Optuna objects."""
+    from kubetune.search.checks import check_search
+    from kubetune.search.pruners import build_pruner
     from kubetune.search.samplers import build_sampler
     from kubetune.search.space import distributions
 
     try:
+        check_search(config)
         distributions(config.search.search_space)  # type: ignore[union-attr]
         build_sampler(config.search)  # type: ignore[arg-type]
+        build_pruner(config.search)  # type: ignore[arg-type]
     except ConfigError as exc:
         field = f"{source}.{exc.path}" if exc.path else source
         raise SpecError(f"{source}: {exc}", field=field) from None

@@ -58,6 +58,7 @@ class StudyHandle:
             pruner=build_pruner(search),
             load_if_exists=True,
         )
+        claim_study(self.study, owner)
         name_metric(self.study, search.metric)  # Optuna's plots and optuna-dashboard say val_acc
         stored = self.study.direction.name.lower()
         if stored != search.direction:
@@ -181,10 +182,46 @@ def preempted(trial: FrozenTrial | optuna.Trial) -> int:
     return int(trial.user_attrs.get(names.ATTR_PREEMPTED, 0))
 
 
-def delete_study(storage: optuna.storages.BaseStorage, study_name: str) -> bool:
-    """Delete the study; False if it was not there."""
+def study_holder(study: optuna.Study) -> str | None:
+    """The StudyJob (``namespace/name``) that holds the study; None when free."""
+    return study.user_attrs.get(names.ATTR_OWNER) or None
+
+
+def claim_study(study: optuna.Study, owner: str) -> None:
+    """Hold the study for StudyJob ``owner``; SpecError if another StudyJob holds it.
+
+    Two StudyJobs naming one study would count, ask and clean up each other's trials.
+    A study nobody holds (one ``ml-search`` made, or a deleted StudyJob's) is taken.
+    """
+    holder = study_holder(study)
+    if holder is None:
+        study.set_user_attr(names.ATTR_OWNER, owner)
+    elif holder != owner:
+        raise SpecError(
+            f"`spec.config.search.study_name`: study `{study.study_name}` belongs to StudyJob "
+            f"`{holder}`; choose another study_name (or delete that StudyJob)",
+            field="spec.config.search.study_name",
+        )
+
+
+def release_study(storage: optuna.storages.BaseStorage, study_name: str, owner: str) -> optuna.Study | None:
+    """Let go of ``owner``'s hold on the study, which stays; None if it is not there."""
     try:
-        optuna.delete_study(study_name=study_name, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return None
+    if study_holder(study) == owner:
+        study.set_user_attr(names.ATTR_OWNER, "")
+    return study
+
+
+def delete_study(storage: optuna.storages.BaseStorage, study_name: str, owner: str) -> bool:
+    """Delete the study if ``owner`` holds it (or nobody does); False if it was not deleted."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return False
+    if study_holder(study) not in (None, owner):
+        return False  # another StudyJob's now: deleting it would pull the study from under it
+    optuna.delete_study(study_name=study_name, storage=storage)
     return True

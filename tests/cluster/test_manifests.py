@@ -119,6 +119,23 @@ def test_rendered_chart_passes_validation_and_admission(crd: Cluster, tmp_path: 
     crd.kubectl("delete", "namespace", target, "--wait=false")
 
 
+def test_in_memory_is_auto_or_a_bool_as_the_readme_says(crd: Cluster):
+    for i, value in enumerate(["auto", True, False]):
+        config = copy.deepcopy(DIGITS_CONFIG)
+        config["data"]["in_memory"] = value
+        stored = round_trip(crd, studyjob(f"in-memory-{i}", config))
+        kept(stored["spec"]["config"], config)
+
+
+def test_the_study_name_cannot_change_once_the_studyjob_exists(crd: Cluster):
+    crd.create(studyjob("renamed", copy.deepcopy(DIGITS_CONFIG)))
+    crd.patch(STUDYJOB, "renamed", {"spec": {"config": {"optimizer": {"lr": 0.02}}}})  # other edits pass
+    with pytest.raises(ApiError) as raised:
+        crd.patch(STUDYJOB, "renamed", {"spec": {"config": {"search": {"study_name": "another"}}}})
+    assert raised.value.status == 422 and "spec.config.search.study_name" in str(raised.value), str(raised.value)
+    assert "create a new StudyJob" in str(raised.value)
+
+
 def test_channels_other_than_1_or_3_are_rejected(crd: Cluster):
     config = copy.deepcopy(DIGITS_CONFIG)
     config["data"]["channels"] = 2

@@ -88,6 +88,24 @@ def test_grid_over_a_continuous_range_is_refused_before_any_trial():
     assert error.field == "spec.config.search.search_space.optimizer.lr", str(error)
 
 
+@pytest.mark.parametrize(("search", "field", "words"), [
+    ({"search_space": {"training.batch_size": {"type": "categorical", "choices": ["big", 32]}}},
+     "search_space.training.batch_size", "must only produce valid values of `training.batch_size`"),
+    ({"search_space": {"model.dropout": {"type": "uniform", "low": 0.1, "high": 1.5}}},
+     "search_space.model.dropout", "must only produce valid values"),
+    ({"metric": "val_loss", "direction": "maximize"}, "direction", "must be 'minimize' for metric val_loss"),
+    ({"search_space": {}}, "search_space", "must name at least one config key"),
+    ({"enqueue_trials": [{"optimizer.lr": 5.0}]}, "enqueue_trials[0]", "`search.enqueue_trials[0].optimizer.lr` must lie inside"),
+    ({"n_trials": 1, "enqueue_trials": [{"optimizer.lr": 0.01}]}, "n_trials", "at least the 2 enqueued trials"),
+])
+def test_what_ml_search_refuses_is_refused_before_any_trial(search, field, words):
+    """Else the study and its Jobs are made and every trial pod exits 2 on the same check."""
+    raw = _raw()
+    raw["config"]["search"].update(search)
+    error = _error(raw)
+    assert error.field == f"spec.config.search.{field}" and words in str(error), (error.field, str(error))
+
+
 def test_mounts_replace_data_path_and_output_dir():
     spec = parse_spec(_raw(), "digits")
     config = resolve_config(spec.config, spec).config
@@ -144,3 +162,10 @@ def test_operator_defaults_fill_what_the_spec_leaves_out():
 def test_malformed_trial_defaults_are_refused(text):
     with pytest.raises(ValueError, match="KUBETUNE_TRIAL_DEFAULTS|effect"):
         Defaults.from_environment({"KUBETUNE_TRIAL_DEFAULTS": text})
+
+
+def test_in_memory_the_crd_cannot_check_is_checked_by_the_operator():
+    raw = _raw()
+    raw["config"]["data"]["in_memory"] = "sometimes"
+    error = _error(raw)
+    assert error.field == "spec.config.data.in_memory" and "'auto', True or False" in str(error), str(error)

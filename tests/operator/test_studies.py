@@ -79,3 +79,26 @@ def test_a_restarted_operator_does_not_repeat_the_seeded_draws(tmp_path):
     plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     dists = distributions(config.search.search_space)
     assert points[1:3] == [tuple(sorted(plain.ask(dists).params.items())) for _ in range(2)]
+
+
+def test_a_study_belongs_to_one_studyjob_until_it_lets_go(tmp_path):
+    import optuna
+
+    from kubetune_operator.spec import SpecError
+    from kubetune_operator.studies import delete_study, release_study
+
+    config = _config({"type": "RandomSampler", "seed": 0})
+    storage = make_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=False)
+    StudyHandle(storage, config, owner="ml/first")
+    StudyHandle(storage, config, owner="ml/first")  # the same StudyJob again (a restart)
+    with pytest.raises(SpecError) as info:  # a second StudyJob naming the same study
+        StudyHandle(storage, config, owner="ml/copy")
+    assert info.value.field == "spec.config.search.study_name"
+    assert f"study `{config.search.study_name}` belongs to StudyJob `ml/first`" in str(info.value)
+    # Deleting the copy (cleanup.deleteStudy) must not delete the first one's study.
+    assert delete_study(storage, config.search.study_name, "ml/copy") is False
+    optuna.load_study(study_name=config.search.study_name, storage=storage)
+    # The first StudyJob deleted without deleteStudy: its study is free to continue.
+    release_study(storage, config.search.study_name, "ml/first")
+    StudyHandle(storage, config, owner="ml/copy")
+    assert delete_study(storage, config.search.study_name, "ml/copy") is True
