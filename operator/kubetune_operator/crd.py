@@ -22,6 +22,7 @@ import yaml
 
 from kubetune.config import Config
 from kubetune_operator import names
+from kubetune_operator.spec import ENV_NAME_PATTERN, IMAGE_PATTERN, QUANTITY_PATTERN
 
 HEADER = """\
 # StudyJob: one Optuna study run as Kubernetes Jobs, one Job per trial.
@@ -152,7 +153,8 @@ def _s(kind: str, description: str = "", **extra: Any) -> dict[str, Any]:
     return node
 
 
-_QUANTITY = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
+_QUANTITY = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
+             "pattern": QUANTITY_PATTERN}
 
 
 def spec_schema() -> dict[str, Any]:
@@ -163,7 +165,8 @@ def spec_schema() -> dict[str, Any]:
         "retries": _s("integer", "Times a trial disrupted by the cluster (evicted, preempted, node "
                       "lost, Job deleted) resumes from its last checkpoint in a new Job; past "
                       "that it fails.", minimum=0, default=1),
-        "image": _s("string", "Trainer image (default: the operator's --trial-image).", minLength=1),
+        "image": _s("string", "Trainer image (default: the operator's --trial-image).", minLength=1,
+                    pattern=IMAGE_PATTERN),
         "imagePullPolicy": _s("string", enum=["Always", "IfNotPresent", "Never"]),
         "imagePullSecrets": _s("array", "Names of Secrets to pull the image with.", items=_s("string")),
         "resources": _s("object", "Container resources of each trial (e.g. nvidia.com/gpu limits).",
@@ -189,7 +192,7 @@ def spec_schema() -> dict[str, Any]:
         "serviceAccountName": _s("string"),
         "env": _s("array", "Extra plain environment variables for the trainer.", items=_s(
             "object", required=["name"],
-            properties={"name": _s("string", minLength=1), "value": _s("string")})),
+            properties={"name": _s("string", minLength=1, pattern=ENV_NAME_PATTERN), "value": _s("string")})),
     })
     ref = {"name": _s("string", minLength=1), "key": _s("string", minLength=1)}
     return _s("object", "What to search, where trials run and where results go.", properties={

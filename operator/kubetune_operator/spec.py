@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune.config import Config, validate_config
 from kubetune.config.loader import format_validation_error
@@ -40,6 +41,40 @@ class SpecError(Exception):
         self.temporary = temporary  # may fix itself (a ConfigMap not created yet)
 
 
+# What the API server and the container runtime would refuse only once a trial's Job or
+# pod exists (failing that trial): checked here, and by the CRD at `kubectl apply`.
+# An image reference as distribution/reference reads it: [registry[:port]/]path[:tag][@digest].
+IMAGE_PATTERN = (
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+    r":[0-9A-Fa-f]{32,})?$"
+)
+# A resource quantity ("2", "500m", "4Gi", "1e3"), as Kubernetes' own CRDs state it.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)"
+    r"|(\.[0-9]+))))?$"
+)
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+
+def _form(pattern: str, what: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if not isinstance(value, str) or not re.match(pattern, value):
+            raise ValueError(f"must be {what}, but got {value!r}")
+        return value
+    return AfterValidator(check)
+
+
+Quantity = Annotated[int | str, _form(QUANTITY_PATTERN, "a quantity such as 1, 500m or 4Gi")]
+ImageRef = Annotated[str, _form(IMAGE_PATTERN, "an image reference such as registry.example.com/team/trainer:1.0 "
+                                               "(the path in lowercase)")]
+EnvName = Annotated[str, _form(ENV_NAME_PATTERN, "a variable name (letters, digits, '-', '.', '_'; "
+                                                 "no digit first)")]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -53,20 +88,20 @@ class Toleration(_Model):
 
 
 class EnvVar(_Model):
-    name: str = Field(..., min_length=1)
+    name: EnvName
     value: str = ""
 
 
 class Resources(_Model):
-    limits: dict[str, int | str] = Field(default_factory=dict)
-    requests: dict[str, int | str] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
 
 
 class TrialsSpec(_Model):
     parallelism: int = Field(1, ge=1)
     max_failed: int = Field(3, ge=0, alias="maxFailed")
     retries: int = Field(1, ge=0)
-    image: str | None = Field(None, min_length=1)
+    image: ImageRef | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         None, alias="imagePullPolicy"
     )

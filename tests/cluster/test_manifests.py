@@ -136,6 +136,24 @@ def test_the_study_name_cannot_change_once_the_studyjob_exists(crd: Cluster):
     assert "create a new StudyJob" in str(raised.value)
 
 
+def test_trial_fields_kubernetes_would_refuse_later_are_refused_at_apply(crd: Cluster):
+    good = studyjob("trials-ok", copy.deepcopy(DIGITS_CONFIG))
+    good["spec"]["trials"] = {"image": "registry.example.com:5000/team/trainer:0.1.0",
+                              "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "4Gi", "cpu": "500m"}},
+                              "env": [{"name": "OMP_NUM_THREADS", "value": "2"}]}
+    kept(round_trip(crd, good)["spec"], good["spec"])
+    for i, (trials, field) in enumerate([
+        ({"image": "Not A Valid Image!!"}, "spec.trials.image"),
+        ({"resources": {"limits": {"nvidia.com/gpu": "two"}}}, "spec.trials.resources.limits.nvidia.com/gpu"),
+        ({"env": [{"name": "A=B"}]}, "spec.trials.env[0].name"),
+    ]):
+        bad = studyjob(f"trials-bad-{i}", copy.deepcopy(DIGITS_CONFIG))
+        bad["spec"]["trials"] = trials
+        with pytest.raises(ApiError) as raised:
+            crd.create(bad)
+        assert raised.value.status == 422 and field in str(raised.value), str(raised.value)
+
+
 def test_channels_other_than_1_or_3_are_rejected(crd: Cluster):
     config = copy.deepcopy(DIGITS_CONFIG)
     config["data"]["channels"] = 2

@@ -49,6 +49,13 @@ def test_defaults():
     (_raw(configMapRef={"name": "cm"}), "spec.config", "exactly one of"),
     (_raw(data={"persistentVolumeClaim": "d", "sample": "digits"}), "spec.data", "either"),
     (_raw(data={"sample": "digits", "subPath": "x"}), "spec.data.subPath", "only applies"),
+    # What the API server or the runtime would refuse only once trial 0's Job or pod exists:
+    (_raw(trials={"image": "Not A Valid Image!!"}), "spec.trials.image", "must be an image reference"),
+    (_raw(trials={"resources": {"limits": {"nvidia.com/gpu": "two"}}}),
+     "spec.trials.resources.limits.nvidia.com/gpu", "must be a quantity such as 1, 500m or 4Gi, but got 'two'"),
+    (_raw(trials={"resources": {"requests": {"memory": -1}}}), "spec.trials.resources.requests.memory",
+     "must be a quantity"),
+    (_raw(trials={"env": [{"name": "A=B"}]}), "spec.trials.env.0.name", "must be a variable name"),
 ])
 def test_spec_errors_name_their_field(raw, field, words):
     error = _error(raw)
@@ -169,3 +176,12 @@ def test_in_memory_the_crd_cannot_check_is_checked_by_the_operator():
     raw["config"]["data"]["in_memory"] = "sometimes"
     error = _error(raw)
     assert error.field == "spec.config.data.in_memory" and "'auto', True or False" in str(error), str(error)
+
+
+def test_images_quantities_and_env_names_kubernetes_takes_are_taken():
+    trials = {"image": "registry.example.com:5000/team/kubetune-trainer:0.1.0-cuda",
+              "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "4Gi", "cpu": "500m"},
+                            "requests": {"cpu": "0.5", "ephemeral-storage": "1e9"}},
+              "env": [{"name": "OMP_NUM_THREADS", "value": "2"}, {"name": "my.var-x"}]}
+    spec = parse_spec(_raw(trials=trials), "digits")
+    assert spec.trials.image == trials["image"] and spec.trials.resources.limits["nvidia.com/gpu"] == 1
