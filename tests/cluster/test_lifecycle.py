@@ -145,12 +145,13 @@ def test_oom_killed_trial_fails_with_its_reason_and_is_not_retried(kube, kubelet
 
 def test_trial_job_the_api_server_refuses_fails_the_studyjob_with_its_message(kube, operator, digits_claims,
                                                                               storage):
-    spec = digits_spec(n_trials=3, parallelism=1, resources={"limits": {"cpu": "lots"}})
+    # Valid for the CRD (and the operator), refused by the Job API: a value with operator Exists.
+    spec = digits_spec(n_trials=3, parallelism=1, tolerations=[{"key": "k", "operator": "Exists", "value": "v"}])
     kube.create_studyjob("refused", spec)
     status = kube.wait_phase("refused", "Failed", 60)
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["TrialsBlocked"]["reason"] == "JobRejected"
-    assert "quantities must match" in conditions["Failed"]["message"]
+    assert "tolerations[0].operator" in conditions["Failed"]["message"], conditions["Failed"]["message"]
     assert "refused" in status["message"]
     assert any("refused Job refused-trial-0" in e.get("message", "") for e in kube.events("TrialsBlocked"))
     # It does not spin: no more trials are asked while the spec stays the same.
