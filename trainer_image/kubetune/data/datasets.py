@@ -23,7 +23,7 @@ from kubetune.config.schema import DataConfig
 from kubetune.data.augment import ImageTransform
 from kubetune.data.folder import (
     ImageList,
-    check_data_root,
+    check_folder,
     dataset_layout,
     inspect_dataset,
     list_images,
@@ -177,7 +177,7 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> DataSplits:
     and streaming the files (``auto``: whatever fits the memory budget).
     """
     root = Path(cfg.path)
-    check_data_root(root)
+    check_folder(root, field="data.path")
     layout = dataset_layout(root)
     if layout == "split":
         train_list = list_images(root / "train")

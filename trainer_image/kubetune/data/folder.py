@@ -43,19 +43,14 @@ def dataset_layout(root: Path) -> str:
     return "split" if all((root / name).is_dir() for name in SPLIT_FOLDERS) else "single"
 
 
-def check_folder(folder: Path) -> None:
-    """Raise :class:`DataError` unless ``folder`` is an existing folder."""
+def check_folder(folder: Path, field: str | None = None) -> None:
+    """Raise :class:`DataError` unless ``folder`` is an existing folder; ``field`` (``data.path``)
+    leads the message when the folder comes from a config."""
+    lead = f"{field}: " if field else ""
     if not folder.exists():
-        raise DataError(f"dataset folder {folder} does not exist")
+        raise DataError(f"{lead}dataset folder {folder} does not exist")
     if not folder.is_dir():
-        raise DataError(f"dataset folder {folder} is a file, not a folder")
-
-
-def check_data_root(root: Path) -> None:
-    """``data.path`` must be an existing folder: a DataError that names the field."""
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise DataError(f"data.path: dataset folder {root} {what}")
+        raise DataError(f"{lead}dataset folder {folder} is a file, not a folder")
 
 
 def check_classes(folder: Path, classes: list[str]) -> None:

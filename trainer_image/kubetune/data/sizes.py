@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kubetune.data.folder import check_data_root, dataset_layout, list_images
+from kubetune.data.folder import check_folder, dataset_layout, list_images
 from kubetune.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def check_data_sizes(cfg: DataConfig, trial_train_fraction: float = 1.0) -> None
     Lists the folder but decodes nothing: ml-search calls it before any trial.
     """
     root = Path(cfg.path)
-    check_data_root(root)
+    check_folder(root, field="data.path")
     layout = dataset_layout(root)
     images = list_images(root / "train" if layout == "split" else root)
     check_split_sizes(root, layout, len(images.paths), len(images.classes), cfg.val_split,
