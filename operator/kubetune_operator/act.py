@@ -10,6 +10,7 @@ status (only if it changed) and the events. A Job the API server refuses raises
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from kubetune_operator.failures import Failure
 from kubetune_operator.kube import ApiError, owned_by
 from kubetune_operator.observe import Snapshot
 from kubetune_operator.runtime import Runtime
+from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import StudyHandle
 
 
@@ -123,10 +125,10 @@ def start_job(ref: StudyJobRef, s: Snapshot, handle: StudyHandle, trial: optuna.
     try:
         created = ref.rt.kube.create(job, ref.namespace)
     except ApiError as exc:
-        if exc.status == 403 and "exceeded quota" in str(exc):
+        if _over_quota(exc):
             # A quota on Job count: room comes back as other Jobs go.
             raise kopf.TemporaryError(f"Job {job_name}: {exc}", delay=10) from None
-        if exc.transient or exc.status not in (400, 403, 422):  # 400: a body it cannot decode
+        if not _refused(exc):
             raise
         failure = Failure("JobRejected", f"the API server refused Job {job_name}: {exc}")
         handle.tell_fail(trial, failure)
@@ -150,6 +152,35 @@ def start_job(ref: StudyJobRef, s: Snapshot, handle: StudyHandle, trial: optuna.
     note = f" (retry of trial {retry_of})" if retry_of is not None else ""
     ref.post(Event("Normal", "TrialStarted",
                    f"trial {trial.number} started as Job {job_name}{note}: {format_params(trial.params)}"))
+
+
+def check_trial_jobs(ref: StudyJobRef, spec: StudyJobSpec, study: str, *, single_node: bool) -> None:
+    """JobRejected if the API server would refuse this spec's trial Jobs, asked once per Job
+    body with a dry run of trial 0's Job: before the study is made, so a field only the Job
+    API checks (tolerations, node selectors, names, admission policies) fails no trial."""
+    job = trial_job(ref.owner, spec, study, 0, ref.rt.options.trial_image, single_node=single_node)
+    text = json.dumps(job, sort_keys=True)
+    if ref.rt.jobs_checked.get(ref.key) == text:
+        return
+    try:
+        ref.rt.kube.create(job, ref.namespace, dry_run=True)  # False (it exists): it was taken before
+    except ApiError as exc:
+        if _refused(exc):
+            raise JobRejected(Failure(
+                "JobRejected", f"the API server refuses this spec's trial Jobs (a dry run of Job "
+                f"{job['metadata']['name']}): {exc}")) from None
+        if not _over_quota(exc):
+            raise
+    ref.rt.jobs_checked[ref.key] = text
+
+
+def _over_quota(exc: ApiError) -> bool:
+    return exc.status == 403 and "exceeded quota" in str(exc)
+
+
+def _refused(exc: ApiError) -> bool:
+    """The answer to the Job itself (400: a body it cannot decode; 403: admission, RBAC; 422: invalid)."""
+    return not exc.transient and exc.status in (400, 403, 422) and not _over_quota(exc)
 
 
 def ensure_config_map(ref: StudyJobRef, config: Config, text: str) -> None:

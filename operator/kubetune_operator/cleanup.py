@@ -18,7 +18,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.runtime import Runtime, StorageProblem, redact
-from kubetune_operator.spec import SpecError, config_from_configmap, parse_spec, resolve_config
+from kubetune_operator.spec import (
+    SpecError,
+    config_from_configmap,
+    parse_cleanup_fields,
+    parse_spec,
+    resolve_config,
+)
 from kubetune_operator.studies import delete_study, release_study
 
 logger = logging.getLogger("kubetune_operator")
@@ -45,13 +51,17 @@ def finalize(rt: Runtime, body: Mapping[str, Any]) -> None:
     with rt.lock(key):
         try:
             spec = parse_spec(body.get("spec") or {}, name, rt.options.defaults)
+            study_name = _study_name(rt, body, spec)
         except SpecError:
-            rt.forget(key)
-            return  # it never ran
-        study_name = _study_name(rt, body, spec)
+            # An edited spec that no longer parses: the study it ran is the one status names.
+            study_name = (body.get("status") or {}).get("study")
+            try:
+                spec = parse_cleanup_fields(body.get("spec") or {}, rt.options.defaults)
+            except SpecError:
+                study_name = None
         if study_name is None:
             rt.forget(key)
-            return
+            return  # it never ran
         url = ""
         try:
             url = rt.storage_url(namespace, spec)

@@ -140,11 +140,13 @@ class Kube:
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return self.list_children("Pod", namespace, {"job-name": job})
 
-    def create(self, obj: Mapping[str, Any], namespace: str) -> bool:
-        """Create ``obj``; False if one of that name exists already."""
+    def create(self, obj: Mapping[str, Any], namespace: str, *, dry_run: bool = False) -> bool:
+        """Create ``obj``; False if one of that name exists already. ``dry_run``: the API
+        server validates and admits it (webhooks, quotas, policies) but stores nothing."""
         plural = _PLURALS[obj["kind"]]
+        query = [("dryRun", "All")] if dry_run else None
         try:
-            self.request("POST", _path(obj["apiVersion"], plural, namespace), body=dict(obj))
+            self.request("POST", _path(obj["apiVersion"], plural, namespace), body=dict(obj), query=query)
         except ApiError as exc:
             if exc.status == 409:
                 return False

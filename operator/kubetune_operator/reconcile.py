@@ -25,11 +25,12 @@ from kubetune_operator import act, names
 from kubetune_operator import status as st
 from kubetune_operator.act import JobRejected, StudyJobRef
 from kubetune_operator.decide import Event, decide
-from kubetune_operator.failures import Failure
+from kubetune_operator.failures import Failure, job_outcome
 from kubetune_operator.observe import Memory, Snapshot, jobs_to_read, latest_trial_jobs, read_pods
 from kubetune_operator.runtime import Runtime, StorageProblem, describe_storage, redact
 from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec
-from kubetune_operator.volumes import results_volume
+from kubetune_operator.studies import StudyLost
+from kubetune_operator.volumes import check_data_claim, results_volume
 
 logger = logging.getLogger("kubetune_operator")
 
@@ -81,14 +82,16 @@ def _pass(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
     config = resolved.config
     assert config.search is not None
     try:
+        check_data_claim(rt.kube, ref.namespace, spec)
         results = results_volume(rt.kube, ref.namespace, spec)
         found = results.condition()
         if found is not None:
             conditions.append(found)
             if found.reason == "SingleNode":
                 ref.post(Event("Warning", "SingleNodeResults", found.message, once=f"single-node:{results.claim}"))
+        act.check_trial_jobs(ref, spec, config.search.study_name, single_node=results.single_node)
         url = rt.storage_url(ref.namespace, spec)
-        handle = rt.study(ref.key, url, config)
+        handle = rt.study(ref.key, url, config, started=_started(old, config.search.study_name))
         n_trials = cap_to_grid(config.search, config.search.n_trials)
         if n_trials < config.search.n_trials:
             ref.post(Event("Normal", "GridSize", f"GridSampler: the grid has {n_trials} points, so the study runs "
@@ -128,6 +131,8 @@ def _pass(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
         return Outcome(retry_after=plan.retry_after)
     except JobRejected as exc:
         return _rejected(ref, old, conditions, exc.failure)
+    except StudyLost as exc:
+        return _lost(ref, old, conditions, exc)
     except SpecError as exc:
         return _invalid(ref, old, conditions, exc)
     except StorageProblem as exc:
@@ -149,6 +154,15 @@ def _raw_config(ref: StudyJobRef, spec: StudyJobSpec) -> dict[str, Any]:
             field="spec.configMapRef.name", temporary=True,
         )
     return config_from_configmap(found.get("data"), config_ref)
+
+
+def _started(old: Mapping[str, Any], study_name: str) -> bool:
+    """The last status counted trials of this study (or found it deleted): it must be in the storage."""
+    if old.get("study") != study_name:
+        return False
+    counts = old.get("trials") or {}
+    return any(counts.get(k) for k in ("running", "waiting", "complete", "pruned", "failed")) or any(
+        c.get("reason") == "StudyDeleted" for c in old.get("conditions") or [])
 
 
 # Passes that learn nothing about the trials --------------------------------------------
@@ -191,6 +205,30 @@ def _rejected(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Cond
     conditions.append(st.Condition(st.FAILED_CONDITION, True, failure.reason, str(failure)))
     ref.post(Event("Warning", st.TRIALS_BLOCKED, str(failure)))
     act.write_status(ref, old, st.FAILED, f"trial Jobs are refused: {failure}", conditions, _kept_fields(old))
+    return Outcome()
+
+
+def _lost(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Condition], exc: StudyLost) -> Outcome:
+    """The study was deleted under the StudyJob: stop its Jobs and fail it (a Succeeded one
+    stays Succeeded). Making the study again would start trial numbers over under the
+    names of Jobs that exist."""
+    ref.rt.drop_study(ref.key)
+    stopped = [job["metadata"]["name"] for job in ref.rt.kube.list_jobs(ref.namespace, ref.name, ref.uid)
+               if job_outcome(job) is None]
+    for name in stopped:
+        ref.rt.kube.delete_job(ref.namespace, name)
+    message = str(exc) + (f" (stopped Jobs: {', '.join(sorted(stopped))})" if stopped else "")
+    conditions = [c for c in conditions if c.type in (st.SPEC_VALID, st.RESULTS_VOLUME)]
+    conditions.append(st.Condition(st.STORAGE_READY, False, "StudyDeleted", str(exc)))
+    ref.post(Event("Warning", "StudyDeleted", message, once="study-deleted"))
+    if old.get("phase") == st.SUCCEEDED:
+        act.write_status(ref, old, st.SUCCEEDED, old.get("message", ""), conditions, _kept_fields(old))
+        return Outcome()
+    conditions.append(st.Condition(st.FAILED_CONDITION, True, "StudyDeleted", str(exc)))
+    kept = _kept_fields(old)
+    if "trials" in kept:
+        kept["trials"] = {**kept["trials"], "running": 0}
+    act.write_status(ref, old, st.FAILED, str(exc), conditions, kept)
     return Outcome()
 
 

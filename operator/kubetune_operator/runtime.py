@@ -86,15 +86,20 @@ class Runtime:
         self.announced: dict[str, set[int]] = {}  # trials whose end was announced
         self.examined: dict[str, set[int]] = {}  # FAIL trials whose failed Job was read
         self.warned: dict[str, set[str]] = {}
+        self.jobs_checked: dict[str, str] = {}  # the trial Job body the API server took in a dry run
 
     def lock(self, key: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
+    def drop_study(self, key: str) -> None:
+        """Forget the StudyJob's handle: the next pass opens its study again."""
+        self._studies.pop(key, None)
+
     def forget(self, key: str) -> None:
         """Drop everything cached for a deleted StudyJob."""
         for cache in (self._studies, self._resolved, self.last_status, self.config_written, self.best_written,
-                      self.announced, self.examined, self.warned):
+                      self.announced, self.examined, self.warned, self.jobs_checked):
             cache.pop(key, None)
 
     # Storage ---------------------------------------------------------------
@@ -127,13 +132,15 @@ class Runtime:
                 storage = self._storages.setdefault(url, storage)
         return storage
 
-    def study(self, key: str, url: str, config: Config) -> StudyHandle:
-        """The cached handle, rebuilt when the storage or the search section changed."""
+    def study(self, key: str, url: str, config: Config, *, started: bool = False) -> StudyHandle:
+        """The cached handle, rebuilt when the storage or the search section changed.
+
+        ``started``: the StudyJob has run trials in the study (see :class:`StudyHandle`)."""
         fingerprint = search_fingerprint(config)
         cached = self._studies.get(key)
         if cached and cached[0] == url and cached[1] == fingerprint:
             return cached[2]
-        handle = StudyHandle(self.storage(url), config, owner=key)
+        handle = StudyHandle(self.storage(url), config, owner=key, started=started)
         self._studies[key] = (url, fingerprint, handle)
         return handle
 

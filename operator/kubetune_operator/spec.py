@@ -261,6 +261,16 @@ def parse_spec(spec: Mapping[str, Any], name: str, defaults: Defaults | None = N
     return parsed
 
 
+def parse_cleanup_fields(spec: Mapping[str, Any], defaults: Defaults | None = None) -> StudyJobSpec:
+    """Only ``storage`` and ``cleanup`` checked, the rest left empty: what deleting a
+    StudyJob needs, even one whose edited spec no longer parses."""
+    filled = (defaults or Defaults()).apply(spec or {})
+    try:
+        return StudyJobSpec.model_validate({k: filled[k] for k in ("storage", "cleanup") if k in filled})
+    except ValidationError as exc:
+        raise _format(exc, "spec.") from None
+
+
 def config_from_configmap(data: Mapping[str, str] | None, ref: ConfigMapRef) -> dict[str, Any]:
     """The raw config a ``spec.configMapRef`` points at."""
     text = (data or {}).get(ref.key)

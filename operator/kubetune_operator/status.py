@@ -29,7 +29,8 @@ VISUALISED = "Visualised"
 FAILED_CONDITION = "Failed"
 TRIALS_BLOCKED = "TrialsBlocked"  # a trial could not start (pod never started, Job refused)
 RESULTS_VOLUME = "ResultsVolume"  # where trials can write: any node, one node, or no claim yet
-CONDITION_ORDER = (SPEC_VALID, RESULTS_VOLUME, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_BLOCKED, TRIALS_DONE, VISUALISED,
+DATA_VOLUME = "DataVolume"  # only while spec.data's claim is missing
+CONDITION_ORDER = (SPEC_VALID, DATA_VOLUME, RESULTS_VOLUME, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_BLOCKED, TRIALS_DONE, VISUALISED,
                    FAILED_CONDITION)
 
 

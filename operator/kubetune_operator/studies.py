@@ -8,15 +8,18 @@ Optuna's retry marks (``failed_trial``, ``retry_history`` in the system attribut
 as ml-search's own retries), plus ``kubetune.retry_of``. How trials count towards
 ``n_trials`` is :mod:`kubetune.search.ledger`'s, the same for ml-search and the operator.
 A disrupted trial resumed in a new Job carries ``kubetune.preempted`` (the new Job's index).
+A study deleted from the storage while its StudyJob runs raises :class:`StudyLost`
+rather than being made again empty under trial Jobs that still run.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import random
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -35,6 +38,41 @@ from kubetune_operator.spec import SpecError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class StudyLost(Exception):
+    """The StudyJob's study is no longer in the storage (deleted while the StudyJob ran)."""
+
+    def __init__(self, study_name: str) -> None:
+        super().__init__(
+            f"study `{study_name}` is no longer in the storage: it was deleted while this StudyJob used it; "
+            "delete the StudyJob and create it again to start a new study")
+        self.study_name = study_name
+
+
+def study_exists(storage: optuna.storages.BaseStorage, study_name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return False
+    return True
+
+
+def _lost_as_error(method: F) -> F:
+    """Optuna's KeyError for a study that has gone becomes StudyLost (other KeyErrors stay)."""
+
+    @functools.wraps(method)
+    def wrapper(self: StudyHandle, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except KeyError:
+            if study_exists(self.study._storage, self.name):
+                raise
+            raise StudyLost(self.name) from None
+
+    return wrapper  # type: ignore[return-value]
+
 
 def search_fingerprint(config: Config) -> str:
     """What a cached study depends on: everything in ``search`` but the trial count."""
@@ -45,9 +83,13 @@ def search_fingerprint(config: Config) -> str:
 class StudyHandle:
     """One StudyJob's handle on its study; lives as long as the search section is unchanged."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage, config: Config, owner: str) -> None:
+    def __init__(self, storage: optuna.storages.BaseStorage, config: Config, owner: str, *,
+                 started: bool = False) -> None:
+        """``started``: the StudyJob has run trials in this study, so it must exist (else StudyLost)."""
         search = config.search
         assert search is not None
+        if started and not study_exists(storage, search.study_name):
+            raise StudyLost(search.study_name)
         self.owner = owner
         self.fingerprint = search_fingerprint(config)
         self.distributions = distributions(search.search_space)
@@ -91,9 +133,11 @@ class StudyHandle:
     def _attrs(self, **extra: Any) -> dict[str, Any]:
         return {names.ATTR_OWNER: self.owner, names.ATTR_ATTEMPT: 1, **extra}
 
+    @_lost_as_error
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
 
+    @_lost_as_error
     def ask(self, *, waiting: bool) -> optuna.Trial | None:
         """A new RUNNING trial with its params chosen, marked as this StudyJob's.
 
@@ -120,10 +164,12 @@ class StudyHandle:
         taken = {point_key(t.params) for t in self.trials()}
         return next((p for p in self.grid if point_key(p) not in taken), None)
 
+    @_lost_as_error
     def mark_job(self, trial: optuna.Trial | FrozenTrial, job_name: str) -> None:
         """Record that the trial's Job is about to exist (a missing Job then means a lost one)."""
         self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_JOB, job_name)
 
+    @_lost_as_error
     def mark_preempted(self, trial: FrozenTrial, count: int) -> bool:
         """Record the ``count``-th resume of a disrupted trial before its new Job exists;
         False if the trial finished meanwhile."""
@@ -133,6 +179,7 @@ class StudyHandle:
             return False
         return True
 
+    @_lost_as_error
     def tell_fail(self, trial: FrozenTrial, failure: Failure) -> bool:
         """Fail a RUNNING trial with its reason; False if it finished meanwhile."""
         try:
@@ -142,6 +189,7 @@ class StudyHandle:
         self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         return True
 
+    @_lost_as_error
     def retry(self, trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> None:
         """Queue ``trial``'s params again, once, as its next attempt."""
         if trial.number in retried_numbers(trials):
@@ -149,6 +197,7 @@ class StudyHandle:
         enqueue_retry(self.study, trial, user_attrs=self._attrs(**{
             names.ATTR_RETRY_OF: trial.number, names.ATTR_ATTEMPT: attempt(trial) + 1}))
 
+    @_lost_as_error
     def sync_target(self, n_trials: int) -> None:
         """Keep the study's ``n_trials`` user attribute (what ml-search reads) at the spec's."""
         if self._target != n_trials:

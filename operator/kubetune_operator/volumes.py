@@ -1,4 +1,5 @@
-"""Where trials can write: the access modes of a StudyJob's results claim.
+"""The claims a StudyJob's pods mount: the data claim must exist; the results claim's
+access modes decide where trials can write.
 
 A ReadWriteMany claim mounts on any number of nodes, so trials go wherever the
 scheduler puts them. A ReadWriteOnce claim attaches to one node at a time: a pod on a
@@ -26,6 +27,32 @@ class ClaimNotFound(SpecError):
 
     condition = st.RESULTS_VOLUME
     reason = "ClaimNotFound"
+
+
+class DataClaimNotFound(ClaimNotFound):
+    """The data claim does not exist (yet): trials wait for it."""
+
+    condition = st.DATA_VOLUME
+
+
+def check_data_claim(kube: Kube, namespace: str, spec: StudyJobSpec) -> None:
+    """DataClaimNotFound if ``spec.data.persistentVolumeClaim`` is missing (one GET), so the
+    StudyJob waits in Pending, naming it, instead of trial pods waiting to be scheduled
+    until ``startupTimeoutSeconds`` fails them. Not readable (RBAC): not checked."""
+    name = spec.data.persistent_volume_claim if spec.data is not None else None
+    if not name:
+        return
+    try:
+        found = kube.get("PersistentVolumeClaim", namespace, name)
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        return
+    if found is None:
+        raise DataClaimNotFound(
+            f"`spec.data.persistentVolumeClaim`: PersistentVolumeClaim `{name}` not found in namespace "
+            f"`{namespace}`; trials start once it exists",
+            field="spec.data.persistentVolumeClaim", temporary=True)
 
 
 @dataclass(frozen=True)

@@ -153,10 +153,13 @@ def test_trial_job_the_api_server_refuses_fails_the_studyjob_with_its_message(ku
     assert conditions["TrialsBlocked"]["reason"] == "JobRejected"
     assert "tolerations[0].operator" in conditions["Failed"]["message"], conditions["Failed"]["message"]
     assert "refused" in status["message"]
-    assert any("refused Job refused-trial-0" in e.get("message", "") for e in kube.events("TrialsBlocked"))
-    # It does not spin: no more trials are asked while the spec stays the same.
+    assert any("a dry run of Job refused-trial-0" in e.get("message", "") for e in kube.events("TrialsBlocked"))
+    # Found by a dry run before the study was made: no trial was spent on it, and none is
+    # asked while the spec stays the same.
     time.sleep(5)  # two more passes of the safety-net timer
-    assert len(study(storage).trials) == 1
+    with pytest.raises(KeyError):
+        study(storage)
+    assert kube.trial_jobs("refused") == {}
 
 
 def test_jobs_of_an_earlier_studyjob_of_the_same_name_are_not_adopted(kube, kubelet: TestKubelet, operator,

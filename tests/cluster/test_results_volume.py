@@ -108,6 +108,26 @@ def test_a_missing_claim_holds_trials_back_until_it_exists(kube, operator, kubel
                lambda: f"condition ResultsVolume SingleNode (status: {kube.status('later')})")
 
 
+def test_a_missing_data_claim_holds_the_studyjob_in_pending_until_it_exists(kube, operator, kubelet, claims,
+                                                                          digits_dir, storage):
+    spec = _spec()
+    spec["data"] = {"persistentVolumeClaim": "digits-later", "subPath": "digits"}
+    kube.create_studyjob("nodata", spec)
+
+    def data_condition() -> dict[str, Any] | None:
+        return next((c for c in kube.status("nodata").get("conditions") or [] if c["type"] == "DataVolume"), None)
+
+    condition = wait_until(data_condition, 60, "condition DataVolume")
+    assert (condition["status"], condition["reason"]) == ("False", "ClaimNotFound")
+    assert "`spec.data.persistentVolumeClaim`: PersistentVolumeClaim `digits-later` not found" in condition["message"]
+    assert kube.status("nodata")["phase"] == "Pending" and not kube.trial_jobs("nodata")
+    later = kube.claim("digits-later", claims["datasets"].parent / "later", access_mode="ReadOnlyMany")
+    shutil.copytree(digits_dir, later / "digits")
+    wait_until(lambda: len(kube.trial_jobs("nodata")) == 2, 60,
+               lambda: f"trial Jobs once the claim exists (status: {kube.status('nodata')})")
+    wait_until(lambda: data_condition() is None, 10, "condition DataVolume to go")
+
+
 def _tensorboard(claim: str, node: str) -> dict[str, Any]:
     """The chart's TensorBoard Deployment on ``claim``, pinned to ``node``, running ``sleep``."""
     values = {"results": {"create": False, "existingClaim": claim}, "postgresql": {"enabled": False},

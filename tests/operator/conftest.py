@@ -62,13 +62,17 @@ def digits_spec(*, n_trials: int = 4, parallelism: int = 2, study: str = "digits
 
 @pytest_asyncio.fixture
 async def cluster():
-    """An empty emulated API server with the built-in resources and the StudyJob CRD."""
+    """An emulated API server with the built-in resources, the StudyJob CRD and claim ``datasets``."""
     async with KubetuneEmulator() as emulator, kmock.Server(emulator) as server:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # kmock's importlib use
             emulator.resources.load_bundled()
         emulator.resources[STUDYJOBS] = crd_resource_info()
-        yield Cluster(emulator, str(server.url).rstrip("/"))
+        cluster = Cluster(emulator, str(server.url).rstrip("/"))
+        await cluster.create("v1/persistentvolumeclaims", {  # digits_spec's data claim
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "datasets"},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+        yield cluster
 
 
 @pytest_asyncio.fixture

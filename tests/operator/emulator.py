@@ -13,7 +13,8 @@ garbage. This subclass:
 - keeps only the last ``max_requests`` requests and ``max_versions`` versions of an
   object, so long runs do not slow down;
 - records ``(verb, group, resource[/subresource])`` of every request not made by the
-  test itself (kmock's own client): the operator's API calls.
+  test itself (kmock's own client): the operator's API calls;
+- answers a create with ``?dryRun=All`` as the API server does, storing nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp.web
 import attrs
 import jsonpointer
 import kmock
@@ -104,6 +106,8 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
                     meta["generation"] = int(current.get("metadata", {}).get("generation") or 0) + 1
 
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.action == enums.action.CREATE and request.params.get("dryRun") == "All":
+            return self._dry_run_create(request)
         if request.resource is not None and request.resource.plural:
             agent = next((v for k, v in request.headers.items() if k.lower() == "user-agent"), "")
             if not agent.startswith(TEST_AGENT):
@@ -122,6 +126,16 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
             if request.resource is not None and request.name is not None:
                 await self._collect_garbage((request.resource, request.namespace, request.name))
             self._trim(request)
+
+    def _dry_run_create(self, request: kmock.Request) -> aiohttp.web.Response:
+        """What the API server answers to ``?dryRun=All``: the object, stored nowhere."""
+        data = dict(request.data)
+        meta = data.setdefault("metadata", {})
+        key = (request.resource, request.namespace or meta.get("namespace"), meta.get("name"))
+        if key in self._objects and not self._objects[key].deleted:
+            raise k8s.KubernetesError(status=409, reason="AlreadyExists", message=f"{meta.get('name')} exists")
+        self.calls.add(("create", request.resource.group or "", request.resource.plural))  # RBAC: create
+        return aiohttp.web.json_response({**data, "metadata": {**meta, "uid": str(uuid.uuid4())}}, status=201)
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         """kmock's list, with the collection's real resourceVersion (a watch starts there)."""

@@ -39,3 +39,54 @@ def test_a_job_name_freed_between_create_and_list_is_not_marked_as_made():
     with pytest.raises(kopf.TemporaryError):
         start_job(ref, snapshot([trial(0)]), study, trial(0), 0)  # type: ignore[arg-type]
     assert study.marked == []
+
+
+class DryRunApi:
+    """An API server that answers dry runs of Job creates with ``answer`` (an ApiError or True)."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer, self.dry_runs = answer, []
+
+    def create(self, obj: dict[str, Any], namespace: str, *, dry_run: bool = False) -> bool:
+        assert dry_run, "only dry runs before the study exists"
+        self.dry_runs.append(obj["metadata"]["name"])
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def _check(api: DryRunApi, **trials_spec: Any) -> None:
+    from kubetune_operator.act import check_trial_jobs
+
+    rt = Runtime(api, Options())  # type: ignore[arg-type]
+    ref = StudyJobRef(rt, "kt", "sj", "kt/sj", "uid-1", 1, {"metadata": {"name": "sj", "uid": "uid-1"}})
+    s = snapshot([], **trials_spec)
+    for _ in range(2):
+        check_trial_jobs(ref, s.spec, s.study, single_node=False)
+
+
+def test_trial_jobs_are_checked_once_per_job_body_by_a_dry_run():
+    api = DryRunApi(True)
+    _check(api)
+    assert api.dry_runs == ["sj-trial-0"]  # one dry run for two passes with the same spec
+    _check(api, tolerations=[{"key": "k", "operator": "Exists"}])
+    assert len(api.dry_runs) == 2  # a new runtime (a restart) or a new Job body asks again
+
+
+@pytest.mark.parametrize("status, rejected", [(422, True), (403, True), (400, True), (500, False), (429, False)])
+def test_a_dry_run_the_api_server_refuses_rejects_the_spec(status, rejected):
+    from kubetune_operator.act import JobRejected
+    from kubetune_operator.kube import ApiError
+
+    error = ApiError(status, 'Job.batch "sj-trial-0" is invalid: spec.template.spec.tolerations[0].operator')
+    with pytest.raises(JobRejected if rejected else ApiError) as info:
+        _check(DryRunApi(error))
+    if rejected:
+        assert "a dry run of Job sj-trial-0" in str(info.value) and "tolerations[0]" in str(info.value)
+
+
+def test_a_job_count_quota_in_the_dry_run_is_not_a_refusal():
+    from kubetune_operator.kube import ApiError
+
+    _check(DryRunApi(ApiError(403, 'jobs.batch "sj-trial-0" is forbidden: exceeded quota: jobs, requested: '
+                                   'count/jobs.batch=1, used: count/jobs.batch=10, limited: count/jobs.batch=10')))

@@ -168,6 +168,48 @@ async def test_deleting_keeps_the_study_and_fails_its_running_trials(cluster, st
 
 
 @pytest.mark.asyncio
+async def test_a_study_deleted_under_a_running_studyjob_fails_it_and_stops_its_jobs(
+        cluster, storage_secret, start_operator, make_kubelet):
+    first = await start_operator(resync_seconds=0.3)
+    async with make_kubelet(lambda job: "hold"):
+        await cluster.create_studyjob("lost", digits_spec(n_trials=4, parallelism=2))
+        await wait_for(lambda: len(cluster.jobs("lost")) == 2, 30, "two Jobs")
+        optuna.delete_study(study_name="digits-op", storage=storage_secret)  # e.g. optuna delete-study
+        status = await cluster.wait_phase("lost", "Failed", 30)
+        await wait_for(lambda: cluster.jobs("lost") == {}, 30, "its Jobs to be stopped")
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Failed"]["reason"] == conditions["StorageReady"]["reason"] == "StudyDeleted"
+    assert "study `digits-op` is no longer in the storage" in status["message"]
+    assert status["trials"]["running"] == 0
+    assert any("stopped Jobs: lost-trial-0, lost-trial-1" in m for m in cluster.event_messages("StudyDeleted"))
+    # Neither this operator nor a restarted one makes the study again under the same trial numbers.
+    await first.stop()
+    await start_operator(resync_seconds=0.3)
+    await asyncio.sleep(2)
+    with pytest.raises(KeyError):
+        _study(storage_secret)
+    assert cluster.status("lost")["phase"] == "Failed" and cluster.jobs("lost") == {}
+
+
+@pytest.mark.asyncio
+async def test_deleting_after_an_edit_that_does_not_parse_still_closes_the_study(cluster, storage_secret,
+                                                                                 start_operator, make_kubelet):
+    await start_operator()
+    async with make_kubelet(lambda job: "hold"):
+        await cluster.create_studyjob("edited", digits_spec(n_trials=4, parallelism=2))
+        await wait_for(lambda: len(cluster.jobs("edited")) == 2, 30, "two Jobs")
+        await cluster.patch(STUDYJOBS, "edited", {"spec": {"data": {"persistentVolumeClaim": None}}})
+        status = await cluster.wait_phase("edited", "Failed", 30)
+        assert "`spec.data` must name either a persistentVolumeClaim or a sample" in status["message"]
+        await cluster.delete(STUDYJOBS, "edited")
+        await wait_for(lambda: cluster.get(STUDYJOBS, "edited") is None, 30, "the StudyJob to go")
+    trials = _study(storage_secret).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(t.user_attrs[names.ATTR_FAIL_REASON].startswith("StudyJobDeleted") for t in trials)
+    assert not _study(storage_secret).user_attrs[names.ATTR_OWNER]  # free for ml-search --resume
+
+
+@pytest.mark.asyncio
 async def test_deleting_with_delete_study_removes_the_study(cluster, storage_secret, start_operator,
                                                             make_kubelet):
     await start_operator()

@@ -102,3 +102,29 @@ def test_a_study_belongs_to_one_studyjob_until_it_lets_go(tmp_path):
     release_study(storage, config.search.study_name, "ml/first")
     StudyHandle(storage, config, owner="ml/copy")
     assert delete_study(storage, config.search.study_name, "ml/copy") is True
+
+
+def test_a_study_deleted_from_under_its_handle_is_study_lost(tmp_path):
+    from types import SimpleNamespace
+
+    import optuna
+
+    from kubetune_operator.failures import Failure
+    from kubetune_operator.studies import StudyLost
+
+    config = _config({"type": "RandomSampler", "seed": 0})
+    storage = make_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=False)
+    with pytest.raises(StudyLost, match="study `digits-op` is no longer in the storage"):
+        StudyHandle(storage, config, owner=OWNER, started=True)  # after a restart: ran trials, now gone
+    handle = StudyHandle(storage, config, owner=OWNER)
+    trial = handle.ask(waiting=True)
+    frozen = handle.trials()[0]
+    optuna.delete_study(study_name=config.search.study_name, storage=storage)
+    for call in (handle.trials, lambda: handle.ask(waiting=False), lambda: handle.mark_job(trial, "j"),
+                 lambda: handle.tell_fail(frozen, Failure("X", "y"))):
+        with pytest.raises(StudyLost):
+            call()
+    # A KeyError while the study is there is a bug, and stays a KeyError.
+    other = StudyHandle(storage, config, owner=OWNER)
+    with pytest.raises(KeyError):
+        other.mark_job(SimpleNamespace(_trial_id=10**6), "j")  # no such trial

@@ -1,4 +1,4 @@
-"""The results claim's access modes decide whether its pods must share one node."""
+"""The data claim must exist; the results claim's access modes decide whether its pods share one node."""
 
 from __future__ import annotations
 
@@ -74,3 +74,20 @@ def test_a_forbidden_read_keeps_trials_together():
     assert "get on persistentvolumeclaims" in condition.message
     with pytest.raises(ApiError):
         results_volume(FakeKube(error=ApiError(500, "boom")), "ml", _spec())
+
+
+def test_the_data_claim_must_exist_unless_it_cannot_be_read():
+    from kubetune_operator.volumes import check_data_claim
+
+    with pytest.raises(ClaimNotFound, match="PersistentVolumeClaim `datasets` not found in namespace `ml`") as info:
+        check_data_claim(FakeKube(None), "ml", _spec())
+    assert info.value.temporary and info.value.field == "spec.data.persistentVolumeClaim"
+    assert (info.value.condition, info.value.reason) == ("DataVolume", "ClaimNotFound")
+    kube = FakeKube(_claim(["ReadOnlyMany"]))
+    check_data_claim(kube, "ml", _spec())
+    assert kube.asked == [("PersistentVolumeClaim", "ml", "datasets")]
+    check_data_claim(FakeKube(error=ApiError(403, "forbidden")), "ml", _spec())  # RBAC: trials find out
+    sample = parse_spec({**digits_spec(), "data": {"sample": "digits"}}, "digits")
+    kube = FakeKube()
+    check_data_claim(kube, "ml", sample)
+    assert kube.asked == []
