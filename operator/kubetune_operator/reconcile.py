@@ -81,17 +81,21 @@ def _pass(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
                        "comes from spec.storage.secretRef", once="storage-ignored"))
     config = resolved.config
     assert config.search is not None
+    # Before a StudyJob's first trial: what would only fail once trial pods exist.
+    preflight = not _started(old, config.search.study_name)
     try:
-        check_data_claim(rt.kube, ref.namespace, spec)
+        if preflight:
+            check_data_claim(rt.kube, ref.namespace, spec)
         results = results_volume(rt.kube, ref.namespace, spec)
         found = results.condition()
         if found is not None:
             conditions.append(found)
             if found.reason == "SingleNode":
                 ref.post(Event("Warning", "SingleNodeResults", found.message, once=f"single-node:{results.claim}"))
-        act.check_trial_jobs(ref, spec, config.search.study_name, single_node=results.single_node)
+        if preflight:
+            act.check_trial_jobs(ref, spec, config.search.study_name, single_node=results.single_node)
         url = rt.storage_url(ref.namespace, spec)
-        handle = rt.study(ref.key, url, config, started=_started(old, config.search.study_name))
+        handle = rt.study(ref.key, url, config, started=lambda: not preflight or _has_trial_jobs(ref))
         n_trials = cap_to_grid(config.search, config.search.n_trials)
         if n_trials < config.search.n_trials:
             ref.post(Event("Normal", "GridSize", f"GridSampler: the grid has {n_trials} points, so the study runs "
@@ -156,6 +160,12 @@ def _raw_config(ref: StudyJobRef, spec: StudyJobSpec) -> dict[str, Any]:
     return config_from_configmap(found.get("data"), config_ref)
 
 
+def _has_trial_jobs(ref: StudyJobRef) -> bool:
+    """Trial Jobs of this very StudyJob exist (its status may not have been written yet)."""
+    return any(names.LABEL_TRIAL in (job["metadata"].get("labels") or {})
+               for job in ref.rt.kube.list_jobs(ref.namespace, ref.name, ref.uid))
+
+
 def _started(old: Mapping[str, Any], study_name: str) -> bool:
     """The last status counted trials of this study (or found it deleted): it must be in the storage."""
     if old.get("study") != study_name:
@@ -203,7 +213,7 @@ def _rejected(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Cond
     conditions = [c for c in conditions if c.type != st.TRIALS_BLOCKED]
     conditions.append(st.Condition(st.TRIALS_BLOCKED, True, failure.reason, f"a trial Job could not start: {failure}"))
     conditions.append(st.Condition(st.FAILED_CONDITION, True, failure.reason, str(failure)))
-    ref.post(Event("Warning", st.TRIALS_BLOCKED, str(failure)))
+    ref.post(Event("Warning", st.TRIALS_BLOCKED, str(failure), once=f"rejected:{failure}"))
     act.write_status(ref, old, st.FAILED, f"trial Jobs are refused: {failure}", conditions, _kept_fields(old))
     return Outcome()
 
@@ -225,7 +235,7 @@ def _lost(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Conditio
         act.write_status(ref, old, st.SUCCEEDED, old.get("message", ""), conditions, _kept_fields(old))
         return Outcome()
     conditions.append(st.Condition(st.FAILED_CONDITION, True, "StudyDeleted", str(exc)))
-    kept = _kept_fields(old)
+    kept = {**_kept_fields(old), "study": exc.study_name}  # what keeps later passes from making it again
     if "trials" in kept:
         kept["trials"] = {**kept["trials"], "running": 0}
     act.write_status(ref, old, st.FAILED, str(exc), conditions, kept)

@@ -132,15 +132,17 @@ class Runtime:
                 storage = self._storages.setdefault(url, storage)
         return storage
 
-    def study(self, key: str, url: str, config: Config, *, started: bool = False) -> StudyHandle:
+    def study(self, key: str, url: str, config: Config, *,
+              started: Callable[[], bool] = lambda: False) -> StudyHandle:
         """The cached handle, rebuilt when the storage or the search section changed.
 
-        ``started``: the StudyJob has run trials in the study (see :class:`StudyHandle`)."""
+        ``started()``, asked only to build a handle: has the StudyJob run trials in the
+        study (see :class:`StudyHandle`)?"""
         fingerprint = search_fingerprint(config)
         cached = self._studies.get(key)
         if cached and cached[0] == url and cached[1] == fingerprint:
             return cached[2]
-        handle = StudyHandle(self.storage(url), config, owner=key, started=started)
+        handle = StudyHandle(self.storage(url), config, owner=key, started=started())
         self._studies[key] = (url, fingerprint, handle)
         return handle
 

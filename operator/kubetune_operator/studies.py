@@ -51,23 +51,24 @@ class StudyLost(Exception):
         self.study_name = study_name
 
 
-def study_exists(storage: optuna.storages.BaseStorage, study_name: str) -> bool:
+def study_id(storage: optuna.storages.BaseStorage, study_name: str) -> int | None:
+    """The id of the study of that name now; None if there is none."""
     try:
-        storage.get_study_id_from_name(study_name)
+        return storage.get_study_id_from_name(study_name)
     except KeyError:
-        return False
-    return True
+        return None
 
 
 def _lost_as_error(method: F) -> F:
-    """Optuna's KeyError for a study that has gone becomes StudyLost (other KeyErrors stay)."""
+    """Optuna's KeyError for a study that has gone (or was deleted and made again under
+    its name) becomes StudyLost; other KeyErrors stay."""
 
     @functools.wraps(method)
     def wrapper(self: StudyHandle, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except KeyError:
-            if study_exists(self.study._storage, self.name):
+            if study_id(self.study._storage, self.name) == self.study._study_id:
                 raise
             raise StudyLost(self.name) from None
 
@@ -88,7 +89,7 @@ class StudyHandle:
         """``started``: the StudyJob has run trials in this study, so it must exist (else StudyLost)."""
         search = config.search
         assert search is not None
-        if started and not study_exists(storage, search.study_name):
+        if started and study_id(storage, search.study_name) is None:
             raise StudyLost(search.study_name)
         self.owner = owner
         self.fingerprint = search_fingerprint(config)

@@ -192,6 +192,24 @@ async def test_a_study_deleted_under_a_running_studyjob_fails_it_and_stops_its_j
 
 
 @pytest.mark.asyncio
+async def test_a_study_deleted_before_the_status_counted_its_trials_is_not_made_again(
+        cluster, storage_secret, start_operator, make_kubelet):
+    first = await start_operator()
+    async with make_kubelet(lambda job: "hold"):
+        await cluster.create_studyjob("window", digits_spec(n_trials=4, parallelism=2))
+        await wait_for(lambda: len(cluster.jobs("window")) == 2, 30, "two Jobs")
+        await first.stop()
+        # As if the operator had died between creating the Jobs and writing the status.
+        await cluster.patch(STUDYJOBS, "window", {"status": None}, subresource="status")
+        optuna.delete_study(study_name="digits-op", storage=storage_secret)
+        await start_operator()
+        status = await cluster.wait_phase("window", "Failed", 30)
+    assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "StudyDeleted"
+    with pytest.raises(KeyError):
+        _study(storage_secret)
+
+
+@pytest.mark.asyncio
 async def test_deleting_after_an_edit_that_does_not_parse_still_closes_the_study(cluster, storage_secret,
                                                                                  start_operator, make_kubelet):
     await start_operator()

@@ -124,6 +124,13 @@ def test_a_study_deleted_from_under_its_handle_is_study_lost(tmp_path):
                  lambda: handle.tell_fail(frozen, Failure("X", "y"))):
         with pytest.raises(StudyLost):
             call()
+    # Deleted and made again under its name (another study keeps SQLite from reusing the id).
+    handle = StudyHandle(storage, config, owner=OWNER)
+    optuna.create_study(study_name="other", storage=storage)
+    optuna.delete_study(study_name=config.search.study_name, storage=storage)
+    optuna.create_study(study_name=config.search.study_name, storage=storage, direction="maximize")
+    with pytest.raises(StudyLost):
+        handle.trials()
     # A KeyError while the study is there is a bug, and stays a KeyError.
     other = StudyHandle(storage, config, owner=OWNER)
     with pytest.raises(KeyError):
