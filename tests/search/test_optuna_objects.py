@@ -88,6 +88,9 @@ def test_grid_sampler_rejects_a_continuous_range():
      optuna.pruners.PercentilePruner, {"_percentile": 25.0, "_n_warmup_steps": 2}),
     ({"type": "HyperbandPruner", "min_resource": 1, "max_resource": 9, "reduction_factor": 3},
      optuna.pruners.HyperbandPruner, {"_min_resource": 1, "_max_resource": 9, "_reduction_factor": 3}),
+    ({"type": "SuccessiveHalvingPruner", "min_resource": 2, "reduction_factor": 4, "min_early_stopping_rate": 1},
+     optuna.pruners.SuccessiveHalvingPruner,
+     {"_min_resource": 2, "_reduction_factor": 4, "_min_early_stopping_rate": 1}),
     ({"type": "none"}, optuna.pruners.NopPruner, {}),
 ])
 def test_pruners(pruner, cls, attrs):

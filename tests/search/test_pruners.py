@@ -1,5 +1,6 @@
-"""kubetune's default pruner: a percentile rule whose warm-up is a share of the trial's length,
-or shorter, up to the trial's first learning-rate drop."""
+"""kubetune's pruners: successive halving whose first rung is a share of the trial's length
+(the default), and a percentile rule whose warm-up is a share of the trial's length, or
+shorter, up to the trial's first learning-rate drop."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import pytest
 from kubetune.config.schema import SchedulerConfig
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.pruners import (
+    HALVING_REDUCTION_FACTOR,
     LR_DROP_ATTR,
     MEDIAN_STARTUP_TRIALS,
     MEDIAN_WARMUP_FRACTION,
+    TRIAL_STEPS_ATTR,
+    TrialLengthHalvingPruner,
     WarmupFractionPruner,
     build_pruner,
 )
@@ -119,3 +123,54 @@ def test_config_fields_override_the_defaults():
     fixed = build_pruner(_search(n_warmup_steps=4))
     assert type(fixed) is optuna.pruners.MedianPruner
     assert (fixed._n_startup_trials, fixed._n_warmup_steps) == (MEDIAN_STARTUP_TRIALS, 4)
+
+
+def _halving_run(study: optuna.Study, values: list[float], steps: int | None) -> int | None:
+    """Run a trial reporting ``values`` and asking the pruner after each step, as
+    ml-search's objective does; the step it was pruned at, or None (told COMPLETE)."""
+    trial = study.ask()
+    if steps is not None:
+        trial.set_user_attr(TRIAL_STEPS_ATTR, steps)
+    for step, value in enumerate(values, 1):
+        trial.report(value, step)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return step
+    study.tell(trial, max(values))
+    return None
+
+
+@pytest.mark.parametrize("steps, first_rung", [(5, 1), (10, 2), (16, 2), (20, 2), (30, 3), (100, 5), (2, 1)])
+def test_the_first_rung_is_half_the_square_root_of_the_trial(steps, first_rung):
+    study = optuna.create_study(direction="maximize", pruner=TrialLengthHalvingPruner())
+    assert _halving_run(study, [0.9] * steps, steps) is None  # the first trial has no rival
+    assert _halving_run(study, [0.1] * steps, steps) == first_rung
+    # Rungs then grow by the reduction factor: a trial good at the first rung is judged at the next.
+    second = first_rung * HALVING_REDUCTION_FACTOR
+    if second <= steps:
+        assert _halving_run(study, [0.95] * first_rung + [0.1] * (steps - first_rung), steps) == second
+
+
+def test_without_its_length_a_trial_is_timed_by_the_longest_completed_one():
+    pruner = TrialLengthHalvingPruner()
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    assert _halving_run(study, [0.1] * 10, None) is None  # nothing completed: no verdict yet
+    assert _halving_run(study, [0.9] * 10, None) is None
+    assert pruner.min_resource(study, study.ask()) == 2
+    assert _halving_run(study, [0.05] * 10, None) == 2
+
+
+def test_halving_defaults_and_overrides():
+    def built(**pruner):
+        return build_pruner(SearchConfig.model_validate({"study_name": "s", "pruner": pruner}))
+
+    default = built()  # `pruner:` left out of the config altogether
+    assert isinstance(default, TrialLengthHalvingPruner)
+    assert (default.reduction_factor, default.min_early_stopping_rate) == (HALVING_REDUCTION_FACTOR, 0)
+    assert built(type="SuccessiveHalvingPruner", reduction_factor=2).reduction_factor == 2
+    # An explicit first rung is Optuna's own pruner, exactly as configured.
+    fixed = built(type="SuccessiveHalvingPruner", min_resource=3)
+    assert type(fixed) is optuna.pruners.SuccessiveHalvingPruner
+    assert (fixed._min_resource, fixed._reduction_factor) == (3, HALVING_REDUCTION_FACTOR)
+    with pytest.raises(ValueError, match="n_warmup_steps does not apply to SuccessiveHalvingPruner"):
+        built(type="SuccessiveHalvingPruner", n_warmup_steps=3)

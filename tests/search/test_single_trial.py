@@ -82,6 +82,7 @@ def test_default_pruner_prunes_from_the_trials_first_lr_drop(fast_config, tmp_pa
     assert run_stored_trial(config, f"op:{trial.number}", storage=url) == 0
     stored = study.get_trials()[trial.number]
     assert stored.user_attrs["lr_first_drop"] == 1
+    assert stored.user_attrs["trial_steps"] == config.training.num_epochs  # what the default pruner times by
     assert stored.state == TrialState.PRUNED and stored.last_step == 1
 
 

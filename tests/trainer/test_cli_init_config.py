@@ -39,7 +39,7 @@ def test_optuna_section_and_overwrite_protection(tmp_path, digits_dir):
     search = yaml.safe_load(out.read_text())["search"]
     assert search["study_name"] == "digits_optimization"
     assert search["sampler"]["type"] == "TPESampler"
-    assert search["pruner"]["type"] == "MedianPruner"
+    assert search["pruner"]["type"] == "SuccessiveHalvingPruner"
     assert set(search["search_space"]) == {
         "optimizer.lr", "optimizer.weight_decay", "model.dropout", "training.batch_size",
     }

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 DEFAULT_STORAGE = "sqlite:///optuna_studies.db"
 
 SAMPLERS = ("TPESampler", "RandomSampler", "CmaEsSampler", "GridSampler")
-PRUNERS = ("MedianPruner", "PercentilePruner", "HyperbandPruner", "none")
+PRUNERS = ("SuccessiveHalvingPruner", "MedianPruner", "PercentilePruner", "HyperbandPruner", "none")
 
 
 class _Section(BaseModel):
@@ -84,7 +84,7 @@ class SamplerConfig(_Section):
 
 
 class PrunerConfig(_Section):
-    type: Literal[PRUNERS] = "MedianPruner"  # type: ignore[valid-type]
+    type: Literal[PRUNERS] = "SuccessiveHalvingPruner"  # type: ignore[valid-type]
     n_startup_trials: int | None = Field(None, ge=0)
     n_warmup_steps: int | None = Field(None, ge=0)
     interval_steps: int | None = Field(None, ge=1)
@@ -92,11 +92,13 @@ class PrunerConfig(_Section):
     min_resource: int | None = Field(None, ge=1)
     max_resource: int | Literal["auto"] | None = None
     reduction_factor: int | None = Field(None, ge=2)
+    min_early_stopping_rate: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> PrunerConfig:
         common = {"n_startup_trials", "n_warmup_steps", "interval_steps"}
         allowed = {
+            "SuccessiveHalvingPruner": {"min_resource", "reduction_factor", "min_early_stopping_rate"},
             "MedianPruner": common,
             "PercentilePruner": common | {"percentile"},
             "HyperbandPruner": {"min_resource", "max_resource", "reduction_factor"},

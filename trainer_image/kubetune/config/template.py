@@ -87,7 +87,7 @@ search:
     type: TPESampler         # RandomSampler, CmaEsSampler, GridSampler
     seed: 0
   pruner:
-    type: MedianPruner       # PercentilePruner, HyperbandPruner, none
+    type: SuccessiveHalvingPruner   # MedianPruner, PercentilePruner, HyperbandPruner, none
   search_space:              # dotted config keys; each trial overrides a copy of this config
     optimizer.lr: {{type: loguniform, low: 0.001, high: 0.3}}
     optimizer.weight_decay: {{type: loguniform, low: 1.0e-6, high: 0.01}}

@@ -36,7 +36,7 @@ from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError
 from kubetune.search.checks import overrides_for_trial, require_search
 from kubetune.search.interruption import INTERRUPTED_ATTR, Terminated
-from kubetune.search.pruners import LR_DROP_ATTR
+from kubetune.search.pruners import LR_DROP_ATTR, TRIAL_STEPS_ATTR
 from kubetune.search.results import FAIL_REASON_ATTR, trial_run_dir
 from kubetune.search.space import distributions
 
@@ -225,8 +225,10 @@ class TrialTrainer:
             run_dirs = [run_dir / f"fold-{k + 1}" for k in range(len(folds))]
         else:
             folds, run_dirs = [self._splits(cfg)], [run_dir]
+        # What kubetune's pruners time their first verdict by.
+        trial.set_user_attr(TRIAL_STEPS_ATTR, cfg.training.num_epochs * len(folds))
         drop = first_lr_drop(cfg.scheduler, cfg.training.num_epochs)
-        if drop is not None:  # kubetune's default pruner may prune from there
+        if drop is not None:  # the median pruner's warm-up may end there
             trial.set_user_attr(LR_DROP_ATTR, drop)
         done: list[float] = []
         try:
