@@ -17,7 +17,7 @@ search:
   direction: 'maximize'   # or 'minimize'
   metric: 'val_acc'       # or 'val_loss'
   sampler: {type: 'TPESampler', n_startup_trials: 10}      # RandomSampler, CmaEsSampler, GridSampler; seed
-  pruner:  {type: 'MedianPruner', n_startup_trials: 5, n_warmup_steps: 5}  # PercentilePruner (percentile), HyperbandPruner (min_resource, max_resource, reduction_factor), none
+  pruner:  {type: 'MedianPruner', n_startup_trials: 5, n_warmup_steps: 5}  # SuccessiveHalvingPruner (the default), PercentilePruner (percentile), HyperbandPruner, none
   search_space:
     optimizer.lr:        {type: 'loguniform', low: 1e-5, high: 1e-1}
     training.batch_size: {type: 'categorical', choices: [16, 32, 64]}

@@ -67,6 +67,11 @@ CASES = {
         {"pruner": {"type": "MedianPruner", "percentile": 30}},
         "percentile does not apply to MedianPruner",
     ),
+    "median option without a type (successive halving is the default)": (
+        {"pruner": {"n_warmup_steps": 5}},
+        "n_warmup_steps does not apply to SuccessiveHalvingPruner, the default type; it is a field of "
+        "MedianPruner or PercentilePruner",
+    ),
     "TPE option on another sampler": (
         {"sampler": {"type": "RandomSampler", "n_ei_candidates": 8}},
         "n_ei_candidates does not apply to RandomSampler",

@@ -53,6 +53,15 @@ def test_a_retry_of_a_retry_keeps_the_history():
     assert budget(study, 1).counted == 1
 
 
+def test_a_retry_leaves_the_pruners_rung_values_with_the_failed_trial():
+    study = optuna.create_study()
+    lost = _add(study, TrialState.FAIL, system_attrs={"completed_rung_0": 0.4, "completed_rung_1": 0.6})
+    enqueue_retry(study, lost, lost.params, DIST)
+    retry = study.get_trials(deepcopy=False)[-1]
+    assert not any(k.startswith("completed_rung_") for k in retry.system_attrs)  # or they would count twice
+    assert retry.system_attrs["failed_trial"] == lost.number
+
+
 def test_budget_done_only_when_nothing_is_left():
     study = optuna.create_study()
     _add(study, TrialState.COMPLETE, 1.0)

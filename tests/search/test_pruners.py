@@ -18,6 +18,8 @@ from kubetune.search.pruners import (
     TrialLengthHalvingPruner,
     WarmupFractionPruner,
     build_pruner,
+    first_rung,
+    shortest_trial_steps,
 )
 from kubetune.training.optim import first_lr_drop
 
@@ -174,3 +176,35 @@ def test_halving_defaults_and_overrides():
     assert (fixed._min_resource, fixed._reduction_factor) == (3, HALVING_REDUCTION_FACTOR)
     with pytest.raises(ValueError, match="n_warmup_steps does not apply to SuccessiveHalvingPruner"):
         built(type="SuccessiveHalvingPruner", n_warmup_steps=3)
+
+
+@pytest.mark.parametrize("space, cv, expected", [
+    ({}, False, None),
+    ({"training.num_epochs": {"type": "int", "low": 5, "high": 20}}, False, 5),
+    ({"training.num_epochs": {"type": "categorical", "choices": [10, 4, 20]}}, False, 4),
+    ({"training.num_epochs": {"type": "int", "low": 5, "high": 20}}, True, 15),
+])
+def test_a_searched_length_judges_every_trial_at_the_shortest_ones_rungs(space, cv, expected):
+    search = SearchConfig.model_validate({
+        "study_name": "s", "search_space": space,
+        "cross_validation": {"enabled": cv, "n_folds": 3}})
+    assert shortest_trial_steps(search) == expected
+    pruner = build_pruner(search)
+    assert pruner.shortest_steps == expected
+    if expected is not None:  # a 60-step trial is judged where the shortest one is (epoch 1, or 2 of 15)
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        assert _halving_run(study, [0.9] * 60, 60) is None
+        assert _halving_run(study, [0.1] * 60, 60) == (1 if expected < 10 else 2) != first_rung(60)
+
+
+def test_catching_up_a_resumed_run_asks_the_pruner_at_each_missing_epoch():
+    from kubetune.search.objective import EpochReporter
+
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3))
+    assert _halving_run(study, [0.9] * 8, 8) is None
+    trial = study.ask()
+    reporter = EpochReporter(trial, "val_acc", True, max, [], 0, 1, 8)
+    history = [{"epoch": e, "val_acc": v} for e, v in enumerate([0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9], 1)]
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
+        reporter.catch_up(history, {}, set())  # judged on epoch 2's 0.4, not epoch 8's 0.9

@@ -66,7 +66,7 @@ def test_run_stored_trial_prunes(fast_config, tmp_path):
     assert stored.state == TrialState.PRUNED and stored.last_step == 1
 
 
-def test_default_pruner_prunes_from_the_trials_first_lr_drop(fast_config, tmp_path):
+def test_the_median_pruner_prunes_from_the_trials_first_lr_drop(fast_config, tmp_path):
     """The trial says when its rate first drops (step 1 here); half the length would be step 2."""
     url = f"sqlite:///{tmp_path / 'op.db'}"
     search = search_section(study_name="op", pruner={"type": "MedianPruner", "n_startup_trials": 1})

@@ -97,16 +97,18 @@ class PrunerConfig(_Section):
     @model_validator(mode="after")
     def _fields_for_type(self) -> PrunerConfig:
         common = {"n_startup_trials", "n_warmup_steps", "interval_steps"}
-        allowed = {
+        fields_of = {
             "SuccessiveHalvingPruner": {"min_resource", "reduction_factor", "min_early_stopping_rate"},
             "MedianPruner": common,
             "PercentilePruner": common | {"percentile"},
             "HyperbandPruner": {"min_resource", "max_resource", "reduction_factor"},
             "none": set(),
-        }[self.type]
+        }
         for name in sorted(type(self).model_fields):
-            if name != "type" and getattr(self, name) is not None and name not in allowed:
-                raise ValueError(f"{name} does not apply to {self.type}")
+            if name != "type" and getattr(self, name) is not None and name not in fields_of[self.type]:
+                default = "" if "type" in self.model_fields_set else ", the default type"
+                types = " or ".join(t for t, fields in fields_of.items() if name in fields)
+                raise ValueError(f"{name} does not apply to {self.type}{default}; it is a field of {types}")
         if self.type == "PercentilePruner" and self.percentile is None:
             raise ValueError("percentile is required for PercentilePruner")
         if isinstance(self.max_resource, int) and self.max_resource < (self.min_resource or 1):

@@ -111,7 +111,10 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, 
     ``user_attrs`` default to the failed trial's, less its worker, its fail reason and
     where it was interrupted.
     """
-    system_attrs = {**trial.system_attrs, "failed_trial": trial.number,
+    # Successive halving's per-rung values stay with the failed trial: copied, they would
+    # count twice; the retry records its own as it reports (or catches up) those epochs.
+    kept = {k: v for k, v in trial.system_attrs.items() if not k.startswith("completed_rung_")}
+    system_attrs = {**kept, "failed_trial": trial.number,
                     "retry_history": [*trial.system_attrs.get("retry_history", ()), trial.number]}
     if user_attrs is None:
         user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR)}

@@ -106,16 +106,19 @@ class EpochReporter:
     def catch_up(self, history: list[dict[str, float]], values: Mapping[int, float],
                  reported: Container[int]) -> None:
         """Take over a resumed run's epochs: report the steps the trial lacks (``values``
-        where the source trial has them, else the running value), then ask the pruner.
+        where the source trial has them, else the running value), asking the pruner
+        after each as a live run does (successive halving judges a rung at its own step).
 
-        The pruner is asked even when no step was missing: a pod stopped between
-        ``report`` and telling PRUNED must end the trial now, not after another epoch.
+        The pruner is asked at the end even when no step was missing: a pod stopped
+        between ``report`` and telling PRUNED must end the trial now, not after another epoch.
         """
         running = None
         for entry in history:
             running, step = self._update(int(entry["epoch"]), entry)
             if step not in reported:
-                self.trial.report(values.get(step, running), step)
+                value = values.get(step, running)
+                self.trial.report(value, step)
+                self._prune(value)
         if running is not None:
             self._prune(running)
 

@@ -131,15 +131,21 @@ class TrialLengthHalvingPruner(optuna.pruners.BasePruner):
     The first rung is :func:`first_rung` of the trial's ``trial_steps`` user attribute
     (set by kubetune's objective: epochs, times folds under cross-validation); without
     it, of the longest completed trial's last step, with no pruning before one has
-    completed. Then every ``reduction_factor`` times further (2, 6, 18 with 3).
+    completed. Then every ``reduction_factor`` times further (2, 6, 18 with 3). When
+    trial lengths differ (``training.num_epochs`` searched), ``shortest_steps`` fixes one
+    first rung for all, so every trial is judged at the same epochs.
     """
 
-    def __init__(self, *, reduction_factor: int = HALVING_REDUCTION_FACTOR, min_early_stopping_rate: int = 0) -> None:
+    def __init__(self, *, reduction_factor: int = HALVING_REDUCTION_FACTOR, min_early_stopping_rate: int = 0,
+                 shortest_steps: int | None = None) -> None:
         self.reduction_factor, self.min_early_stopping_rate = reduction_factor, min_early_stopping_rate
+        self.shortest_steps = shortest_steps
         self._by_min_resource: dict[int, optuna.pruners.SuccessiveHalvingPruner] = {}
 
     def min_resource(self, study: optuna.Study, trial: FrozenTrial) -> int | None:
         """The step of the trial's first rung; None while its length is unknown."""
+        if self.shortest_steps is not None:
+            return first_rung(self.shortest_steps)
         steps = trial.user_attrs.get(TRIAL_STEPS_ATTR)
         if not isinstance(steps, int) or steps < 1:
             done = [t.last_step for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -160,6 +166,17 @@ class TrialLengthHalvingPruner(optuna.pruners.BasePruner):
         return self._by_min_resource[first].prune(study, trial)
 
 
+def shortest_trial_steps(search: SearchConfig) -> int | None:
+    """The steps of the shortest trial when ``training.num_epochs`` is searched; else None
+    (every trial has the config's length)."""
+    spec = search.search_space.get("training.num_epochs")
+    if spec is None:
+        return None
+    epochs = min(int(c) for c in spec.choices) if spec.type == "categorical" else int(spec.low)  # type: ignore[arg-type,union-attr]
+    folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
+    return max(1, epochs) * folds
+
+
 def build_pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
     """Successive halving, Median, Percentile, Hyperband or no pruning; fields left out
     take kubetune's defaults."""
@@ -168,7 +185,8 @@ def build_pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
         factor = cfg.reduction_factor or HALVING_REDUCTION_FACTOR
         rate = cfg.min_early_stopping_rate or 0
         if cfg.min_resource is None:
-            return TrialLengthHalvingPruner(reduction_factor=factor, min_early_stopping_rate=rate)
+            return TrialLengthHalvingPruner(reduction_factor=factor, min_early_stopping_rate=rate,
+                                            shortest_steps=shortest_trial_steps(search))
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=cfg.min_resource, reduction_factor=factor, min_early_stopping_rate=rate)
     if cfg.type in ("MedianPruner", "PercentilePruner"):
