@@ -34,6 +34,7 @@ from kubetune_operator.volumes import check_data_claim, results_volume
 
 logger = logging.getLogger("kubetune_operator")
 
+STUDY_DELETED = "StudyDeleted"  # the reason when the study went from under the StudyJob
 MAX_ROUNDS = 3  # observe-decide-act rounds in one pass (settling, then steering)
 
 __all__ = ["JobRejected", "Outcome", "reconcile"]
@@ -172,7 +173,7 @@ def _started(old: Mapping[str, Any], study_name: str) -> bool:
         return False
     counts = old.get("trials") or {}
     return any(counts.get(k) for k in ("running", "waiting", "complete", "pruned", "failed")) or any(
-        c.get("reason") == "StudyDeleted" for c in old.get("conditions") or [])
+        c.get("reason") == STUDY_DELETED for c in old.get("conditions") or [])
 
 
 # Passes that learn nothing about the trials --------------------------------------------
@@ -229,12 +230,12 @@ def _lost(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Conditio
         ref.rt.kube.delete_job(ref.namespace, name)
     message = str(exc) + (f" (stopped Jobs: {', '.join(sorted(stopped))})" if stopped else "")
     conditions = [c for c in conditions if c.type in (st.SPEC_VALID, st.RESULTS_VOLUME)]
-    conditions.append(st.Condition(st.STORAGE_READY, False, "StudyDeleted", str(exc)))
-    ref.post(Event("Warning", "StudyDeleted", message, once="study-deleted"))
+    conditions.append(st.Condition(st.STORAGE_READY, False, STUDY_DELETED, str(exc)))
+    ref.post(Event("Warning", STUDY_DELETED, message, once="study-deleted"))
     if old.get("phase") == st.SUCCEEDED:
         act.write_status(ref, old, st.SUCCEEDED, old.get("message", ""), conditions, _kept_fields(old))
         return Outcome()
-    conditions.append(st.Condition(st.FAILED_CONDITION, True, "StudyDeleted", str(exc)))
+    conditions.append(st.Condition(st.FAILED_CONDITION, True, STUDY_DELETED, str(exc)))
     kept = {**_kept_fields(old), "study": exc.study_name}  # what keeps later passes from making it again
     if "trials" in kept:
         kept["trials"] = {**kept["trials"], "running": 0}

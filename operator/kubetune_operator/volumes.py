@@ -13,6 +13,7 @@ node of the others (``builders/pods.py``: a required podAffinity on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from kubetune_operator import status as st
 from kubetune_operator.kube import ApiError, Kube
@@ -40,19 +41,24 @@ def check_data_claim(kube: Kube, namespace: str, spec: StudyJobSpec) -> None:
     StudyJob waits in Pending, naming it, instead of trial pods waiting to be scheduled
     until ``startupTimeoutSeconds`` fails them. Not readable (RBAC): not checked."""
     name = spec.data.persistent_volume_claim if spec.data is not None else None
-    if not name:
-        return
+    if name:
+        _read_claim(kube, namespace, name, "spec.data.persistentVolumeClaim", DataClaimNotFound)
+
+
+def _read_claim(kube: Kube, namespace: str, name: str, field: str,
+                missing: type[ClaimNotFound]) -> dict[str, Any] | None:
+    """The claim ``field`` names (one GET); None if the operator may not read it (RBAC);
+    ``missing`` if it does not exist."""
     try:
-        found = kube.get("PersistentVolumeClaim", namespace, name)
+        claim = kube.get("PersistentVolumeClaim", namespace, name)
     except ApiError as exc:
         if exc.status != 403:
             raise
-        return
-    if found is None:
-        raise DataClaimNotFound(
-            f"`spec.data.persistentVolumeClaim`: PersistentVolumeClaim `{name}` not found in namespace "
-            f"`{namespace}`; trials start once it exists",
-            field="spec.data.persistentVolumeClaim", temporary=True)
+        return None
+    if claim is None:
+        raise missing(f"`{field}`: PersistentVolumeClaim `{name}` not found in namespace `{namespace}`; "
+                      "trials start once it exists", field=field, temporary=True)
+    return claim
 
 
 @dataclass(frozen=True)
@@ -101,16 +107,8 @@ def results_volume(kube: Kube, namespace: str, spec: StudyJobSpec) -> ResultsVol
     name = spec.output.persistent_volume_claim if spec.output is not None else None
     if not name:
         return ResultsVolume(None)
-    try:
-        claim = kube.get("PersistentVolumeClaim", namespace, name)
-    except ApiError as exc:
-        if exc.status != 403:
-            raise
-        return ResultsVolume(name, readable=False)
+    claim = _read_claim(kube, namespace, name, "spec.output.persistentVolumeClaim", ClaimNotFound)
     if claim is None:
-        raise ClaimNotFound(
-            f"`spec.output.persistentVolumeClaim`: PersistentVolumeClaim `{name}` not found in namespace "
-            f"`{namespace}`; trials start once it exists",
-            field="spec.output.persistentVolumeClaim", temporary=True)
+        return ResultsVolume(name, readable=False)
     modes = (claim.get("status") or {}).get("accessModes") or (claim.get("spec") or {}).get("accessModes") or []
     return ResultsVolume(name, frozenset(modes))

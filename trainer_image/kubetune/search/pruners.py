@@ -78,6 +78,13 @@ LR_DROP_ATTR = "lr_first_drop"  # a trial's user attribute: the epoch its learni
 TRIAL_STEPS_ATTR = "trial_steps"  # a trial's user attribute: the steps it reports (epochs x folds)
 
 
+def longest_completed(study: optuna.Study) -> int | None:
+    """The last step of the longest completed trial; None before one has completed."""
+    steps = [t.last_step for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+             if t.last_step is not None]
+    return max(steps, default=None)
+
+
 class WarmupFractionPruner(optuna.pruners.BasePruner):
     """Optuna's PercentilePruner with the warm-up a fraction of the trial's length.
 
@@ -100,11 +107,10 @@ class WarmupFractionPruner(optuna.pruners.BasePruner):
 
     def warmup_steps(self, study: optuna.Study, trial: FrozenTrial | None = None) -> int | None:
         """Steps ``trial`` runs before it can be pruned; None until a trial has completed."""
-        steps = [t.last_step for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                 if t.last_step is not None]
-        if not steps:
+        longest = longest_completed(study)
+        if longest is None:
             return None
-        warmup = math.ceil(self.warmup_fraction * max(steps))
+        warmup = math.ceil(self.warmup_fraction * longest)
         drop = trial.user_attrs.get(LR_DROP_ATTR) if trial is not None else None
         return min(warmup, drop) if isinstance(drop, int) and drop > 0 else warmup
 
@@ -148,12 +154,8 @@ class TrialLengthHalvingPruner(optuna.pruners.BasePruner):
             return first_rung(self.shortest_steps)
         steps = trial.user_attrs.get(TRIAL_STEPS_ATTR)
         if not isinstance(steps, int) or steps < 1:
-            done = [t.last_step for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if t.last_step is not None]
-            if not done:
-                return None
-            steps = max(done)
-        return first_rung(steps)
+            steps = longest_completed(study)
+        return None if steps is None else first_rung(steps)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         first = self.min_resource(study, trial)
