@@ -195,17 +195,25 @@ def _invalid(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Condi
         conditions.append(st.Condition(st.FAILED_CONDITION, True, "InvalidSpec", message))
     ref.post(Event("Warning", reason, message, once=f"invalid:{message}"))
     phase = st.PENDING if exc.temporary else st.FAILED
-    if exc.temporary and old.get("phase") in (st.SUCCEEDED, st.FAILED) and \
-            old.get("observedGeneration") == ref.generation:
+    if exc.temporary and _finished(ref, old):
         # A finished StudyJob whose claim or ConfigMap went away afterwards stays finished.
-        phase = old["phase"]
-        kept = [c for c in old.get("conditions") or [] if c.get("type") not in {c.type for c in conditions}]
-        conditions += [st.Condition(c["type"], c.get("status") == "True", c.get("reason", ""), c.get("message", ""))
-                       for c in kept]
-        act.write_status(ref, old, phase, old.get("message", message), conditions, _kept_fields(old))
+        _keep_finished(ref, old, conditions)
         return Outcome()
     act.write_status(ref, old, phase, message, conditions, _kept_fields(old))
     return Outcome(retry_after=ref.rt.options.retry_seconds if exc.temporary else None)
+
+
+def _finished(ref: StudyJobRef, old: Mapping[str, Any]) -> bool:
+    """The last status ended this very spec (Succeeded or Failed, generation unchanged)."""
+    return old.get("phase") in (st.SUCCEEDED, st.FAILED) and old.get("observedGeneration") == ref.generation
+
+
+def _keep_finished(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Condition]) -> None:
+    """Write ``conditions`` over a finished status, keeping its phase, message and other conditions."""
+    kept = [c for c in old.get("conditions") or [] if c.get("type") not in {c.type for c in conditions}]
+    conditions = conditions + [
+        st.Condition(c["type"], c.get("status") == "True", c.get("reason", ""), c.get("message", "")) for c in kept]
+    act.write_status(ref, old, old["phase"], old.get("message", ""), conditions, _kept_fields(old))
 
 
 def _rejected(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Condition], failure: Failure) -> Outcome:
@@ -248,8 +256,13 @@ def _unavailable(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.C
     conditions = [c for c in conditions if c.type == st.SPEC_VALID]
     conditions.append(st.Condition(st.STORAGE_READY, False, reason, message))
     ref.post(Event("Warning", reason, message, once=f"storage:{message}"))
+    if _finished(ref, old):
+        # Nothing is decided while the storage is away: a finished StudyJob stays finished
+        # (a StudyDeleted one too), with StorageReady saying why it cannot be read.
+        _keep_finished(ref, old, conditions)
+        return Outcome(retry_after=ref.rt.options.retry_seconds)
     phase = old.get("phase") or st.PENDING
-    if phase == st.FAILED:
+    if phase == st.FAILED:  # it failed on an earlier spec: the edited one waits for the storage
         phase = st.PENDING
     act.write_status(ref, old, phase, message, conditions, _kept_fields(old))
     return Outcome(retry_after=ref.rt.options.retry_seconds)

@@ -167,16 +167,22 @@ async def test_deleting_keeps_the_study_and_fails_its_running_trials(cluster, st
     assert all(t.user_attrs[names.ATTR_FAIL_REASON].startswith("StudyJobDeleted") for t in trials)
 
 
+async def _delete_the_study_under(cluster, name: str, url: str, make_kubelet) -> dict:
+    """Start StudyJob ``name`` with two held trials, delete its study (e.g. ``optuna
+    delete-study``); its status once Failed."""
+    async with make_kubelet(lambda job: "hold"):
+        await cluster.create_studyjob(name, digits_spec(n_trials=4, parallelism=2))
+        await wait_for(lambda: len(cluster.jobs(name)) == 2, 30, "two Jobs")
+        optuna.delete_study(study_name="digits-op", storage=url)
+        return await cluster.wait_phase(name, "Failed", 30)
+
+
 @pytest.mark.asyncio
 async def test_a_study_deleted_under_a_running_studyjob_fails_it_and_stops_its_jobs(
         cluster, storage_secret, start_operator, make_kubelet):
     first = await start_operator(resync_seconds=0.3)
-    async with make_kubelet(lambda job: "hold"):
-        await cluster.create_studyjob("lost", digits_spec(n_trials=4, parallelism=2))
-        await wait_for(lambda: len(cluster.jobs("lost")) == 2, 30, "two Jobs")
-        optuna.delete_study(study_name="digits-op", storage=storage_secret)  # e.g. optuna delete-study
-        status = await cluster.wait_phase("lost", "Failed", 30)
-        await wait_for(lambda: cluster.jobs("lost") == {}, 30, "its Jobs to be stopped")
+    status = await _delete_the_study_under(cluster, "lost", storage_secret, make_kubelet)
+    await wait_for(lambda: cluster.jobs("lost") == {}, 30, "its Jobs to be stopped")
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Failed"]["reason"] == conditions["StorageReady"]["reason"] == "StudyDeleted"
     assert "study `digits-op` is no longer in the storage" in status["message"]
@@ -287,3 +293,25 @@ async def test_a_finished_studyjob_stays_finished_when_its_results_claim_goes(cl
     await start_operator()  # its first pass finds no claim
     await wait_for(claim_missing, 30, "condition ResultsVolume ClaimNotFound")
     assert cluster.status("kept")["phase"] == "Succeeded"
+
+
+@pytest.mark.asyncio
+async def test_a_studyjob_failed_by_a_deleted_study_stays_failed_while_the_storage_is_away(
+        cluster, storage_secret, start_operator, make_kubelet):
+    first = await start_operator(resync_seconds=0.3)
+    await _delete_the_study_under(cluster, "gone", storage_secret, make_kubelet)
+    await first.stop()
+    await cluster.delete("v1/secrets", "kubetune-postgres")  # the storage cannot be reached
+
+    def conditions() -> dict:
+        return {c["type"]: c for c in cluster.status("gone").get("conditions") or []}
+
+    await start_operator(resync_seconds=0.3)
+    await wait_for(lambda: conditions()["StorageReady"]["reason"] == "SecretNotFound", 30,
+                   "StorageReady SecretNotFound")
+    status = cluster.status("gone")
+    assert status["phase"] == "Failed" and conditions()["Failed"]["reason"] == "StudyDeleted"
+    assert "is no longer in the storage" in status["message"]
+    await cluster.create_secret("kubetune-postgres", {"url": storage_secret})
+    await wait_for(lambda: conditions()["StorageReady"]["reason"] == "StudyDeleted", 30, "StudyDeleted again")
+    assert cluster.status("gone")["phase"] == "Failed"
