@@ -54,3 +54,11 @@ def test_too_small_trial_train_fraction_stops_the_search(workdir):
     assert len(lines) == 1 and "train_fraction" in lines[0]
     assert "of 1437 training images leaves 1, fewer than the 10 classes" in lines[0]
     assert sorted(p.name for p in workdir.iterdir()) == before
+
+
+def test_a_searched_train_fraction_that_goes_too_low_stops_the_search(workdir):
+    space = '{type: uniform, low: 0.001, high: 0.5}'
+    assert_fails_cleanly(
+        workdir, "ml-search", "--set", f"search.search_space.data.train_fraction={space}",
+        expected="`search.search_space.data.train_fraction` reaches 0.001, and `data.train_fraction` 0.001 of "
+                 "1437 training images leaves 1, fewer than the 10 classes; raise it to at least 0.007")

@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.search_schema import SearchConfig
+from kubetune.search.space import value_range
 
 # Defaults measured with bench/search_efficiency.py (issue 14): digits at 8x8, a small
 # CNN, a 300-epoch budget in which pruned trials' epochs count, lr / batch size /
@@ -174,7 +175,7 @@ def shortest_trial_steps(search: SearchConfig) -> int | None:
     spec = search.search_space.get("training.num_epochs")
     if spec is None:
         return None
-    epochs = min(int(c) for c in spec.choices) if spec.type == "categorical" else int(spec.low)  # type: ignore[arg-type,union-attr]
+    epochs = int(value_range(spec)[0])
     folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
     return max(1, epochs) * folds
 

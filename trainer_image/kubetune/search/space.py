@@ -56,6 +56,13 @@ def grid_values(space: Mapping[str, ParamSpec]) -> dict[str, list[Any]]:
     return grid
 
 
+def value_range(spec: ParamSpec) -> tuple[Any, Any]:
+    """The lowest and highest value one ``search_space`` entry can pick."""
+    if spec.type == "categorical":
+        return min(spec.choices or []), max(spec.choices or [])  # type: ignore[type-var]
+    return spec.low, spec.high
+
+
 def contains(space: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> bool:
     """Whether ``values`` (dotted key -> value) lie inside ``space``."""
     dists = distributions(space)
