@@ -189,9 +189,11 @@ def test_half_a_split_layout_says_which_layouts_work(digits_dir, tmp_path, other
         assert f"{root}/<class>/<image> (split by data.val_split)" in message
 
 
-def test_a_class_named_train_is_still_a_class(digits_dir, tmp_path):
-    root = copy_digits(digits_dir, tmp_path / "vehicles", 5, classes=("bus", "train"))
-    assert load_splits(DataConfig(path=str(root), image_size=8)).classes == ["bus", "train"]
+@pytest.mark.parametrize("classes", [("bus", "train"), ("bus", "train", "val")])
+def test_classes_named_train_and_val_are_still_classes(digits_dir, tmp_path, classes):
+    root = copy_digits(digits_dir, tmp_path / "vehicles", 5, classes=classes)
+    assert load_splits(DataConfig(path=str(root), image_size=8)).classes == list(classes)
+    assert inspect_dataset(root).layout == "single"
 
 
 @pytest.mark.parametrize(("per_class", "settings", "error", "path", "message"), [

@@ -39,8 +39,10 @@ class DatasetInfo:
 
 
 def dataset_layout(root: Path) -> str:
-    """``split`` when ``root`` has ``train/`` and ``val/`` sub-folders, else ``single``."""
-    return "split" if all((root / name).is_dir() for name in SPLIT_FOLDERS) else "single"
+    """``split`` when ``root`` has ``train/`` and ``val/`` sub-folders and ``train/`` holds
+    class folders, else ``single`` (where ``train`` and ``val`` may be two classes of images)."""
+    split = all((root / name).is_dir() for name in SPLIT_FOLDERS) and _has_subfolders(root / "train")
+    return "split" if split else "single"
 
 
 def check_folder(folder: Path, field: str | None = None) -> None:
