@@ -96,6 +96,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -416,8 +417,6 @@ def _bootstrap_ratio(ours: list[float], theirs: list[float], draws: int = 4000) 
     """How far the ratio of median epochs moves when each method's seeds are drawn again
     (with replacement): its 10th and 90th percentiles, and the share of draws at most 0.5.
     A median of 32 seeds of random search can sit in a gap between two clusters of seeds."""
-    import random
-
     rng = random.Random(0)
     ratios = sorted(_ratio(statistics.median(rng.choices(ours, k=len(ours))),
                            statistics.median(rng.choices(theirs, k=len(theirs)))) for _ in range(draws))

@@ -9,7 +9,7 @@ images than there are classes, and they name the setting to change. No torch nee
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,14 +108,27 @@ def check_split_sizes(
     check_train_fraction(n_train, n_classes, train_fraction, trial_train_fraction)
 
 
-def check_data_sizes(cfg: DataConfig, trial_train_fraction: float = 1.0) -> None:
+def check_data_sizes(cfg: DataConfig, trial_train_fraction: float = 1.0,
+                     searched: Mapping[str, float] | None = None) -> None:
     """Raise DataError or ConfigError when ``cfg`` (and a search's trial fraction) is too small.
 
-    Lists the folder but decodes nothing: ml-search calls it before any trial.
+    ``searched``: the ends of searched ``data`` ranges (``train_fraction``: its lowest,
+    ``val_split``: its highest), checked too; their ConfigError names the search-space
+    entry. Lists the folder once and decodes nothing: ml-search calls it before any trial.
     """
     root = Path(cfg.path)
     check_folder(root, field="data.path")
     layout = dataset_layout(root)
     images = list_images(root / "train" if layout == "split" else root)
-    check_split_sizes(root, layout, len(images.paths), len(images.classes), cfg.val_split,
-                      cfg.train_fraction, trial_train_fraction)
+    n_images, n_classes = len(images.paths), len(images.classes)
+    check_split_sizes(root, layout, n_images, n_classes, cfg.val_split, cfg.train_fraction, trial_train_fraction)
+    if not searched:
+        return
+    ends = {"val_split": cfg.val_split, "train_fraction": cfg.train_fraction, **searched}
+    try:
+        check_split_sizes(root, layout, n_images, n_classes, ends["val_split"], ends["train_fraction"])
+    except ConfigError as exc:
+        field = (exc.path or "").removeprefix("data.")
+        field = field if field in searched else next(iter(searched))  # val_split left too few for train_fraction
+        key = f"search.search_space.data.{field}"
+        raise ConfigError(f"`{key}` reaches {searched[field]:g}, and {exc}", path=key) from None

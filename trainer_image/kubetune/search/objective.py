@@ -33,7 +33,7 @@ from optuna.distributions import (
 
 from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
-from kubetune.errors import ConfigError, KubetuneError
+from kubetune.errors import KubetuneError
 from kubetune.search.checks import overrides_for_trial, require_search
 from kubetune.search.interruption import INTERRUPTED_ATTR, Terminated
 from kubetune.search.pruners import LR_DROP_ATTR, TRIAL_STEPS_ATTR
@@ -150,33 +150,16 @@ class TrialTrainer:
         from kubetune.search.checks import config_point
         from kubetune.training.precision import resolve_device
 
-        check_data_sizes(self._base.data, self.search.trial_train_fraction)  # names the field to raise
-        self._check_searched_sizes()
+        space = self.search.search_space  # the ends of searched data ranges are checked too
+        searched = {field: value_range(space[f"data.{field}"])[end]
+                    for field, end in (("train_fraction", 0), ("val_split", 1)) if f"data.{field}" in space}
+        check_data_sizes(self._base.data, self.search.trial_train_fraction, searched)  # names the field to raise
         cfg = self.trial_config(config_point(self.config))
         resolve_device(cfg.training.device)
         splits = self._splits(cfg)
         if self.search.cross_validation.enabled:
             self._fold_splits(cfg)
         build_model(cfg.model, splits.num_classes, splits.channels)
-
-    def _check_searched_sizes(self) -> None:
-        """The smallest training set the space can pick (the lowest ``data.train_fraction``
-        with the highest ``data.val_split``) keeps an image per class, or a ConfigError
-        names the search-space entry."""
-        from kubetune.data.sizes import check_data_sizes
-
-        space = self.search.search_space
-        extremes = {field: value_range(space[f"data.{field}"])[end]
-                    for field, end in (("train_fraction", 0), ("val_split", 1)) if f"data.{field}" in space}
-        if not extremes:
-            return
-        try:
-            check_data_sizes(self._base.data.model_copy(update=extremes))
-        except ConfigError as exc:
-            field = (exc.path or "").removeprefix("data.")
-            field = field if field in extremes else next(iter(extremes))  # val_split left too few for train_fraction
-            key = f"search.search_space.data.{field}"
-            raise ConfigError(f"`{key}` reaches {extremes[field]:g}, and {exc}", path=key) from None
 
     def _splits(self, cfg: Config):
         from kubetune.data.datasets import load_splits

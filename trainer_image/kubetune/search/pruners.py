@@ -92,7 +92,29 @@ def longest_completed(study: optuna.Study) -> int | None:
     return max(steps, default=None)
 
 
-class WarmupFractionPruner(optuna.pruners.BasePruner):
+class _PerKeyPruner(optuna.pruners.BasePruner):
+    """Hands each verdict to an Optuna pruner built for a key the trial decides (its
+    warm-up, its first rung), made once per key; no verdict while the key is None."""
+
+    def __init__(self) -> None:
+        self._pruners: dict[int, optuna.pruners.BasePruner] = {}
+
+    def key(self, study: optuna.Study, trial: FrozenTrial) -> int | None:
+        raise NotImplementedError
+
+    def build(self, key: int) -> optuna.pruners.BasePruner:
+        raise NotImplementedError
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        key = self.key(study, trial)
+        if key is None:
+            return False
+        if key not in self._pruners:
+            self._pruners[key] = self.build(key)
+        return self._pruners[key].prune(study, trial)
+
+
+class WarmupFractionPruner(_PerKeyPruner):
     """Optuna's PercentilePruner with the warm-up a fraction of the trial's length.
 
     The length is the last step of the longest completed trial, so the same default
@@ -108,9 +130,9 @@ class WarmupFractionPruner(optuna.pruners.BasePruner):
             raise ValueError(f"warmup_fraction must be between 0 and 1, but got {warmup_fraction}.")
         if n_startup_trials < 0:
             raise ValueError(f"n_startup_trials must be at least 0, but got {n_startup_trials}.")
+        super().__init__()
         self.percentile, self.n_startup_trials = percentile, n_startup_trials
         self.warmup_fraction, self.interval_steps, self.n_min_trials = warmup_fraction, interval_steps, n_min_trials
-        self._by_warmup: dict[int, optuna.pruners.PercentilePruner] = {}
 
     def warmup_steps(self, study: optuna.Study, trial: FrozenTrial | None = None) -> int | None:
         """Steps ``trial`` runs before it can be pruned; None until a trial has completed."""
@@ -121,15 +143,12 @@ class WarmupFractionPruner(optuna.pruners.BasePruner):
         drop = trial.user_attrs.get(LR_DROP_ATTR) if trial is not None else None
         return min(warmup, drop) if isinstance(drop, int) and drop > 0 else warmup
 
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        warmup = self.warmup_steps(study, trial)
-        if warmup is None:
-            return False
-        if warmup not in self._by_warmup:
-            self._by_warmup[warmup] = optuna.pruners.PercentilePruner(
-                self.percentile, n_startup_trials=self.n_startup_trials, n_warmup_steps=warmup,
-                interval_steps=self.interval_steps, n_min_trials=self.n_min_trials)
-        return self._by_warmup[warmup].prune(study, trial)
+    key = warmup_steps
+
+    def build(self, key: int) -> optuna.pruners.BasePruner:
+        return optuna.pruners.PercentilePruner(
+            self.percentile, n_startup_trials=self.n_startup_trials, n_warmup_steps=key,
+            interval_steps=self.interval_steps, n_min_trials=self.n_min_trials)
 
 
 def first_rung(steps: int) -> int:
@@ -138,7 +157,7 @@ def first_rung(steps: int) -> int:
     return max(1, round(math.sqrt(steps) / 2))
 
 
-class TrialLengthHalvingPruner(optuna.pruners.BasePruner):
+class TrialLengthHalvingPruner(_PerKeyPruner):
     """Optuna's SuccessiveHalvingPruner with its first rung set by the trial's length.
 
     The first rung is :func:`first_rung` of the trial's ``trial_steps`` user attribute
@@ -151,9 +170,9 @@ class TrialLengthHalvingPruner(optuna.pruners.BasePruner):
 
     def __init__(self, *, reduction_factor: int = HALVING_REDUCTION_FACTOR, min_early_stopping_rate: int = 0,
                  shortest_steps: int | None = None) -> None:
+        super().__init__()
         self.reduction_factor, self.min_early_stopping_rate = reduction_factor, min_early_stopping_rate
         self.shortest_steps = shortest_steps
-        self._by_min_resource: dict[int, optuna.pruners.SuccessiveHalvingPruner] = {}
 
     def min_resource(self, study: optuna.Study, trial: FrozenTrial) -> int | None:
         """The step of the trial's first rung; None while its length is unknown."""
@@ -164,15 +183,12 @@ class TrialLengthHalvingPruner(optuna.pruners.BasePruner):
             steps = longest_completed(study)
         return None if steps is None else first_rung(steps)
 
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        first = self.min_resource(study, trial)
-        if first is None:
-            return False
-        if first not in self._by_min_resource:
-            self._by_min_resource[first] = optuna.pruners.SuccessiveHalvingPruner(
-                min_resource=first, reduction_factor=self.reduction_factor,
-                min_early_stopping_rate=self.min_early_stopping_rate)
-        return self._by_min_resource[first].prune(study, trial)
+    key = min_resource
+
+    def build(self, key: int) -> optuna.pruners.BasePruner:
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=key, reduction_factor=self.reduction_factor,
+            min_early_stopping_rate=self.min_early_stopping_rate)
 
 
 def shortest_trial_steps(search: SearchConfig) -> int | None:
