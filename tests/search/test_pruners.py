@@ -207,4 +207,4 @@ def test_catching_up_a_resumed_run_asks_the_pruner_at_each_missing_epoch():
     reporter = EpochReporter(trial, "val_acc", True, max, [], 0, 1, 8)
     history = [{"epoch": e, "val_acc": v} for e, v in enumerate([0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9], 1)]
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
-        reporter.catch_up(history, {}, set())  # judged on epoch 2's 0.4, not epoch 8's 0.9
+        reporter.catch_up(history, {})  # judged on epoch 2's 0.4, not epoch 8's 0.9

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -181,6 +182,40 @@ def test_a_resumed_pod_asks_the_pruner_before_training_and_clears_interrupted(
         assert stored.state == TrialState.COMPLETE and sorted(stored.intermediate_values) == [1, 2, 3, 4]
         assert trained_epochs(output.err, 4) == [3, 4]
         assert stored.user_attrs[INTERRUPTED_ATTR] == ""  # it trained again: no longer stopped
+
+
+def test_an_epoch_reported_before_its_checkpoint_landed_is_trained_again_not_reported_twice(
+        fast_config, tmp_path, monkeypatch, capsys):
+    """Checkpoints are written in the background: a pod killed (SIGKILL, a lost node)
+    after reporting epoch STOP can leave last.pt at STOP - 1. The next pod trains epoch
+    STOP again and keeps the trial's stored value for it, without Optuna's warning."""
+    from kubetune.training.checkpoint import CheckpointWriter
+
+    url = f"sqlite:///{tmp_path / 'op.db'}"
+    config = validate_config({**small_base(fast_config, epochs=4), "search": search_section(
+        study_name="op", pruner={"type": "none"})})
+    study = optuna.create_study(study_name="op", storage=url, direction="maximize")
+    trial = study.ask(distributions(config.search.search_space))
+    last = Path(config.logging.output_dir) / "op" / f"trial-{trial.number}" / "last.pt"
+
+    real_save = CheckpointWriter.save
+    with monkeypatch.context() as patched:
+        _stop_pod_after(patched, STOP)
+        patched.setattr(CheckpointWriter, "save", lambda self, payload, best: None
+                        if payload["epoch"] == STOP else real_save(self, payload, best=best))
+        assert run_stored_trial(config, f"op:{trial.number}", storage=url) == TERMINATED_EXIT
+    reported = study.get_trials()[trial.number].intermediate_values
+    assert sorted(reported) == [1, STOP] and load_checkpoint(last)["epoch"] == STOP - 1
+    capsys.readouterr()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_stored_trial(config, f"op:{trial.number}", storage=url) == 0
+    assert not [w for w in caught if "already reported" in str(w.message)]
+    assert trained_epochs(capsys.readouterr().err, 4) == [STOP, 3, 4]
+    stored = study.get_trials()[trial.number]
+    assert stored.state == TrialState.COMPLETE and sorted(stored.intermediate_values) == [1, 2, 3, 4]
+    assert stored.intermediate_values[STOP] == reported[STOP]  # same seed: the same value again
 
 
 class _SigtermWhileTold(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from kubetune.config import validate_config, with_overrides
 from kubetune.config.loader import config_to_dict
 from kubetune.errors import KubetuneError
 from kubetune.training import train
-from kubetune.training.checkpoint import load_checkpoint, resumable
+from kubetune.training.checkpoint import CheckpointWriter, load_checkpoint, resumable
 
 EPOCHS, STOP = 5, 2
 
@@ -114,12 +115,75 @@ def test_best_pt_is_written_before_last_pt(tmp_path, monkeypatch):
         real(path, data)
 
     monkeypatch.setattr(checkpoint, "write_bytes_atomic", write)
-    checkpoint.save_checkpoints(tmp_path, {"epoch": 1}, best=True)
-    checkpoint.save_checkpoints(tmp_path, {"epoch": 2}, best=False)
+    with CheckpointWriter(tmp_path) as writer:
+        writer.save({"epoch": 1}, best=True)
+        writer.save({"epoch": 2}, best=False)
     assert written == ["best.pt", "last.pt", "last.pt"]
     written.clear()
     kill.append(True)
-    with pytest.raises(Killed):
-        checkpoint.save_checkpoints(tmp_path, {"epoch": 3}, best=True)
+    with pytest.raises(Killed), CheckpointWriter(tmp_path) as writer:
+        writer.save({"epoch": 3}, best=True)
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 3
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
+def _blocking_writes(monkeypatch):
+    """Writes that wait for ``release.set()``; ``started`` is set when one begins."""
+    from kubetune.training import checkpoint
+
+    started, release, real = threading.Event(), threading.Event(), checkpoint.write_bytes_atomic
+
+    def write(path, data):
+        started.set()
+        assert release.wait(30)
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "write_bytes_atomic", write)
+    return started, release
+
+
+def test_checkpoints_are_written_while_the_next_epoch_trains(tmp_path, monkeypatch):
+    started, release = _blocking_writes(monkeypatch)
+    payload = {"epoch": 1, "weights": torch.ones(3)}
+    with CheckpointWriter(tmp_path) as writer:
+        writer.save(payload, best=False)
+        payload["weights"].add_(1)  # the next epoch trains on: the queued bytes keep epoch 1
+        assert started.wait(30) and not (tmp_path / "last.pt").exists()  # save() did not wait
+        release.set()
+    saved = load_checkpoint(tmp_path / "last.pt")  # on disk once the block is left
+    assert saved["epoch"] == 1 and saved["weights"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_failed_checkpoint_write_stops_the_next_epoch(tmp_path, monkeypatch):
+    from kubetune.training import checkpoint
+
+    def full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "write_bytes_atomic", full)
+    with pytest.raises(OSError, match="No space left"), CheckpointWriter(tmp_path) as writer:
+        writer.save({"epoch": 1}, best=False)
+        writer.save({"epoch": 2}, best=False)  # raises epoch 1's error
+        pytest.fail("the second save went on after the first one's write failed")
+
+
+def test_an_interrupt_waits_for_the_last_checkpoint_and_stays_the_error(tmp_path, monkeypatch, capsys):
+    started, release = _blocking_writes(monkeypatch)
+    with pytest.raises(KeyboardInterrupt), CheckpointWriter(tmp_path) as writer:
+        writer.save({"epoch": 4}, best=False)
+        assert started.wait(30)
+        threading.Timer(0.2, release.set).start()
+        raise KeyboardInterrupt  # SIGTERM (Terminated) or Ctrl-C while the write is queued
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4  # the resume point landed
+
+    from kubetune.training import checkpoint
+
+    def full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "write_bytes_atomic", full)
+    with pytest.raises(KeyboardInterrupt), CheckpointWriter(tmp_path) as writer:
+        writer.save({"epoch": 5}, best=False)
+        raise KeyboardInterrupt
+    assert f"warning: the last checkpoint in {tmp_path} was not written" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4

@@ -19,7 +19,7 @@ import contextlib
 import gc
 import logging
 import statistics
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,9 @@ class EpochReporter:
         self.done_folds, self.fold, self.folds, self.epochs = done_folds, fold, folds, epochs
         self.best: float | None = None
         self.where: str | None = None  # "epoch 4" (of fold 2): the last epoch seen
+        # Steps the trial holds already. A pod killed after reporting an epoch but before
+        # its checkpoint landed (written in the background) trains that epoch again.
+        self.reported: set[int] = set()
 
     def _update(self, epoch: int, metrics: Mapping[str, float]) -> tuple[float, int]:
         value = float(metrics[self.metric])
@@ -100,11 +103,15 @@ class EpochReporter:
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
         running, step = self._update(epoch, metrics)
-        self.trial.report(running, step)
+        self._report(running, step)
         self._prune(running)
 
-    def catch_up(self, history: list[dict[str, float]], values: Mapping[int, float],
-                 reported: Container[int]) -> None:
+    def _report(self, value: float, step: int) -> None:
+        if step not in self.reported:
+            self.trial.report(value, step)
+            self.reported.add(step)
+
+    def catch_up(self, history: list[dict[str, float]], values: Mapping[int, float]) -> None:
         """Take over a resumed run's epochs: report the steps the trial lacks (``values``
         where the source trial has them, else the running value), asking the pruner
         after each as a live run does (successive halving judges a rung at its own step).
@@ -115,9 +122,9 @@ class EpochReporter:
         running = None
         for entry in history:
             running, step = self._update(int(entry["epoch"]), entry)
-            if step not in reported:
+            if step not in self.reported:
                 value = values.get(step, running)
-                self.trial.report(value, step)
+                self._report(value, step)
                 self._prune(value)
         if running is not None:
             self._prune(running)
@@ -263,13 +270,14 @@ class TrialTrainer:
 
         frozen = trial.study._storage.get_trial(trial._trial_id)
         run_id = trial_run_id(self.study_name, frozen)
+        reporter.reported.update(frozen.intermediate_values)
         point = find_resume_point(self.config, trial.study, self.study_name, frozen, config_to_dict(cfg))
         if point is None:
             return None, run_id
         where = "last.pt" if point.source == trial.number else f"trial-{point.source}/last.pt"
         print(f"trial {trial.number} of {self.study_name}: resuming from epoch {point.epoch} of "
               f"{cfg.training.num_epochs} ({where})", flush=True)
-        reporter.catch_up(point.history, point.values, frozen.intermediate_values)
+        reporter.catch_up(point.history, point.values)
         return point.path, run_id
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Checkpoints: ``last.pt`` after every epoch, ``best.pt`` when the monitored metric improves.
+"""Checkpoints: ``last.pt`` after every epoch, ``best.pt`` when the monitored metric improves,
+written by :class:`CheckpointWriter` while the next epoch trains.
 
 A checkpoint holds the config next to the weights, so it says what it is, and
 everything a run needs to continue where it stopped:
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import io
 import random
+import sys
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +78,68 @@ def checkpoint_payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     }
 
 
-def save_checkpoints(run_dir: Path, payload: dict[str, Any], *, best: bool) -> None:
-    """Write ``best.pt`` (when ``best``), then ``last.pt``; serialise the payload once.
+def serialise(payload: dict[str, Any]) -> bytes:
+    """A checkpoint's bytes; copies the tensors, so training may change them afterwards."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def write_checkpoints(run_dir: Path, data: bytes, *, best: bool) -> None:
+    """Write ``best.pt`` (when ``best``), then ``last.pt``, each through an fsync'd rename.
 
     ``last.pt`` is the commit point: a resumed run believes its history about which
     epoch is best, so ``best.pt`` must hold that epoch before ``last.pt`` says so. A
     kill between the two leaves ``best.pt`` one epoch ahead of ``last.pt``: an epoch the
     resumed run trains again.
     """
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
     if best:
         write_bytes_atomic(run_dir / "best.pt", data)
     write_bytes_atomic(run_dir / "last.pt", data)
+
+
+class CheckpointWriter:
+    """Writes each epoch's checkpoints on a background thread while the next epoch trains.
+
+    The fsync'd writes are most of a small model's checkpoint cost, and they wait on
+    the disk, not the CPU. :meth:`save` serialises on the caller's thread, then waits
+    for the previous epoch's writes (so one epoch's bytes at most are held, and files
+    land in epoch order) and raises their error. Leaving the ``with`` block waits for
+    the last writes; if the block is already failing (an error, a SIGTERM), a write
+    error is printed rather than raised, so the first cause is the one reported.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubetune-checkpoint")
+        self._pending: Future[None] | None = None
+
+    def save(self, payload: dict[str, Any], *, best: bool) -> None:
+        """Queue ``payload`` as ``last.pt`` (and ``best.pt`` when ``best``)."""
+        data = serialise(payload)
+        self.wait()
+        self._pending = self._executor.submit(write_checkpoints, self.run_dir, data, best=best)
+
+    def wait(self) -> None:
+        """Block until the queued writes are on disk; raise their error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        try:
+            self.wait()
+        except Exception as error:
+            if exc is None:
+                raise
+            print(f"warning: the last checkpoint in {self.run_dir} was not written: {error}",
+                  file=sys.stderr)
+        finally:
+            self._executor.shutdown(wait=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

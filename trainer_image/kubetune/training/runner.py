@@ -21,10 +21,10 @@ from kubetune.errors import KubetuneError
 from kubetune.models import build_model
 from kubetune.training.batches import make_batches
 from kubetune.training.checkpoint import (
+    CheckpointWriter,
     checkpoint_payload,
     load_checkpoint,
     restore,
-    save_checkpoints,
 )
 from kubetune.training.loop import evaluate, train_one_epoch
 from kubetune.training.optim import build_optimizer, build_scheduler
@@ -143,7 +143,7 @@ def train(
     start = history[-1]["epoch"] if history else 0
     bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines, done=start)
     try:
-        with bar:
+        with bar, CheckpointWriter(run_dir) as checkpoints:
             for epoch in range(start + 1, epochs + 1):
                 train_loss, train_acc = train_one_epoch(
                     forward, train_loader, optimizer, criterion, precision, on_batch=bar.advance
@@ -172,7 +172,7 @@ def train(
                     model, optimizer, epoch, metrics, plain_config, data.classes,
                     history=run_log.history, scheduler=scheduler, scaler=precision.scaler,
                     generator=train_loader.generator, run_id=run_id)
-                save_checkpoints(run_dir, payload, best=improved)
+                checkpoints.save(payload, best=improved)
                 if callback is not None and callback(epoch, metrics):
                     stopped = True
                     break
