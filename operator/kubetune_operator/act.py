@@ -69,6 +69,8 @@ class StudyJobRef:
 
 def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> None:
     """Fail, resume and retry the trials the plan names; make the Jobs it finds missing."""
+    if plan.start or plan.resume:
+        _check_jobs(ref, s)
     for item in plan.start:
         start_job(ref, s, handle, item.trial, item.resume)
     for fail in plan.fail:
@@ -93,6 +95,8 @@ def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config
         raise JobRejected(plan.refused)
     for name in plan.delete_jobs:
         ref.rt.kube.delete_job(ref.namespace, name)
+    if plan.launch:
+        _check_jobs(ref, s)
     launched = 0
     for index in range(plan.launch):
         trial = handle.ask(waiting=index < plan.waiting)
@@ -172,6 +176,12 @@ def check_trial_jobs(ref: StudyJobRef, spec: StudyJobSpec, study: str, *, single
         if not _over_quota(exc):
             raise
     ref.rt.jobs_checked[ref.key] = text
+
+
+def _check_jobs(ref: StudyJobRef, s: Snapshot) -> None:
+    """Before a trial is asked or marked for a Job: a spec edited mid-study into one the
+    API server refuses fails the StudyJob, not the trial (a dry run per new Job body)."""
+    check_trial_jobs(ref, s.spec, s.study, single_node=s.results.single_node)
 
 
 def _over_quota(exc: ApiError) -> bool:

@@ -162,6 +162,29 @@ def test_trial_job_the_api_server_refuses_fails_the_studyjob_with_its_message(ku
     assert kube.trial_jobs("refused") == {}
 
 
+def test_a_spec_edited_mid_study_into_jobs_the_api_server_refuses_fails_no_trial(
+        kube, kubelet: TestKubelet, operator, digits_claims, storage):
+    kubelet.hold(lambda job: job == "edited-trial-0")
+    kube.create_studyjob("edited", digits_spec(n_trials=2, parallelism=1, retries=0, maxFailed=0))
+    wait_until(lambda: "edited-trial-0" in kube.trial_jobs("edited"), 60, "the first trial Job")
+    kube.patch(STUDYJOB, "edited", {"spec": {"trials": {
+        "tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}}})
+    kubelet.release("edited-trial-0")
+    status = kube.wait_phase("edited", "Failed", 180)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["TrialsBlocked"]["reason"] == "JobRejected"
+    assert "a dry run of Job edited-trial-0" in conditions["Failed"]["message"]
+    assert "tolerations[0].operator" in conditions["Failed"]["message"]
+    # Trial 0 ended as it would have; no trial was asked for the refused Jobs.
+    assert [t.state for t in study(storage).trials] == [TrialState.COMPLETE]
+    assert set(kube.trial_jobs("edited")) == {"edited-trial-0"}
+
+    kube.patch(STUDYJOB, "edited", {"spec": {"trials": {"tolerations": []}}})  # fixed: it goes on
+    status = kube.wait_phase("edited", "Succeeded", 300)
+    assert status["trials"]["complete"] == 2 and status["trials"]["failed"] == 0
+    assert [t.state for t in study(storage).trials] == [TrialState.COMPLETE] * 2
+
+
 def test_jobs_of_an_earlier_studyjob_of_the_same_name_are_not_adopted(kube, kubelet: TestKubelet, operator,
                                                                       digits_claims, storage):
     # A Job left by a deleted StudyJob "same" (same labels, another owner), not yet collected.
