@@ -133,12 +133,12 @@ def test_a_retried_trial_continues_from_the_killed_workers_checkpoint(fast_confi
     assert len(json.loads((runs / "trial-1" / "metrics.json").read_text())["epochs"]) == EPOCHS
 
 
-def _stop_pod_after(monkeypatch, epoch: int) -> None:
+def _stop_pod_after(monkeypatch, epoch: int, where: str = "epoch {epoch}") -> None:
     """SIGTERM right after the trial reported ``epoch``, before the pruner is asked."""
     real = EpochReporter._prune
 
     def prune(self, running):
-        if self.where == f"epoch {epoch}":
+        if self.where == where.format(epoch=epoch):
             raise Terminated()
         real(self, running)
 
@@ -216,6 +216,31 @@ def test_an_epoch_reported_before_its_checkpoint_landed_is_trained_again_not_rep
     stored = study.get_trials()[trial.number]
     assert stored.state == TrialState.COMPLETE and sorted(stored.intermediate_values) == [1, 2, 3, 4]
     assert stored.intermediate_values[STOP] == reported[STOP]  # same seed: the same value again
+
+
+def test_a_restarted_cross_validated_trial_trains_again_without_reporting_twice(
+        fast_config, tmp_path, monkeypatch, capsys):
+    """Cross-validated trials keep no resume point: the next pod starts fold 1 again,
+    and the steps the stopped pod reported keep their stored values."""
+    url = f"sqlite:///{tmp_path / 'op.db'}"
+    config = validate_config({**small_base(fast_config, epochs=3), "search": search_section(
+        study_name="op", cross_validation={"enabled": True, "n_folds": 2})})
+    study = optuna.create_study(study_name="op", storage=url, direction="maximize")
+    trial = study.ask(distributions(config.search.search_space))
+    with monkeypatch.context() as patched:
+        _stop_pod_after(patched, STOP, "epoch {epoch} of fold 1")
+        assert run_stored_trial(config, f"op:{trial.number}", storage=url) == TERMINATED_EXIT
+    reported = study.get_trials()[trial.number].intermediate_values
+    assert sorted(reported) == [1, STOP]
+    capsys.readouterr()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_stored_trial(config, f"op:{trial.number}", storage=url) == 0
+    assert not [w for w in caught if "already reported" in str(w.message)]
+    stored = study.get_trials()[trial.number]
+    assert stored.state == TrialState.COMPLETE and sorted(stored.intermediate_values) == list(range(1, 7))
+    assert all(stored.intermediate_values[step] == value for step, value in reported.items())
 
 
 class _SigtermWhileTold(Exception):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +190,30 @@ def test_an_interrupt_waits_for_the_last_checkpoint_and_stays_the_error(tmp_path
         raise KeyboardInterrupt
     assert f"warning: the last checkpoint in {tmp_path} was not written" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4
+
+
+def test_an_interrupt_while_waiting_for_the_last_write_still_reports_its_error(tmp_path, monkeypatch, capsys):
+    """SIGTERM or Ctrl-C while save() waits for the previous epoch's writes: the writes
+    finish on the way out, and if they fail, the warning says so."""
+    from kubetune.training import checkpoint
+
+    started, release = threading.Event(), threading.Event()
+
+    def full_after_a_while(path, data):
+        started.set()
+        assert release.wait(30)
+        raise OSError(28, "No space left on device", str(path))
+
+    def interrupt_then_release():
+        time.sleep(0.3)  # the second save() is waiting by then
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.3)
+        release.set()
+
+    monkeypatch.setattr(checkpoint, "write_bytes_atomic", full_after_a_while)
+    with pytest.raises(KeyboardInterrupt), CheckpointWriter(tmp_path) as writer:
+        writer.save({"epoch": 1}, best=False)
+        assert started.wait(30)
+        threading.Thread(target=interrupt_then_release).start()
+        writer.save({"epoch": 2}, best=False)  # waits for epoch 1's writes: interrupted there
+    assert f"warning: the last checkpoint in {tmp_path} was not written" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.trial import FrozenTrial
 
 from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
@@ -244,13 +245,15 @@ class TrialTrainer:
         if drop is not None:  # the median pruner's warm-up may end there
             trial.set_user_attr(LR_DROP_ATTR, drop)
         done: list[float] = []
+        frozen = trial.study._storage.get_trial(trial._trial_id)  # what earlier pods reported
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
                 reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,
                                          len(folds), cfg.training.num_epochs)
+                reporter.reported.update(frozen.intermediate_values)
                 self.reporter = reporter
                 resume, run_id = (None, None) if search.cross_validation.enabled else \
-                    self._resume(trial, cfg, reporter)
+                    self._resume(trial, frozen, cfg, reporter)
                 if fold == 0:
                     self._clear_interrupted(trial)
                 # A quiet search prints one line per trial instead of the epoch lines.
@@ -262,15 +265,13 @@ class TrialTrainer:
             _free_memory()
         return float(aggregate(done))
 
-    def _resume(self, trial: optuna.Trial, cfg: Config,
+    def _resume(self, trial: optuna.Trial, frozen: FrozenTrial, cfg: Config,
                 reporter: EpochReporter) -> tuple[Path | None, str]:
         """(checkpoint to continue from or None, the run id of ``trial``'s checkpoints)."""
         from kubetune.config.loader import config_to_dict
         from kubetune.search.resume import find_resume_point, trial_run_id
 
-        frozen = trial.study._storage.get_trial(trial._trial_id)
         run_id = trial_run_id(self.study_name, frozen)
-        reporter.reported.update(frozen.intermediate_values)
         point = find_resume_point(self.config, trial.study, self.study_name, frozen, config_to_dict(cfg))
         if point is None:
             return None, run_id

@@ -102,11 +102,12 @@ class CheckpointWriter:
     """Writes each epoch's checkpoints on a background thread while the next epoch trains.
 
     The fsync'd writes are most of a small model's checkpoint cost, and they wait on
-    the disk, not the CPU. :meth:`save` serialises on the caller's thread, then waits
-    for the previous epoch's writes (so one epoch's bytes at most are held, and files
-    land in epoch order) and raises their error. Leaving the ``with`` block waits for
-    the last writes; if the block is already failing (an error, a SIGTERM), a write
-    error is printed rather than raised, so the first cause is the one reported.
+    the disk, not the CPU. :meth:`save` waits for the previous epoch's writes (so files
+    land in epoch order and one epoch's bytes at most are held) and raises their
+    error, then serialises on the caller's thread and queues the writes. Leaving the
+    ``with`` block waits for the last writes; if the block is already failing (an
+    error, a SIGTERM), a write error is printed rather than raised, so the first cause
+    is the one reported.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -116,15 +117,20 @@ class CheckpointWriter:
 
     def save(self, payload: dict[str, Any], *, best: bool) -> None:
         """Queue ``payload`` as ``last.pt`` (and ``best.pt`` when ``best``)."""
-        data = serialise(payload)
         self.wait()
+        data = serialise(payload)
         self._pending = self._executor.submit(write_checkpoints, self.run_dir, data, best=best)
 
     def wait(self) -> None:
         """Block until the queued writes are on disk; raise their error."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
+        pending = self._pending
+        if pending is None:
+            return
+        try:
             pending.result()
+        finally:
+            if pending.done():  # an interrupt while waiting leaves it for __exit__
+                self._pending = None
 
     def __enter__(self) -> CheckpointWriter:
         return self
