@@ -69,16 +69,16 @@ class StudyJobRef:
 
 def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> None:
     """Fail, resume and retry the trials the plan names; make the Jobs it finds missing."""
-    if plan.start or plan.resume:
-        _check_jobs(ref, s)
-    for item in plan.start:
-        start_job(ref, s, handle, item.trial, item.resume)
     for fail in plan.fail:
         if fail.delete_job is not None:
             ref.rt.kube.delete_job(ref.namespace, fail.delete_job)
         if handle.tell_fail(fail.trial, fail.failure):  # False: the pod told it meanwhile
             ref.remember({fail.trial.number}, {fail.trial.number})
             ref.post(fail.event)
+    if plan.start or plan.resume:
+        _check_jobs(ref, s)
+    for item in plan.start:
+        start_job(ref, s, handle, item.trial, item.resume)
     for resume in plan.resume:
         if handle.mark_preempted(resume.trial, resume.resume):
             start_job(ref, s, handle, resume.trial, resume.resume, deadline=resume.deadline)
@@ -169,6 +169,9 @@ def check_trial_jobs(ref: StudyJobRef, spec: StudyJobSpec, study: str, *, single
     try:
         ref.rt.kube.create(job, ref.namespace, dry_run=True)  # False (it exists): it was taken before
     except ApiError as exc:
+        if _no_dry_run(exc):  # a webhook with side effects: only a real create can tell
+            ref.rt.jobs_checked[ref.key] = text
+            return
         if _refused(exc):
             raise JobRejected(Failure(
                 "JobRejected", f"the API server refuses this spec's trial Jobs (a dry run of Job "
@@ -182,6 +185,11 @@ def _check_jobs(ref: StudyJobRef, s: Snapshot) -> None:
     """Before a trial is asked or marked for a Job: a spec edited mid-study into one the
     API server refuses fails the StudyJob, not the trial (a dry run per new Job body)."""
     check_trial_jobs(ref, s.spec, s.study, single_node=s.results.single_node)
+
+
+def _no_dry_run(exc: ApiError) -> bool:
+    """An admission webhook that may have side effects refuses every dry run (HTTP 400)."""
+    return exc.status == 400 and "does not support dry run" in str(exc)
 
 
 def _over_quota(exc: ApiError) -> bool:

@@ -90,3 +90,56 @@ def test_a_job_count_quota_in_the_dry_run_is_not_a_refusal():
 
     _check(DryRunApi(ApiError(403, 'jobs.batch "sj-trial-0" is forbidden: exceeded quota: jobs, requested: '
                                    'count/jobs.batch=1, used: count/jobs.batch=10, limited: count/jobs.batch=10')))
+
+
+def test_a_webhook_that_cannot_dry_run_is_not_a_refusal():
+    from kubetune_operator.kube import ApiError
+
+    api = DryRunApi(ApiError(400, 'admission webhook "audit.example.com" does not support dry run'))
+    _check(api)
+    assert api.dry_runs == ["sj-trial-0"]  # asked once, then left to the real creates
+
+
+class RefusingApi(DryRunApi):
+    def __init__(self) -> None:
+        from kubetune_operator.kube import ApiError
+
+        super().__init__(ApiError(422, 'Job.batch "sj-trial-0" is invalid: spec.template.spec.tolerations[0]'))
+        self.deleted: list[str] = []
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.deleted.append(name)
+
+
+class Storage:
+    def __init__(self) -> None:
+        self.failed: list[int] = []
+        self.preempted: list[int] = []
+
+    def tell_fail(self, trial: Any, failure: Any) -> bool:
+        self.failed.append(trial.number)
+        return True
+
+    def mark_preempted(self, trial: Any, resume: int) -> bool:
+        self.preempted.append(trial.number)
+        return True
+
+
+def test_a_refused_spec_mid_study_fails_the_ended_trials_and_resumes_none():
+    # Trial 0's Job failed, trial 1's pod was evicted; the spec was since edited into
+    # Jobs the API server refuses. Trial 0 is still told FAIL; trial 1 is not resumed.
+    from kubetune_operator.act import JobRejected, settle
+    from kubetune_operator.decide import Event, FailTrial, Plan, ResumeTrial
+    from kubetune_operator.failures import Failure
+
+    api = RefusingApi()
+    rt = Runtime(api, Options())  # type: ignore[arg-type]
+    ref = StudyJobRef(rt, "kt", "sj", "kt/sj", "uid-1", 1, {"metadata": {"name": "sj", "uid": "uid-1"}})
+    failure = Failure("BackoffLimitExceeded", "exit 1")
+    plan = Plan(fail=[FailTrial(trial(0), failure, Event("Warning", "TrialFailed", "trial 0 failed"))],
+                resume=[ResumeTrial(trial(1), 1, None, Event("Normal", "TrialPreempted", "evicted"))])
+    storage = Storage()
+    with pytest.raises(JobRejected, match="a dry run of Job sj-trial-0"):
+        settle(ref, snapshot([trial(0), trial(1)]), plan, storage)  # type: ignore[arg-type]
+    assert storage.failed == [0] and storage.preempted == []
+    assert api.dry_runs == ["sj-trial-0"]
