@@ -136,14 +136,25 @@ def test_must_exist_refuses_a_missing_sqlite_file_and_creates_nothing(tmp_path, 
     assert (tmp_path / "optuna_studies.db").is_file()
 
 
-def test_must_exist_opens_an_existing_study_and_lets_servers_and_memory_through(tmp_path):
+def test_must_exist_opens_an_existing_study_and_lets_memory_through(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     optuna.create_study(study_name="s", storage=url)
     storage = make_storage(url, heartbeat=False, must_exist=True)
     assert optuna.study.get_all_study_names(storage) == ["s"]
     require_existing("sqlite:///:memory:")
-    require_existing("postgresql://kt:pw@127.0.0.1:1/optuna")  # a server: nothing to check locally
-    require_existing("postgres://kt:pw@127.0.0.1:1/optuna")
+
+
+@pytest.mark.postgres
+def test_must_exist_refuses_a_database_without_optuna_tables_and_creates_none(postgres_url):
+    import sqlalchemy
+
+    with pytest.raises(UsageError, match="the database has no Optuna tables"):
+        make_storage(StorageUrl(postgres_url, "--storage"), heartbeat=False, must_exist=True)
+    engine = sqlalchemy.create_engine(postgres_url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 def test_a_server_that_does_not_answer_stays_exit_1(tmp_path):

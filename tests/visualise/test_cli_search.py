@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 from PIL import Image
@@ -392,3 +393,17 @@ def test_renders_a_study_held_in_postgresql(search_study, postgres_url, chromium
     for plot_type in PLOT_TYPES:
         assert f'href="{plot_type}.html"' in index and f'href="{plot_type}.png"' in index
     assert_offline(out)
+
+
+@pytest.mark.postgres
+def test_a_database_without_optuna_tables_is_a_usage_error_and_stays_empty(postgres_url, tmp_path):
+    result = visualise("--study-name", "S", "--storage", postgres_url, "--output", str(tmp_path / "plots"))
+    assert result.returncode == 2, result.stderr
+    line = _one_error_line(result)
+    assert line.startswith("no Optuna storage in postgresql+psycopg://") and "no Optuna tables" in line
+    engine = sqlalchemy.create_engine(postgres_url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []  # reading made no storage
+    finally:
+        engine.dispose()
+    assert not (tmp_path / "plots").exists()

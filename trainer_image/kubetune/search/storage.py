@@ -152,17 +152,41 @@ def _parse(url: str, source: str | None) -> URL:
 
 
 def require_existing(url: str, source: str | None = None) -> None:
-    """For reading: a SQLite file that does not exist is a :class:`UsageError`, not a new database.
-
-    Other storages (PostgreSQL, gRPC) are servers: whether they hold a study is for the caller.
+    """For reading: a SQLite file that does not exist, or a database server's database
+    without Optuna's tables, is a :class:`UsageError`; neither is made into a storage
+    (Optuna creates its tables on first use). Whether it holds a study is for the caller;
+    a gRPC proxy is left to answer for itself.
     """
     source = source or getattr(url, "source", None)
     if url.startswith("grpc://"):
         return
-    db_file = sqlite_file(_parse(_normalise(url), source))
-    if db_file is not None and not db_file.exists():
-        where = f"{mask_url(url)} from {source}" if source else mask_url(url)
-        raise UsageError(f"no Optuna storage at {db_file} ({where}): run ml-search first or pass --storage")
+    where = f"{mask_url(url)} from {source}" if source else mask_url(url)
+    normal = _normalise(url)
+    parsed = _parse(normal, source)
+    db_file = sqlite_file(parsed)
+    if db_file is not None:
+        if not db_file.exists():
+            raise UsageError(f"no Optuna storage at {db_file} ({where}): run ml-search first or pass --storage")
+        return
+    if not parsed.drivername.startswith("sqlite") and not _holds_optuna_tables(parsed, normal):
+        raise UsageError(f"no Optuna storage in {where}: the database has no Optuna tables; "
+                         "run ml-search first or pass --storage")
+
+
+def _holds_optuna_tables(parsed: URL, url: str) -> bool:
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(parsed, poolclass=NullPool)
+    except (ImportError, ArgumentError, NoSuchModuleError):
+        return True  # make_storage names the URL's problem
+    try:
+        return sqlalchemy.inspect(engine).has_table("studies")
+    except Exception as exc:  # a server that does not answer
+        raise _unreachable(url, exc) from None
+    finally:
+        engine.dispose()
 
 
 def _check_sqlite_file(db_file: Path, url: str, source: str | None) -> None:
