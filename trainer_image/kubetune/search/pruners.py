@@ -55,7 +55,14 @@ from kubetune.search.space import value_range
 # Tried and dropped since: pruning a trial tied with others at the promotion boundary
 # (Optuna promotes ties, so trials still at chance go on with each other): digits20 and
 # digits15 gained (0.9701 and 0.9260 after 300 epochs, 32 seeds) but digits10 fell
-# behind plain Optuna (0.7634 against 0.7684, 11 against 19 seeds reach 0.77).
+# behind plain Optuna (0.7634 against 0.7684, 11 against 19 seeds reach 0.77). Only
+# ties with the worst value at a rung where another trial did better (a trial still at
+# chance after 3 epochs; on digits15, once enough such trials sit at 0.1, 0.1 becomes
+# the boundary and they all run 8 epochs): better on digits20 and digits15 at every
+# checkpoint (0.9690 and 0.9252 after 300 epochs; 37 and 47.5 epochs to the first
+# threshold), but digits10 fell to 0.7651 after 300 epochs, 11 seeds reaching 0.77, and
+# digits30 to 27 seeds reaching 0.975. A reduction factor of 2 (rungs at 1, 2, 4, 8):
+# later and lower on both digits20 (58.5 epochs, 0.9637) and digits15 (53, 0.9216).
 # Set search.pruner.min_resource for a first rung in epochs (Optuna's own pruner,
 # exactly as configured); reduction_factor (Optuna: 4) and min_early_stopping_rate
 # pass through.
