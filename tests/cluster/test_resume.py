@@ -23,7 +23,9 @@ from tests.operator.conftest import digits_spec
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 6
+# Long enough that a trial is still training when the test sees its checkpoint of epoch 2
+# and evicts it (epochs take a fraction of a second; checkpoints land during the next one).
+EPOCHS = 12
 RESUMED = re.compile(r"resuming from epoch (\d+) of (\d+)")
 
 

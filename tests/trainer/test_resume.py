@@ -211,9 +211,13 @@ def test_an_interrupt_while_waiting_for_the_last_write_still_reports_its_error(t
         release.set()
 
     monkeypatch.setattr(checkpoint, "write_bytes_atomic", full_after_a_while)
-    with pytest.raises(KeyboardInterrupt), CheckpointWriter(tmp_path) as writer:
-        writer.save({"epoch": 1}, best=False)
-        assert started.wait(30)
-        threading.Thread(target=interrupt_then_release).start()
-        writer.save({"epoch": 2}, best=False)  # waits for epoch 1's writes: interrupted there
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever ran before
+    try:
+        with pytest.raises(KeyboardInterrupt), CheckpointWriter(tmp_path) as writer:
+            writer.save({"epoch": 1}, best=False)
+            assert started.wait(30)
+            threading.Thread(target=interrupt_then_release).start()
+            writer.save({"epoch": 2}, best=False)  # waits for epoch 1's writes: interrupted there
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert f"warning: the last checkpoint in {tmp_path} was not written" in capsys.readouterr().err
