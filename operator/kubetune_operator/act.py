@@ -160,8 +160,9 @@ def start_job(ref: StudyJobRef, s: Snapshot, handle: StudyHandle, trial: optuna.
 
 def check_trial_jobs(ref: StudyJobRef, spec: StudyJobSpec, study: str, *, single_node: bool) -> None:
     """JobRejected if the API server would refuse this spec's trial Jobs, asked once per Job
-    body with a dry run of trial 0's Job: before the study is made, so a field only the Job
-    API checks (tolerations, node selectors, names, admission policies) fails no trial."""
+    body with a dry run of trial 0's Job: before the study is made, and before trials are
+    given Jobs after a spec edit, so a field only the Job API checks (tolerations, node
+    selectors, names, admission policies) fails no trial."""
     job = trial_job(ref.owner, spec, study, 0, ref.rt.options.trial_image, single_node=single_node)
     text = json.dumps(job, sort_keys=True)
     if ref.rt.jobs_checked.get(ref.key) == text:

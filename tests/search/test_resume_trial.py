@@ -184,6 +184,14 @@ def test_a_resumed_pod_asks_the_pruner_before_training_and_clears_interrupted(
         assert stored.user_attrs[INTERRUPTED_ATTR] == ""  # it trained again: no longer stopped
 
 
+def _run_without_reporting_twice(config, number: int, url: str) -> None:
+    """The next pod of trial ``number`` completes without Optuna's "already reported" warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_stored_trial(config, f"op:{number}", storage=url) == 0
+    assert not [w for w in caught if "already reported" in str(w.message)]
+
+
 def test_an_epoch_reported_before_its_checkpoint_landed_is_trained_again_not_reported_twice(
         fast_config, tmp_path, monkeypatch, capsys):
     """Checkpoints are written in the background: a pod killed (SIGKILL, a lost node)
@@ -208,10 +216,7 @@ def test_an_epoch_reported_before_its_checkpoint_landed_is_trained_again_not_rep
     assert sorted(reported) == [1, STOP] and load_checkpoint(last)["epoch"] == STOP - 1
     capsys.readouterr()
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert run_stored_trial(config, f"op:{trial.number}", storage=url) == 0
-    assert not [w for w in caught if "already reported" in str(w.message)]
+    _run_without_reporting_twice(config, trial.number, url)
     assert trained_epochs(capsys.readouterr().err, 4) == [STOP, 3, 4]
     stored = study.get_trials()[trial.number]
     assert stored.state == TrialState.COMPLETE and sorted(stored.intermediate_values) == [1, 2, 3, 4]
@@ -234,10 +239,7 @@ def test_a_restarted_cross_validated_trial_trains_again_without_reporting_twice(
     assert sorted(reported) == [1, STOP]
     capsys.readouterr()
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert run_stored_trial(config, f"op:{trial.number}", storage=url) == 0
-    assert not [w for w in caught if "already reported" in str(w.message)]
+    _run_without_reporting_twice(config, trial.number, url)
     stored = study.get_trials()[trial.number]
     assert stored.state == TrialState.COMPLETE and sorted(stored.intermediate_values) == list(range(1, 7))
     assert all(stored.intermediate_values[step] == value for step, value in reported.items())

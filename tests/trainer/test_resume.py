@@ -130,23 +130,28 @@ def test_best_pt_is_written_before_last_pt(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
 
 
-def _blocking_writes(monkeypatch):
-    """Writes that wait for ``release.set()``; ``started`` is set when one begins."""
+def _disk_full(path, data):
+    raise OSError(28, "No space left on device", str(path))
+
+
+def _writes(monkeypatch, write=None, *, blocking=False):
+    """Checkpoint files written by ``write`` (default: the real writer); ``blocking``
+    writes wait for ``release.set()`` first, and ``started`` is set when one begins."""
     from kubetune.training import checkpoint
 
-    started, release, real = threading.Event(), threading.Event(), checkpoint.write_bytes_atomic
+    started, release, write = threading.Event(), threading.Event(), write or checkpoint.write_bytes_atomic
 
-    def write(path, data):
+    def blocked(path, data):
         started.set()
         assert release.wait(30)
-        real(path, data)
+        write(path, data)
 
-    monkeypatch.setattr(checkpoint, "write_bytes_atomic", write)
+    monkeypatch.setattr(checkpoint, "write_bytes_atomic", blocked if blocking else write)
     return started, release
 
 
 def test_checkpoints_are_written_while_the_next_epoch_trains(tmp_path, monkeypatch):
-    started, release = _blocking_writes(monkeypatch)
+    started, release = _writes(monkeypatch, blocking=True)
     payload = {"epoch": 1, "weights": torch.ones(3)}
     with CheckpointWriter(tmp_path) as writer:
         writer.save(payload, best=False)
@@ -158,12 +163,7 @@ def test_checkpoints_are_written_while_the_next_epoch_trains(tmp_path, monkeypat
 
 
 def test_a_failed_checkpoint_write_stops_the_next_epoch(tmp_path, monkeypatch):
-    from kubetune.training import checkpoint
-
-    def full(path, data):
-        raise OSError(28, "No space left on device", str(path))
-
-    monkeypatch.setattr(checkpoint, "write_bytes_atomic", full)
+    _writes(monkeypatch, _disk_full)
     with pytest.raises(OSError, match="No space left"), CheckpointWriter(tmp_path) as writer:
         writer.save({"epoch": 1}, best=False)
         writer.save({"epoch": 2}, best=False)  # raises epoch 1's error
@@ -171,7 +171,7 @@ def test_a_failed_checkpoint_write_stops_the_next_epoch(tmp_path, monkeypatch):
 
 
 def test_an_interrupt_waits_for_the_last_checkpoint_and_stays_the_error(tmp_path, monkeypatch, capsys):
-    started, release = _blocking_writes(monkeypatch)
+    started, release = _writes(monkeypatch, blocking=True)
     with pytest.raises(KeyboardInterrupt), CheckpointWriter(tmp_path) as writer:
         writer.save({"epoch": 4}, best=False)
         assert started.wait(30)
@@ -179,12 +179,7 @@ def test_an_interrupt_waits_for_the_last_checkpoint_and_stays_the_error(tmp_path
         raise KeyboardInterrupt  # SIGTERM (Terminated) or Ctrl-C while the write is queued
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4  # the resume point landed
 
-    from kubetune.training import checkpoint
-
-    def full(path, data):
-        raise OSError(28, "No space left on device", str(path))
-
-    monkeypatch.setattr(checkpoint, "write_bytes_atomic", full)
+    _writes(monkeypatch, _disk_full)
     with pytest.raises(KeyboardInterrupt), CheckpointWriter(tmp_path) as writer:
         writer.save({"epoch": 5}, best=False)
         raise KeyboardInterrupt
@@ -195,14 +190,7 @@ def test_an_interrupt_waits_for_the_last_checkpoint_and_stays_the_error(tmp_path
 def test_an_interrupt_while_waiting_for_the_last_write_still_reports_its_error(tmp_path, monkeypatch, capsys):
     """SIGTERM or Ctrl-C while save() waits for the previous epoch's writes: the writes
     finish on the way out, and if they fail, the warning says so."""
-    from kubetune.training import checkpoint
-
-    started, release = threading.Event(), threading.Event()
-
-    def full_after_a_while(path, data):
-        started.set()
-        assert release.wait(30)
-        raise OSError(28, "No space left on device", str(path))
+    started, release = _writes(monkeypatch, _disk_full, blocking=True)
 
     def interrupt_then_release():
         time.sleep(0.3)  # the second save() is waiting by then
@@ -210,7 +198,6 @@ def test_an_interrupt_while_waiting_for_the_last_write_still_reports_its_error(t
         time.sleep(0.3)
         release.set()
 
-    monkeypatch.setattr(checkpoint, "write_bytes_atomic", full_after_a_while)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever ran before
     try:
         with pytest.raises(KeyboardInterrupt), CheckpointWriter(tmp_path) as writer:

@@ -19,7 +19,7 @@ import contextlib
 import gc
 import logging
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +82,15 @@ class EpochReporter:
     """The epoch callback: report the running value, then ask the pruner."""
 
     def __init__(self, trial: optuna.Trial, metric: str, maximize: bool, aggregate: Callable,
-                 done_folds: list[float], fold: int, folds: int, epochs: int) -> None:
+                 done_folds: list[float], fold: int, folds: int, epochs: int,
+                 reported: Iterable[int] = ()) -> None:
         self.trial, self.metric, self.maximize, self.aggregate = trial, metric, maximize, aggregate
         self.done_folds, self.fold, self.folds, self.epochs = done_folds, fold, folds, epochs
         self.best: float | None = None
         self.where: str | None = None  # "epoch 4" (of fold 2): the last epoch seen
-        # Steps the trial holds already. A pod killed after reporting an epoch but before
-        # its checkpoint landed (written in the background) trains that epoch again.
-        self.reported: set[int] = set()
+        # Steps the trial holds already (from earlier pods), kept, not reported again: a pod
+        # killed after reporting an epoch whose checkpoint had not landed trains it again.
+        self.reported = set(reported)
 
     def _update(self, epoch: int, metrics: Mapping[str, float]) -> tuple[float, int]:
         value = float(metrics[self.metric])
@@ -249,8 +250,7 @@ class TrialTrainer:
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
                 reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,
-                                         len(folds), cfg.training.num_epochs)
-                reporter.reported.update(frozen.intermediate_values)
+                                         len(folds), cfg.training.num_epochs, frozen.intermediate_values)
                 self.reporter = reporter
                 resume, run_id = (None, None) if search.cross_validation.enabled else \
                     self._resume(trial, frozen, cfg, reporter)
