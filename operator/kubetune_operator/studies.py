@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config import Config
 from kubetune.config.search_schema import SearchConfig
-from kubetune.search.checks import initial_points
+from kubetune.search.checks import changed_param, initial_points
 from kubetune.search.ledger import TARGET_ATTR, enqueue_retry, retried_numbers
 from kubetune.search.pruners import build_pruner
 from kubetune.search.space import distributions, grid_values
@@ -110,6 +110,11 @@ class StudyHandle:
                 f"`{search.study_name}` was created with, but got {search.direction}",
                 field="spec.config.search.direction",
             )
+        if changed := changed_param(self.study, search):
+            key, why = changed
+            raise SpecError(f"`spec.config.search.search_space.{key}` {why}: put the old entry "
+                            "back, or give the study another name",
+                            field=f"spec.config.search.search_space.{key}")
         trials = self.study.get_trials(deepcopy=False)
         self.grid = grid_points(search) if search.sampler.type == "GridSampler" else None
         self._target: int | None = None

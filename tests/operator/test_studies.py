@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 from optuna.trial import TrialState
@@ -135,3 +136,28 @@ def test_a_study_deleted_from_under_its_handle_is_study_lost(tmp_path):
     other = StudyHandle(storage, config, owner=OWNER)
     with pytest.raises(KeyError):
         other.mark_job(SimpleNamespace(_trial_id=10**6), "j")  # no such trial
+
+
+@pytest.mark.parametrize("space, field, says", [
+    ({"optimizer.lr": {"type": "uniform", "low": 1e-4, "high": 0.3}}, "optimizer.lr",
+     "is float 0.0001..0.3, but study `digits-op` sampled it as log-scale float 0.0001..0.3"),
+    ({"model.dropout": {"type": "categorical", "choices": [0.0, 0.5]}}, "model.dropout",
+     "is categorical [0.0, 0.5], but study `digits-op` sampled it as float 0.0..0.5"),
+])
+def test_a_spec_edited_into_a_space_its_trials_cannot_continue_is_refused(tmp_path, space, field, says):
+    from kubetune_operator.spec import SpecError
+
+    config = _config({"type": "RandomSampler", "seed": 0})
+    storage = make_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=False)
+    handle = StudyHandle(storage, config, owner=OWNER)
+    handle.study.tell(handle.ask(waiting=True), 0.5)
+    raw = config.model_dump(mode="json")
+    raw["search"]["search_space"].update(space)
+    with pytest.raises(SpecError, match=re.escape(says)) as caught:
+        StudyHandle(storage, validate_config(raw), owner=OWNER)
+    assert caught.value.field == f"spec.config.search.search_space.{field}"
+    assert len(handle.trials()) == 1
+    # A range may widen: the same trials continue.
+    raw["search"]["search_space"] = {**config.model_dump(mode="json")["search"]["search_space"],
+                                     "optimizer.lr": {"type": "loguniform", "low": 1e-5, "high": 0.5}}
+    StudyHandle(storage, validate_config(raw), owner=OWNER)

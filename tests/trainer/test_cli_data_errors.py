@@ -62,3 +62,37 @@ def test_a_searched_train_fraction_that_goes_too_low_stops_the_search(workdir):
         workdir, "ml-search", "--set", f"search.search_space.data.train_fraction={space}",
         expected="`search.search_space.data.train_fraction` reaches 0.001, and `data.train_fraction` 0.001 of "
                  "1437 training images leaves 1, fewer than the 10 classes; raise it to at least 0.007")
+
+
+@pytest.fixture
+def unreadable(digits_dir, tmp_path):
+    """Three digit classes, one of them holding a file that is not a PNG and a cut-off one."""
+    root = tmp_path / "data" / "bad"
+    for digit in (0, 1, 2):
+        folder = root / str(digit)
+        folder.mkdir(parents=True)
+        for path in sorted((digits_dir / str(digit)).glob("*.png"))[:30]:
+            shutil.copy(path, folder / path.name)
+    good = next((root / "1").glob("*.png")).read_bytes()
+    (root / "1" / "zz_text.png").write_text("not an image\n")
+    (root / "2" / "zz_cut.png").write_bytes(good[:60])
+    return root
+
+
+def test_ml_init_config_names_an_unreadable_image(unreadable, tmp_path):
+    result = run_cli("ml-init-config", str(unreadable), "--yes", "-o", "bad.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"ml-init-config: error: cannot read image {unreadable}/")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "bad.yaml").exists()
+
+
+def test_an_unreadable_image_found_by_a_dataloader_worker_is_one_line(workdir, unreadable):
+    result = run_cli("ml-train", "--config", "c.yaml", "--set", f"data.path={unreadable}",
+                     "--set", "data.in_memory=false", "--set", "data.num_workers=2",
+                     "--set", "training.num_epochs=1", "--set", "training.device=cpu",
+                     "--no-progress", cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "worker" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"ml-train: error: cannot read image {unreadable}/"), result.stderr

@@ -11,6 +11,14 @@ class KubetuneError(Exception):
 
     exit_code = 1
 
+    def __str__(self) -> str:
+        text = super().__str__()
+        # Raised in a DataLoader worker, it comes back re-raised with the worker's whole
+        # traceback as its message (torch's ExceptionWrapper); the last line is ours.
+        if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+            return text.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
+        return text
+
 
 class UsageError(KubetuneError):
     """Bad command-line input."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubetune.cli.common import ArgumentParser, add_common_flags, run_command
 from kubetune.config.template import TemplateValues, render_config
-from kubetune.data.folder import DatasetInfo, inspect_dataset, list_images
+from kubetune.data.folder import DatasetInfo, inspect_dataset, list_images, open_image
 from kubetune.data.sample import DEMO_N_TRIALS, DEMO_TRAIN_FRACTION, SAMPLES, write_digits
 from kubetune.data.sizes import check_split_sizes
 from kubetune.errors import UsageError
@@ -42,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 def channel_stats(info: DatasetInfo, limit: int = 500) -> tuple[list[float], list[float]]:
     """Per-channel mean and std over a sample of the (training) images."""
     import numpy as np
-    from PIL import Image
 
     folder = info.root / "train" if info.layout == "split" else info.root
     paths = list_images(folder).paths
@@ -50,7 +49,7 @@ def channel_stats(info: DatasetInfo, limit: int = 500) -> tuple[list[float], lis
     mode = "L" if info.channels == 1 else "RGB"
     pixels = []
     for path in paths:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             array = np.asarray(image.convert(mode), dtype=np.float64) / 255.0
         pixels.append(array.reshape(-1, info.channels))
     stacked = np.concatenate(pixels)

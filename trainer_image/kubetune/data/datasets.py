@@ -27,6 +27,7 @@ from kubetune.data.folder import (
     dataset_layout,
     inspect_dataset,
     list_images,
+    open_image,
 )
 from kubetune.data.memory import decoded_bytes, hold_in_memory
 from kubetune.data.sizes import check_split_sizes
@@ -115,14 +116,11 @@ def decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
-    try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            array = np.array(image, dtype=np.uint8)
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+    with open_image(path) as image:
+        image = image.convert(mode)
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        array = np.array(image, dtype=np.uint8)
     return torch.from_numpy(array.reshape(size, size, channels)).permute(2, 0, 1)
 
 

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kubetune.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SPLIT_FOLDERS = ("train", "val")
 MIN_CLASSES = 2
+
+
+@contextmanager
+def open_image(path: Path) -> Iterator[Any]:
+    """PIL's ``Image.open``; a file PIL cannot read, or that ends early while the body
+    reads it, is a DataError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            yield image
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
 
 
 @dataclass
@@ -106,8 +122,6 @@ def list_images(folder: Path, classes: list[str] | None = None) -> ImageList:
 
 def inspect_dataset(root: str | Path, sample_size: int = 200) -> DatasetInfo:
     """Classes, counts per split, the usual image size and the channel count."""
-    from PIL import Image
-
     root = Path(root)
     check_folder(root)
     layout = dataset_layout(root)
@@ -123,12 +137,9 @@ def inspect_dataset(root: str | Path, sample_size: int = 200) -> DatasetInfo:
     sizes: Counter[tuple[int, int]] = Counter()
     modes: Counter[str] = Counter()
     for path in sample:
-        try:
-            with Image.open(path) as image:
-                sizes[image.size] += 1
-                modes[image.mode] += 1
-        except OSError as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
+        with open_image(path) as image:
+            sizes[image.size] += 1
+            modes[image.mode] += 1
     info.image_size = sizes.most_common(1)[0][0]
     info.channels = 1 if set(modes) <= {"L", "1", "I", "I;16", "F", "LA"} else 3
     return info

@@ -11,6 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
+
 from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.search_schema import ParamSpec, SearchConfig
@@ -182,3 +190,34 @@ def overrides_for_trial(search: SearchConfig, base: Config, params: Mapping[str,
     if search.trial_train_fraction < 1.0:
         overrides["data.train_fraction"] = base.data.train_fraction * search.trial_train_fraction
     return overrides
+
+
+def _describe(dist: BaseDistribution) -> str:
+    if isinstance(dist, CategoricalDistribution):
+        return f"categorical {list(dist.choices)}"
+    kind = "int" if isinstance(dist, IntDistribution) else "float"
+    return f"{'log-scale ' if dist.log else ''}{kind} {dist.low}..{dist.high}"  # type: ignore[attr-defined]
+
+
+def changed_param(study: optuna.Study, search: SearchConfig) -> tuple[str, str] | None:
+    """The first ``search_space`` entry the study's trials cannot be continued with, and
+    why; None when every entry fits them.
+
+    Optuna samples a parameter again only from a distribution of the kind its trials
+    used: the same choices for a categorical, the same log scale for a range, int stays
+    int. Ranges may widen or narrow.
+    """
+    new = distributions(search.search_space)
+    seen: set[str] = set()
+    for trial in study.get_trials(deepcopy=False):
+        for key, old in trial.distributions.items():
+            if key in seen or key not in new:
+                continue
+            seen.add(key)
+            try:
+                check_distribution_compatibility(old, new[key])
+            except ValueError:
+                return key, (f"is {_describe(new[key])}, but study `{study.study_name}` sampled it "
+                             f"as {_describe(old)}; a study can widen or narrow a range, not change "
+                             "a parameter's kind, choices or log scale")
+    return None

@@ -15,7 +15,7 @@ import optuna
 from kubetune.config.schema import Config
 from kubetune.config.search_schema import SearchConfig
 from kubetune.errors import ConfigError, UsageError
-from kubetune.search.checks import cap_to_grid, initial_points, require_search
+from kubetune.search.checks import cap_to_grid, changed_param, initial_points, require_search
 from kubetune.search.ledger import TARGET_ATTR, budget, stored_target
 from kubetune.search.locking import StudyLock
 from kubetune.search.pruners import build_pruner
@@ -126,6 +126,11 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                     f"`{study_name}`, but got '{search.direction}'",
                     path="search.direction",
                 )
+            if not created and (changed := changed_param(study, search)):
+                key, why = changed
+                raise ConfigError(
+                    f"`search.search_space.{key}` {why}: put the old entry back, or start a new "
+                    "study (--study-name)", path=f"search.search_space.{key}")
             name_metric(study, search.metric)
             if created:
                 target = n_trials or search.n_trials
