@@ -145,3 +145,16 @@ def run_cli(command: str, *args: str, cwd: Path | None = None, env: dict | None 
         [str(BIN / command), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
         timeout=timeout,
     )
+
+
+def sqlite_files_without_optuna_tables(folder: Path) -> list[Path]:
+    """An empty file and a SQLite database of other tables: neither is an Optuna storage."""
+    import sqlite3
+
+    empty = folder / "empty.db"
+    empty.write_bytes(b"")
+    other = folder / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    return [empty, other]

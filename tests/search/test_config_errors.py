@@ -72,6 +72,14 @@ CASES = {
         "n_warmup_steps does not apply to SuccessiveHalvingPruner, the default type; it is a field of "
         "MedianPruner or PercentilePruner",
     ),
+    "step larger than the range": (
+        {"search_space": {"model.dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 2}}},
+        "`search.search_space.model.dropout`: step must be at most high - low (0.5), but got 2",
+    ),
+    "trials longer than the final run": (
+        {"trial_epochs": 5},
+        "`search.trial_epochs` must be at most `training.num_epochs` (2), but got 5",
+    ),
     "TPE option on another sampler": (
         {"sampler": {"type": "RandomSampler", "n_ei_candidates": 8}},
         "n_ei_candidates does not apply to RandomSampler",
@@ -154,3 +162,35 @@ def test_what_the_first_trial_would_meet_stops_before_the_storage(flags, message
     err = capsys.readouterr().err
     assert f"ml-search: error: {message}" in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "c.yaml"]  # no study, no runs
+
+
+@pytest.mark.parametrize("flags, search, message", [
+    (["--study-name", ""], {}, "--study-name must not be empty (leave it out to use search.study_name)"),
+    (["--study-name", "a b"], {}, "--study-name: `search.study_name` is invalid: String should match pattern"),
+    (["--epochs", "1"], {"trial_epochs": 2},
+     "--epochs: `search.trial_epochs` must be at most `training.num_epochs` (1), but got 2: "
+     "trials train fewer epochs than the final run"),
+    ([], {"trial_epochs": 3}, "c.yaml: `search.trial_epochs` must be at most `training.num_epochs` (2), but got 3"),
+    (["--set", "search.search_space.model.dropout={type: float, low: 0.0, high: 0.5, step: 2}"], {},
+     "--set search.search_space.model.dropout: `search.search_space.model.dropout`: step must be at most "
+     "high - low (0.5), but got 2, which leaves only low=0"),
+    (["--set", "search.search_space.optimizer.lr={type: loguniform, low: 1e-4, high: .inf}"], {},
+     "`search.search_space.optimizer.lr.high` must be a finite number, but got inf"),
+])
+def test_flag_and_space_mistakes_exit_2_before_the_storage(flags, search, message, fast_config, tmp_path,
+                                                           monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KUBETUNE_STORAGE_URL", raising=False)
+    config = write_config(tmp_path / "c.yaml", small_base(fast_config), search_section(**search))
+    assert ml_search(["--config", str(config), *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "ml-search: error: " in err and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # no study, no runs
+
+
+def test_a_config_that_is_not_utf8_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_bytes(b"\xff\xfe\x00bad")
+    assert ml_search(["--config", "c.yaml"]) == 2
+    assert capsys.readouterr().err == ("ml-search: error: config file c.yaml is not UTF-8 text "
+                                       "(byte 0xff at offset 0); save it as UTF-8\n")

@@ -179,3 +179,93 @@ def test_a_port_that_is_not_a_number_is_a_config_error_without_the_password():
     with pytest.raises(ConfigError) as info:
         make_storage("postgresql://kt:hunter2@db:port/optuna")
     assert "must be a database URL" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_must_exist_leaves_a_sqlite_file_without_optuna_tables_byte_for_byte(tmp_path):
+    from tests.conftest import sqlite_files_without_optuna_tables
+
+    empty, other = sqlite_files_without_optuna_tables(tmp_path)
+    before = {path: path.read_bytes() for path in (empty, other)}
+    for path in before:
+        with pytest.raises(UsageError) as info:
+            make_storage(StorageUrl(f"sqlite:///{path}", "--storage"), heartbeat=False, must_exist=True)
+        assert str(info.value) == (f"no Optuna storage in {path} (sqlite:///{path} from --storage): "
+                                   "the file has no Optuna tables; run ml-search first or pass --storage")
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"]  # no journal left
+    # Without must_exist (ml-search starting a study) Optuna makes its tables there as before.
+    make_storage(f"sqlite:///{empty}", heartbeat=False)
+    assert empty.stat().st_size > 0
+
+
+def _missing_database(server: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(server).set(database="kt_nosuchdb").render_as_string(hide_password=False)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("must_exist", [True, False])  # reading commands, and ml-search starting a study
+@pytest.mark.parametrize("source, error", [
+    ("--storage", UsageError), ("$KUBETUNE_STORAGE_URL", ConfigError), ("search.storage", ConfigError),
+])
+def test_a_postgresql_database_that_does_not_exist_is_exit_2_blaming_its_source(
+        postgres_server_url, source, error, must_exist):
+    import sqlalchemy
+
+    url = _missing_database(postgres_server_url)
+    with pytest.raises(error) as info:
+        make_storage(StorageUrl(url, source), heartbeat=False, must_exist=must_exist)
+    message = str(info.value)
+    server = sqlalchemy.engine.make_url(url)
+    assert message == (
+        f"`{source}` names database 'kt_nosuchdb', which does not exist on the PostgreSQL server at "
+        f"{server.host}:{server.port or 5432} ({mask_url(url)}); create it or fix the URL"
+    )
+    assert info.value.exit_code == 2
+    if isinstance(info.value, ConfigError):
+        assert info.value.path == source
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("must_exist", [True, False])
+def test_a_login_the_server_refuses_is_exit_2_with_the_servers_reason(postgres_server_url, must_exist):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_server_url).set(username="kt_nosuchrole", password="hunter2")
+    url = url.render_as_string(hide_password=False)
+    with pytest.raises(UsageError) as info:
+        make_storage(StorageUrl(url, "--storage"), heartbeat=False, must_exist=must_exist)
+    message = str(info.value)
+    assert message.startswith("`--storage` names a login the PostgreSQL server at ")
+    assert "refuses: user 'kt_nosuchrole' to database " in message
+    # The server's reason: no such role under trust, a failed password under password auth.
+    assert message.endswith('role "kt_nosuchrole" does not exist') or "authentication failed" in message
+    assert "hunter2" not in message and "\n" not in message and info.value.exit_code == 2
+
+
+def _wrapped(orig: Exception):
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("connect", None, orig)
+
+
+def test_the_servers_sqlstate_decides_when_the_driver_has_one():
+    """psycopg gives a SQLSTATE for errors after connecting (start-up errors carry none: libpq
+    keeps only their text); where there is one it decides, whatever the text says."""
+    import psycopg
+    import psycopg.errors as pg
+
+    from kubetune.search.storage import _refused
+
+    url = "postgresql+psycopg://kt:hunter2@db:5432/optuna"
+    missing = _refused(url, _wrapped(pg.InvalidCatalogName("base de données « optuna » n'existe pas")), "--storage")
+    assert isinstance(missing, UsageError) and "names database 'optuna', which does not exist" in str(missing)
+    login = _refused(url, _wrapped(pg.InvalidPassword("FATAL:  échec de l'authentification")), "search.storage")
+    assert isinstance(login, ConfigError) and "names a login the PostgreSQL server at db:5432 refuses" in str(login)
+    assert "hunter2" not in str(login)
+    # A server that is full or starting up answered, but the URL is not wrong: exit 1 as before.
+    busy = pg.TooManyConnections('FATAL:  database "optuna" does not exist')  # text is not consulted
+    assert _refused(url, _wrapped(busy), "--storage") is None
+    refused = psycopg.OperationalError('connection to server at "db", port 5432 failed: Connection refused')
+    assert _refused(url, _wrapped(refused), "--storage") is None

@@ -100,3 +100,29 @@ def test_progress_bar_on_a_terminal(tmp_path, fast_config):
     output = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
     assert "epoch 2/2" in output
     assert "━" in output  # rich's bar, drawn only on a terminal
+
+
+def test_names_that_would_leave_the_output_folder_and_a_stray_storage_exit_2_writing_nothing(
+        tmp_path, fast_config):
+    fast_config["training"]["num_epochs"] = 1
+    path = write_config(tmp_path, fast_config)
+    (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe\x00bad")
+    cases = [
+        (["--set", f"logging.run_name={tmp_path / 'outside' / 'r'}"],
+         "--set logging.run_name: `logging.run_name` must be a plain folder name"),
+        (["--set", "logging.experiment_name=../outside"],
+         "--set logging.experiment_name: `logging.experiment_name` must be a plain folder name"),
+        (["--storage", f"sqlite:///{tmp_path / 'outside.db'}"], "--storage applies only with --trial"),
+        (["--lr", "1e300"], "--lr: `optimizer.lr` must fit a 32-bit float"),
+        (["--lr", "inf"], "--lr: `optimizer.lr` must be a finite number, but got inf"),
+    ]
+    for args, message in cases:
+        result = run_cli("ml-train", "--config", path, *args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"ml-train: error: {message}"), result.stderr
+    result = run_cli("ml-train", "--config", str(tmp_path / "latin1.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (f"ml-train: error: config file {tmp_path / 'latin1.yaml'} is not UTF-8 text "
+                             "(byte 0xff at offset 0); save it as UTF-8\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "latin1.yaml"]  # no runs, no outside

@@ -16,7 +16,7 @@ from PIL import Image
 
 from kubetune.visualise import PLOT_TYPES
 from kubetune.visualise.study_report import PNG_SIZE
-from tests.conftest import run_cli
+from tests.conftest import run_cli, sqlite_files_without_optuna_tables
 from tests.visualise.conftest import all_figures_from_html, figure_from_html, make_study
 
 PARAMS = ["optimizer.lr", "training.batch_size"]
@@ -212,27 +212,93 @@ def _hide_chromium() -> dict[str, str]:
     return {"PATH": str(Path(sys.executable).parent), "BROWSER_PATH": ""}
 
 
-def test_missing_chromium_still_writes_html_and_names_the_package(search_study, tmp_path):
+def test_missing_chromium_by_default_writes_html_and_warns_once(search_study, tmp_path):
     out = tmp_path / "plots"
     result = visualise("--study-name", search_study.name, "--storage", search_study.url,
                        "--output", str(out), env=_hide_chromium())
-    assert result.returncode == 1
-    error = [line for line in result.stderr.splitlines() if "error" in line]
-    assert len(error) == 1
-    assert "apt-get install chromium" in error[0] and "HTML output still works" in error[0]
-    assert str(out) in error[0]
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warning) == 1 and warning[0].startswith("ml-visualise: warning: "), result.stderr
+    assert "Chromium was not found" in warning[0] and "apt-get install chromium" in warning[0]
+    assert "$BROWSER_PATH" in warning[0] and "pass --format html to silence" in warning[0]
+    assert "error" not in result.stderr and "Traceback" not in result.stderr
+    assert f"wrote {len(PLOT_TYPES)} plot(s) (html) to {out}" in result.stdout
     for plot_type in PLOT_TYPES:
         assert (out / f"{plot_type}.html").stat().st_size > 1000
     assert not list(out.glob("*.png"))
-    index = (out / "index.html").read_text(encoding="utf-8")
-    assert "PNG files were not written" in index and 'href="contour.png"' not in index
+    assert 'href="contour.png"' not in (out / "index.html").read_text(encoding="utf-8")
 
-    png_only = tmp_path / "png-only"
+    silenced = visualise("--study-name", search_study.name, "--storage", search_study.url,
+                         "--output", str(tmp_path / "html"), "--format", "html", env=_hide_chromium())
+    assert silenced.returncode == 0 and "warning" not in silenced.stderr, silenced.stderr
+
+
+@pytest.mark.parametrize("fmt", ["png", "both"])
+def test_png_asked_for_without_chromium_exits_2_and_writes_nothing(search_study, tmp_path, fmt):
+    out = tmp_path / "plots"
     result = visualise("--study-name", search_study.name, "--storage", search_study.url,
-                       "--output", str(png_only), "--format", "png", env=_hide_chromium())
-    assert result.returncode == 1
-    assert "apt-get install chromium" in result.stderr
-    assert not png_only.exists()  # nothing half-written
+                       "--output", str(out), "--format", fmt, env=_hide_chromium())
+    assert result.returncode == 2
+    line = _one_error_line(result)
+    assert line.startswith("PNG export needs Chromium, but none of chromium")
+    assert "apt-get install chromium" in line and "HTML output still works (--format html)" in line
+    assert result.stdout == ""
+    assert not out.exists()  # nothing half-written
+
+
+def test_an_output_that_cannot_hold_the_plots_exits_2_before_writing(search_study, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep\n")
+    for output in (afile, afile / "plots"):
+        result = visualise("--study-name", search_study.name, "--storage", search_study.url,
+                           "--output", str(output), "--format", "html")
+        assert result.returncode == 2
+        assert _one_error_line(result) == (
+            f"--output {output} cannot hold the plots: {afile} is a file, not a folder"
+        )
+        assert result.stdout == ""
+    # The default folder (runs/optuna_studies/<study>/plots) under a file named runs.
+    (tmp_path / "runs").write_text("keep\n")
+    default = visualise("--study-name", search_study.name, "--format", "html", cwd=tmp_path,
+                        env={"KUBETUNE_STORAGE_URL": search_study.url})
+    assert default.returncode == 2
+    assert _one_error_line(default) == (
+        f"the plots folder runs/optuna_studies/{search_study.name}/plots cannot be written: "
+        "runs is a file, not a folder; choose another with --output DIR"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "runs"]
+    assert afile.read_text() == "keep\n" and (tmp_path / "runs").read_text() == "keep\n"
+
+
+def test_optuna_log_lines_stay_out_of_the_output_unless_verbose(tmp_path):
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    make_study(url, "one", [
+        {"params": {"optimizer.lr": lr, "training.batch_size": bs, "optimizer.type": "sgd"}, "value": v}
+        for lr, bs, v in [(0.01, 32, 0.5), (0.05, 64, 0.7), (0.1, 32, 0.6)]
+    ])
+    quiet = visualise("--study-name", "one", "--storage", url, "--output", str(tmp_path / "q"),
+                      "--format", "html")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "skipped intermediate_values: no trial reported intermediate values\n"
+    verbose = visualise("--study-name", "one", "--storage", url, "--output", str(tmp_path / "v"),
+                        "--format", "html", "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "Param optimizer.type unique value length is less than 2." in verbose.stderr
+
+
+def test_a_sqlite_file_without_optuna_tables_is_refused_and_left_unchanged(tmp_path):
+    files = sqlite_files_without_optuna_tables(tmp_path)
+    before = {path: path.read_bytes() for path in files}
+    for db_file in files:
+        result = visualise("--study-name", "x", "--storage", f"sqlite:///{db_file}",
+                           "--output", str(tmp_path / "plots"), cwd=tmp_path)
+        assert result.returncode == 2
+        assert _one_error_line(result) == (
+            f"no Optuna storage in {db_file} (sqlite:///{db_file} from --storage): "
+            "the file has no Optuna tables; run ml-search first or pass --storage"
+        )
+    assert {path: path.read_bytes() for path in files} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"]
 
 
 def test_config_gives_the_study_name_storage_and_output_folder(search_study, tmp_path):
@@ -393,6 +459,33 @@ def test_renders_a_study_held_in_postgresql(search_study, postgres_url, chromium
     for plot_type in PLOT_TYPES:
         assert f'href="{plot_type}.html"' in index and f'href="{plot_type}.png"' in index
     assert_offline(out)
+
+
+@pytest.mark.postgres
+def test_a_missing_database_or_refused_login_exits_2_naming_where_the_url_came_from(
+        search_study, postgres_server_url, tmp_path):
+    server = sqlalchemy.engine.make_url(postgres_server_url)
+    nosuchdb = server.set(database="kt_nosuchdb").render_as_string(hide_password=False)
+    nobody = server.set(username="kt_nosuchrole").render_as_string(hide_password=False)
+    out = tmp_path / "plots"
+    where = f"{server.host}:{server.port or 5432}"
+    cases = [
+        (["--storage", nosuchdb], {}, f"`--storage` names database 'kt_nosuchdb', which does not exist "
+                                      f"on the PostgreSQL server at {where} ("),
+        ([], {"KUBETUNE_STORAGE_URL": nosuchdb}, "`$KUBETUNE_STORAGE_URL` names database 'kt_nosuchdb', "),
+        (["--config", str(_config_with_storage(search_study, tmp_path, nosuchdb))],
+         {"KUBETUNE_STORAGE_URL": ""}, "`search.storage` names database 'kt_nosuchdb', "),
+        (["--storage", nobody], {}, f"`--storage` names a login the PostgreSQL server at {where} refuses: "
+                                    "user 'kt_nosuchrole' to database "),
+    ]
+    for args, env, expected in cases:
+        result = visualise("--study-name", search_study.name, "--output", str(out), *args,
+                           cwd=tmp_path, env=env)
+        assert result.returncode == 2, (args, result.stderr)
+        line = _one_error_line(result)
+        assert line.startswith(expected), (line, expected)
+        assert "(psycopg" not in line and "OperationalError" not in line and "FATAL" not in line
+    assert not out.exists()
 
 
 @pytest.mark.postgres

@@ -70,10 +70,33 @@ def test_missing_chromium_writes_the_html_curves_and_says_so(search_study, tmp_p
     shutil.copytree(search_study.runs / "trial-1", run)
     env = {"PATH": str(Path(sys.executable).parent), "BROWSER_PATH": ""}
     result = visualise("--logdir", str(run), env=env)
-    assert result.returncode == 1
-    assert "apt-get install chromium" in result.stderr and "HTML output still works" in result.stderr
+    assert result.returncode == 0, result.stderr  # no --format: HTML, and one warning
+    warning = result.stderr.splitlines()
+    assert len(warning) == 1 and warning[0].startswith("ml-visualise: warning: "), result.stderr
+    assert "Chromium was not found" in warning[0] and "apt-get install chromium" in warning[0]
+    assert "$BROWSER_PATH" in warning[0] and "--format html" in warning[0]
     assert (run / "plots" / "training_curves.html").is_file()
     assert not (run / "plots" / "training_curves.png").exists()
+
+    explicit = tmp_path / "explicit"
+    for fmt in ("png", "both"):  # PNGs asked for by name: exit 2 before anything is written
+        result = visualise("--logdir", str(run), "--output", str(explicit), "--format", fmt, env=env)
+        assert result.returncode == 2, (fmt, result.stderr)
+        assert "apt-get install chromium" in result.stderr and "Traceback" not in result.stderr
+        assert not explicit.exists()
+
+
+def test_an_output_that_is_a_file_exits_2_naming_the_flag(search_study, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(search_study.runs / "trial-1", run)
+    afile = tmp_path / "afile"
+    afile.write_text("keep\n")
+    for output in (afile, afile / "plots"):
+        result = visualise("--logdir", str(run), "--output", str(output), "--format", "html")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (f"ml-visualise: error: --output {output} cannot hold the plots: "
+                                 f"{afile} is a file, not a folder\n")
+    assert afile.read_text() == "keep\n" and not (run / "plots").exists()
 
 
 def test_training_mode_errors_exit_2(tmp_path):
@@ -88,4 +111,7 @@ def test_training_mode_errors_exit_2(tmp_path):
     assert no_logdir.returncode == 2 and "--mode training needs --logdir" in no_logdir.stderr
     search_flags = visualise("--logdir", str(tmp_path), "--study-name", "s", "--params", "lr")
     assert search_flags.returncode == 2
-    assert "--study-name, --params only apply to --mode search" in search_flags.stderr
+    assert "--study-name, --params apply only to --mode search" in search_flags.stderr
+    one_flag = visualise("--logdir", str(tmp_path), "--study-name", "s")
+    assert one_flag.returncode == 2
+    assert one_flag.stderr == "ml-visualise: error: --study-name applies only to --mode search\n"

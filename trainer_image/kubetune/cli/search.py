@@ -22,7 +22,7 @@ from kubetune.cli.common import ArgumentParser, add_common_flags, run_command
 from kubetune.cli.train import add_override_flags, alias_values, require_writable_output
 from kubetune.config import config_to_dict, resolve_config, with_overrides
 from kubetune.config.schema import Config
-from kubetune.errors import KubetuneError, UsageError
+from kubetune.errors import ConfigError, KubetuneError, UsageError
 from kubetune.fileio import unwritable_reason
 
 PROG = "ml-search"
@@ -68,10 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_config(args: argparse.Namespace) -> Config:
     from kubetune.search.checks import check_search, require_search
 
+    if args.study_name is not None and not args.study_name.strip():
+        raise UsageError("--study-name must not be empty (leave it out to use search.study_name)")
     config = resolve_config(args.config, sets=args.sets, flags=alias_values(args))
     require_search(config)
-    if args.study_name:
-        config = with_overrides(config, {"search.study_name": args.study_name})
+    if args.study_name is not None:
+        try:
+            config = with_overrides(config, {"search.study_name": args.study_name})
+        except ConfigError as exc:
+            raise ConfigError(f"--study-name: {exc}", path=exc.path) from None
     check_search(config)
     return config
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from kubetune.cli.common import ArgumentParser, add_common_flags, run_command
 from kubetune.config import ALIASES, config_to_yaml, resolve_config
 from kubetune.config.schema import Config
-from kubetune.errors import ConfigError
+from kubetune.errors import ConfigError, UsageError
 from kubetune.fileio import unwritable_reason
 
 PROG = "ml-train"
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.storage is not None and not args.trial:
+        raise UsageError("--storage applies only with --trial (a plain run uses no storage)")
     config = resolve_config(args.config, sets=args.sets, flags=alias_values(args))
     if args.print_config:
         sys.stdout.write(config_to_yaml(config))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kubetune.cli.common import ArgumentParser, add_common_flags, run_command
 from kubetune.errors import UsageError
+from kubetune.fileio import unwritable_reason
 
 PROG = "ml-visualise"
 # Kept here (not imported from kubetune.visualise) so --help needs no optuna or plotly import.
@@ -50,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     training = parser.add_argument_group("training mode")
     training.add_argument("--logdir", nargs="+", metavar="DIR",
                           help="run folders with TensorBoard events, or folders holding many runs")
-    parser.add_argument("--format", choices=("html", "png", "both"), default="both",
-                        help="html (interactive), png (static, needs Chromium) or both (default)")
+    parser.add_argument(
+        "--format", choices=("html", "png", "both"),
+        help="html (interactive), png (static, needs Chromium) or both (default: both, or html "
+             "with a warning where no Chromium is found)",
+    )
     parser.add_argument(
         "--output", "-o",
         help="output folder (search default: <output_dir>/optuna_studies/<study>/plots, "
@@ -65,13 +69,40 @@ def _check_flags(args: argparse.Namespace) -> None:
     if args.mode == "training":
         used = [f"--{name.replace('_', '-')}" for name in SEARCH_ONLY if getattr(args, name)]
         if used:
-            raise UsageError(f"{', '.join(used)} only apply to --mode search")
+            verb = "applies" if len(used) == 1 else "apply"
+            raise UsageError(f"{', '.join(used)} {verb} only to --mode search")
         if not args.logdir:
             raise UsageError("--mode training needs --logdir DIR [DIR ...]")
     elif args.logdir:
         raise UsageError("--logdir only applies to --mode training")
     if args.top < 1:
         raise UsageError(f"`--top` must be at least 1, but got {args.top}")
+
+
+def _check_output(output: Path, given: bool) -> None:
+    """Refuse an output folder that cannot be written before anything is drawn or written."""
+    reason = unwritable_reason(output)
+    if reason is None:
+        return
+    if given:
+        raise UsageError(f"--output {output} cannot hold the plots: {reason}")
+    raise UsageError(f"the plots folder {output} cannot be written: {reason}; choose another with --output DIR")
+
+
+def _resolve_format(requested: str | None) -> str:
+    """The format asked for; without ``--format``, both where Chromium is found, else HTML
+    and one warning (an explicit ``png`` or ``both`` without Chromium fails before writing)."""
+    if requested is not None:
+        return requested
+    from kubetune.visualise import ChromiumMissing, find_chromium
+
+    try:
+        find_chromium()
+    except ChromiumMissing as exc:
+        print(f"{PROG}: warning: writing HTML only, no PNG files: {exc.detail}; to get PNGs "
+              f"{exc.remedy}; pass --format html to silence this warning", file=sys.stderr)
+        return "html"
+    return "both"
 
 
 def _plot_types(requested: list[str] | None) -> list[str]:
@@ -81,28 +112,35 @@ def _plot_types(requested: list[str] | None) -> list[str]:
 
 
 def _run_search(args: argparse.Namespace) -> int:
+    import optuna
+
     from kubetune.config import resolve_config
     from kubetune.search.storage import resolve_storage_url
     from kubetune.visualise import open_study, render_study, resolve_params, study_param_names
     from kubetune.visualise.study_info import counts_text
     from kubetune.visualise.study_report import NothingToPlot, skipped_text
 
+    # Optuna's own log lines ("[W …] Param … unique value length is less than 2.") are
+    # noise next to the one-line reasons ml-visualise prints; -v shows its warnings.
+    optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose else optuna.logging.ERROR)
     config = resolve_config(args.config) if args.config else None
     search = config.search if config is not None else None
     study_name = args.study_name or (search.study_name if search is not None else None)
     if not study_name:
         raise UsageError("--study-name is required (or --config with a search.study_name)")
     url = resolve_storage_url(args.storage, search)
-    study = open_study(url, study_name)
-    params = resolve_params(args.params, study_param_names(study)) if args.params else None
     if args.output:
         output = Path(args.output)
     else:
         root = Path(config.logging.output_dir) if config is not None else Path("runs")
         output = root / "optuna_studies" / study_name / "plots"
+    _check_output(output, given=bool(args.output))
+    study = open_study(url, study_name)
+    params = resolve_params(args.params, study_param_names(study)) if args.params else None
+    fmt = _resolve_format(args.format)
     try:
         report = render_study(
-            study, output, plot_types=_plot_types(args.plot_type), params=params, fmt=args.format,
+            study, output, plot_types=_plot_types(args.plot_type), params=params, fmt=fmt,
             top=args.top, default_metric=search.metric if search is not None else None,
         )
     except NothingToPlot as exc:
@@ -122,7 +160,7 @@ def _run_search(args: argparse.Namespace) -> int:
               f"(trial #{summary.best_trial.number}; {states})")
     for plot_type, reason in report.skipped.items():
         print(f"skipped {plot_type}: {reason}", file=sys.stderr)
-    print(f"wrote {len(report.files)} plot(s) ({args.format}) to {output}; report: {report.index}")
+    print(f"wrote {len(report.files)} plot(s) ({fmt}) to {output}; report: {report.index}")
     return 0
 
 
@@ -141,7 +179,9 @@ def _run_training(args: argparse.Namespace) -> int:
 
     logdirs = [Path(d) for d in args.logdir]
     output = Path(args.output) if args.output else logdirs[0] / "plots"
-    report = render_training(logdirs, output, fmt=args.format)
+    if args.output or logdirs[0].is_dir():  # a --logdir that is no folder is named by render_training
+        _check_output(output, given=bool(args.output))
+    report = render_training(logdirs, output, fmt=_resolve_format(args.format))
     for label, reason in report.skipped.items():
         print(f"skipped run {label}: {reason}", file=sys.stderr)
     files = ", ".join(str(p) for p in report.files.values())

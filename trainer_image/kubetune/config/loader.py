@@ -97,9 +97,14 @@ _PLAIN = {
 }
 
 
+_KEY_ERRORS = ("extra_forbidden", "invalid_key")
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     """Turn pydantic's report into one line naming the first bad key."""
     errors = exc.errors()
+    # A stray or misspelt key often explains a missing one: name it first.
+    errors.sort(key=lambda error: error["type"] not in _KEY_ERRORS)
     first = errors[0]
     loc = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
     # Drop union-branch tags pydantic inserts (e.g. 'int', 'literal['auto']').
@@ -107,7 +112,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigErr
     path = prefix + ".".join(loc)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     kind = first["type"]
-    if kind == "extra_forbidden":
+    if kind in _KEY_ERRORS:  # invalid_key: a key that is not text (`1: x`)
         return unknown_key_error(path) if not more else ConfigError(
             f"{unknown_key_error(path)}{more}", path=path
         )
@@ -135,16 +140,23 @@ def validate_config(data: Mapping[str, Any], source: str | None = None,
     try:
         config = Config.model_validate(dict(data))
         check_search_space_keys(config)
+        check_normalize_channels(config)
+        check_trial_epochs(config)
     except ValidationError as exc:
         error = format_validation_error(exc)
     except ConfigError as exc:
         error = exc
     else:
         return config
-    where = _origin(error.path, origins or {}) or source
+    origins = origins or {}
+    where = _origin(error.path, origins) or _origin(_CHECKED_WITH.get(error.path or ""), origins) or source
     if where:
         error = ConfigError(f"{where}: {error}", path=error.path)
     raise error from None
+
+
+# A check of two keys: where the first was not set by an option, the second's option is named.
+_CHECKED_WITH = {"search.trial_epochs": "training.num_epochs", "data.normalize.mean": "data.channels"}
 
 
 def _origin(path: str | None, origins: Mapping[str, str]) -> str | None:
@@ -172,6 +184,33 @@ def check_search_space_keys(config: Config) -> None:
             raise ConfigError(
                 f"`{path}` does not name a config field{hint}", path=path
             )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def check_normalize_channels(config: Config) -> None:
+    """``data.normalize`` gives one value for all channels or one per channel."""
+    channels = config.data.channels
+    given = len(config.data.normalize.mean)
+    if channels is not None and given not in (1, channels):
+        path = "data.normalize.mean"
+        either = "" if channels == 1 else ", or one for all channels"
+        raise ConfigError(
+            f"`{path}` must hold {_count(channels, 'value')} for the {_count(channels, 'channel')} "
+            f"of `data.channels`{either}, but got {_count(given, 'value')}", path=path)
+
+
+def check_trial_epochs(config: Config) -> None:
+    """Trials train at most the final run's epochs."""
+    search = config.search
+    if search is not None and search.trial_epochs is not None \
+            and search.trial_epochs > config.training.num_epochs:
+        path = "search.trial_epochs"
+        raise ConfigError(
+            f"`{path}` must be at most `training.num_epochs` ({config.training.num_epochs}), "
+            f"but got {search.trial_epochs}: trials train fewer epochs than the final run", path=path)
 
 
 def parse_set_option(text: str) -> tuple[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from kubetune.config.search_schema import SearchConfig
 
@@ -18,11 +19,40 @@ ARCHITECTURES = (
 )
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 
+# The largest float32: torch computes in 32-bit floats, and a larger learning rate
+# fails deep inside torch.optim ("cannot be converted to type float without overflow").
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _fits_float32(value: float) -> float:
+    if abs(value) > FLOAT32_MAX:
+        raise PydanticCustomError(
+            "float32_overflow", "must fit a 32-bit float (at most 3.4e38 in size)"
+        )
+    return value
+
+
+# A float the trainer hands to torch.
+Float32 = Annotated[float, AfterValidator(_fits_float32)]
+
+
+def _plain_folder_name(value: str) -> str:
+    """One folder name: a path would put the run outside ``logging.output_dir``."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+        raise PydanticCustomError(
+            "folder_name", "must be a plain folder name (not empty, not . or .., no / or \\)"
+        )
+    return value
+
+
+# A folder under logging.output_dir.
+FolderName = Annotated[str, AfterValidator(_plain_folder_name)]
+
 
 class Section(BaseModel):
     """Base for every config section: strict keys, validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -32,8 +62,8 @@ class ModelConfig(Section):
 
 
 class NormalizeConfig(Section):
-    mean: list[float] = Field(default_factory=lambda: [0.5])
-    std: list[float] = Field(default_factory=lambda: [0.5])
+    mean: list[Float32] = Field(default_factory=lambda: [0.5])
+    std: list[Float32] = Field(default_factory=lambda: [0.5])
 
     @model_validator(mode="after")
     def _same_length(self) -> NormalizeConfig:
@@ -75,10 +105,10 @@ class TrainingConfig(Section):
 
 class OptimizerConfig(Section):
     type: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.01, gt=0.0)
+    lr: Float32 = Field(0.01, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: Float32 = Field(0.0, ge=0.0)
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> OptimizerConfig:
@@ -95,8 +125,8 @@ class SchedulerConfig(Section):
 
 class LoggingConfig(Section):
     output_dir: str = "runs"
-    experiment_name: str | None = None  # None: the dataset folder's name
-    run_name: str | None = None  # None: a timestamp; never reuses a folder
+    experiment_name: FolderName | None = None  # None: the dataset folder's name
+    run_name: FolderName | None = None  # None: a timestamp; never reuses a folder
 
 
 class Config(Section):

@@ -6,6 +6,7 @@ Only structure and value checks live here; turning it into Optuna objects is
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -17,7 +18,7 @@ PRUNERS = ("SuccessiveHalvingPruner", "MedianPruner", "PercentilePruner", "Hyper
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ParamSpec(_Section):
@@ -57,6 +58,13 @@ class ParamSpec(_Section):
                     raise ValueError(f"{name} must be an integer for an int parameter, but got {value}")
         if self.step is not None and self.step <= 0:
             raise ValueError(f"step must be greater than 0, but got {self.step}")
+        span = self.high - self.low
+        if self.step is not None and self.step > span and not math.isclose(self.step, span, rel_tol=1e-9):
+            # Optuna would warn and shrink the range to the single value low
+            raise ValueError(
+                f"step must be at most high - low ({span:g}), but got {self.step:g}, "
+                f"which leaves only low={self.low:g}"
+            )
         return self
 
 

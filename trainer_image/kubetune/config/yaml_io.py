@@ -89,6 +89,10 @@ def read_yaml_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist", path=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}", path=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8", path=str(path)) from None
     data = parse_yaml(text, str(path))
     if data is None:
         return {}

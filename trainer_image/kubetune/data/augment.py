@@ -43,7 +43,8 @@ class ImageTransform:
             mean, std = mean * channels, std * channels
         if len(mean) != channels:
             raise DataError(
-                f"data.normalize has {len(mean)} values but the images have {channels} channels"
+                f"data.normalize has {len(mean)} values but the images have {channels} "
+                f"channel{'s' if channels != 1 else ''}"
             )
         if not train:
             return cls(cfg.image_size, mean, std)

@@ -152,10 +152,10 @@ def _parse(url: str, source: str | None) -> URL:
 
 
 def require_existing(url: str, source: str | None = None) -> None:
-    """For reading: a SQLite file that does not exist, or a database server's database
-    without Optuna's tables, is a :class:`UsageError`; neither is made into a storage
-    (Optuna creates its tables on first use). Whether it holds a study is for the caller;
-    a gRPC proxy is left to answer for itself.
+    """For reading: a SQLite file that does not exist, a SQLite file or a database server's
+    database without Optuna's tables, is a :class:`UsageError`; none is made into a storage
+    (Optuna creates its tables on first use), and a SQLite file is only read. Whether it
+    holds a study is for the caller; a gRPC proxy is left to answer for itself.
     """
     source = source or getattr(url, "source", None)
     if url.startswith("grpc://"):
@@ -167,13 +167,38 @@ def require_existing(url: str, source: str | None = None) -> None:
     if db_file is not None:
         if not db_file.exists():
             raise UsageError(f"no Optuna storage at {db_file} ({where}): run ml-search first or pass --storage")
+        if _sqlite_holds_optuna_tables(db_file) is False:
+            raise UsageError(f"no Optuna storage in {db_file} ({where}): the file has no Optuna tables; "
+                             "run ml-search first or pass --storage")
         return
-    if not parsed.drivername.startswith("sqlite") and not _holds_optuna_tables(parsed, normal):
+    if not parsed.drivername.startswith("sqlite") and not _holds_optuna_tables(parsed, normal, source):
         raise UsageError(f"no Optuna storage in {where}: the database has no Optuna tables; "
                          "run ml-search first or pass --storage")
 
 
-def _holds_optuna_tables(parsed: URL, url: str) -> bool:
+def _sqlite_holds_optuna_tables(db_file: Path) -> bool | None:
+    """Whether the SQLite file holds Optuna's ``studies`` table, read without changing a byte
+    (Optuna would create its tables in it); ``None`` when SQLite cannot tell (a folder, not a
+    database, locked): make_storage then names the problem."""
+    import sqlite3
+
+    if not db_file.is_file():
+        return None
+    try:
+        # mode=ro: SQLite neither creates nor writes the file (nor a journal next to it).
+        conn = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except (sqlite3.Error, OSError, ValueError):
+        return None
+    try:
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return row is not None
+
+
+def _holds_optuna_tables(parsed: URL, url: str, source: str | None = None) -> bool:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -183,10 +208,67 @@ def _holds_optuna_tables(parsed: URL, url: str) -> bool:
         return True  # make_storage names the URL's problem
     try:
         return sqlalchemy.inspect(engine).has_table("studies")
-    except Exception as exc:  # a server that does not answer
-        raise _unreachable(url, exc) from None
+    except Exception as exc:  # a server that does not answer, or refuses the URL's database or login
+        raise (_refused(url, exc, source) or _unreachable(url, exc)) from None
     finally:
         engine.dispose()
+
+
+# SQLSTATEs of a server that answered and refused what the URL asks for: the user's to fix.
+_NO_DATABASE = "3D000"  # invalid_catalog_name
+_LOGIN_CLASS = "28"  # invalid_authorization_specification (28000), invalid_password (28P01)
+# libpq keeps no SQLSTATE for an error during connection start-up (psycopg's ``sqlstate`` is
+# None there), so for those the server's own wording is the only evidence left; these are its
+# messages for 3D000 and class 28 (postinit.c, auth.c). A server that words them in another
+# language (lc_messages) is reported as not answering, as before.
+_NO_DATABASE_TEXT = re.compile(r'FATAL:\s+database "[^"]*" does not exist')
+_LOGIN_TEXT = re.compile(
+    r'FATAL:\s+(\w+ authentication failed for user|role "[^"]*" (does not exist|is not permitted to log in)'
+    r"|no pg_hba\.conf entry|pg_hba\.conf rejects)"
+)
+
+
+def _server_refusal(exc: BaseException) -> tuple[str, str] | None:
+    """``("database" | "login", server's reason)`` when a PostgreSQL server refused the URL's
+    database or login; None for everything else (no answer, timeouts, a full server)."""
+    chain: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = getattr(error, "orig", None) or error.__cause__ or error.__context__
+    text = next((str(e) for e in reversed(chain) if "FATAL:" in str(e)), "")
+    reason = text.split("FATAL:", 1)[1].strip().splitlines()[0] if text else ""
+    sqlstate = next((s for e in chain if isinstance(s := getattr(e, "sqlstate", None), str) and s), None)
+    if sqlstate is not None:
+        kind = "database" if sqlstate == _NO_DATABASE else "login" if sqlstate.startswith(_LOGIN_CLASS) else None
+    else:
+        kind = "database" if _NO_DATABASE_TEXT.search(text) else "login" if _LOGIN_TEXT.search(text) else None
+    return (kind, reason) if kind else None
+
+
+def _refused(url: str, exc: BaseException, source: str | None) -> KubetuneError | None:
+    """A PostgreSQL database that does not exist, or a login the server refuses: exit 2,
+    blaming where the URL came from. None when the server did not refuse (exit 1 then)."""
+    refusal = _server_refusal(exc)
+    if refusal is None:
+        return None
+    kind, reason = refusal
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    server = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    shown = mask_url(url)
+    reason = reason.replace(url, shown)  # libpq's messages carry no password; a URL would
+    if kind == "database":
+        return _bad_url(source, (
+            f"{{name}} names database {parsed.database!r}, which does not exist on the PostgreSQL "
+            f"server at {server} ({shown}); create it or fix the URL"
+        ))
+    return _bad_url(source, (
+        f"{{name}} names a login the PostgreSQL server at {server} refuses: user "
+        f"{parsed.username!r} to database {parsed.database!r} ({shown}): {reason}"
+    ))
 
 
 def _check_sqlite_file(db_file: Path, url: str, source: str | None) -> None:
@@ -221,8 +303,9 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
     ``must_exist``: for commands that only read, a missing SQLite file is a
     :class:`UsageError` instead of a new, empty database. ``source`` names where the URL
     came from in errors (default: the :class:`StorageUrl`'s own). A URL the user must fix
-    (unparsable, unknown kind, no such folder, not a database) is a usage or config error
-    (exit 2); a server that does not answer is a :class:`KubetuneError` (exit 1).
+    (unparsable, unknown kind, no such folder, not a database, a PostgreSQL database that
+    does not exist or a login the server refuses) is a usage or config error (exit 2); a
+    server that does not answer is a :class:`KubetuneError` (exit 1).
     """
     source = source or getattr(url, "source", None)
     if url.startswith("grpc://"):
@@ -259,7 +342,7 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
             f"ships), but got {mask_url(url)!r}, whose driver is not installed"
         )) from None
     except DatabaseError as exc:
-        bad = _sqlite_open_error(exc, db_file, source) if db_file is not None else None
+        bad = _sqlite_open_error(exc, db_file, source) if db_file is not None else _refused(url, exc, source)
         if bad is None:
             raise _unreachable(url, exc) from None
         raise bad from None

@@ -26,7 +26,19 @@ RENDER_TIMEOUT = 120  # seconds for one image; a cold Chromium on a busy node is
 
 
 class ChromiumMissing(KubetuneError):
-    """No Chromium to render PNGs with; HTML output does not need one."""
+    """No Chromium to render PNGs with; HTML output does not need one.
+
+    Exit 2: PNGs were asked for on a machine that cannot make them, which the user fixes
+    (install Chromium, set ``$BROWSER_PATH`` or ask for HTML). ``detail`` says what was
+    looked for, ``remedy`` how to get one.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, detail: str = "", remedy: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.remedy = remedy
 
 
 @dataclass(frozen=True)
@@ -48,10 +60,12 @@ def wants_png(fmt: str) -> bool:
 
 
 def _missing(detail: str) -> ChromiumMissing:
+    remedy = f"install Chromium (`apt-get install chromium`) or set ${BROWSER_ENV} to a Chrome/Chromium binary"
     return ChromiumMissing(
         f"PNG export needs Chromium, but {detail}; install it (`apt-get install chromium`) "
         f"or set ${BROWSER_ENV} to a Chrome/Chromium binary; HTML output still works "
-        "(--format html)"
+        "(--format html)",
+        detail=f"Chromium was not found: {detail}", remedy=remedy,
     )
 
 

@@ -12,7 +12,6 @@ import optuna
 from kubetune.errors import KubetuneError
 from kubetune.visualise.export import (
     FORMATS,
-    ChromiumMissing,
     PngJob,
     ensure_output_dir,
     find_chromium,
@@ -81,9 +80,9 @@ def render_study(
 
     ``params`` are dotted keys; ``default_metric`` names the objective of a study that
     records no metric name (one the operator created from a config's ``search.metric``).
-    With ``fmt="png"`` a missing Chromium fails before anything is written; with
-    ``"both"`` the HTML files and the index are written first and then the missing
-    Chromium is raised. A study (or a selection of plots) that draws no plot at all
+    With ``fmt="png"`` or ``"both"`` a missing Chromium (:class:`ChromiumMissing`) fails
+    before anything is written; a Chromium that fails to render under ``"both"`` leaves
+    the HTML files and the index written, then its error is raised. A study (or a selection of plots) that draws no plot at all
     raises :class:`NothingToPlot` and writes nothing; a study still running or with
     only failed trials gets what it can draw (its timeline, its reported epochs).
     """
@@ -91,14 +90,7 @@ def render_study(
         raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")
     summary = summarise(study, top=top, default_metric=default_metric or "value")
     png_error: KubetuneError | None = None
-    chromium: str | None = None
-    if wants_png(fmt):
-        try:
-            chromium = find_chromium()
-        except ChromiumMissing as exc:
-            if not wants_html(fmt):
-                raise
-            png_error = exc
+    chromium = find_chromium() if wants_png(fmt) else None  # ChromiumMissing: nothing written yet
     drawn = build_figures(study, plot_types, params, default_metric or "Objective Value")
     if not drawn.figures:
         why = "it has no trials yet" if summary.n_trials == 0 else skipped_text(drawn.skipped)

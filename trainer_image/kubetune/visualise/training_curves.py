@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from kubetune.errors import DataError, KubetuneError
 from kubetune.visualise.export import (
     FORMATS,
-    ChromiumMissing,
     PngJob,
     ensure_output_dir,
     find_chromium,
@@ -153,20 +152,16 @@ class TrainingReport:
 def render_training(logdirs: Sequence[Path], output_dir: Path, *, fmt: str = "both") -> TrainingReport:
     """Write ``training_curves.html`` and/or ``.png`` for the runs under ``logdirs``.
 
-    Chromium missing: with ``fmt="png"`` nothing is written; with ``"both"`` the
-    HTML is written, then the error is raised.
+    Chromium missing with ``fmt="png"`` or ``"both"``: :class:`ChromiumMissing`, before
+    anything is written. Chromium failing to render with ``"both"``: the HTML is written,
+    then the error is raised.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")
     runs, skipped = read_runs(logdirs)
     chromium, png_error = None, None
     if wants_png(fmt):
-        try:
-            chromium = find_chromium()
-        except ChromiumMissing as exc:
-            if not wants_html(fmt):
-                raise
-            png_error = exc
+        chromium = find_chromium()  # ChromiumMissing: nothing written yet
     figure = curves_figure(runs)
     report = TrainingReport(output_dir=ensure_output_dir(output_dir), runs=runs, skipped=skipped)
     if wants_html(fmt):
