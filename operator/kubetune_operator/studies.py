@@ -101,6 +101,12 @@ class StudyHandle:
             pruner=build_pruner(search),
             load_if_exists=True,
         )
+        trials = self.study.get_trials(deepcopy=False)
+        if changed := changed_param(self.study, search, trials):  # before anything is written
+            key, why = changed
+            raise SpecError(f"`spec.config.search.search_space.{key}` {why}: put the old entry "
+                            "back, or give the study another name",
+                            field=f"spec.config.search.search_space.{key}")
         claim_study(self.study, owner)
         name_metric(self.study, search.metric)  # Optuna's plots and optuna-dashboard say val_acc
         stored = self.study.direction.name.lower()
@@ -110,12 +116,6 @@ class StudyHandle:
                 f"`{search.study_name}` was created with, but got {search.direction}",
                 field="spec.config.search.direction",
             )
-        if changed := changed_param(self.study, search):
-            key, why = changed
-            raise SpecError(f"`spec.config.search.search_space.{key}` {why}: put the old entry "
-                            "back, or give the study another name",
-                            field=f"spec.config.search.search_space.{key}")
-        trials = self.study.get_trials(deepcopy=False)
         self.grid = grid_points(search) if search.sampler.type == "GridSampler" else None
         self._target: int | None = None
         if not trials:

@@ -143,7 +143,8 @@ def test_visualise_job_exports_then_plots_anywhere():
     assert export["command"] == ["ml-search", "--config", "/etc/kubetune/config.yaml", "--export-only",
                                  "--output-dir", "/results/digits-lr"]
     assert plots["command"] == ["ml-visualise", "--mode", "search", "--config",
-                                "/etc/kubetune/config.yaml", "--output", "/results/digits-lr/plots"]
+                                "/etc/kubetune/config.yaml", "--output", "/results/digits-lr/plots",
+                                "--format", "both"]
     # The CPU image given, not the spec's CUDA image; requests and limits, but no GPU.
     assert {c["image"] for c in (export, plots)} == {"img"} and spec.trials.image != "img"
     for helper in (export, plots):

@@ -57,3 +57,16 @@ def test_resume_continues_a_widened_range_and_a_new_parameter(fast_config, tmp_p
     study = start_study(config, url, "unit", resume=True, n_trials=1).study
     trial = study.ask(distributions(config.search.search_space))
     assert set(trial.params) == {"optimizer.lr", "training.batch_size", "model.dropout"}
+
+
+def test_resume_refuses_choices_without_a_queued_trials_value(fast_config, tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = start_study(_config(fast_config, tmp_path), url, "unit", resume=False, n_trials=None).study
+    (queued,) = study.get_trials()  # the config's own point, batch size 64, not run yet
+    changed = _config(fast_config, tmp_path,
+                      **{"training.batch_size": {"type": "categorical", "choices": [16, 32]}})
+    with pytest.raises(ConfigError, match=re.escape(
+            "`search.search_space.training.batch_size` is categorical [16, 32], but trial 0 of study "
+            "`unit` is queued with 64")):
+        start_study(changed, url, "unit", resume=True, n_trials=None)
+    assert queued.state.name == "WAITING"

@@ -109,9 +109,9 @@ def test_names_that_would_leave_the_output_folder_and_a_stray_storage_exit_2_wri
     (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe\x00bad")
     cases = [
         (["--set", f"logging.run_name={tmp_path / 'outside' / 'r'}"],
-         "--set logging.run_name: `logging.run_name` must be a plain folder name"),
+         "--set logging.run_name: `logging.run_name` must be a relative folder name"),
         (["--set", "logging.experiment_name=../outside"],
-         "--set logging.experiment_name: `logging.experiment_name` must be a plain folder name"),
+         "--set logging.experiment_name: `logging.experiment_name` must be a relative folder name"),
         (["--storage", f"sqlite:///{tmp_path / 'outside.db'}"], "--storage applies only with --trial"),
         (["--lr", "1e300"], "--lr: `optimizer.lr` must fit a 32-bit float"),
         (["--lr", "inf"], "--lr: `optimizer.lr` must be a finite number, but got inf"),

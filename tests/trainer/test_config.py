@@ -135,13 +135,16 @@ def test_with_overrides_and_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["logging.run_name", "logging.experiment_name"])
-@pytest.mark.parametrize("value", ["/tmp/ro/r", "../../escape", "a/b", "a\\b", "..", ".", ""])
-def test_run_and_experiment_names_are_plain_folder_names(tmp_path, key, value):
+@pytest.mark.parametrize("value", ["/tmp/ro/r", "../../escape", "a/../../b", "a//b", "\\\\host\\b", "..", ".", ""])
+def test_run_and_experiment_names_stay_under_the_output_folder(tmp_path, key, value):
     path = write(tmp_path, {"data": {"path": "d"}})
     with pytest.raises(ConfigError) as info:
         resolve_config(path, sets=[f"{key}={value}"])
     assert info.value.path == key
-    assert str(info.value).startswith(f"--set {key}: `{key}` must be a plain folder name"), str(info.value)
+    assert str(info.value).startswith(f"--set {key}: `{key}` must be a relative folder name under "
+                                      "logging.output_dir"), str(info.value)
+    nested = resolve_config(path, sets=[f"{key}=team/digits"])  # TensorBoard reads nested folders
+    assert nested.logging.model_dump()[key.split(".")[1]] == "team/digits"
 
 
 def test_run_and_experiment_names_default_to_none(tmp_path):
@@ -212,15 +215,16 @@ def test_an_int_step_larger_than_the_range_is_refused_and_a_step_of_the_range_is
 def test_trial_epochs_must_not_exceed_the_final_runs_epochs(tmp_path):
     path = write(tmp_path, {"data": {"path": "d"}, "training": {"num_epochs": 10},
                             "search": {"study_name": "s", "trial_epochs": 5}})
-    assert resolve_config(path, flags={"epochs": 5}).search.trial_epochs == 5  # equal: fine
+    assert resolve_config(path, flags={"epochs": 5}, searching=True).search.trial_epochs == 5  # equal: fine
+    assert resolve_config(path, flags={"epochs": 3}).training.num_epochs == 3  # ml-train: no search
     with pytest.raises(ConfigError) as info:
-        resolve_config(path, flags={"epochs": 3})  # the final value, after the short flag
+        resolve_config(path, flags={"epochs": 3}, searching=True)  # the final value, after the short flag
     assert str(info.value) == ("--epochs: `search.trial_epochs` must be at most `training.num_epochs` (3), "
                                "but got 5: trials train fewer epochs than the final run")
     assert info.value.path == "search.trial_epochs"
     with pytest.raises(ConfigError, match=r"^--set search.trial_epochs: `search.trial_epochs` must be at most "
                                           r"`training.num_epochs` \(10\), but got 11"):
-        resolve_config(path, sets=["search.trial_epochs=11"])
+        resolve_config(path, sets=["search.trial_epochs=11"], searching=True)
 
 
 @pytest.mark.parametrize("data", [{1: "x"}, {"data": {"path": "d"}, 1: "x"}])

@@ -246,6 +246,15 @@ def test_png_asked_for_without_chromium_exits_2_and_writes_nothing(search_study,
     assert not out.exists()  # nothing half-written
 
 
+def test_a_browser_path_that_cannot_run_fails_even_without_format(search_study, tmp_path):
+    out = tmp_path / "plots"
+    result = visualise("--study-name", search_study.name, "--storage", search_study.url,
+                       "--output", str(out), env={**_hide_chromium(), "BROWSER_PATH": str(tmp_path / "none")})
+    assert result.returncode == 2
+    assert _one_error_line(result).startswith(f"PNG export needs Chromium, but $BROWSER_PATH='{tmp_path}/none'")
+    assert not out.exists()
+
+
 def test_an_output_that_cannot_hold_the_plots_exits_2_before_writing(search_study, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("keep\n")

@@ -46,9 +46,11 @@ def export_command(studyjob: str) -> list[str]:
 
 
 def plots_command(studyjob: str) -> list[str]:
+    # --format both: the CPU image has Chromium, so a PNG that cannot be drawn fails the Job
+    # (without --format, ml-visualise would fall back to HTML with a warning).
     return [
         "ml-visualise", "--mode", "search", "--config", names.CONFIG_PATH,
-        "--output", f"{names.RESULTS_DIR}/{studyjob}/plots",
+        "--output", f"{names.RESULTS_DIR}/{studyjob}/plots", "--format", "both",
     ]
 
 

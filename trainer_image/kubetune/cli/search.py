@@ -70,7 +70,7 @@ def _load_config(args: argparse.Namespace) -> Config:
 
     if args.study_name is not None and not args.study_name.strip():
         raise UsageError("--study-name must not be empty (leave it out to use search.study_name)")
-    config = resolve_config(args.config, sets=args.sets, flags=alias_values(args))
+    config = resolve_config(args.config, sets=args.sets, flags=alias_values(args), searching=True)
     require_search(config)
     if args.study_name is not None:
         try:

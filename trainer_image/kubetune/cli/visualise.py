@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,10 +96,13 @@ def _resolve_format(requested: str | None) -> str:
     if requested is not None:
         return requested
     from kubetune.visualise import ChromiumMissing, find_chromium
+    from kubetune.visualise.export import BROWSER_ENV
 
     try:
         find_chromium()
     except ChromiumMissing as exc:
+        if os.environ.get(BROWSER_ENV):  # a browser the user named that cannot run: theirs to fix
+            raise
         print(f"{PROG}: warning: writing HTML only, no PNG files: {exc.detail}; to get PNGs "
               f"{exc.remedy}; pass --format html to silence this warning", file=sys.stderr)
         return "html"

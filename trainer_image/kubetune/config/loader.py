@@ -131,7 +131,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigErr
 
 
 def validate_config(data: Mapping[str, Any], source: str | None = None,
-                    origins: Mapping[str, str] | None = None) -> Config:
+                    origins: Mapping[str, str] | None = None, *, searching: bool = False) -> Config:
     """Validate a plain mapping as a :class:`Config`.
 
     An error names where the bad value came from: the option in ``origins`` (dotted
@@ -141,7 +141,8 @@ def validate_config(data: Mapping[str, Any], source: str | None = None,
         config = Config.model_validate(dict(data))
         check_search_space_keys(config)
         check_normalize_channels(config)
-        check_trial_epochs(config)
+        if searching:
+            check_trial_epochs(config)
     except ValidationError as exc:
         error = format_validation_error(exc)
     except ConfigError as exc:
@@ -206,6 +207,7 @@ def check_trial_epochs(config: Config) -> None:
     """Trials train at most the final run's epochs."""
     search = config.search
     if search is not None and search.trial_epochs is not None \
+            and "training.num_epochs" not in search.search_space \
             and search.trial_epochs > config.training.num_epochs:
         path = "search.trial_epochs"
         raise ConfigError(
@@ -256,8 +258,12 @@ def resolve_config(
     base: Mapping[str, Any] | None = None,
     sets: Iterable[str] = (),
     flags: Mapping[str, Any] | None = None,
+    searching: bool = False,
 ) -> Config:
-    """Defaults < file (or ``base``) < each ``--set`` in order < short flags."""
+    """Defaults < file (or ``base``) < each ``--set`` in order < short flags.
+
+    ``searching``: the config runs a search (``ml-search``), so its search section must
+    also fit the training settings (``search.trial_epochs``)."""
     if path is not None:
         data = read_yaml_file(path)
         source = str(path)
@@ -275,7 +281,7 @@ def resolve_config(
             apply_override(data, ALIASES[alias], value)
             origins.pop(ALIASES[alias], None)
             origins[ALIASES[alias]] = f"--{alias}"
-    return validate_config(data, source, origins)
+    return validate_config(data, source, origins, searching=searching)
 
 
 def with_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:

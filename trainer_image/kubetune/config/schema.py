@@ -36,17 +36,19 @@ def _fits_float32(value: float) -> float:
 Float32 = Annotated[float, AfterValidator(_fits_float32)]
 
 
-def _plain_folder_name(value: str) -> str:
-    """One folder name: a path would put the run outside ``logging.output_dir``."""
-    if not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+def _folder_inside(value: str) -> str:
+    """A folder under ``logging.output_dir``: relative, and no part leaves it."""
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith(("/", "\\")) or "\0" in value or any(p in ("", ".", "..") for p in parts):
         raise PydanticCustomError(
-            "folder_name", "must be a plain folder name (not empty, not . or .., no / or \\)"
+            "folder_name", "must be a relative folder name under logging.output_dir "
+            "(not empty, not absolute, no . or .. parts)"
         )
     return value
 
 
 # A folder under logging.output_dir.
-FolderName = Annotated[str, AfterValidator(_plain_folder_name)]
+FolderName = Annotated[str, AfterValidator(_folder_inside)]
 
 
 class Section(BaseModel):

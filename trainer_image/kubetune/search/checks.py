@@ -8,7 +8,7 @@ enqueued points lie inside the space. Torch-free: the operator calls it too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -18,6 +18,7 @@ from optuna.distributions import (
     IntDistribution,
     check_distribution_compatibility,
 )
+from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
@@ -199,17 +200,20 @@ def _describe(dist: BaseDistribution) -> str:
     return f"{'log-scale ' if dist.log else ''}{kind} {dist.low}..{dist.high}"  # type: ignore[attr-defined]
 
 
-def changed_param(study: optuna.Study, search: SearchConfig) -> tuple[str, str] | None:
+def changed_param(study: optuna.Study, search: SearchConfig,
+                  trials: Sequence[FrozenTrial] | None = None) -> tuple[str, str] | None:
     """The first ``search_space`` entry the study's trials cannot be continued with, and
-    why; None when every entry fits them.
+    why; None when every entry fits them. ``trials``: the study's, if already loaded.
 
     Optuna samples a parameter again only from a distribution of the kind its trials
     used: the same choices for a categorical, the same log scale for a range, int stays
-    int. Ranges may widen or narrow.
+    int. Ranges may widen or narrow. A queued trial's categorical value must still be
+    one of the choices.
     """
     new = distributions(search.search_space)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     seen: set[str] = set()
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         for key, old in trial.distributions.items():
             if key in seen or key not in new:
                 continue
@@ -220,4 +224,12 @@ def changed_param(study: optuna.Study, search: SearchConfig) -> tuple[str, str] 
                 return key, (f"is {_describe(new[key])}, but study `{study.study_name}` sampled it "
                              f"as {_describe(old)}; a study can widen or narrow a range, not change "
                              "a parameter's kind, choices or log scale")
+    for trial in trials:
+        if trial.state != TrialState.WAITING:
+            continue
+        for key, value in trial.system_attrs.get("fixed_params", {}).items():
+            dist = new.get(key)
+            if isinstance(dist, CategoricalDistribution) and value not in dist.choices:
+                return key, (f"is {_describe(dist)}, but trial {trial.number} of study "
+                             f"`{study.study_name}` is queued with {value!r}")
     return None
