@@ -187,7 +187,9 @@ async def test_a_study_deleted_under_a_running_studyjob_fails_it_and_stops_its_j
     assert conditions["Failed"]["reason"] == conditions["StorageReady"]["reason"] == "StudyDeleted"
     assert "study `digits-op` is no longer in the storage" in status["message"]
     assert status["trials"]["running"] == 0
-    assert any("stopped Jobs: lost-trial-0, lost-trial-1" in m for m in cluster.event_messages("StudyDeleted"))
+    await wait_for(  # kopf posts events from a queue of its own: it may land after the status
+        lambda: any("stopped Jobs: lost-trial-0, lost-trial-1" in m for m in cluster.event_messages("StudyDeleted")),
+        30, "the StudyDeleted event naming both Jobs")
     # Neither this operator nor a restarted one makes the study again under the same trial numbers.
     await first.stop()
     await start_operator(resync_seconds=0.3)
