@@ -264,6 +264,9 @@ def test_the_servers_sqlstate_decides_when_the_driver_has_one():
     login = _refused(url, _wrapped(pg.InvalidPassword("FATAL:  échec de l'authentification")), "search.storage")
     assert isinstance(login, ConfigError) and "names a login the PostgreSQL server at db:5432 refuses" in str(login)
     assert "hunter2" not in str(login)
+    socket = _refused("postgresql+psycopg:///optuna?host=/run/postgresql",
+                      _wrapped(pg.InvalidCatalogName("gone")), "--storage")
+    assert "does not exist on the PostgreSQL server at /run/postgresql (" in str(socket), str(socket)
     # A server that is full or starting up answered, but the URL is not wrong: exit 1 as before.
     busy = pg.TooManyConnections('FATAL:  database "optuna" does not exist')  # text is not consulted
     assert _refused(url, _wrapped(busy), "--storage") is None

@@ -246,6 +246,14 @@ def _server_refusal(exc: BaseException) -> tuple[str, str] | None:
     return (kind, reason) if kind else None
 
 
+def _server(parsed: URL) -> str:
+    """Where libpq connects: ``host:port``, or the socket folder of ``?host=/run/postgresql``."""
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    if not isinstance(host, str):  # ?host=a&host=b: libpq tries each
+        host = ",".join(host)
+    return host if host.startswith("/") else f"{host}:{parsed.port or 5432}"
+
+
 def _refused(url: str, exc: BaseException, source: str | None) -> KubetuneError | None:
     """A PostgreSQL database that does not exist, or a login the server refuses: exit 2,
     blaming where the URL came from. None when the server did not refuse (exit 1 then)."""
@@ -257,7 +265,7 @@ def _refused(url: str, exc: BaseException, source: str | None) -> KubetuneError 
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         return None
-    server = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    server = _server(parsed)
     shown = mask_url(url)
     reason = reason.replace(url, shown)  # libpq's messages carry no password; a URL would
     if kind == "database":
