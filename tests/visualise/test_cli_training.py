@@ -115,3 +115,22 @@ def test_training_mode_errors_exit_2(tmp_path):
     one_flag = visualise("--logdir", str(tmp_path), "--study-name", "s")
     assert one_flag.returncode == 2
     assert one_flag.stderr == "ml-visualise: error: --study-name applies only to --mode search\n"
+
+
+def test_a_chromium_that_fails_to_render_leaves_the_html_and_says_where(search_study, tmp_path,
+                                                                        monkeypatch):
+    from kubetune.errors import KubetuneError
+    from kubetune.visualise import training_curves
+
+    def broken(jobs, chromium):
+        raise KubetuneError("Chromium crashed")
+
+    monkeypatch.setattr(training_curves, "find_chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setattr(training_curves, "write_pngs", broken)
+    out = tmp_path / "curves"
+    with pytest.raises(KubetuneError) as info:
+        training_curves.render_training([search_study.runs], out, fmt="both")
+    assert str(info.value) == f"Chromium crashed; wrote {out / 'training_curves.html'}"
+    assert (out / "training_curves.html").stat().st_size > 1000
+    with pytest.raises(KubetuneError, match="^Chromium crashed$"):
+        training_curves.render_training([search_study.runs], tmp_path / "png", fmt="png")

@@ -62,9 +62,7 @@ def wants_png(fmt: str) -> bool:
 def _missing(detail: str) -> ChromiumMissing:
     remedy = f"install Chromium (`apt-get install chromium`) or set ${BROWSER_ENV} to a Chrome/Chromium binary"
     return ChromiumMissing(
-        f"PNG export needs Chromium, but {detail}; install it (`apt-get install chromium`) "
-        f"or set ${BROWSER_ENV} to a Chrome/Chromium binary; HTML output still works "
-        "(--format html)",
+        f"PNG export needs Chromium, but {detail}; {remedy}; HTML output still works (--format html)",
         detail=f"Chromium was not found: {detail}", remedy=remedy,
     )
 

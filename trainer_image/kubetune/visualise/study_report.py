@@ -82,9 +82,10 @@ def render_study(
     records no metric name (one the operator created from a config's ``search.metric``).
     With ``fmt="png"`` or ``"both"`` a missing Chromium (:class:`ChromiumMissing`) fails
     before anything is written; a Chromium that fails to render under ``"both"`` leaves
-    the HTML files and the index written, then its error is raised. A study (or a selection of plots) that draws no plot at all
-    raises :class:`NothingToPlot` and writes nothing; a study still running or with
-    only failed trials gets what it can draw (its timeline, its reported epochs).
+    the HTML files and the index written, then its error is raised. A study (or a
+    selection of plots) that draws no plot at all raises :class:`NothingToPlot` and
+    writes nothing; a study still running or with only failed trials gets what it can
+    draw (its timeline, its reported epochs).
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")

@@ -159,9 +159,7 @@ def render_training(logdirs: Sequence[Path], output_dir: Path, *, fmt: str = "bo
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")
     runs, skipped = read_runs(logdirs)
-    chromium, png_error = None, None
-    if wants_png(fmt):
-        chromium = find_chromium()  # ChromiumMissing: nothing written yet
+    chromium = find_chromium() if wants_png(fmt) else None  # ChromiumMissing: nothing written yet
     figure = curves_figure(runs)
     report = TrainingReport(output_dir=ensure_output_dir(output_dir), runs=runs, skipped=skipped)
     if wants_html(fmt):
@@ -173,7 +171,5 @@ def render_training(logdirs: Sequence[Path], output_dir: Path, *, fmt: str = "bo
         except KubetuneError as exc:
             if not wants_html(fmt):
                 raise
-            png_error = exc
-    if png_error is not None:
-        raise type(png_error)(f"{png_error}; wrote {report.files['html']}")
+            raise type(exc)(f"{exc}; wrote {report.files['html']}") from None
     return report
