@@ -50,3 +50,10 @@ def test_unwritable_reason_names_the_first_existing_folder(tmp_path, monkeypatch
         return real_exists(self, *args, **kwargs)
     monkeypatch.setattr(type(tmp_path), "exists", exists)
     assert unwritable_reason(tmp_path / "locked" / "runs") == f"{tmp_path / 'locked'}: Permission denied"
+
+
+def test_unwritable_reason_tries_a_folder_where_permission_bits_say_yes(tmp_path):
+    # /proc: writable by its bits for root, yet it takes no folders
+    assert unwritable_reason("/proc/kubetune-runs").startswith("/proc ")
+    assert unwritable_reason(tmp_path / "runs") is None
+    assert list(tmp_path.iterdir()) == []  # the probe is gone

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 
@@ -53,7 +54,9 @@ def unwritable_reason(folder: str | Path) -> str | None:
     """Why files cannot be written under ``folder``, or None when they can.
 
     The folder may be missing (writers make it): then its nearest existing parent is
-    checked. Nothing is created, so a command can refuse before it starts any work.
+    checked, by making and removing a folder in it, since permission bits do not tell
+    (root writes anywhere, /proc takes no folders). Nothing is left behind, so a command
+    can refuse before it starts any work.
     """
     probe = Path(folder)
     try:
@@ -65,4 +68,8 @@ def unwritable_reason(folder: str | Path) -> str | None:
         return f"{probe}: {exc.strerror or exc}"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} is not writable"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".kubetune-probe-", dir=probe))
+    except OSError as exc:
+        return f"{probe} takes no new folders ({exc.strerror or exc})"
     return None
