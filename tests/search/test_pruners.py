@@ -153,6 +153,16 @@ def test_the_first_rung_is_half_the_square_root_of_the_trial(steps, first_rung):
         assert _halving_run(study, [0.95] * first_rung + [0.1] * (steps - first_rung), steps) == second
 
 
+@pytest.mark.parametrize("steps, values", [(1, [0.1]), (3, [0.95, 0.1, 0.1])])
+def test_a_trial_is_not_pruned_at_its_last_step(steps, values):
+    # With 1-step or 3-step trials a rung falls on the last step: a verdict there saves
+    # nothing and would discard a finished trial, so the trial completes.
+    study = optuna.create_study(direction="maximize", pruner=TrialLengthHalvingPruner())
+    assert _halving_run(study, [0.9] * steps, steps) is None
+    assert _halving_run(study, values, steps) is None
+    assert _halving_run(study, [0.05] * (steps + 3), steps + 3) == 1  # a longer trial is still judged
+
+
 def test_without_its_length_a_trial_is_timed_by_the_longest_completed_one():
     pruner = TrialLengthHalvingPruner()
     study = optuna.create_study(direction="maximize", pruner=pruner)

@@ -114,7 +114,9 @@ def longest_completed(study: optuna.Study) -> int | None:
 
 class _PerKeyPruner(optuna.pruners.BasePruner):
     """Hands each verdict to an Optuna pruner built for a key the trial decides (its
-    warm-up, its first rung), made once per key; no verdict while the key is None."""
+    warm-up, its first rung), made once per key; no verdict while the key is None, nor
+    at the trial's last step (pruning then saves nothing and would discard a finished
+    trial: with 1-epoch trials, or 3, successive halving has a rung there)."""
 
     def __init__(self) -> None:
         self._pruners: dict[int, optuna.pruners.BasePruner] = {}
@@ -131,7 +133,11 @@ class _PerKeyPruner(optuna.pruners.BasePruner):
             return False
         if key not in self._pruners:
             self._pruners[key] = self.build(key)
-        return self._pruners[key].prune(study, trial)
+        # Asked even at the last step: successive halving records the trial's value at a
+        # rung when it judges it there, and later trials compete with that value.
+        verdict = self._pruners[key].prune(study, trial)
+        steps = trial.user_attrs.get(TRIAL_STEPS_ATTR)
+        return verdict and not (isinstance(steps, int) and trial.last_step is not None and trial.last_step >= steps)
 
 
 class WarmupFractionPruner(_PerKeyPruner):
