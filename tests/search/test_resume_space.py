@@ -9,6 +9,7 @@ import pytest
 
 from kubetune.config import validate_config
 from kubetune.errors import ConfigError
+from kubetune.search.pruners import TRIAL_STEPS_ATTR
 from kubetune.search.space import distributions
 from kubetune.search.study import start_study
 from tests.search.conftest import search_section
@@ -70,3 +71,18 @@ def test_resume_refuses_choices_without_a_queued_trials_value(fast_config, tmp_p
             "`unit` is queued with 64")):
         start_study(changed, url, "unit", resume=True, n_trials=None)
     assert queued.state.name == "WAITING"
+
+
+def test_resume_with_other_trial_lengths_warns_that_the_pruner_compares_them(fast_config, tmp_path, caplog):
+    url = f"sqlite:///{tmp_path}/s.db"
+    config = _config(fast_config, tmp_path)
+    study = start_study(config, url, "unit", resume=False, n_trials=None).study
+    trial = study.ask(distributions(config.search.search_space))
+    trial.set_user_attr(TRIAL_STEPS_ATTR, 3)  # as the objective records a 3-epoch trial
+    study.tell(trial, 0.5)
+    start_study(config, url, "unit", resume=True, n_trials=1)  # the same length: quiet
+    assert "pruner compares" not in caplog.text
+    shorter = validate_config({**copy.deepcopy(fast_config), "search": search_section(trial_epochs=2)})
+    start_study(shorter, url, "unit", resume=True, n_trials=1)
+    assert ("study `unit`'s trials ran 3 epochs, this search's run 2: the pruner compares trials "
+            "step by step") in caplog.text

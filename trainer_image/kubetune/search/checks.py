@@ -24,6 +24,7 @@ from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.search_schema import ParamSpec, SearchConfig
 from kubetune.errors import ConfigError
+from kubetune.search.pruners import TRIAL_STEPS_ATTR
 from kubetune.search.space import contains, distributions, grid_values
 
 _FLOAT_TYPES = ("uniform", "loguniform", "float")
@@ -191,6 +192,25 @@ def overrides_for_trial(search: SearchConfig, base: Config, params: Mapping[str,
     if search.trial_train_fraction < 1.0:
         overrides["data.train_fraction"] = base.data.train_fraction * search.trial_train_fraction
     return overrides
+
+
+def changed_length(study: optuna.Study, config: Config) -> str | None:
+    """Why resuming ``study`` with trials of another length misleads its pruner; None when
+    the lengths agree, are unknown, or ``training.num_epochs`` is searched."""
+    search = require_search(config)
+    if "training.num_epochs" in search.search_space:
+        return None
+    folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
+    steps = (search.trial_epochs or config.training.num_epochs) * folds
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    before = {t.user_attrs.get(TRIAL_STEPS_ATTR) for t in finished} - {None}
+    if not before or steps in before:
+        return None
+    unit = "epochs" if folds == 1 else "steps (epochs x folds)"
+    return (f"study `{study.study_name}`'s trials ran {', '.join(map(str, sorted(before)))} {unit}, "
+            f"this search's run {steps}: the pruner compares trials step by step, so the new "
+            "ones are judged against the old ones' early epochs; resume with the old length, or "
+            "start a new study (--study-name)")
 
 
 def _describe(dist: BaseDistribution) -> str:

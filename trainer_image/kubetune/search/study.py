@@ -15,7 +15,13 @@ import optuna
 from kubetune.config.schema import Config
 from kubetune.config.search_schema import SearchConfig
 from kubetune.errors import ConfigError, UsageError
-from kubetune.search.checks import cap_to_grid, changed_param, initial_points, require_search
+from kubetune.search.checks import (
+    cap_to_grid,
+    changed_length,
+    changed_param,
+    initial_points,
+    require_search,
+)
 from kubetune.search.ledger import TARGET_ATTR, budget, stored_target
 from kubetune.search.locking import StudyLock
 from kubetune.search.pruners import build_pruner
@@ -131,6 +137,8 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                 raise ConfigError(
                     f"`search.search_space.{key}` {why}: put the old entry back, or start a new "
                     "study (--study-name)", path=f"search.search_space.{key}")
+            if not created and (why := changed_length(study, config)):
+                log.warning(why)
             name_metric(study, search.metric)
             if created:
                 target = n_trials or search.n_trials
