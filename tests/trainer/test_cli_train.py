@@ -29,6 +29,10 @@ def test_print_config_shows_the_resolved_values(tmp_path, fast_config):
     assert printed["training"]["num_epochs"] == 7
     assert printed["scheduler"]["step_size"] == 3
     assert printed["model"]["dropout"] == 0.1  # from the file
+    hyphens = run_cli("ml-train", "--config", path, "--print-config", "--batch-size", "32", "--weight-decay", "0.001")
+    assert hyphens.returncode == 0, hyphens.stderr  # the flags' other spelling, as --n-trials has
+    assert yaml.safe_load(hyphens.stdout)["training"]["batch_size"] == 32
+    assert yaml.safe_load(hyphens.stdout)["optimizer"]["weight_decay"] == 0.001
 
 
 def test_config_errors_exit_2_with_one_line_and_no_run_folder(tmp_path, fast_config):
@@ -67,6 +71,10 @@ def test_train_cli_writes_a_run_folder(tmp_path, fast_config):
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert "epoch 2/2" in result.stderr  # plain lines when not on a terminal
     assert "tensorboard --logdir" in result.stdout
+    quiet = run_cli("ml-train", "--config", path, "--set", "logging.run_name=quiet", "-q")
+    assert quiet.returncode == 0 and "epoch" not in quiet.stderr  # -q: the result line only
+    assert "best val_acc=" in quiet.stdout
+    assert len(json.loads((run_dir.parent / "quiet" / "metrics.json").read_text())["epochs"]) == 2
 
 
 def test_progress_bar_on_a_terminal(tmp_path, fast_config):

@@ -27,8 +27,9 @@ def add_override_flags(parser: argparse.ArgumentParser) -> None:
     types = {"lr": float, "momentum": float, "weight_decay": float, "dropout": float,
              "batch_size": int, "epochs": int, "seed": int}
     for alias, key in ALIASES.items():
+        flags = dict.fromkeys([f"--{alias}", f"--{alias.replace('_', '-')}"])  # --batch-size too
         group.add_argument(
-            f"--{alias}", dest=f"alias_{alias}", type=types.get(alias, str), metavar="V",
+            *flags, dest=f"alias_{alias}", type=types.get(alias, str), metavar="V",
             help=f"alias of --set {key}=V",
         )
 
@@ -81,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         return run_stored_trial(config, args.trial, storage=args.storage)
     from kubetune.training import train
 
-    result = train(config, progress=False if args.no_progress else None)
+    result = train(config, progress=False if args.no_progress or args.quiet else None, epoch_lines=not args.quiet)
     best = result.best
     print(
         f"best val_acc={best['val_acc']:.4f} (epoch {best['epoch']}); "
