@@ -15,6 +15,12 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports usage errors on one line with exit code 2."""
 
     def error(self, message: str):  # type: ignore[override]
+        if message.startswith("unrecognized arguments: "):
+            from kubetune.config.loader import did_you_mean
+
+            flag = next((arg for arg in message.split()[2:] if arg.startswith("--")), None)
+            if flag:
+                message += did_you_mean(flag.split("=", 1)[0], self._option_string_actions)
         self.exit(2, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
 
 
