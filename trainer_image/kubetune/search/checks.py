@@ -24,7 +24,7 @@ from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.search_schema import ParamSpec, SearchConfig
 from kubetune.errors import ConfigError
-from kubetune.search.pruners import TRIAL_STEPS_ATTR
+from kubetune.search.pruners import TRIAL_STEPS_ATTR, trial_steps
 from kubetune.search.space import contains, distributions, grid_values
 
 _FLOAT_TYPES = ("uniform", "loguniform", "float")
@@ -200,13 +200,12 @@ def changed_length(study: optuna.Study, config: Config) -> str | None:
     search = require_search(config)
     if "training.num_epochs" in search.search_space:
         return None
-    folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
-    steps = (search.trial_epochs or config.training.num_epochs) * folds
+    steps = trial_steps(search, search.trial_epochs or config.training.num_epochs)
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     before = {t.user_attrs.get(TRIAL_STEPS_ATTR) for t in finished} - {None}
     if not before or steps in before:
         return None
-    unit = "epochs" if folds == 1 else "steps (epochs x folds)"
+    unit = "steps (epochs x folds)" if search.cross_validation.enabled else "epochs"
     return (f"study `{study.study_name}`'s trials ran {', '.join(map(str, sorted(before)))} {unit}, "
             f"this search's run {steps}: the pruner compares trials step by step, so the new "
             "ones are judged against the old ones' early epochs; resume with the old length, or "

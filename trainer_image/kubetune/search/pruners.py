@@ -136,8 +136,12 @@ class _PerKeyPruner(optuna.pruners.BasePruner):
         # Asked even at the last step: successive halving records the trial's value at a
         # rung when it judges it there, and later trials compete with that value.
         verdict = self._pruners[key].prune(study, trial)
-        steps = trial.user_attrs.get(TRIAL_STEPS_ATTR)
-        return verdict and not (isinstance(steps, int) and trial.last_step is not None and trial.last_step >= steps)
+        return verdict and not _at_last_step(trial)
+
+
+def _at_last_step(trial: FrozenTrial) -> bool:
+    steps = trial.user_attrs.get(TRIAL_STEPS_ATTR)
+    return isinstance(steps, int) and trial.last_step is not None and trial.last_step >= steps
 
 
 class WarmupFractionPruner(_PerKeyPruner):
@@ -221,9 +225,11 @@ def shortest_trial_steps(search: SearchConfig) -> int | None:
     """The steps of the shortest trial when ``training.num_epochs`` is searched; else None
     (every trial has the config's length)."""
     spec = search.search_space.get("training.num_epochs")
-    if spec is None:
-        return None
-    epochs = int(value_range(spec)[0])
+    return None if spec is None else trial_steps(search, int(value_range(spec)[0]))
+
+
+def trial_steps(search: SearchConfig, epochs: int) -> int:
+    """The steps a trial of ``epochs`` epochs reports: times the folds under cross-validation."""
     folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
     return max(1, epochs) * folds
 
