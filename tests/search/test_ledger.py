@@ -105,3 +105,19 @@ def test_trials_csv_marks_retries():
     assert lines[0].startswith("number,state,value,x,epochs")
     assert lines[1].endswith("interrupted,,True")
     assert lines[2].split(",")[1] == "WAITING" and lines[2].endswith(",0,False")
+
+
+def test_the_top_trials_caption_tells_a_queued_retry_from_one_that_ran():
+    from kubetune.search.results import top_trials_table
+
+    study = optuna.create_study(direction="maximize")
+    _add(study, TrialState.COMPLETE, 0.9)
+    first = _add(study, TrialState.FAIL)
+    enqueue_retry(study, first, first.params, DIST)
+    assert "(1 queued for a retry)" in top_trials_table(study, "val_acc").caption  # stopped before it ran
+
+    retry = study.ask()  # the worker takes the queued retry; it fails too and is queued again
+    study.tell(retry, state=TrialState.FAIL)
+    enqueue_retry(study, study.get_trials(deepcopy=False)[retry.number], first.params, DIST)
+    caption = top_trials_table(study, "val_acc").caption
+    assert "(1 retried with the same params, 1 queued for a retry)" in caption

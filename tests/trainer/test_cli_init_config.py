@@ -59,6 +59,7 @@ def test_missing_dataset_is_exit_2_and_writes_nothing(tmp_path):
     result = run_cli("ml-init-config", "nowhere", "--yes", cwd=tmp_path)
     assert result.returncode == 2
     assert "nowhere" in result.stderr and "does not exist" in result.stderr
+    assert f"(relative to the working folder {tmp_path})" in result.stderr  # where it was looked for
     assert not (tmp_path / "configs").exists()
 
 

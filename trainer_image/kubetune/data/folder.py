@@ -66,7 +66,9 @@ def check_folder(folder: Path, field: str | None = None) -> None:
     leads the message when the folder comes from a config."""
     lead = f"{field}: " if field else ""
     if not folder.exists():
-        raise DataError(f"{lead}dataset folder {folder} does not exist")
+        # A relative path is taken from the working folder, not the config file's: say which.
+        where = "" if folder.is_absolute() else f" (relative to the working folder {Path.cwd()})"
+        raise DataError(f"{lead}dataset folder {folder} does not exist{where}")
     if not folder.is_dir():
         raise DataError(f"{lead}dataset folder {folder} is a file, not a folder")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,20 @@ def export_results(config: Config, study: optuna.Study, output_dir: Path | None 
     return written
 
 
+def _retries_text(trials: Sequence[FrozenTrial]) -> str:
+    """``2 retried with the same params, 1 queued for a retry``: a retry still WAITING (a
+    search stopped before it ran) has not retried anything yet."""
+    queued: set[int] = set()
+    ran: set[int] = set()
+    for t in trials:
+        if history := t.system_attrs.get("retry_history"):  # the last entry is the trial it re-runs
+            (queued if t.state == TrialState.WAITING else ran).add(history[-1])
+    parts = [f"{len(ran)} retried with the same params"] if ran else []
+    if queued:
+        parts.append(f"{len(queued)} queued for a retry")
+    return ", ".join(parts)
+
+
 def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
                      own_params: Mapping[str, Any] | None = None):
     """A rich Table of the best COMPLETE trials, best first.
@@ -140,9 +154,8 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
         if t.state.name in counts:
             counts[t.state.name] += 1
     caption = ", ".join(f"{n} {name.lower()}" for name, n in counts.items())
-    retried = len(retried_numbers(study.get_trials(deepcopy=False)))
-    if retried:
-        caption += f" ({retried} retried with the same params)"
+    if retries := _retries_text(study.get_trials(deepcopy=False)):
+        caption += f" ({retries})"
     own = next((t for t in everything if own_params and t.params == dict(own_params)), None)
     if own is not None:
         caption += (f"\nthe config's own values (trial {own.number}): {metric}={own.value:.4f}, "
