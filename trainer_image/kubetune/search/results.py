@@ -142,7 +142,8 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
     """
     from rich.table import Table
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = study.get_trials(deepcopy=False)  # one read of the storage serves the table and its caption
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     everything = sorted(complete, key=lambda t: t.value, reverse=reverse)
     ranked = everything[:limit]
@@ -150,11 +151,11 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
     for t in ranked:
         keys.extend(k for k in t.params if k not in keys)
     counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         if t.state.name in counts:
             counts[t.state.name] += 1
     caption = ", ".join(f"{n} {name.lower()}" for name, n in counts.items())
-    if retries := _retries_text(study.get_trials(deepcopy=False)):
+    if retries := _retries_text(trials):
         caption += f" ({retries})"
     own = next((t for t in everything if own_params and t.params == dict(own_params)), None)
     if own is not None:
