@@ -63,8 +63,9 @@ its top threshold is rounded down to 0.005 instead (6 of 16); on digits40 the to
 Space: lr log-uniform 1e-5..1e-1, batch size {16, 32, 64}, momentum 0.8..0.99,
 weight decay log-uniform 1e-6..1e-2, dropout 0..0.5; SGD with the config's default
 step schedule (x0.1 every 5 epochs; every 4 on digits40, 3 on digits15). Every trial
-carries its length and the epoch its rate first drops, as ``ml-search``'s objective
-sets them (Optuna's own pruners ignore both). The config's point: lr 0.05, batch 32,
+carries its length and the epoch its rate first drops, and reports its val_loss beside
+its val_acc, as ``ml-search``'s objective does (successive halving ranks trials tied
+on val_acc by their val_loss; Optuna's own pruners ignore all three). The config's point: lr 0.05, batch 32,
 momentum 0.9, weight decay 1e-4, dropout 0.2.
 
 How it stays affordable on two CPU cores, and what that changes:
@@ -196,7 +197,7 @@ def _network(dropout: float):
 
 
 def _train(params: dict, epochs: int, step_size: int, data):
-    """Yield val_acc after each epoch; None for an epoch whose loss diverged (then stop)."""
+    """Yield [val_acc, val_loss] after each epoch; None for an epoch whose loss diverged (then stop)."""
     import torch
     import torch.nn.functional as F
 
@@ -224,11 +225,12 @@ def _train(params: dict, epochs: int, step_size: int, data):
         sched.step()
         model.eval()
         with torch.no_grad():
-            yield (model(xv).argmax(1) == yv).float().mean().item()
+            out = model(xv)
+            yield [(out.argmax(1) == yv).float().mean().item(), F.cross_entropy(out, yv).item()]
 
 
 class CurveCache:
-    """Per-epoch val_acc by params, shared by all processes through files.
+    """Per-epoch [val_acc, val_loss] by params, shared by all processes through files.
 
     Sound because each trial trains with the same seed: same params, same curve."""
 
@@ -273,7 +275,7 @@ def _init_worker(data_path: str, cache: str, problems: list[str], kubetune_from:
     sys.path.insert(0, os.getcwd())
     for name in problems:
         problem = PROBLEMS[name]
-        folder = Path(cache) / "curves" / f"{name}-w{WIDTH}"
+        folder = Path(cache) / "curves" / f"{name}-w{WIDTH}-loss"
         _STATE[name] = CurveCache(folder, problem, _load_data(data_path, problem))
     _STATE["kubetune_from"] = kubetune_from
 
@@ -333,7 +335,8 @@ def run_search(problem_name: str, method: str, seed: int) -> dict:
         curve = cache.curve(params)
         state = optuna.trial.TrialState.COMPLETE
         try:
-            for epoch, acc in enumerate(curve, 1):
+            for epoch, point in enumerate(curve, 1):
+                acc = None if point is None else point[0]
                 if acc is not None:
                     best = max(best, acc)
                 timeline.append(best)
@@ -342,7 +345,7 @@ def run_search(problem_name: str, method: str, seed: int) -> dict:
                 if acc is None:
                     state = optuna.trial.TrialState.FAIL
                     break
-                reporter(epoch, {"val_acc": acc})
+                reporter(epoch, {"val_acc": acc, "val_loss": point[1]})
         except optuna.TrialPruned:
             state = optuna.trial.TrialState.PRUNED
         except _BudgetSpent:

@@ -55,10 +55,11 @@ def test_a_retry_of_a_retry_keeps_the_history():
 
 def test_a_retry_leaves_the_pruners_rung_values_with_the_failed_trial():
     study = optuna.create_study()
-    lost = _add(study, TrialState.FAIL, system_attrs={"completed_rung_0": 0.4, "completed_rung_1": 0.6})
+    lost = _add(study, TrialState.FAIL, system_attrs={"completed_rung_0": 0.4, "completed_rung_1": 0.6,
+                                                          "tie_break_rung_0": 2.1})
     enqueue_retry(study, lost, lost.params, DIST)
     retry = study.get_trials(deepcopy=False)[-1]
-    assert not any(k.startswith("completed_rung_") for k in retry.system_attrs)  # or they would count twice
+    assert not any(k.startswith(("completed_rung_", "tie_break_rung_")) for k in retry.system_attrs)  # or they would count twice
     assert retry.system_attrs["failed_trial"] == lost.number
 
 

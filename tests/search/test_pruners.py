@@ -14,12 +14,14 @@ from kubetune.search.pruners import (
     LR_DROP_ATTR,
     MEDIAN_STARTUP_TRIALS,
     MEDIAN_WARMUP_FRACTION,
+    TIE_BREAK_ATTR,
     TRIAL_STEPS_ATTR,
     TrialLengthHalvingPruner,
     WarmupFractionPruner,
     build_pruner,
     first_rung,
     shortest_trial_steps,
+    tie_break_metric,
 )
 from kubetune.training.optim import first_lr_drop
 
@@ -140,6 +142,53 @@ def _halving_run(study: optuna.Study, values: list[float], steps: int | None) ->
             return step
     study.tell(trial, max(values))
     return None
+
+
+def _reported_run(study: optuna.Study, curve: list[tuple[float, float]], *, losses: bool = True) -> int | None:
+    """Run a trial of (val_acc, val_loss) epochs through ml-search's EpochReporter; the epoch
+    it was pruned at, or None (told COMPLETE). ``losses=False`` reports val_acc alone."""
+    from kubetune.search.objective import EpochReporter
+
+    trial = study.ask()
+    trial.set_user_attr(TRIAL_STEPS_ATTR, len(curve))
+    reporter = EpochReporter(trial, "val_acc", True, max, [], 0, 1, len(curve))
+    for epoch, (acc, loss) in enumerate(curve, 1):
+        try:
+            reporter(epoch, {"val_acc": acc, "val_loss": loss} if losses else {"val_acc": acc})
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return epoch
+    study.tell(trial, reporter.best)
+    return None
+
+
+@pytest.mark.parametrize("losses, third_pruned_at", [(True, 1), (False, 3)])
+def test_trials_tied_at_a_rung_are_ranked_by_their_loss(losses, third_pruned_at):
+    # 8-epoch trials: rungs at epochs 1 and 3. All sit at chance (0.1) after epoch 1, as
+    # on a small training set: Optuna's rule promotes every tie, so the rung decides
+    # nothing; ranked by val_loss, only the best third of the tied trials goes on.
+    study = optuna.create_study(direction="maximize", pruner=TrialLengthHalvingPruner())
+    def learner(loss):
+        return [(0.1, loss)] + [(0.5 + 0.05 * e, loss - 0.2 * e) for e in range(1, 8)]
+    assert _reported_run(study, learner(2.30), losses=losses) is None  # no rival yet
+    assert _reported_run(study, learner(2.25), losses=losses) is None  # tied, and the lower loss
+    stuck = [(0.1, 2.31)] * 8  # at chance throughout, its loss the highest of the three
+    assert _reported_run(study, stuck, losses=losses) == third_pruned_at
+    assert study.trials[-1].user_attrs.get(TIE_BREAK_ATTR) == (2.31 if losses else None)
+    assert _reported_run(study, learner(2.20), losses=losses) is None  # the lowest loss of the tie
+
+
+def test_the_tie_break_is_the_lowest_loss_so_far():
+    from kubetune.search.objective import EpochReporter
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    reporter = EpochReporter(trial, "val_acc", True, max, [], 0, 1, 4)
+    for epoch, (loss, lowest) in enumerate([(2.2, 2.2), (2.0, 2.0), (float("nan"), 2.0), (2.1, 2.0)], 1):
+        reporter(epoch, {"val_acc": 0.1, "val_loss": loss})
+        assert study.trials[-1].user_attrs[TIE_BREAK_ATTR] == lowest
+    assert (tie_break_metric("val_acc"), tie_break_metric("train_acc")) == ("val_loss", "train_loss")
+    assert tie_break_metric("val_loss") is None  # a loss seldom ties: no tie-break, no attribute
 
 
 @pytest.mark.parametrize("steps, first_rung", [(5, 1), (10, 2), (16, 2), (20, 2), (30, 3), (100, 5), (2, 1)])

@@ -14,6 +14,7 @@ from kubetune.config import validate_config
 from kubetune.search.single_trial import run_stored_trial
 from kubetune.search.space import distributions
 from kubetune.search.storage import make_storage
+from kubetune.training.checkpoint import load_checkpoint
 from tests.conftest import run_cli
 from tests.search.conftest import search_section, small_base, write_config
 
@@ -42,6 +43,8 @@ def test_run_stored_trial_trains_reports_and_tells(fast_config, tmp_path, postgr
     assert trained["training"]["batch_size"] == trial.params["training.batch_size"]
     events = sorted(run_dir.glob("events.out.tfevents.*"))
     assert events
+    history = load_checkpoint(run_dir / "last.pt")["history"]  # what successive halving breaks ties by:
+    assert stored.user_attrs["tie_break"] == min(e["val_loss"] for e in history)  # the lowest val_loss
 
     capsys.readouterr()
     assert run_stored_trial(config, "op:0", storage=postgres_url) == 0  # a restarted pod

@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.search.interruption import INTERRUPTED_ATTR
+from kubetune.search.pruners import RUNG_ATTR_PREFIXES
 
 TARGET_ATTR = "n_trials"
 WORKER_ATTR = "worker"  # set on trials an ml-search worker runs (they send heartbeats)
@@ -111,9 +112,11 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, 
     ``user_attrs`` default to the failed trial's, less its worker, its fail reason and
     where it was interrupted.
     """
-    # Successive halving's per-rung values stay with the failed trial: copied, they would
-    # count twice; the retry records its own as it reports (or catches up) those epochs.
-    kept = {k: v for k, v in trial.system_attrs.items() if not k.startswith("completed_rung_")}
+    # Successive halving's per-rung values (and their tie-breaking losses) stay with the
+    # failed trial: copied, they would count twice; the retry records its own as it
+    # reports (or catches up) those epochs.
+    kept = {k: v for k, v in trial.system_attrs.items()
+            if not k.startswith(RUNG_ATTR_PREFIXES)}
     system_attrs = {**kept, "failed_trial": trial.number,
                     "retry_history": [*trial.system_attrs.get("retry_history", ()), trial.number]}
     if user_attrs is None:

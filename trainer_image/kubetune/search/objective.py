@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -37,7 +38,7 @@ from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError
 from kubetune.search.checks import overrides_for_trial, require_search
 from kubetune.search.interruption import INTERRUPTED_ATTR, Terminated
-from kubetune.search.pruners import LR_DROP_ATTR, TRIAL_STEPS_ATTR
+from kubetune.search.pruners import LR_DROP_ATTR, TIE_BREAK_ATTR, TRIAL_STEPS_ATTR, tie_break_metric
 from kubetune.search.results import FAIL_REASON_ATTR, trial_run_dir
 from kubetune.search.space import distributions, value_range
 
@@ -79,7 +80,12 @@ def fail_reason(exc: BaseException) -> str:
 
 
 class EpochReporter:
-    """The epoch callback: report the running value, then ask the pruner."""
+    """The epoch callback: report the running value, then ask the pruner.
+
+    For an accuracy metric it also keeps the lowest matching loss of the running fold
+    so far in the ``tie_break`` user attribute, before the pruner is asked: successive
+    halving ranks trials tied on accuracy by it (``search/pruners.py``).
+    """
 
     def __init__(self, trial: optuna.Trial, metric: str, maximize: bool, aggregate: Callable,
                  done_folds: list[float], fold: int, folds: int, epochs: int,
@@ -87,6 +93,9 @@ class EpochReporter:
         self.trial, self.metric, self.maximize, self.aggregate = trial, metric, maximize, aggregate
         self.done_folds, self.fold, self.folds, self.epochs = done_folds, fold, folds, epochs
         self.best: float | None = None
+        self.tie_metric = tie_break_metric(metric)
+        self.tie_best: float | None = None  # the lowest tie_metric of this fold so far
+        self.tie_sent: float | None = None
         self.where: str | None = None  # "epoch 4" (of fold 2): the last epoch seen
         # Steps the trial holds already (from earlier pods), kept, not reported again: a pod
         # killed after reporting an epoch whose checkpoint had not landed trains it again.
@@ -96,6 +105,9 @@ class EpochReporter:
         value = float(metrics[self.metric])
         if self.best is None or (value > self.best if self.maximize else value < self.best):
             self.best = value
+        tie = metrics.get(self.tie_metric) if self.tie_metric else None
+        if tie is not None and math.isfinite(tie) and (self.tie_best is None or tie < self.tie_best):
+            self.tie_best = float(tie)
         self.where = f"epoch {epoch}" + (f" of fold {self.fold + 1}" if self.folds > 1 else "")
         return self.aggregate([*self.done_folds, self.best]), self.fold * self.epochs + epoch
 
@@ -110,6 +122,9 @@ class EpochReporter:
 
     def _report(self, value: float, step: int) -> None:
         if step not in self.reported:
+            if self.tie_best is not None and self.tie_best != self.tie_sent:  # a storage write: only on news
+                self.trial.set_user_attr(TIE_BREAK_ATTR, self.tie_best)
+                self.tie_sent = self.tie_best
             self.trial.report(value, step)
             self.reported.add(step)
 
