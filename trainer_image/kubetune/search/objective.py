@@ -95,7 +95,6 @@ class EpochReporter:
         self.best: float | None = None
         self.tie_metric = tie_break_metric(metric)
         self.tie_best: float | None = None  # the lowest tie_metric of this fold so far
-        self.tie_sent: float | None = None
         self.where: str | None = None  # "epoch 4" (of fold 2): the last epoch seen
         # Steps the trial holds already (from earlier pods), kept, not reported again: a pod
         # killed after reporting an epoch whose checkpoint had not landed trains it again.
@@ -107,7 +106,8 @@ class EpochReporter:
             self.best = value
         tie = metrics.get(self.tie_metric) if self.tie_metric else None
         if tie is not None and math.isfinite(tie) and (self.tie_best is None or tie < self.tie_best):
-            self.tie_best = float(tie)
+            self.tie_best = float(tie)  # written when it improves, before the step is reported
+            self.trial.set_user_attr(TIE_BREAK_ATTR, self.tie_best)
         self.where = f"epoch {epoch}" + (f" of fold {self.fold + 1}" if self.folds > 1 else "")
         return self.aggregate([*self.done_folds, self.best]), self.fold * self.epochs + epoch
 
@@ -122,9 +122,6 @@ class EpochReporter:
 
     def _report(self, value: float, step: int) -> None:
         if step not in self.reported:
-            if self.tie_best is not None and self.tie_best != self.tie_sent:  # a storage write: only on news
-                self.trial.set_user_attr(TIE_BREAK_ATTR, self.tie_best)
-                self.tie_sent = self.tie_best
             self.trial.report(value, step)
             self.reported.add(step)
 

@@ -152,12 +152,15 @@ class _PerKeyPruner(optuna.pruners.BasePruner):
         key = self.key(study, trial)
         if key is None:
             return False
-        if key not in self._pruners:
-            self._pruners[key] = self.build(key)
         # Asked even at the last step: successive halving records the trial's value at a
         # rung when it judges it there, and later trials compete with that value.
-        verdict = self._pruners[key].prune(study, trial)
-        return verdict and not _at_last_step(trial)
+        return self.verdict(study, trial, key) and not _at_last_step(trial)
+
+    def verdict(self, study: optuna.Study, trial: FrozenTrial, key: int) -> bool:
+        """The verdict of the pruner built for ``key``."""
+        if key not in self._pruners:
+            self._pruners[key] = self.build(key)
+        return self._pruners[key].prune(study, trial)
 
 
 def _at_last_step(trial: FrozenTrial) -> bool:
@@ -247,25 +250,23 @@ class TrialLengthHalvingPruner(_PerKeyPruner):
             min_resource=key, reduction_factor=self.reduction_factor,
             min_early_stopping_rate=self.min_early_stopping_rate)
 
-    def rung_at(self, study: optuna.Study, trial: FrozenTrial) -> int | None:
-        """The rung judged at the trial's last step; None between rungs."""
-        first, step = self.min_resource(study, trial), trial.last_step
-        if first is None or step is None:
+    def rung_at(self, first_rung: int, step: int | None) -> int | None:
+        """The rung judged at ``step`` when the first is at ``first_rung``; None between rungs."""
+        if step is None:
             return None
-        rung, rung_step = 0, first * self.reduction_factor ** self.min_early_stopping_rate
+        rung, rung_step = 0, first_rung * self.reduction_factor ** self.min_early_stopping_rate
         while rung_step < step:
             rung, rung_step = rung + 1, rung_step * self.reduction_factor
         return rung if rung_step == step else None
 
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        rung = self.rung_at(study, trial)
+    def verdict(self, study: optuna.Study, trial: FrozenTrial, key: int) -> bool:
+        rung = self.rung_at(key, trial.last_step)
         loss = trial.user_attrs.get(TIE_BREAK_ATTR)
-        if rung is not None and loss is not None:  # what later trials tied with this one compare with
-            study._storage.set_trial_system_attr(trial._trial_id, _TIE_KEY.format(rung), loss)
-        if super().prune(study, trial):
-            return True
-        return (rung is not None and loss is not None and not _at_last_step(trial)
-                and _loses_tie(study, trial, rung, loss, self.reduction_factor))
+        if rung is None or loss is None:
+            return super().verdict(study, trial, key)
+        # What later trials tied with this one compare with, recorded before Optuna's verdict.
+        study._storage.set_trial_system_attr(trial._trial_id, _TIE_KEY.format(rung), loss)
+        return super().verdict(study, trial, key) or _loses_tie(study, trial, rung, loss, self.reduction_factor)
 
 
 def _loses_tie(study: optuna.Study, trial: FrozenTrial, rung: int, loss: float, reduction_factor: int) -> bool:
