@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 # Long enough that a trial is still training when the test sees its checkpoint of epoch 2
 # and evicts it (epochs take a fraction of a second; checkpoints land during the next one).
-EPOCHS = 12
+EPOCHS = 30
 RESUMED = re.compile(r"resuming from epoch (\d+) of (\d+)")
 
 
@@ -49,14 +49,22 @@ def test_every_trial_evicted_once_resumes_from_its_checkpoint(kube: Cluster, kub
     spec["config"]["search"]["pruner"] = {"type": "none"}  # every trial runs all its epochs
     kube.create_studyjob("resume", spec)
 
+    # Both trials train at once: each is evicted as soon as its checkpoint of epoch 2 is
+    # there, so neither can finish training while the test waits on the other.
+    waiting = set(range(n_trials))
     evicted_after: dict[int, int] = {}
-    for number in range(n_trials):
-        checkpoint = digits_claims["results"] / "digits-op" / f"trial-{number}" / "last.pt"
-        job = f"resume-trial-{number}"
-        wait_until(lambda path=checkpoint: checkpoint_epoch(path) >= 2, 180, f"{job}'s checkpoint of epoch 2")
-        pod = wait_until(lambda job=job: running_pod(kube, job), 30, f"{job}'s pod")
-        evicted_after[number] = checkpoint_epoch(checkpoint)
-        kube.evict(pod["metadata"]["name"])
+
+    def evict_the_checkpointed() -> bool:
+        for number in sorted(waiting):
+            epoch = checkpoint_epoch(digits_claims["results"] / "digits-op" / f"trial-{number}" / "last.pt")
+            pod = running_pod(kube, f"resume-trial-{number}") if epoch >= 2 else None
+            if pod is not None:
+                kube.evict(pod["metadata"]["name"])
+                evicted_after[number] = epoch
+                waiting.discard(number)
+        return not waiting
+
+    wait_until(evict_the_checkpointed, 180, lambda: f"a running pod with a checkpoint of epoch 2 for trials {sorted(waiting)}")
     status = kube.wait_phase("resume", "Succeeded", 400)
 
     trials = optuna.load_study(study_name="digits-op", storage=storage).trials
