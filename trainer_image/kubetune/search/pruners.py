@@ -250,7 +250,7 @@ class TrialLengthHalvingPruner(_PerKeyPruner):
             min_resource=key, reduction_factor=self.reduction_factor,
             min_early_stopping_rate=self.min_early_stopping_rate)
 
-    def rung_at(self, first_rung: int, step: int | None) -> int | None:
+    def _rung_at(self, first_rung: int, step: int | None) -> int | None:
         """The rung judged at ``step`` when the first is at ``first_rung``; None between rungs."""
         if step is None:
             return None
@@ -260,7 +260,7 @@ class TrialLengthHalvingPruner(_PerKeyPruner):
         return rung if rung_step == step else None
 
     def verdict(self, study: optuna.Study, trial: FrozenTrial, key: int) -> bool:
-        rung = self.rung_at(key, trial.last_step)
+        rung = self._rung_at(key, trial.last_step)
         loss = trial.user_attrs.get(TIE_BREAK_ATTR)
         if rung is None or loss is None:
             return super().verdict(study, trial, key)
