@@ -2,7 +2,7 @@
 #   make demo   the README's Quick Start, run for real in ./demo (started afresh each time):
 #               write the digits sample and a config, search it, plot the study, retrain the best
 #   make test   run the test suite
-.PHONY: demo test lint
+.PHONY: demo test lint docs
 
 VENV := .venv/bin
 DEMO := demo
@@ -28,6 +28,15 @@ test:
 	else echo "make test: Go not found; tests/cluster (the real Kubernetes control plane) will skip. Install Go 1.26+ to run them."; fi
 	$(VENV)/python -m pytest $(PYTEST_ARGS)
 
+# ruff over everything; mypy with the settings in pyproject.toml (strict for the search
+# core and the operator).
 lint:
 	./scripts/bootstrap
-	$(VENV)/ruff check trainer_image operator tests bench
+	$(VENV)/ruff check trainer_image operator tests bench scripts
+	$(VENV)/mypy
+
+# The documentation site: regenerate the references, then build it strictly into ./site.
+docs:
+	./scripts/bootstrap
+	$(VENV)/python scripts/gen_docs.py
+	$(VENV)/mkdocs build --strict
