@@ -35,8 +35,9 @@ lint:
 	$(VENV)/ruff check trainer_image operator tests bench scripts
 	$(VENV)/mypy
 
-# The documentation site: regenerate the references, then build it strictly into ./site.
+# The documentation site, built strictly into ./site; the generated references must be
+# current (regenerate them with `.venv/bin/python scripts/gen_docs.py`).
 docs:
 	./scripts/bootstrap
-	$(VENV)/python scripts/gen_docs.py
+	$(VENV)/python scripts/gen_docs.py --check
 	$(VENV)/mkdocs build --strict
