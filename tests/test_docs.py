@@ -93,6 +93,16 @@ def test_readme_links_point_at_files_that_exist():
     assert not missing
 
 
+def _quick_start_block(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    return re.search(r"```bash\n(.*?)```", text[text.index("Quick Start\n"):], re.DOTALL).group(1)
+
+
+def test_getting_started_prints_the_readme_quick_start():
+    # tests/test_quick_start.py runs the README's block; the docs print the same one.
+    assert _quick_start_block(ROOT / "docs" / "getting-started.md") == _quick_start_block(ROOT / "README.md")
+
+
 def test_every_page_is_in_the_nav():
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     pages = sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md"))
