@@ -135,10 +135,10 @@ class SchedulerConfig(Section):
 
 
 class LoggingConfig(Section):
-    output_dir: str = Field("runs", description="relative to the working folder")
-    experiment_name: FolderName | None = Field(None, description="a relative folder under output_dir; "
+    output_dir: str = Field(default="runs", description="relative to the working folder")
+    experiment_name: FolderName | None = Field(default=None, description="a relative folder under output_dir; "
                                                "null: the dataset folder's name")
-    run_name: FolderName | None = Field(None, description="a relative folder under the experiment; "
+    run_name: FolderName | None = Field(default=None, description="a relative folder under the experiment; "
                                         "null: a timestamp (never reuses a folder)")
 
 
