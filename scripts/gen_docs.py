@@ -26,6 +26,7 @@ sys.path[:0] = [str(ROOT / "trainer_image"), str(ROOT / "operator")]
 for _name in [n for n in os.environ if n.startswith("KUBETUNE_")]:
     del os.environ[_name]  # parser defaults read some of these
 os.environ["COLUMNS"] = "100"  # argparse wraps usage lines at the terminal's width
+os.environ["NO_COLOR"] = "1"  # and colours them on a terminal (Python 3.14+)
 
 import yaml  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
