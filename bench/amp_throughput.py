@@ -136,7 +136,7 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="add a training.compile row")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        print("no CUDA device: this benchmark needs a GPU (see the README's benchmark section)")
+        print("no CUDA device: this benchmark needs a GPU (see docs/benchmarks.md)")
         return 0
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True

@@ -3,7 +3,7 @@
 The hand loop is what a user who knows the tricks writes: the uint8 dataset in one
 tensor, batched random crop (padding 2) + horizontal flip + normalisation, the same
 model (``small_cnn``), optimizer, cosine schedule, batch size (64) and epochs, and
-evaluation in one batch. A third row is the per-item path ``train()`` used to take
+evaluation in one batch. A third row is the per-item path
 (a DataLoader over the dataset, torchvision transforms per image), same model.
 
 Everything runs in one process, alternating the rows so machine noise hits all of

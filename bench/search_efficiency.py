@@ -15,50 +15,36 @@ epochs to the first threshold:
 - ``optuna-cold``    the same without it
 - ``random``         ``RandomSampler()`` without pruning
 
-Then it checks the targets of issue 14: ``kubetune`` is at least ``optuna`` at every
-checkpoint and threshold, and reaches the first threshold in at most half the
-median epochs of ``random``. Each difference of means is printed with its standard
-error (seeds are independent), so a reader can tell a lead from seed noise; the ratio
-of median epochs, with how far it moves when each method's seeds are drawn again
-(bootstrap). That ratio is the noisiest figure here: random search's seeds reach the
-first threshold in clusters (one good trial early, or none for many trials), and with
-32 seeds its median can fall in the gap between two clusters.
+Then it checks the targets: ``kubetune`` is at least ``optuna`` at every checkpoint
+and threshold, and reaches the first threshold in at most half the median epochs of
+``random``. Each difference of means is printed with its standard error (seeds are
+independent), so a reader can tell a lead from seed noise; the ratio of median
+epochs, with how far it moves when each method's seeds are drawn again (bootstrap).
+That ratio is the noisiest figure here: random search's seeds reach the first
+threshold in clusters (one good trial early, or none for many trials), and with 32
+seeds its median can fall in the gap between two clusters.
 
 The problems (``--problems``), digits at 8x8 with the default 20% validation split:
 
 - ``digits20``  a 20% stratified subset of the training split (287 images), 10
-                epochs per trial (issue 14's setup), thresholds 0.92 / 0.95 / 0.97
+                epochs per trial, thresholds 0.92 / 0.95 / 0.97
 - ``digits10``  a 10% subset (143 images), 5 epochs per trial: fewer images, shorter
                 trials, so a warm-up that suits 10 epochs is tested on 5; thresholds
                 0.68 / 0.73 / 0.77
 - ``digits30``  a 30% subset (431 images), 20 epochs per trial: longer trials, so only
-                15 fit in the budget unpruned; thresholds 0.93 / 0.96 / 0.975. Held
-                out when the TPE defaults were chosen on the two above; the pruner's
-                warm-up up to the first learning-rate drop, then its 3 startup
-                trials, were chosen on it (and checked on fresh seeds of all four)
+                15 fit in the budget unpruned; thresholds 0.93 / 0.96 / 0.975
 - ``digits40``  a 40% subset (575 images), 16 epochs per trial, the learning rate x0.1
-                every 4 epochs instead of 5; thresholds 0.96 / 0.97 / 0.98. Held out:
-                added, with its thresholds fixed from random search, before that
-                warm-up rule was run on it. Successive halving's first rung (the
-                default pruner since) was chosen on these four
+                every 4 epochs instead of 5; thresholds 0.96 / 0.97 / 0.98
 - ``digits15``  a 15% subset (215 images), 8 epochs per trial, the rate x0.1 every 3;
-                thresholds 0.80 / 0.85 / 0.90. Held out: added, its thresholds fixed
-                from random search, after the first rung was chosen, as a check
+                thresholds 0.80 / 0.85 / 0.90
 - ``noisy20``   digits20 with a fifth of its training labels replaced by another
                 class (the same ones for every trial; validation stays clean), so
                 the best epoch comes before the end and regularisation matters;
-                thresholds 0.88 / 0.90 / 0.92. Held out: added after every default
-                was chosen, its thresholds fixed from random search first, and no
-                default was changed on it
+                thresholds 0.88 / 0.90 / 0.92
 
-The thresholds were fixed from random search alone, before kubetune's defaults were
-chosen: the best val_acc its seeds reach by 300 epochs in about 7/8, 2/3 and 1/5 of
-them (14, 11 and 3 of 16), rounded down to 0.01; digits20 keeps issue 14's 0.92 as the
-first (14 of 16 too). Issue 14's 0.94 and 0.95 were reached by most random seeds here,
-too easy to tell the methods apart. On digits30, 0.97 is reached by 7 random seeds, so
-its top threshold is rounded down to 0.005 instead (6 of 16); on digits40 the top one,
-0.98, is reached by 5. digits15's and noisy20's come from 32 random seeds: reached by
-28, 21 and 6 of them on digits15, by 28, 22 and 7 on noisy20.
+The thresholds come from random search alone: the best val_acc its seeds reach by 300
+epochs in about 7/8, 2/3 and 1/5 of them, rounded down. Which problems each default
+was chosen on, which are held out, and every figure: docs/benchmarks.md.
 
 Space: lr log-uniform 1e-5..1e-1, batch size {16, 32, 64}, momentum 0.8..0.99,
 weight decay log-uniform 1e-6..1e-2, dropout 0..0.5; SGD with the config's default
@@ -382,7 +368,7 @@ def _fmt_epochs(value: float, budget: int) -> str:
 
 
 def summarise(problem_name: str, results: dict[str, list[list[float]]]) -> bool:
-    """Print the anytime table for one problem and the issue 14 checks; True if all hold."""
+    """Print the anytime table for one problem and the target checks; True if all hold."""
     problem = PROBLEMS[problem_name]
     t1, t2, t3 = problem.thresholds
     checkpoints = [c for c in CHECKPOINTS if c <= problem.budget]
@@ -497,9 +483,9 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault(method, []).append(json.loads(run_file(p, method, seed).read_text())["timeline"])
         ok &= summarise(problem, results)
     if {"kubetune", "optuna", "random"} <= set(methods):
-        print(f"\nissue 14 targets: {'all hold' if ok else 'NOT all hold'}")
+        print(f"\ntargets: {'all hold' if ok else 'NOT all hold'}")
     else:
-        print("\nissue 14 targets: not checked (they need kubetune, optuna and random)")
+        print("\ntargets: not checked (they need kubetune, optuna and random)")
     return 0
 
 

@@ -17,7 +17,7 @@ CRD_CHART = CHART / "crds" / "studyjobs.kubetune.dev.yaml"
 RELEASE = "kubetune"
 NAMESPACE = "kubetune"
 
-# The Kubernetes versions kubetune claims (README): the oldest and the newest, both
+# The Kubernetes versions kubetune claims (docs/kubernetes/install.md): the oldest and the newest, both
 # validated in strict mode. 1.37 is the newest schema set kubernetes-validate bundles.
 KUBERNETES_VERSIONS = ("1.29", "1.37")
 
@@ -26,7 +26,7 @@ def gpu_values() -> dict:
     return yaml.safe_load((CHART / "values-gpu.yaml").read_text(encoding="utf-8"))
 
 
-# Value sets the chart must render for; the README's install commands map onto these.
+# Value sets the chart must render for; the install commands of docs/kubernetes/install.md map onto these.
 SCENARIOS: dict[str, dict] = {
     "default": {},
     "gpu": gpu_values(),

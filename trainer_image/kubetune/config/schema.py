@@ -59,13 +59,14 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     architecture: Literal[ARCHITECTURES] = "small_cnn"  # type: ignore[valid-type]
-    pretrained: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    pretrained: bool = Field(False, description="load ImageNet weights from the local torch cache only "
+                             "($TORCH_HOME/hub/checkpoints); nothing downloads")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
 
 
 class NormalizeConfig(Section):
-    mean: list[Float32] = Field(default_factory=lambda: [0.5])
-    std: list[Float32] = Field(default_factory=lambda: [0.5])
+    mean: list[Float32] = Field(default_factory=lambda: [0.5], description="one value, or one per channel")
+    std: list[Float32] = Field(default_factory=lambda: [0.5], description="one value, or one per channel")
 
     @model_validator(mode="after")
     def _same_length(self) -> NormalizeConfig:
@@ -77,40 +78,48 @@ class NormalizeConfig(Section):
 
 
 class AugmentConfig(Section):
-    horizontal_flip: bool = False
-    random_crop_padding: int = Field(0, ge=0)
-    rotation_degrees: float = Field(0.0, ge=0.0, le=180.0)
+    horizontal_flip: bool = Field(False, description="training images only, as every augmentation")
+    random_crop_padding: int = Field(0, ge=0, description="pad by this many pixels, then crop back at random")
+    rotation_degrees: float = Field(0.0, ge=0.0, le=180.0, description="rotate at random by up to this many degrees")
 
 
 class DataConfig(Section):
-    path: str
-    image_size: int = Field(32, ge=4, le=1024)
-    channels: Literal[1, 3] | None = None  # None: detected from the images
-    val_split: float = Field(0.2, gt=0.0, lt=1.0)
-    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    num_workers: int = Field(0, ge=0)
-    # auto: decode into one uint8 tensor on the training device when it fits a quarter
-    # of host (and GPU) memory, else stream the files through DataLoader workers
-    in_memory: Literal["auto", True, False] = "auto"
-    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    path: str = Field(description="an ImageFolder tree: <class>/<image>, or train/<class>/... and "
+                      "val/<class>/...; relative to the working folder")
+    image_size: int = Field(32, ge=4, le=1024, description="images are resized to this square size")
+    channels: Literal[1, 3] | None = Field(None, description="null: detected from the images")
+    val_split: float = Field(0.2, gt=0.0, lt=1.0, description="held-out fraction when there is no val/ folder "
+                             "(stratified, seeded by training.seed)")
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0, description="train on a stratified fraction of the "
+                                  "training split")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers when the dataset streams from disk")
+    in_memory: Literal["auto", True, False] = Field(
+        "auto", description="auto: decode once into one uint8 tensor on the training device when it fits a "
+        "quarter of host (the container's limit where lower) and GPU memory, else stream the files through "
+        "DataLoader workers; true or false force either")
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig,
+                                       description="per-channel mean and std (ml-init-config measures them)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
 class TrainingConfig(Section):
     num_epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
-    seed: int = 0
-    trainer: Literal["standard", "mixed_precision"] = "standard"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False  # torch.compile the model (CUDA: worth it for long runs only)
+    seed: int = Field(0, description="seeds the run and the stratified splits")
+    trainer: Literal["standard", "mixed_precision"] = Field(
+        "standard", description="mixed_precision: fp16 autocast and a gradient scaler on CUDA, bf16 autocast "
+        "on the CPU")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
+    compile: bool = Field(False, description="run the model through torch.compile (CUDA: worth it for long "
+                          "runs only)")
 
 
 class OptimizerConfig(Section):
     type: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: Float32 = Field(0.01, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    nesterov: bool = False
-    weight_decay: Float32 = Field(0.0, ge=0.0)
+    lr: Float32 = Field(0.01, gt=0.0, description="fits a 32-bit float")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
+    nesterov: bool = Field(False, description="sgd only; needs momentum")
+    weight_decay: Float32 = Field(0.0, ge=0.0, description="fits a 32-bit float")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> OptimizerConfig:
@@ -121,14 +130,16 @@ class OptimizerConfig(Section):
 
 class SchedulerConfig(Section):
     type: Literal["step", "cosine", "none"] = "step"
-    step_size: int = Field(5, ge=1)
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    step_size: int = Field(5, ge=1, description="step: epochs between rate drops")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="step: the factor of each drop")
 
 
 class LoggingConfig(Section):
-    output_dir: str = "runs"
-    experiment_name: FolderName | None = None  # None: the dataset folder's name
-    run_name: FolderName | None = None  # None: a timestamp; never reuses a folder
+    output_dir: str = Field(default="runs", description="relative to the working folder")
+    experiment_name: FolderName | None = Field(default=None, description="a relative folder under output_dir; "
+                                               "null: the dataset folder's name")
+    run_name: FolderName | None = Field(default=None, description="a relative folder under the experiment; "
+                                        "null: a timestamp (never reuses a folder)")
 
 
 class Config(Section):

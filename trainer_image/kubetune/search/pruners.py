@@ -10,106 +10,27 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.space import value_range
 
-# Defaults measured with bench/search_efficiency.py (issue 14): digits at 8x8, a small
-# CNN, a 300-epoch budget in which pruned trials' epochs count, lr / batch size /
-# momentum / weight decay / dropout searched, the config's point enqueued first as
-# ml-search does, 32 independent seeds per method; four problems: a 20% training subset
-# with 10 epochs per trial, 10% with 5, 30% with 20, and 40% with 16 and the rate
-# dropped every 4 (the docstring of the bench has the setup).
-#
 # The default is successive halving (Optuna's SuccessiveHalvingPruner, asynchronous, so
 # parallel workers and the operator's trial pods need no coordination): a trial is
 # first judged after half the square root of its epochs (1 of 5, 2 of 10 to 20, 3 of
 # 30, 5 of 100) and goes on only while it is in the best third of the trials judged at
-# that epoch; the next verdicts come 3 and 9 times later. Why: on these problems two
-# epochs already tell a learning rate that will not train from one that will, and the
-# epochs saved buy more trials; the median rule below waits up to the first rate drop
-# and so spends half of every bad trial. Mean best val_acc after 50/100/200/300 epochs
-# and seeds reaching three thresholds (fixed from random search beforehand), against
-# "plain Optuna 5" (TPE + MedianPruner(5, 2)) given the same first point, with
-# samplers.py's TPE defaults:
-#   digits20  kubetune      0.9420/0.9569/0.9672/0.9694, 32/32/11 reach 0.92/0.95/0.97
-#             plain Optuna  0.9250/0.9424/0.9564/0.9585, 32/24/6
-#   digits10  kubetune      0.7226/0.7555/0.7845/0.7909, 32/32/21 reach 0.68/0.73/0.77
-#             plain Optuna  0.6556/0.7208/0.7584/0.7684, 30/20/19
-#   digits30  kubetune      0.9673/0.9709/0.9778/0.9802, 32/32/32 reach 0.93/0.96/0.975
-#             plain Optuna  0.9669/0.9671/0.9722/0.9760, 32/32/23
-#   digits40  kubetune      0.9739/0.9799/0.9845/0.9859, 32/32/31 reach 0.96/0.97/0.98
-#             plain Optuna  0.9729/0.9740/0.9796/0.9834, 32/32/24
-#   digits15  kubetune      0.8623/0.9015/0.9153/0.9217, 32/31/28 reach 0.80/0.85/0.90
-#             plain Optuna  0.7636/0.8530/0.8956/0.9027, 32/27/22  (held out, see below)
-#   noisy20   kubetune      0.8956/0.9152/0.9269/0.9298, 32/32/29 reach 0.88/0.90/0.92
-#             plain Optuna  0.8901/0.9063/0.9153/0.9197, 32/32/14  (held out: digits20 with
-#             a fifth of its training labels wrong, added after every default was fixed)
-# Ties at a rung are broken by the trial's lowest val_loss so far (TrialLengthHalvingPruner):
-# on the small problems every trial still at chance after epoch 1 scores exactly 0.1
-# (39 of 40 random configs on digits15), Optuna promotes every tie, and the first rung
-# decided nothing; among those tied trials, val_loss at epoch 1 has a rank correlation
-# of 0.69 with the trial's final best. Without it (the defaults before): digits20
-# 0.9399/0.9569/0.9666/0.9687, 8 reach 0.97; digits10 0.6566/0.7319/0.7738/0.7973,
-# 32/31/27 (ahead at 300 epochs and at 0.77, behind at 50 to 200, 64 epochs to 0.68
-# against 33.5); digits30 31 reach 0.975; digits40 0.9801 after 100 epochs, the rest
-# the same; digits15 0.8086/0.8737/0.9111/0.9227, 32/32/28, 45.5 epochs to 0.80 against
-# 29; noisy20 0.8947/0.9138/0.9247/0.9291, 28 reach 0.92. Breaking ties at the first
-# rung only gave the same figures.
-# Median epochs to the first threshold: 33.5 against random search's 190 on digits10,
-# 6 / 86 and 5 / 85 on digits30 and digits40, 8 / 59.5 on noisy20 (the config's point
-# reaches it by itself); with 96 seeds each (the ratio is noisy: random search's seeds
-# reach a threshold in clusters), 39 / 81 on digits20 (0.48x; issue 14 asks for at most
-# 0.5x) and 30 / 92 on digits15 (0.33x; 49 before the tie-break), and 0.9686 / 0.9226
-# after 300 epochs against plain Optuna's 0.9594 / 0.9027.
-# How the first rung was chosen (same seeds): a first rung at epoch 1 everywhere
-# (Optuna's min_resource="auto" for trials under 200 epochs) reached 0.97 on digits20
-# in 3 seeds of 32 (0.9661 after 300 epochs); at epoch 2 everywhere, digits10 trailed
-# plain Optuna after 50 epochs (0.6503) and reached 0.68 later (80 epochs against 77.5);
-# a fifth of the trial (4 of 20) gave digits30 0.9668/0.9678/0.9744/0.9767, 24 seeds
-# reaching 0.975; 3 of 16 on digits40 0.9738/0.9793/0.9841/0.9862. Half the square root
-# fits all four, but was chosen on them; digits15 (8 epochs, so a first rung at 1, the
-# rate dropped every 3) was added after it was fixed, its thresholds taken from random
-# search first, and the rule held there (+0.020 ± 0.008 after 300 epochs).
-# Tried and dropped since: pruning a trial tied with others at the promotion boundary
-# (Optuna promotes ties, so trials still at chance go on with each other): digits20 and
-# digits15 gained (0.9701 and 0.9260 after 300 epochs, 32 seeds) but digits10 fell
-# behind plain Optuna (0.7634 against 0.7684, 11 against 19 seeds reach 0.77). Only
-# ties with the worst value at a rung where another trial did better (a trial still at
-# chance after 3 epochs; on digits15, once enough such trials sit at 0.1, 0.1 becomes
-# the boundary and they all run 8 epochs): better on digits20 and digits15 at every
-# checkpoint (0.9690 and 0.9252 after 300 epochs; 37 and 47.5 epochs to the first
-# threshold), but digits10 fell to 0.7651 after 300 epochs, 11 seeds reaching 0.77, and
-# digits30 to 27 seeds reaching 0.975. A reduction factor of 2 (rungs at 1, 2, 4, 8):
-# later and lower on both digits20 (58.5 epochs, 0.9637) and digits15 (53, 0.9216). One
-# more verdict (a rung's rule, every trial's value at that epoch) halfway from the last
-# rung to the end (5 of 8 epochs, 8 of 10, 4 of 5, 11 of 16, 19 of 20), which stops the
-# trials promoted on a tie: ahead on digits15 (0.9260, all 32 seeds reach 0.90) and
-# digits20 (0.9702, 14 reach 0.97) and level on digits40, but behind on digits10 (0.7876,
-# 25 reach 0.77) and digits30 (27 reach 0.975); 46.5 and 41 epochs to the first threshold.
-# Pruning ties with a rung's worst value at the last rung only (the promotion that
-# means running to the end; epoch 3 on digits15 and digits10): a little ahead on digits15
-# (0.9242, 29 reach 0.90) and digits10 (0.7985, 28 reach 0.77, 59 epochs to 0.68), the
-# same on digits20, digits40 and noisy20, behind on digits30 (0.9786, 27 reach 0.975),
-# and 47 epochs to the first threshold on digits15 as before.
+# that epoch; the next verdicts come 3 and 9 times later. Two epochs already tell a
+# learning rate that will not train from one that will, and the epochs saved buy more
+# trials. Ties at a rung are broken by the trial's lowest val_loss so far
+# (TrialLengthHalvingPruner): on small training sets most trials still score exactly
+# chance after one epoch, and Optuna promotes every tie.
 # Set search.pruner.min_resource for a first rung in epochs (Optuna's own pruner,
 # exactly as configured); reduction_factor (Optuna: 4) and min_early_stopping_rate
 # pass through.
 #
-# The median rule, kept for type: MedianPruner and PercentilePruner (the default until
-# successive halving beat it on all four problems): a trial can be pruned once 3
-# trials have completed and once it has run half the epochs of the longest completed
-# trial, or from the epoch its learning rate first drops if that comes sooner, when its
-# best val_acc so far is below the median of the completed trials at that epoch. It
-# replaced pruning from epoch 1 after one completed trial, which cut slow starters
-# (issue 14). Ranks settle once the rate drops: the rank correlation of the running
-# best with the final best is 0.65 at epoch 5 and 0.94 at epoch 6 on digits20. Its
-# figures, in the order above: 0.9271/0.9430/0.9594/0.9634, 32/27/6; 0.6600/0.7247/
-# 0.7707/0.7810, 32/30/22; 0.9668/0.9672/0.9723/0.9753, 32/32/21 (-0.0001 against plain
-# Optuna after 50 epochs); 0.9729/0.9764/0.9826/0.9854, 32/32/30; 75.5 epochs to 0.92
-# on digits20. Tried and dropped with it: HyperbandPruner(1, auto, 3) (0.9546 after
-# 300 epochs on digits20, 3 seeds; its sampler sees one bracket's trials only), the
-# 25th percentile, a warm-up of 0.3 of the length. PatientPruner never prunes here:
-# trials report their running best, which never falls. WilcoxonPruner compares
-# per-instance scores (CV folds, benchmark instances), not epochs of one run.
-# Set search.pruner.n_warmup_steps for a warm-up in epochs (Optuna's own
-# MedianPruner/PercentilePruner, exactly as configured).
+# The median rule, for type: MedianPruner and PercentilePruner: a trial can be pruned
+# once 3 trials have completed and once it has run half the epochs of the longest
+# completed trial, or from the epoch its learning rate first drops if that comes
+# sooner (ranks settle once the rate drops), when its best val_acc so far is below the
+# median of the completed trials at that epoch. Set search.pruner.n_warmup_steps for a
+# warm-up in epochs (Optuna's own MedianPruner/PercentilePruner, exactly as configured).
+#
+# Why these defaults, with the figures and what was tried: docs/benchmarks.md.
 MEDIAN_STARTUP_TRIALS = 3
 MEDIAN_WARMUP_FRACTION = 0.5
 HALVING_REDUCTION_FACTOR = 3  # Optuna's default is 4
