@@ -259,22 +259,26 @@ def claim_study(study: optuna.Study, owner: str) -> None:
         )
 
 
-def release_study(storage: optuna.storages.BaseStorage, study_name: str, owner: str) -> optuna.Study | None:
-    """Let go of ``owner``'s hold on the study, which stays; None if it is not there."""
+def _existing(storage: optuna.storages.BaseStorage, study_name: str) -> optuna.Study | None:
+    """The study of that name; None if the storage has none."""
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return None
-    if study_holder(study) == owner:
+
+
+def release_study(storage: optuna.storages.BaseStorage, study_name: str, owner: str) -> optuna.Study | None:
+    """Let go of ``owner``'s hold on the study, which stays; None if it is not there."""
+    study = _existing(storage, study_name)
+    if study is not None and study_holder(study) == owner:
         study.set_user_attr(names.ATTR_OWNER, "")
     return study
 
 
 def delete_study(storage: optuna.storages.BaseStorage, study_name: str, owner: str) -> bool:
     """Delete the study if ``owner`` holds it (or nobody does); False if it was not deleted."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
+    study = _existing(storage, study_name)
+    if study is None:
         return False
     if study_holder(study) not in (None, owner):
         return False  # another StudyJob's now: deleting it would pull the study from under it
