@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,6 +23,9 @@ from kubetune.config.loader import format_validation_error
 from kubetune.config.yaml_io import parse_yaml
 from kubetune.errors import ConfigError
 from kubetune_operator import names
+
+if TYPE_CHECKING:
+    from kubetune_operator.kube import Kube
 
 
 class SpecError(Exception):
@@ -269,6 +272,21 @@ def parse_cleanup_fields(spec: Mapping[str, Any], defaults: Defaults | None = No
         return StudyJobSpec.model_validate({k: filled[k] for k in ("storage", "cleanup") if k in filled})
     except ValidationError as exc:
         raise _format(exc, "spec.") from None
+
+
+def read_config(kube: Kube, namespace: str, spec: StudyJobSpec) -> dict[str, Any]:
+    """The raw config: ``spec.config``, or what the ConfigMap of ``spec.configMapRef`` holds."""
+    if spec.config is not None:
+        return spec.config
+    ref = spec.config_map_ref
+    assert ref is not None  # parse_spec requires one of the two
+    found = kube.get("ConfigMap", namespace, ref.name)
+    if found is None:
+        raise SpecError(
+            f"`spec.configMapRef`: ConfigMap `{ref.name}` not found in namespace `{namespace}`",
+            field="spec.configMapRef.name", temporary=True,
+        )
+    return config_from_configmap(found.get("data"), ref)
 
 
 def config_from_configmap(data: Mapping[str, str] | None, ref: ConfigMapRef) -> dict[str, Any]:

@@ -1,12 +1,9 @@
-"""The operator's side of the Optuna study: create or load it, ask, fail, resume, retry.
+"""The operator's side of the Optuna study: create or load it, ask, fail, resume.
 
 Every trial the operator starts is first enqueued with ``kubetune.owner`` in its
 user attributes and then asked for, so the mark and the trial appear together:
 after a crash, a RUNNING trial with the mark but no Job is the operator's own.
-Retries are WAITING trials with the failed trial's params and distributions and
-Optuna's retry marks (``failed_trial``, ``retry_history`` in the system attributes,
-as ml-search's own retries), plus ``kubetune.retry_of``. How trials count towards
-``n_trials`` is :mod:`kubetune.search.ledger`'s, the same for ml-search and the operator.
+How trials count towards ``n_trials`` is :mod:`kubetune.search.ledger`'s, the same for ml-search and the operator.
 A disrupted trial resumed in a new Job carries ``kubetune.preempted`` (the new Job's index).
 A study deleted from the storage while its StudyJob runs raises :class:`StudyLost`
 rather than being made again empty under trial Jobs that still run.
@@ -18,7 +15,7 @@ import functools
 import itertools
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import optuna
@@ -28,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.config import Config
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.checks import changed_param, initial_points
-from kubetune.search.ledger import TARGET_ATTR, enqueue_retry, retried_numbers
+from kubetune.search.ledger import TARGET_ATTR
 from kubetune.search.pruners import build_pruner
 from kubetune.search.space import distributions, grid_values
 from kubetune.search.study import name_metric, take_sampler_session
@@ -196,14 +193,6 @@ class StudyHandle:
         return True
 
     @_lost_as_error
-    def retry(self, trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> None:
-        """Queue ``trial``'s params again, once, as its next attempt."""
-        if trial.number in retried_numbers(trials):
-            return
-        enqueue_retry(self.study, trial, user_attrs=self._attrs(**{
-            names.ATTR_RETRY_OF: trial.number, names.ATTR_ATTEMPT: attempt(trial) + 1}))
-
-    @_lost_as_error
     def sync_target(self, n_trials: int) -> None:
         """Keep the study's ``n_trials`` user attribute (what ml-search reads) at the spec's."""
         if self._target != n_trials:
@@ -226,10 +215,6 @@ def grid_points(search: SearchConfig) -> list[dict[str, Any]]:
 
 def point_key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
-
-
-def attempt(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get(names.ATTR_ATTEMPT, 1))
 
 
 def preempted(trial: FrozenTrial | optuna.Trial) -> int:
