@@ -18,7 +18,7 @@ on it, observes again and decides anew, so the second part always sees settled t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -309,9 +309,10 @@ def _blocked(plan: Plan) -> st.Condition | None:
     return next((c for c in plan.conditions if c.type == st.TRIALS_BLOCKED), None)
 
 
-def old_condition(s: Snapshot, type_: str, reasons: Iterable[str]) -> Mapping[str, Any] | None:
+def old_condition(s: Snapshot, type_: str, reasons: Collection[str]) -> Mapping[str, Any] | None:
     """The last status's condition ``type_``, if this generation set it with one of ``reasons``."""
-    for condition in s.old_status.get("conditions") or []:
+    conditions: list[Mapping[str, Any]] = s.old_status.get("conditions") or []
+    for condition in conditions:
         if (condition.get("type") == type_ and condition.get("reason") in reasons
                 and condition.get("observedGeneration") == s.generation):
             return condition

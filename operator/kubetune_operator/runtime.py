@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import optuna
 
@@ -61,7 +61,7 @@ def kopf_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -
     import kopf
 
     try:
-        kopf.event(dict(body), type=type_, reason=reason, message=message)
+        kopf.event(kopf.Body(cast(kopf.RawBody, dict(body))), type=type_, reason=reason, message=message)
     except LookupError:
         logger.info("event %s %s: %s", type_, reason, message)
 

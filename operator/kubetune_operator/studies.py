@@ -150,11 +150,9 @@ class StudyHandle:
         (GridSampler does not fill in queued trials); None once every point is taken.
         """
         if not waiting:
-            point: dict[str, Any] | None = {}
-            if self.grid is not None:
-                point = self._next_grid_point()
-                if point is None:
-                    return None
+            point = self._next_grid_point() if self.grid is not None else {}
+            if point is None:
+                return None
             self.study.enqueue_trial(point, user_attrs=self._attrs())
         trial = self.study.ask(self.distributions)
         if trial.user_attrs.get(names.ATTR_OWNER) != self.owner:
@@ -183,7 +181,7 @@ class StudyHandle:
         return True
 
     @_lost_as_error
-    def tell_fail(self, trial: FrozenTrial, failure: Failure) -> bool:
+    def tell_fail(self, trial: optuna.Trial | FrozenTrial, failure: Failure) -> bool:
         """Fail a RUNNING trial with its reason; False if it finished meanwhile."""
         try:
             self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_FAIL_REASON, str(failure))
@@ -213,7 +211,7 @@ def grid_points(search: SearchConfig) -> list[dict[str, Any]]:
     return points
 
 
-def point_key(params: dict[str, Any]) -> tuple:
+def point_key(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
 
 
