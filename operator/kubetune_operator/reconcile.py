@@ -86,6 +86,7 @@ class _Study:
 
 
 def _pass(ref: StudyJobRef, body: Mapping[str, Any]) -> Outcome:
+    """Check, open the study, settle the trials, steer; a pass stopped short says why in the status."""
     old = dict(ref.state.last_status or body.get("status") or {})
     conditions: list[st.Condition] = []
     try:
