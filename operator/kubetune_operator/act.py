@@ -1,6 +1,6 @@
 """Act: make the calls a :class:`~kubetune_operator.decide.Plan` asks for.
 
-Storage first, then the API: trials are failed, resumed or retried; missing Jobs are
+Storage first, then the API: trials are failed or resumed; missing Jobs are
 made; new trials are asked for and their Jobs created; Jobs that never started are
 deleted; the visualisation Job and the best-config ConfigMap are written; then the
 status (only if it changed) and the events. A Job the API server refuses raises
@@ -27,7 +27,7 @@ from kubetune_operator.decide import Event, Plan
 from kubetune_operator.failures import Failure
 from kubetune_operator.kube import ApiError, owned_by
 from kubetune_operator.observe import Snapshot
-from kubetune_operator.runtime import Runtime
+from kubetune_operator.runtime import Runtime, StudyJobState
 from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import StudyHandle
 
@@ -56,24 +56,25 @@ class StudyJobRef:
     uid: str | None
     generation: int | None
     owner: dict[str, Any]
+    state: StudyJobState  # what this process holds for the StudyJob
 
     def post(self, event: Event) -> None:
-        if event.once is None or self.rt.warn_once(self.key, event.once):
+        if event.once is None or self.state.warn_once(event.once):
             self.rt.post_event(self.owner, event.type, event.reason, event.message)
 
-    def remember(self, announced: Iterable[int] = (), examined: Iterable[int] = ()) -> None:
-        """Trials whose end had its event, and FAIL trials whose Job was read (see Memory)."""
-        self.rt.announced.setdefault(self.key, set()).update(announced)
-        self.rt.examined.setdefault(self.key, set()).update(examined)
+    def remember(self, announced: Iterable[int]) -> None:
+        """Trials whose end had its event (see Memory)."""
+        self.state.announced.update(announced)
+        self.state.trials_seen = True
 
 
 def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> None:
-    """Fail, resume and retry the trials the plan names; make the Jobs it finds missing."""
+    """Fail and resume the trials the plan names; make the Jobs it finds missing."""
     for fail in plan.fail:
         if fail.delete_job is not None:
             ref.rt.kube.delete_job(ref.namespace, fail.delete_job)
         if handle.tell_fail(fail.trial, fail.failure):  # False: the pod told it meanwhile
-            ref.remember({fail.trial.number}, {fail.trial.number})
+            ref.remember({fail.trial.number})
             ref.post(fail.event)
     if plan.start or plan.resume:
         _check_jobs(ref, s)
@@ -83,10 +84,7 @@ def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> No
         if handle.mark_preempted(resume.trial, resume.resume):
             start_job(ref, s, handle, resume.trial, resume.resume, deadline=resume.deadline)
             ref.post(resume.event)
-    for retry in plan.retry:
-        handle.retry(retry.trial, s.trials)
-        ref.post(retry.event)
-    ref.remember(plan.announced, plan.examined)
+    ref.remember(plan.announced)
 
 
 def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config: Config) -> None:
@@ -152,10 +150,8 @@ def start_job(ref: StudyJobRef, s: Snapshot, handle: StudyHandle, trial: optuna.
     handle.mark_job(trial, job_name)
     if resume:
         return  # the TrialPreempted event told it
-    retry_of = trial.user_attrs.get(names.ATTR_RETRY_OF)
-    note = f" (retry of trial {retry_of})" if retry_of is not None else ""
     ref.post(Event("Normal", "TrialStarted",
-                   f"trial {trial.number} started as Job {job_name}{note}: {format_params(trial.params)}"))
+                   f"trial {trial.number} started as Job {job_name}: {format_params(trial.params)}"))
 
 
 def check_trial_jobs(ref: StudyJobRef, spec: StudyJobSpec, study: str, *, single_node: bool) -> None:
@@ -165,13 +161,13 @@ def check_trial_jobs(ref: StudyJobRef, spec: StudyJobSpec, study: str, *, single
     selectors, names, admission policies) fails no trial."""
     job = trial_job(ref.owner, spec, study, 0, ref.rt.options.trial_image, single_node=single_node)
     text = json.dumps(job, sort_keys=True)
-    if ref.rt.jobs_checked.get(ref.key) == text:
+    if ref.state.jobs_checked == text:
         return
     try:
         ref.rt.kube.create(job, ref.namespace, dry_run=True)  # False (it exists): it was taken before
     except ApiError as exc:
         if _no_dry_run(exc):  # a webhook with side effects: only a real create can tell
-            ref.rt.jobs_checked[ref.key] = text
+            ref.state.jobs_checked = text
             return
         if _refused(exc):
             raise JobRejected(Failure(
@@ -179,7 +175,7 @@ def check_trial_jobs(ref: StudyJobRef, spec: StudyJobSpec, study: str, *, single
                 f"{job['metadata']['name']}): {exc}")) from None
         if not _over_quota(exc):
             raise
-    ref.rt.jobs_checked[ref.key] = text
+    ref.state.jobs_checked = text
 
 
 def _check_jobs(ref: StudyJobRef, s: Snapshot) -> None:
@@ -204,11 +200,11 @@ def _refused(exc: ApiError) -> bool:
 
 def ensure_config_map(ref: StudyJobRef, config: Config, text: str) -> None:
     """``<name>-config`` holds the config every pod mounts; rewritten when it changes."""
-    if ref.rt.config_written.get(ref.key) == text:
+    if ref.state.config_written == text:
         return
     body = config_map(ref.owner, config)
     _create_or_update(ref, body, {"data": body["data"]})
-    ref.rt.config_written[ref.key] = text
+    ref.state.config_written = text
 
 
 def write_best_config(ref: StudyJobRef, config: Config, best: FrozenTrial) -> None:
@@ -219,10 +215,10 @@ def write_best_config(ref: StudyJobRef, config: Config, best: FrozenTrial) -> No
     body = best_config_map(ref.owner, best_config_dict(config, dict(best.params)), best.number, best.value)
     name = body["metadata"]["name"]
     text = body["data"][names.BEST_CONFIG_KEY]
-    if ref.rt.best_written.get(ref.key) == text:
+    if ref.state.best_written == text:
         return
     _create_or_update(ref, body, {"data": body["data"], "metadata": {"annotations": body["metadata"]["annotations"]}})
-    ref.rt.best_written[ref.key] = text
+    ref.state.best_written = text
     ref.post(Event("Normal", "BestConfig",
                    f"best config (trial {best.number}) in ConfigMap {name}, key {names.BEST_CONFIG_KEY}"))
 
@@ -252,4 +248,4 @@ def write_status(ref: StudyJobRef, old: Mapping[str, Any], phase: str, message: 
     if st.same_status(old, status):
         return
     ref.rt.kube.patch_studyjob_status(ref.namespace, ref.name, st.merge_patch(old, status))
-    ref.rt.last_status[ref.key] = status
+    ref.state.last_status = status

@@ -20,9 +20,10 @@ from kubetune_operator.failures import Failure
 from kubetune_operator.runtime import Runtime, StorageProblem, redact
 from kubetune_operator.spec import (
     SpecError,
-    config_from_configmap,
+    StudyJobSpec,
     parse_cleanup_fields,
     parse_spec,
+    read_config,
     resolve_config,
 )
 from kubetune_operator.studies import delete_study, release_study
@@ -30,13 +31,9 @@ from kubetune_operator.studies import delete_study, release_study
 logger = logging.getLogger("kubetune_operator")
 
 
-def _study_name(rt: Runtime, body: Mapping[str, Any], spec: Any) -> str | None:
+def _study_name(rt: Runtime, body: Mapping[str, Any], spec: StudyJobSpec) -> str | None:
     try:
-        raw = spec.config
-        if raw is None:
-            found = rt.kube.get("ConfigMap", body["metadata"]["namespace"], spec.config_map_ref.name)
-            raw = config_from_configmap((found or {}).get("data"), spec.config_map_ref)
-        config = resolve_config(raw, spec).config
+        config = resolve_config(read_config(rt.kube, body["metadata"]["namespace"], spec), spec).config
         return config.search.study_name if config.search else None
     except SpecError:
         return (body.get("status") or {}).get("study")

@@ -48,6 +48,7 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         present = [o for o in options if o.get("type") != "null"]
         nullable = len(present) < len(options)
         types = {o.get("type") for o in present}
+        result: dict[str, Any]
         if len(present) == 1:
             result = structural(present[0], defs)
         elif types == {"integer", "string"}:
@@ -61,7 +62,7 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 # it (1.37); a CEL rule, which null skips, says the same for values.
                 result["x-kubernetes-validations"] = [_one_of(result.pop("enum"))]
         return result
-    result: dict[str, Any] = {}
+    result = {}
     kind = node.get("type")
     if kind == "object":
         result["type"] = "object"
@@ -146,7 +147,7 @@ def config_schema() -> dict[str, Any]:
     return result
 
 
-def _s(kind: str, description: str = "", **extra: Any) -> dict[str, Any]:
+def _s(kind: str, description: str = "", /, **extra: Any) -> dict[str, Any]:
     node: dict[str, Any] = {"type": kind, **extra}
     if description:
         node["description"] = description

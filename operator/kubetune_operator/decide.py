@@ -8,8 +8,6 @@ Pure: no API, no storage, no clock but the snapshot's. Two parts:
   and within ``activeDeadlineSeconds`` counted from the trial's start; anything else,
   or past that, fails it with the reason read from the Job and its pods. A RUNNING
   trial whose current Job was never made (the operator stopped in between) gets it.
-  A trial that a trainer image from before the resume failed on SIGTERM is retried
-  with the same params as a new trial (``retries`` attempts).
 - **Steer** the StudyJob: how many new trials to start (the ledger's room, WAITING
   trials first, ``parallelism``), the visualisation Job, the best config, the phase,
   the conditions, the status and the events.
@@ -20,7 +18,7 @@ on it, observes again and decides anew, so the second part always sees settled t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,7 +26,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.search.interruption import INTERRUPTED_ATTR
-from kubetune.search.ledger import Ledger, ledger, retried_numbers
+from kubetune.search.ledger import Ledger, ledger
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.failures import (
@@ -39,13 +37,8 @@ from kubetune_operator.failures import (
     startup_failure,
     vanished,
 )
-from kubetune_operator.observe import (
-    Snapshot,
-    current_job,
-    terminated_by_old_trainer,
-    untold_failure,
-)
-from kubetune_operator.studies import attempt, point_key, preempted
+from kubetune_operator.observe import Snapshot, current_job
+from kubetune_operator.studies import point_key, preempted
 
 
 @dataclass(frozen=True)
@@ -80,20 +73,12 @@ class StartJob:
     resume: int
 
 
-@dataclass(frozen=True)
-class RetryTrial:
-    trial: FrozenTrial
-    event: Event
-
-
 @dataclass
 class Plan:
     # Settling (changes the storage: the pass observes again after acting on it)
     fail: list[FailTrial] = field(default_factory=list)
     resume: list[ResumeTrial] = field(default_factory=list)
-    retry: list[RetryTrial] = field(default_factory=list)
     start: list[StartJob] = field(default_factory=list)
-    examined: set[int] = field(default_factory=set)  # FAIL trials whose Job was read
     announced: set[int] = field(default_factory=set)  # trials whose end has its event
     # Steering
     delete_jobs: list[str] = field(default_factory=list)
@@ -112,7 +97,7 @@ class Plan:
     @property
     def settles(self) -> bool:
         """Acting on it changes the trials in the storage."""
-        return bool(self.fail or self.resume or self.retry)
+        return bool(self.fail or self.resume)
 
     def event(self, type_: str, reason: str, message: str, once: str | None = None) -> None:
         self.events.append(Event(type_, reason, message, once))
@@ -136,17 +121,9 @@ def decide(s: Snapshot, *, settle_trials: bool = True) -> Plan:
 # Settle -------------------------------------------------------------------------------
 
 def settle(s: Snapshot, plan: Plan) -> None:
-    retried = retried_numbers(s.trials)
     for trial in s.trials:
-        if not s.owned(trial):
-            continue
-        job = s.trial_jobs.get(trial.number)
-        if trial.state == TrialState.RUNNING:
+        if s.owned(trial) and trial.state == TrialState.RUNNING:
             _running(s, plan, trial)
-        elif untold_failure(trial, job, s.memory.examined):
-            plan.examined.add(trial.number)
-            if trial.number not in retried:
-                _reported_failure(s, plan, trial, job)
 
 
 def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
@@ -205,28 +182,6 @@ def _resume(s: Snapshot, trial: FrozenTrial, failure: Failure, resume: int, dead
         "Warning", "TrialPreempted",
         f"trial {trial.number} was disrupted ({failure}){when}; it resumes from its last checkpoint "
         f"as Job {job} (resume {resume} of {s.spec.trials.retries})"))
-
-
-def _reported_failure(s: Snapshot, plan: Plan, trial: FrozenTrial, job: dict[str, Any]) -> None:
-    failure = failure_reason(job, s.pods.get(job["metadata"]["name"], []))
-    retry = failure.resumable and attempt(trial) <= s.spec.trials.retries
-    if s.memory.first_pass and not retry:
-        return  # old news
-    reported = trial.user_attrs.get(names.ATTR_FAIL_REASON)
-    if reported and failure.reason == "BackoffLimitExceeded":
-        text = reported  # the trainer failed and said why; the exit code adds nothing
-    elif reported:
-        text = f"{failure} (the trial reported: {reported})"
-    else:
-        text = str(failure)
-    message = f"trial {trial.number} failed: {text}"
-    plan.announced.add(trial.number)
-    if retry:
-        message += (f"; its params run again as a new trial (attempt {attempt(trial) + 1} "
-                    f"of {s.spec.trials.retries + 1})")
-        plan.retry.append(RetryTrial(trial, Event("Warning", "TrialFailed", message)))
-    else:
-        plan.event("Warning", "TrialFailed", message)
 
 
 # Steer --------------------------------------------------------------------------------
@@ -315,8 +270,6 @@ def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
     metric = s.metric
     for number in sorted(set(finished) - s.memory.announced - plan.announced):
         trial = finished[number]
-        if trial.state == TrialState.FAIL and _job_still_explains(s, trial):
-            continue  # settle() reports it once the Job has ended
         plan.announced.add(number)
         if trial.state == TrialState.COMPLETE:
             plan.event("Normal", "TrialComplete", f"trial {number} complete: {metric}={trial.value:.4g}")
@@ -331,14 +284,6 @@ def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
     old_best = (s.old_status.get("best") or {}).get("trial")
     if best is not None and best.number != old_best:
         plan.event("Normal", "NewBest", f"trial {best.number} is the best so far: {metric}={best.value:.4g}")
-
-
-def _job_still_explains(s: Snapshot, trial: FrozenTrial) -> bool:
-    """A trial terminated from outside: its Job, once failed, says why (settle() reports it)."""
-    job = s.trial_jobs.get(trial.number)
-    if not terminated_by_old_trainer(trial) or not s.owned(trial) or job is None:
-        return False
-    return job_outcome(job) != "succeeded"
 
 
 def _note_blocked(s: Snapshot, plan: Plan) -> None:
@@ -364,9 +309,10 @@ def _blocked(plan: Plan) -> st.Condition | None:
     return next((c for c in plan.conditions if c.type == st.TRIALS_BLOCKED), None)
 
 
-def old_condition(s: Snapshot, type_: str, reasons: Iterable[str]) -> Mapping[str, Any] | None:
+def old_condition(s: Snapshot, type_: str, reasons: Collection[str]) -> Mapping[str, Any] | None:
     """The last status's condition ``type_``, if this generation set it with one of ``reasons``."""
-    for condition in s.old_status.get("conditions") or []:
+    conditions: list[Mapping[str, Any]] = s.old_status.get("conditions") or []
+    for condition in conditions:
         if (condition.get("type") == type_ and condition.get("reason") in reasons
                 and condition.get("observedGeneration") == s.generation):
             return condition

@@ -61,7 +61,8 @@ class Failure:
 
 
 def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for condition in (job.get("status") or {}).get("conditions") or []:
+    conditions: list[Mapping[str, Any]] = (job.get("status") or {}).get("conditions") or []
+    for condition in conditions:
         if condition.get("type") == kind and condition.get("status") == "True":
             return condition
     return None
@@ -90,7 +91,7 @@ def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     for status in statuses:
         state = status.get("state") or {}
         last = status.get("lastState") or {}
-        terminated = state.get("terminated") or last.get("terminated")
+        terminated: Mapping[str, Any] | None = state.get("terminated") or last.get("terminated")
         if terminated:
             return terminated
     return None

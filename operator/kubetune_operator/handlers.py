@@ -80,12 +80,12 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         cleanup.finalize(rt, body)
 
     @kopf.index(*STUDYJOBS, id=STUDYJOB_INDEX, registry=registry)
-    def studyjob_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    def studyjob_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         # The latest StudyJob bodies, so a Job event needs no API call to find its owner.
         return {(namespace, name): dict(body)}
 
     @kopf.on.event("batch", "v1", "jobs", labels=TRIAL_JOB_LABELS, registry=registry)
-    def job_event(type: str | None, body: kopf.Body, namespace: str, labels: Mapping[str, str],
+    def job_event(type: str | None, body: kopf.Body, namespace: str | None, labels: Mapping[str, str],
                   **kwargs: Any) -> None:
         if not is_ours(labels) or not job_matters(type, body):
             return

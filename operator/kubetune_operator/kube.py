@@ -48,6 +48,11 @@ _PLURALS = {"Job": "jobs", "ConfigMap": "configmaps", "Pod": "pods", "Secret": "
             "PersistentVolumeClaim": "persistentvolumeclaims"}
 
 
+def _kind_path(kind: str, namespace: str, name: str = "") -> str:
+    """The path of a ``kind`` in :data:`_PLURALS` (Jobs are batch/v1, the rest core v1)."""
+    return _path("batch/v1" if kind == "Job" else "v1", _PLURALS[kind], namespace, name)
+
+
 def _matches(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     have = (obj.get("metadata") or {}).get("labels") or {}
     return all(have.get(key) == value for key, value in labels.items())
@@ -121,10 +126,7 @@ class Kube:
     # Children ----------------------------------------------------------------
     def list_children(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{key}={value}" for key, value in labels.items())
-        api_version = "batch/v1" if kind == "Job" else "v1"
-        answer = self.request(
-            "GET", _path(api_version, _PLURALS[kind], namespace), query=[("labelSelector", selector)]
-        ) or {}
+        answer = self.request("GET", _kind_path(kind, namespace), query=[("labelSelector", selector)]) or {}
         return [obj for obj in answer.get("items") or [] if _matches(obj, labels)]
 
     def list_jobs(self, namespace: str, studyjob: str, owner_uid: str | None = None) -> list[dict[str, Any]]:
@@ -154,20 +156,16 @@ class Kube:
         return True
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        api_version = "batch/v1" if kind == "Job" else "v1"
-        return self.request("GET", _path(api_version, _PLURALS[kind], namespace, name))
+        return self.request("GET", _kind_path(kind, namespace, name))
 
     def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        api_version = "batch/v1" if kind == "Job" else "v1"
-        self.request(
-            "PATCH", _path(api_version, _PLURALS[kind], namespace, name), body=dict(patch),
-            content_type="application/merge-patch+json",
-        )
+        self.request("PATCH", _kind_path(kind, namespace, name), body=dict(patch),
+                     content_type="application/merge-patch+json")
 
     def delete_job(self, namespace: str, name: str) -> None:
         # Background propagation: the Job's pods go too (the default would orphan them).
         self.request(
-            "DELETE", _path("batch/v1", "jobs", namespace, name),
+            "DELETE", _kind_path("Job", namespace, name),
             body={"propagationPolicy": "Background"},
         )
 

@@ -17,7 +17,6 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config import Config
-from kubetune.search.single_trial import TERMINATED
 from kubetune_operator import names
 from kubetune_operator.failures import job_outcome, may_be_stuck
 from kubetune_operator.kube import Kube
@@ -32,7 +31,6 @@ class Memory:
 
     first_pass: bool  # the first pass of this process: trials that ended before are not news
     announced: frozenset[int] = frozenset()  # trials whose end had its event
-    examined: frozenset[int] = frozenset()  # FAIL trials whose failed Job was read
 
 
 @dataclass(frozen=True)
@@ -86,36 +84,20 @@ def current_job(studyjob: str, trial: FrozenTrial,
     return name, job if job is not None and job["metadata"]["name"] == name else None
 
 
-def terminated_by_old_trainer(trial: FrozenTrial) -> bool:
-    """FAIL as "terminated (SIGTERM)": a trainer image from before the resume told it."""
-    return trial.state == TrialState.FAIL and trial.user_attrs.get(names.ATTR_FAIL_REASON) == TERMINATED
-
-
-def untold_failure(trial: FrozenTrial, job: Mapping[str, Any] | None, examined: Iterable[int]) -> bool:
-    """An old trainer's SIGTERM failure whose failed Job has not been read yet (it says why)."""
-    return (terminated_by_old_trainer(trial) and job is not None and job_outcome(job) == "failed"
-            and trial.number not in examined)
-
-
 def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs: dict[int, dict[str, Any]],
-                 visualise: dict[str, Any] | None, examined: frozenset[int], timeout: float,
-                 now: float) -> list[str]:
+                 visualise: dict[str, Any] | None, timeout: float, now: float) -> list[str]:
     """The Jobs whose pods decide something: ended with their trial untold, not started
     after ``timeout``, or gone while their pods may still run."""
     wanted = []
     for trial in trials:
-        if trial.user_attrs.get(names.ATTR_OWNER) != key:
+        if trial.user_attrs.get(names.ATTR_OWNER) != key or trial.state != TrialState.RUNNING:
             continue
-        job = trial_jobs.get(trial.number)
-        if trial.state == TrialState.RUNNING:
-            current, job = current_job(studyjob, trial, trial_jobs)
-            if job is None:
-                if trial.user_attrs.get(names.ATTR_JOB) == current:
-                    wanted.append(current)  # vanished: are its pods gone too?
-            elif job_outcome(job) == "failed" or may_be_stuck(job, timeout, now):
-                wanted.append(current)
-        elif untold_failure(trial, job, examined):
-            wanted.append(job["metadata"]["name"])
+        current, job = current_job(studyjob, trial, trial_jobs)
+        if job is None:
+            if trial.user_attrs.get(names.ATTR_JOB) == current:
+                wanted.append(current)  # vanished: are its pods gone too?
+        elif job_outcome(job) == "failed" or may_be_stuck(job, timeout, now):
+            wanted.append(current)
     if visualise is not None and may_be_stuck(visualise, timeout, now):
         wanted.append(visualise["metadata"]["name"])
     return wanted

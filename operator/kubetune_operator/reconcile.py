@@ -1,10 +1,11 @@
 """One reconcile pass over a StudyJob: observe, decide, act.
 
-A pass reads and validates the spec, opens the study and the results claim, then
-:mod:`~kubetune_operator.observe` takes one snapshot (trials, Jobs, the pods that
-matter), :func:`~kubetune_operator.decide.decide` turns it into a plan without any
-I/O, and :mod:`~kubetune_operator.act` makes the calls. When the plan settles trials
-(fails, resumes or retries them), the pass observes and decides again, so the phase,
+A pass validates the spec (:func:`_valid_spec`), checks what it names in the cluster
+(:func:`_check_claims_and_jobs`), opens the study (:func:`_open_study`), then takes one
+:class:`~kubetune_operator.observe.Snapshot` (trials, Jobs, the pods that matter),
+:func:`~kubetune_operator.decide.decide` turns it into a plan without any I/O, and
+:mod:`~kubetune_operator.act` makes the calls. When the plan settles trials (fails or
+resumes them), the pass observes and decides again (:func:`_settle`), so the phase,
 the launches and the status are always decided on settled trials. Nothing is
 remembered between passes that the API and the storage do not hold but what is only
 news once (events), so a restarted operator picks up exactly where the old one stopped.
@@ -20,17 +21,24 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from kubetune.config import Config
 from kubetune.search.checks import cap_to_grid
 from kubetune_operator import act, names
 from kubetune_operator import status as st
 from kubetune_operator.act import JobRejected, StudyJobRef
-from kubetune_operator.decide import Event, decide
+from kubetune_operator.decide import Event, Plan, decide
 from kubetune_operator.failures import Failure, job_outcome
 from kubetune_operator.observe import Memory, Snapshot, jobs_to_read, latest_trial_jobs, read_pods
-from kubetune_operator.runtime import Runtime, StorageProblem, describe_storage, redact
-from kubetune_operator.spec import SpecError, StudyJobSpec, config_from_configmap, parse_spec
-from kubetune_operator.studies import StudyLost
-from kubetune_operator.volumes import check_data_claim, results_volume
+from kubetune_operator.runtime import (
+    Runtime,
+    StorageProblem,
+    StudyJobState,
+    describe_storage,
+    redact,
+)
+from kubetune_operator.spec import SpecError, StudyJobSpec, parse_spec, read_config
+from kubetune_operator.studies import StudyHandle, StudyLost
+from kubetune_operator.volumes import ResultsVolume, check_data_claim, results_volume
 
 logger = logging.getLogger("kubetune_operator")
 
@@ -50,12 +58,11 @@ def reconcile(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return Outcome()  # the delete handler owns the rest
-    key = names.owner_key(meta["namespace"], meta["name"])
-    with rt.lock(key):
-        return _pass(rt, body)
+    with rt.lock(names.owner_key(meta["namespace"], meta["name"])) as state:
+        return _pass(_ref(rt, body, state), body)
 
 
-def _ref(rt: Runtime, body: Mapping[str, Any]) -> StudyJobRef:
+def _ref(rt: Runtime, body: Mapping[str, Any], state: StudyJobState) -> StudyJobRef:
     meta = body["metadata"]
     owner = {
         "apiVersion": body.get("apiVersion", names.API_VERSION),
@@ -63,102 +70,127 @@ def _ref(rt: Runtime, body: Mapping[str, Any]) -> StudyJobRef:
         "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels") if k in meta},
     }
     return StudyJobRef(rt, meta["namespace"], meta["name"], names.owner_key(meta["namespace"], meta["name"]),
-                       meta.get("uid"), meta.get("generation"), owner)
+                       meta.get("uid"), meta.get("generation"), owner, state)
 
 
-def _pass(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
-    ref = _ref(rt, body)
-    old = dict(rt.last_status.get(ref.key) or body.get("status") or {})
+@dataclass(frozen=True)
+class _Study:
+    """What a pass sets up before it looks at the trials; the same for all its rounds."""
+
+    spec: StudyJobSpec
+    config: Config
+    n_trials: int  # search.n_trials, capped to the grid's size
+    handle: StudyHandle
+    results: ResultsVolume
+    old: Mapping[str, Any]  # the last status
+
+
+def _pass(ref: StudyJobRef, body: Mapping[str, Any]) -> Outcome:
+    """Check, open the study, settle the trials, steer; a pass stopped short says why in the status."""
+    old = dict(ref.state.last_status or body.get("status") or {})
     conditions: list[st.Condition] = []
-    url = ""
     try:
-        spec = parse_spec(body.get("spec") or {}, ref.name, rt.options.defaults)
-        resolved, config_text = rt.resolve(ref.key, spec, _raw_config(ref, spec))
+        spec, config, config_text = _valid_spec(ref, body.get("spec") or {})
     except SpecError as exc:
         return _invalid(ref, old, conditions, exc)
     conditions.append(st.Condition(st.SPEC_VALID, True, "Valid", "the spec and its config are valid"))
-    if resolved.dropped_storage:
-        ref.post(Event("Warning", "StorageIgnored", "search.storage is ignored in a StudyJob: the storage URL "
-                       "comes from spec.storage.secretRef", once="storage-ignored"))
-    config = resolved.config
-    assert config.search is not None
-    # Before a StudyJob's first trial: what would only fail once trial pods exist.
-    preflight = not _started(old, config.search.study_name)
+    url = ""
     try:
-        if preflight:
-            check_data_claim(rt.kube, ref.namespace, spec)
-        results = results_volume(rt.kube, ref.namespace, spec)
-        found = results.condition()
-        if found is not None:
-            conditions.append(found)
-            if found.reason == "SingleNode":
-                ref.post(Event("Warning", "SingleNodeResults", found.message, once=f"single-node:{results.claim}"))
-        if preflight:
-            act.check_trial_jobs(ref, spec, config.search.study_name, single_node=results.single_node)
-        url = rt.storage_url(ref.namespace, spec)
-        handle = rt.study(ref.key, url, config, started=lambda: not preflight or _has_trial_jobs(ref))
-        n_trials = cap_to_grid(config.search, config.search.n_trials)
-        if n_trials < config.search.n_trials:
-            ref.post(Event("Normal", "GridSize", f"GridSampler: the grid has {n_trials} points, so the study runs "
-                           f"{n_trials} trials, not search.n_trials={config.search.n_trials}", once=f"grid:{n_trials}"))
-        handle.sync_target(n_trials)
-        conditions.append(st.Condition(
-            st.STORAGE_READY, True, "Connected", f"study `{handle.name}` in {describe_storage(url)}"))
+        # Before a StudyJob's first trial: what would only fail once trial pods exist.
+        preflight = not _started(old, _study_name(config))
+        results = _check_claims_and_jobs(ref, spec, config, preflight, conditions)
+        url = ref.rt.storage_url(ref.namespace, spec)
+        handle, n_trials = _open_study(ref, config, url, preflight, conditions)
         act.ensure_config_map(ref, config, config_text)
-        first_pass = ref.key not in rt.announced
-        for round_ in range(MAX_ROUNDS):
-            memory = Memory(first_pass, frozenset(rt.announced.get(ref.key, ())),
-                            frozenset(rt.examined.get(ref.key, ())))
-            # The Jobs (API) and the trials (storage) are read at the same time. Their order
-            # does not matter: a trial is only failed while the storage still has it RUNNING
-            # (Optuna refuses to change a finished trial), so a pod that told its result just
-            # before its Job ended keeps that result.
-            listing = rt.pool.submit(rt.kube.list_jobs, ref.namespace, ref.name, ref.uid)
-            trials = handle.trials()
-            jobs = listing.result()
-            trial_jobs = latest_trial_jobs(jobs)
-            visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(ref.name)), None)
-            now = time.time()
-            wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, memory.examined,
-                                  spec.trials.startup_timeout_seconds, now)
-            snapshot = Snapshot(
-                namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
-                config=config, n_trials=n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
-                trials=trials, trial_jobs=trial_jobs, visualise=visualise,
-                pods=read_pods(rt.kube, ref.namespace, wanted), results=results, old_status=old, memory=memory,
-                now=now)
-            plan = decide(snapshot, settle_trials=round_ < MAX_ROUNDS - 1)
-            act.settle(ref, snapshot, plan, handle)
-            if not plan.settles:
-                break
+        snapshot, plan = _settle(ref, _Study(spec, config, n_trials, handle, results, old))
         plan.conditions[:0] = conditions
         act.steer(ref, snapshot, plan, handle, config)
         return Outcome(retry_after=plan.retry_after)
-    except JobRejected as exc:
-        return _rejected(ref, old, conditions, exc.failure)
-    except StudyLost as exc:
-        return _lost(ref, old, conditions, exc)
-    except SpecError as exc:
-        return _invalid(ref, old, conditions, exc)
-    except StorageProblem as exc:
-        return _unavailable(ref, old, conditions, exc.reason, str(exc))
-    except SQLAlchemyError as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return _unavailable(ref, old, conditions, "StorageUnavailable", redact(text, url)[:300])
+    except (JobRejected, StudyLost, SpecError, StorageProblem, SQLAlchemyError) as exc:
+        return _setback(ref, old, conditions, exc, url)
 
 
-def _raw_config(ref: StudyJobRef, spec: StudyJobSpec) -> dict[str, Any]:
-    if spec.config is not None:
-        return spec.config
-    config_ref = spec.config_map_ref
-    assert config_ref is not None
-    found = ref.rt.kube.get("ConfigMap", ref.namespace, config_ref.name)
-    if found is None:
-        raise SpecError(
-            f"`spec.configMapRef`: ConfigMap `{config_ref.name}` not found in namespace `{ref.namespace}`",
-            field="spec.configMapRef.name", temporary=True,
-        )
-    return config_from_configmap(found.get("data"), config_ref)
+def _valid_spec(ref: StudyJobRef, raw: Mapping[str, Any]) -> tuple[StudyJobSpec, Config, str]:
+    """The parsed spec, its validated config and the config's YAML; SpecError if invalid."""
+    spec = parse_spec(raw, ref.name, ref.rt.options.defaults)
+    resolved, text = ref.state.resolve(spec, read_config(ref.rt.kube, ref.namespace, spec))
+    if resolved.dropped_storage:
+        ref.post(Event("Warning", "StorageIgnored", "search.storage is ignored in a StudyJob: the storage URL "
+                       "comes from spec.storage.secretRef", once="storage-ignored"))
+    return spec, resolved.config, text
+
+
+def _study_name(config: Config) -> str:
+    assert config.search is not None  # resolve_config requires a search section
+    return config.search.study_name
+
+
+def _check_claims_and_jobs(ref: StudyJobRef, spec: StudyJobSpec, config: Config, preflight: bool,
+                           conditions: list[st.Condition]) -> ResultsVolume:
+    """The results claim (its condition, a warning for a single-node one); with ``preflight``,
+    also the data claim and a dry run of the trial Jobs."""
+    if preflight:
+        check_data_claim(ref.rt.kube, ref.namespace, spec)
+    results = results_volume(ref.rt.kube, ref.namespace, spec)
+    found = results.condition()
+    if found is not None:
+        conditions.append(found)
+        if found.reason == "SingleNode":
+            ref.post(Event("Warning", "SingleNodeResults", found.message, once=f"single-node:{results.claim}"))
+    if preflight:
+        act.check_trial_jobs(ref, spec, _study_name(config), single_node=results.single_node)
+    return results
+
+
+def _open_study(ref: StudyJobRef, config: Config, url: str, preflight: bool,
+                conditions: list[st.Condition]) -> tuple[StudyHandle, int]:
+    """The study's handle and its number of trials (``n_trials`` capped to a grid), kept in
+    the storage for ml-search; the ``StorageReady`` condition."""
+    search = config.search
+    assert search is not None
+    handle = ref.rt.study(ref.state, ref.key, url, config, started=lambda: not preflight or _has_trial_jobs(ref))
+    n_trials = cap_to_grid(search, search.n_trials)
+    if n_trials < search.n_trials:
+        ref.post(Event("Normal", "GridSize", f"GridSampler: the grid has {n_trials} points, so the study runs "
+                       f"{n_trials} trials, not search.n_trials={search.n_trials}", once=f"grid:{n_trials}"))
+    handle.sync_target(n_trials)
+    conditions.append(st.Condition(
+        st.STORAGE_READY, True, "Connected", f"study `{handle.name}` in {describe_storage(url)}"))
+    return handle, n_trials
+
+
+def _settle(ref: StudyJobRef, study: _Study) -> tuple[Snapshot, Plan]:
+    """Observe, decide and act until the plan settles no more trials (at most MAX_ROUNDS):
+    the snapshot and the plan that steering then follows."""
+    first_pass = not ref.state.trials_seen
+    for round_ in range(MAX_ROUNDS):
+        snapshot = _observe(ref, study, Memory(first_pass, frozenset(ref.state.announced)))
+        plan = decide(snapshot, settle_trials=round_ < MAX_ROUNDS - 1)
+        act.settle(ref, snapshot, plan, study.handle)
+        if not plan.settles:
+            break
+    return snapshot, plan
+
+
+def _observe(ref: StudyJobRef, study: _Study, memory: Memory) -> Snapshot:
+    """One snapshot: the trials, the StudyJob's Jobs and the pods of those worth a look."""
+    # The Jobs (API) and the trials (storage) are read at the same time. Their order
+    # does not matter: a trial is only failed while the storage still has it RUNNING
+    # (Optuna refuses to change a finished trial), so a pod that told its result just
+    # before its Job ended keeps that result.
+    rt, spec, handle = ref.rt, study.spec, study.handle
+    listing = rt.pool.submit(rt.kube.list_jobs, ref.namespace, ref.name, ref.uid)
+    trials = handle.trials()
+    jobs = listing.result()
+    trial_jobs = latest_trial_jobs(jobs)
+    visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(ref.name)), None)
+    now = time.time()
+    wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, spec.trials.startup_timeout_seconds, now)
+    return Snapshot(
+        namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
+        config=study.config, n_trials=study.n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
+        trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, wanted),
+        results=study.results, old_status=study.old, memory=memory, now=now)
 
 
 def _has_trial_jobs(ref: StudyJobRef) -> bool:
@@ -177,6 +209,21 @@ def _started(old: Mapping[str, Any], study_name: str) -> bool:
 
 
 # Passes that learn nothing about the trials --------------------------------------------
+
+def _setback(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Condition], exc: Exception,
+             url: str) -> Outcome:
+    """The status of a pass that stopped short: the ``conditions`` it found, and why it stopped."""
+    if isinstance(exc, JobRejected):
+        return _rejected(ref, old, conditions, exc.failure)
+    if isinstance(exc, StudyLost):
+        return _lost(ref, old, conditions, exc)
+    if isinstance(exc, SpecError):
+        return _invalid(ref, old, conditions, exc)
+    if isinstance(exc, StorageProblem):
+        return _unavailable(ref, old, conditions, exc.reason, str(exc))
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # SQLAlchemyError
+    return _unavailable(ref, old, conditions, "StorageUnavailable", redact(text, url)[:300])
+
 
 def _kept_fields(old: Mapping[str, Any]) -> dict[str, Any]:
     """The last status minus what a pass always rewrites."""
@@ -231,7 +278,7 @@ def _lost(ref: StudyJobRef, old: Mapping[str, Any], conditions: list[st.Conditio
     """The study was deleted under the StudyJob: stop its Jobs and fail it (a Succeeded one
     stays Succeeded). Making the study again would start trial numbers over under the
     names of Jobs that exist."""
-    ref.rt.drop_study(ref.key)
+    ref.state.study = None  # the next pass opens the study again
     stopped = [job["metadata"]["name"] for job in ref.rt.kube.list_jobs(ref.namespace, ref.name, ref.uid)
                if job_outcome(job) is None]
     for name in stopped:

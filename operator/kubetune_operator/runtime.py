@@ -1,4 +1,4 @@
-"""Operator-wide state: the API client, options, caches and one lock per StudyJob.
+"""Operator-wide state: the API client, options, shared caches and one state per StudyJob.
 
 Nothing here is needed for correctness after a restart: caches refill from the
 API and the storage. The per-StudyJob lock serialises reconcile passes, which
@@ -8,14 +8,15 @@ kopf may start concurrently from a StudyJob event, Job events and the timer.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import optuna
 
@@ -60,9 +61,46 @@ def kopf_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -
     import kopf
 
     try:
-        kopf.event(dict(body), type=type_, reason=reason, message=message)
+        kopf.event(kopf.Body(cast(kopf.RawBody, dict(body))), type=type_, reason=reason, message=message)
     except LookupError:
         logger.info("event %s %s: %s", type_, reason, message)
+
+
+@dataclass
+class StudyJobState:
+    """What this process holds for one StudyJob, dropped whole when the StudyJob is deleted.
+
+    Caches that save a read or a write, and what was only news once (events); a
+    restarted operator starts with a fresh one and refills it from the API and storage."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)  # serialises the StudyJob's passes
+    study: tuple[str, str, StudyHandle] | None = None  # (storage URL, search fingerprint, handle)
+    resolved: tuple[str, ResolvedConfig, str] | None = None  # (spec fingerprint, config, its YAML)
+    last_status: dict[str, Any] | None = None  # the status last written
+    config_written: str | None = None  # the YAML in <name>-config
+    best_written: str | None = None  # the YAML in <name>-best-config
+    jobs_checked: str | None = None  # the trial Job body the API server took in a dry run
+    trials_seen: bool = False  # a pass looked at the trials: what ends from now on is news
+    announced: set[int] = field(default_factory=set)  # trials whose end had its event
+    warned: set[str] = field(default_factory=set)  # the once-only events posted
+
+    def warn_once(self, tag: str) -> bool:
+        """True the first time ``tag`` is seen for this StudyJob in this process."""
+        if tag in self.warned:
+            return False
+        self.warned.add(tag)
+        return True
+
+    def resolve(self, spec: StudyJobSpec, raw: Mapping[str, Any]) -> tuple[ResolvedConfig, str]:
+        """The validated config and its YAML, recomputed only when spec or config change."""
+        fingerprint = json.dumps([raw, spec.model_dump(mode="json", exclude={"config"})],
+                                 sort_keys=True, default=str)
+        if self.resolved and self.resolved[0] == fingerprint:
+            return self.resolved[1], self.resolved[2]
+        resolved = resolve_config(raw, spec)
+        text = config_to_yaml(resolved.config)
+        self.resolved = (fingerprint, resolved, text)
+        return resolved, text
 
 
 @dataclass
@@ -74,33 +112,29 @@ class Runtime:
     def __post_init__(self) -> None:
         self._guard = threading.Lock()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="kubetune-io")
-        self._locks: dict[str, threading.Lock] = {}
+        self._studyjobs: dict[str, StudyJobState] = {}
         self._storages: dict[str, optuna.storages.BaseStorage] = {}
         self._secrets: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self._studies: dict[str, tuple[str, str, StudyHandle]] = {}
-        self._resolved: dict[str, tuple[str, ResolvedConfig, str]] = {}
-        # What this process last wrote or announced, per StudyJob (refilled after a restart).
-        self.last_status: dict[str, dict[str, Any]] = {}
-        self.config_written: dict[str, str] = {}
-        self.best_written: dict[str, str] = {}
-        self.announced: dict[str, set[int]] = {}  # trials whose end was announced
-        self.examined: dict[str, set[int]] = {}  # FAIL trials whose failed Job was read
-        self.warned: dict[str, set[str]] = {}
-        self.jobs_checked: dict[str, str] = {}  # the trial Job body the API server took in a dry run
 
-    def lock(self, key: str) -> threading.Lock:
+    def _state(self, key: str) -> StudyJobState:
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            return self._studyjobs.setdefault(key, StudyJobState())
 
-    def drop_study(self, key: str) -> None:
-        """Forget the StudyJob's handle: the next pass opens its study again."""
-        self._studies.pop(key, None)
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[StudyJobState]:
+        """Hold the StudyJob's lock and yield its state. A pass that waited while the
+        StudyJob was forgotten takes the new state's lock: passes stay serialised."""
+        while True:
+            state = self._state(key)
+            with state.lock:
+                if self._studyjobs.get(key) is state:
+                    yield state
+                    return
 
     def forget(self, key: str) -> None:
-        """Drop everything cached for a deleted StudyJob."""
-        for cache in (self._studies, self._resolved, self.last_status, self.config_written, self.best_written,
-                      self.announced, self.examined, self.warned, self.jobs_checked):
-            cache.pop(key, None)
+        """Drop everything held for a deleted StudyJob."""
+        with self._guard:
+            self._studyjobs.pop(key, None)
 
     # Storage ---------------------------------------------------------------
     def storage_url(self, namespace: str, spec: StudyJobSpec) -> str:
@@ -132,39 +166,19 @@ class Runtime:
                 storage = self._storages.setdefault(url, storage)
         return storage
 
-    def study(self, key: str, url: str, config: Config, *,
+    def study(self, state: StudyJobState, key: str, url: str, config: Config, *,
               started: Callable[[], bool] = lambda: False) -> StudyHandle:
-        """The cached handle, rebuilt when the storage or the search section changed.
+        """The StudyJob ``key``'s cached handle, rebuilt when the storage or the search section changed.
 
         ``started()``, asked only to build a handle: has the StudyJob run trials in the
         study (see :class:`StudyHandle`)?"""
         fingerprint = search_fingerprint(config)
-        cached = self._studies.get(key)
+        cached = state.study
         if cached and cached[0] == url and cached[1] == fingerprint:
             return cached[2]
         handle = StudyHandle(self.storage(url), config, owner=key, started=started())
-        self._studies[key] = (url, fingerprint, handle)
+        state.study = (url, fingerprint, handle)
         return handle
-
-    def resolve(self, key: str, spec: StudyJobSpec, raw: Mapping[str, Any]) -> tuple[ResolvedConfig, str]:
-        """The validated config and its YAML, recomputed only when spec or config change."""
-        fingerprint = json.dumps([raw, spec.model_dump(mode="json", exclude={"config"})],
-                                 sort_keys=True, default=str)
-        cached = self._resolved.get(key)
-        if cached and cached[0] == fingerprint:
-            return cached[1], cached[2]
-        resolved = resolve_config(raw, spec)
-        text = config_to_yaml(resolved.config)
-        self._resolved[key] = (fingerprint, resolved, text)
-        return resolved, text
-
-    def warn_once(self, key: str, tag: str) -> bool:
-        """True the first time ``tag`` is seen for this StudyJob in this process."""
-        seen = self.warned.setdefault(key, set())
-        if tag in seen:
-            return False
-        seen.add(tag)
-        return True
 
 
 def redact(text: str, url: str) -> str:

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,6 +23,9 @@ from kubetune.config.loader import format_validation_error
 from kubetune.config.yaml_io import parse_yaml
 from kubetune.errors import ConfigError
 from kubetune_operator import names
+
+if TYPE_CHECKING:
+    from kubetune_operator.kube import Kube
 
 
 class SpecError(Exception):
@@ -84,7 +87,7 @@ class Toleration(_Model):
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(None, alias="tolerationSeconds")
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
 
 
 class EnvVar(_Model):
@@ -98,29 +101,29 @@ class Resources(_Model):
 
 
 class TrialsSpec(_Model):
-    parallelism: int = Field(1, ge=1)
-    max_failed: int = Field(3, ge=0, alias="maxFailed")
-    retries: int = Field(1, ge=0)
+    parallelism: int = Field(default=1, ge=1)
+    max_failed: int = Field(default=3, ge=0, alias="maxFailed")
+    retries: int = Field(default=1, ge=0)
     image: ImageRef | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
-        None, alias="imagePullPolicy"
+        default=None, alias="imagePullPolicy"
     )
     image_pull_secrets: list[str] = Field(default_factory=list, alias="imagePullSecrets")
     resources: Resources = Field(default_factory=Resources)
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     tolerations: list[Toleration] = Field(default_factory=list)
-    active_deadline_seconds: int | None = Field(None, ge=1, alias="activeDeadlineSeconds")
+    active_deadline_seconds: int | None = Field(default=None, ge=1, alias="activeDeadlineSeconds")
     # A trial whose pod has not started by then (image pull, scheduling, mounts, quota) fails.
-    startup_timeout_seconds: int = Field(300, ge=1, alias="startupTimeoutSeconds")
+    startup_timeout_seconds: int = Field(default=300, ge=1, alias="startupTimeoutSeconds")
     # Finished trial Jobs (and their pods' logs) are kept this long; the storage keeps the trial.
-    ttl_seconds_after_finished: int | None = Field(86400, ge=60, alias="ttlSecondsAfterFinished")
-    service_account_name: str | None = Field(None, alias="serviceAccountName")
+    ttl_seconds_after_finished: int | None = Field(default=86400, ge=60, alias="ttlSecondsAfterFinished")
+    service_account_name: str | None = Field(default=None, alias="serviceAccountName")
     env: list[EnvVar] = Field(default_factory=list)
 
 
 class SecretRef(_Model):
-    name: str = Field("kubetune-postgres", min_length=1)
-    key: str = Field("url", min_length=1)
+    name: str = Field(default="kubetune-postgres", min_length=1)
+    key: str = Field(default="url", min_length=1)
 
 
 class StorageSpec(_Model):
@@ -129,29 +132,29 @@ class StorageSpec(_Model):
 
 class ConfigMapRef(_Model):
     name: str = Field(..., min_length=1)
-    key: str = Field(names.CONFIG_KEY, min_length=1)
+    key: str = Field(default=names.CONFIG_KEY, min_length=1)
 
 
 class DataSpec(_Model):
-    persistent_volume_claim: str | None = Field(None, min_length=1, alias="persistentVolumeClaim")
-    sub_path: str | None = Field(None, alias="subPath")
+    persistent_volume_claim: str | None = Field(default=None, min_length=1, alias="persistentVolumeClaim")
+    sub_path: str | None = Field(default=None, alias="subPath")
     sample: Literal["digits"] | None = None
 
 
 class OutputSpec(_Model):
-    persistent_volume_claim: str | None = Field(None, min_length=1, alias="persistentVolumeClaim")
-    sub_path: str | None = Field(None, alias="subPath")
+    persistent_volume_claim: str | None = Field(default=None, min_length=1, alias="persistentVolumeClaim")
+    sub_path: str | None = Field(default=None, alias="subPath")
 
 
 class CleanupSpec(_Model):
-    delete_study: bool = Field(False, alias="deleteStudy")
+    delete_study: bool = Field(default=False, alias="deleteStudy")
 
 
 class StudyJobSpec(_Model):
     """``spec`` of a StudyJob, minus the config itself (see :func:`resolve_config`)."""
 
     config: dict[str, Any] | None = None
-    config_map_ref: ConfigMapRef | None = Field(None, alias="configMapRef")
+    config_map_ref: ConfigMapRef | None = Field(default=None, alias="configMapRef")
     trials: TrialsSpec = Field(default_factory=TrialsSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     data: DataSpec | None = None
@@ -269,6 +272,21 @@ def parse_cleanup_fields(spec: Mapping[str, Any], defaults: Defaults | None = No
         return StudyJobSpec.model_validate({k: filled[k] for k in ("storage", "cleanup") if k in filled})
     except ValidationError as exc:
         raise _format(exc, "spec.") from None
+
+
+def read_config(kube: Kube, namespace: str, spec: StudyJobSpec) -> dict[str, Any]:
+    """The raw config: ``spec.config``, or what the ConfigMap of ``spec.configMapRef`` holds."""
+    if spec.config is not None:
+        return spec.config
+    ref = spec.config_map_ref
+    assert ref is not None  # parse_spec requires one of the two
+    found = kube.get("ConfigMap", namespace, ref.name)
+    if found is None:
+        raise SpecError(
+            f"`spec.configMapRef`: ConfigMap `{ref.name}` not found in namespace `{namespace}`",
+            field="spec.configMapRef.name", temporary=True,
+        )
+    return config_from_configmap(found.get("data"), ref)
 
 
 def config_from_configmap(data: Mapping[str, str] | None, ref: ConfigMapRef) -> dict[str, Any]:

@@ -1,12 +1,9 @@
-"""The operator's side of the Optuna study: create or load it, ask, fail, resume, retry.
+"""The operator's side of the Optuna study: create or load it, ask, fail, resume.
 
 Every trial the operator starts is first enqueued with ``kubetune.owner`` in its
 user attributes and then asked for, so the mark and the trial appear together:
 after a crash, a RUNNING trial with the mark but no Job is the operator's own.
-Retries are WAITING trials with the failed trial's params and distributions and
-Optuna's retry marks (``failed_trial``, ``retry_history`` in the system attributes,
-as ml-search's own retries), plus ``kubetune.retry_of``. How trials count towards
-``n_trials`` is :mod:`kubetune.search.ledger`'s, the same for ml-search and the operator.
+How trials count towards ``n_trials`` is :mod:`kubetune.search.ledger`'s, the same for ml-search and the operator.
 A disrupted trial resumed in a new Job carries ``kubetune.preempted`` (the new Job's index).
 A study deleted from the storage while its StudyJob runs raises :class:`StudyLost`
 rather than being made again empty under trial Jobs that still run.
@@ -18,7 +15,7 @@ import functools
 import itertools
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import optuna
@@ -28,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.config import Config
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.checks import changed_param, initial_points
-from kubetune.search.ledger import TARGET_ATTR, enqueue_retry, retried_numbers
+from kubetune.search.ledger import TARGET_ATTR
 from kubetune.search.pruners import build_pruner
 from kubetune.search.space import distributions, grid_values
 from kubetune.search.study import name_metric, take_sampler_session
@@ -153,11 +150,9 @@ class StudyHandle:
         (GridSampler does not fill in queued trials); None once every point is taken.
         """
         if not waiting:
-            point: dict[str, Any] | None = {}
-            if self.grid is not None:
-                point = self._next_grid_point()
-                if point is None:
-                    return None
+            point = self._next_grid_point() if self.grid is not None else {}
+            if point is None:
+                return None
             self.study.enqueue_trial(point, user_attrs=self._attrs())
         trial = self.study.ask(self.distributions)
         if trial.user_attrs.get(names.ATTR_OWNER) != self.owner:
@@ -186,7 +181,7 @@ class StudyHandle:
         return True
 
     @_lost_as_error
-    def tell_fail(self, trial: FrozenTrial, failure: Failure) -> bool:
+    def tell_fail(self, trial: optuna.Trial | FrozenTrial, failure: Failure) -> bool:
         """Fail a RUNNING trial with its reason; False if it finished meanwhile."""
         try:
             self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_FAIL_REASON, str(failure))
@@ -194,14 +189,6 @@ class StudyHandle:
             return False
         self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         return True
-
-    @_lost_as_error
-    def retry(self, trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> None:
-        """Queue ``trial``'s params again, once, as its next attempt."""
-        if trial.number in retried_numbers(trials):
-            return
-        enqueue_retry(self.study, trial, user_attrs=self._attrs(**{
-            names.ATTR_RETRY_OF: trial.number, names.ATTR_ATTEMPT: attempt(trial) + 1}))
 
     @_lost_as_error
     def sync_target(self, n_trials: int) -> None:
@@ -224,12 +211,8 @@ def grid_points(search: SearchConfig) -> list[dict[str, Any]]:
     return points
 
 
-def point_key(params: dict[str, Any]) -> tuple:
+def point_key(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
-
-
-def attempt(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get(names.ATTR_ATTEMPT, 1))
 
 
 def preempted(trial: FrozenTrial | optuna.Trial) -> int:
@@ -259,22 +242,26 @@ def claim_study(study: optuna.Study, owner: str) -> None:
         )
 
 
-def release_study(storage: optuna.storages.BaseStorage, study_name: str, owner: str) -> optuna.Study | None:
-    """Let go of ``owner``'s hold on the study, which stays; None if it is not there."""
+def _existing(storage: optuna.storages.BaseStorage, study_name: str) -> optuna.Study | None:
+    """The study of that name; None if the storage has none."""
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return None
-    if study_holder(study) == owner:
+
+
+def release_study(storage: optuna.storages.BaseStorage, study_name: str, owner: str) -> optuna.Study | None:
+    """Let go of ``owner``'s hold on the study, which stays; None if it is not there."""
+    study = _existing(storage, study_name)
+    if study is not None and study_holder(study) == owner:
         study.set_user_attr(names.ATTR_OWNER, "")
     return study
 
 
 def delete_study(storage: optuna.storages.BaseStorage, study_name: str, owner: str) -> bool:
     """Delete the study if ``owner`` holds it (or nobody does); False if it was not deleted."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
+    study = _existing(storage, study_name)
+    if study is None:
         return False
     if study_holder(study) not in (None, owner):
         return False  # another StudyJob's now: deleting it would pull the study from under it

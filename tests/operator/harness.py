@@ -12,8 +12,7 @@
   to local folders, then writes Pod and Job status back. A per-Job *fate* can
   replace the run: ``hold`` (wait for release), ``tell`` (tell COMPLETE at once
   through Optuna, standing in for training where training is not under test),
-  ``oom``, ``evict`` (no goodbye), ``evict-told`` (the trainer tells FAIL on SIGTERM
-  first), ``trainer-error`` (told FAIL, exit 1), ``crash``.
+  ``oom``, ``evict`` (no goodbye), ``trainer-error`` (told FAIL, exit 1), ``crash``.
 """
 
 from __future__ import annotations
@@ -234,10 +233,6 @@ class FakeKubelet:
             # The trainer failed on its own (a NaN loss, a bad config value) and said why.
             code = await asyncio.to_thread(self._tell, job, "TrainingDiverged: the loss became NaN")
             reason = "Error"
-        elif fate == "evict-told":
-            # The kubelet's SIGTERM reaches the trainer, which tells FAIL before it dies.
-            await asyncio.to_thread(self._tell, job, "terminated (SIGTERM)")
-            code, reason = -1, "Evicted"
         else:
             raise AssertionError(f"unknown fate {fate!r}")
         self.exit_codes[name] = code

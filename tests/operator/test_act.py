@@ -8,8 +8,13 @@ import kopf
 import pytest
 
 from kubetune_operator.act import StudyJobRef, start_job
-from kubetune_operator.runtime import Options, Runtime
+from kubetune_operator.runtime import Options, Runtime, StudyJobState
 from tests.operator.snapshots import snapshot, trial
+
+
+def _ref(rt: Runtime) -> StudyJobRef:
+    return StudyJobRef(rt, "kt", "sj", "kt/sj", "uid-1", 1, {"metadata": {"name": "sj", "uid": "uid-1"}},
+                       StudyJobState())
 
 
 class NameTakenThenGone:
@@ -34,7 +39,7 @@ def test_a_job_name_freed_between_create_and_list_is_not_marked_as_made():
     # The old Job of that name was being deleted: marking the trial now would make the
     # next pass think its Job vanished.
     rt = Runtime(NameTakenThenGone(), Options())  # type: ignore[arg-type]
-    ref = StudyJobRef(rt, "kt", "sj", "kt/sj", "uid-1", 1, {"metadata": {"name": "sj", "uid": "uid-1"}})
+    ref = _ref(rt)
     study = Study()
     with pytest.raises(kopf.TemporaryError):
         start_job(ref, snapshot([trial(0)]), study, trial(0), 0)  # type: ignore[arg-type]
@@ -59,7 +64,7 @@ def _check(api: DryRunApi, **trials_spec: Any) -> None:
     from kubetune_operator.act import check_trial_jobs
 
     rt = Runtime(api, Options())  # type: ignore[arg-type]
-    ref = StudyJobRef(rt, "kt", "sj", "kt/sj", "uid-1", 1, {"metadata": {"name": "sj", "uid": "uid-1"}})
+    ref = _ref(rt)
     s = snapshot([], **trials_spec)
     for _ in range(2):
         check_trial_jobs(ref, s.spec, s.study, single_node=False)
@@ -134,7 +139,7 @@ def test_a_refused_spec_mid_study_fails_the_ended_trials_and_resumes_none():
 
     api = RefusingApi()
     rt = Runtime(api, Options())  # type: ignore[arg-type]
-    ref = StudyJobRef(rt, "kt", "sj", "kt/sj", "uid-1", 1, {"metadata": {"name": "sj", "uid": "uid-1"}})
+    ref = _ref(rt)
     failure = Failure("BackoffLimitExceeded", "exit 1")
     plan = Plan(fail=[FailTrial(trial(0), failure, Event("Warning", "TrialFailed", "trial 0 failed"))],
                 resume=[ResumeTrial(trial(1), 1, None, Event("Normal", "TrialPreempted", "evicted"))])

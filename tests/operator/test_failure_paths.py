@@ -69,28 +69,6 @@ async def test_a_trial_disrupted_past_its_retries_fails_with_the_reason(cluster,
 
 
 @pytest.mark.asyncio
-async def test_a_trial_an_older_trainer_failed_on_sigterm_runs_again(cluster, storage_secret, start_operator,
-                                                                     make_kubelet):
-    # "evict-told": a trainer image from before the resume tells FAIL on SIGTERM before the
-    # Job fails; the Job's pod still says Evicted, and its params run again as a new trial.
-    await start_operator()
-    trials, status = await _run(cluster, make_kubelet, storage_secret, "evict", "evict-told",
-                                n_trials=3, retries=1)
-    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
-    assert trials[0].user_attrs[names.ATTR_FAIL_REASON] == "terminated (SIGTERM)"
-    retry = trials[1]
-    assert retry.params == trials[0].params
-    assert retry.user_attrs[names.ATTR_RETRY_OF] == 0 and retry.user_attrs[names.ATTR_ATTEMPT] == 2
-    assert retry.system_attrs["retry_history"] == [0]  # Optuna's mark, as ml-search's budget reads
-    # The retried failure does not count towards n_trials: 3 counted, 4 run.
-    assert status["trials"]["failed"] == 1 and status["trials"]["retried"] == 1
-    assert status["trials"]["finished"] == 3
-    failed = cluster.event_messages("TrialFailed")
-    assert any(m.startswith("trial 0 failed: Evicted") and "run again" in m for m in failed)
-    assert any("(retry of trial 0)" in m for m in cluster.event_messages("TrialStarted"))
-
-
-@pytest.mark.asyncio
 async def test_job_oom_killed_before_its_trial_tells_fails_it_once(cluster, storage_secret,
                                                                   start_operator, make_kubelet):
     await start_operator()

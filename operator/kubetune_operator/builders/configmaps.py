@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -27,7 +27,7 @@ def _config_map(
         },
         "data": data,
     }
-    kopf.adopt(body, owner=dict(owner))
+    kopf.adopt(body, owner=kopf.Body(cast(kopf.RawBody, dict(owner))))
     return body
 
 

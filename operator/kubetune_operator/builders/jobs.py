@@ -13,7 +13,7 @@ pod's ``DisruptionTarget`` condition makes the Job fail with reason
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -80,7 +80,7 @@ def _job(
         "metadata": {"name": name, "labels": labels, "annotations": annotations},
         "spec": job_spec,
     }
-    kopf.adopt(job, owner=dict(owner))
+    kopf.adopt(job, owner=kopf.Body(cast(kopf.RawBody, dict(owner))))
     return job
 
 
