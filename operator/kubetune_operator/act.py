@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from kubetune.config import Config
+from kubetune.search.attributes import RETRY_OF_ATTR
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.builders import best_config_map, config_map, trial_job, visualise_job
@@ -152,7 +153,7 @@ def start_job(ref: StudyJobRef, s: Snapshot, handle: StudyHandle, trial: optuna.
     handle.mark_job(trial, job_name)
     if resume:
         return  # the TrialPreempted event told it
-    retry_of = trial.user_attrs.get(names.ATTR_RETRY_OF)
+    retry_of = trial.user_attrs.get(RETRY_OF_ATTR)
     note = f" (retry of trial {retry_of})" if retry_of is not None else ""
     ref.post(Event("Normal", "TrialStarted",
                    f"trial {trial.number} started as Job {job_name}{note}: {format_params(trial.params)}"))

@@ -17,6 +17,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config import Config
+from kubetune.search.attributes import FAIL_REASON_ATTR, JOB_ATTR, OWNER_ATTR
 from kubetune.search.single_trial import TERMINATED
 from kubetune_operator import names
 from kubetune_operator.failures import job_outcome, may_be_stuck
@@ -57,7 +58,7 @@ class Snapshot:
     now: float = field(default_factory=time.time)
 
     def owned(self, trial: FrozenTrial) -> bool:
-        return trial.user_attrs.get(names.ATTR_OWNER) == self.key
+        return trial.user_attrs.get(OWNER_ATTR) == self.key
 
     @property
     def metric(self) -> str:
@@ -88,7 +89,7 @@ def current_job(studyjob: str, trial: FrozenTrial,
 
 def terminated_by_old_trainer(trial: FrozenTrial) -> bool:
     """FAIL as "terminated (SIGTERM)": a trainer image from before the resume told it."""
-    return trial.state == TrialState.FAIL and trial.user_attrs.get(names.ATTR_FAIL_REASON) == TERMINATED
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON_ATTR) == TERMINATED
 
 
 def untold_failure(trial: FrozenTrial, job: Mapping[str, Any] | None, examined: Iterable[int]) -> bool:
@@ -104,13 +105,13 @@ def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs:
     after ``timeout``, or gone while their pods may still run."""
     wanted = []
     for trial in trials:
-        if trial.user_attrs.get(names.ATTR_OWNER) != key:
+        if trial.user_attrs.get(OWNER_ATTR) != key:
             continue
         job = trial_jobs.get(trial.number)
         if trial.state == TrialState.RUNNING:
             current, job = current_job(studyjob, trial, trial_jobs)
             if job is None:
-                if trial.user_attrs.get(names.ATTR_JOB) == current:
+                if trial.user_attrs.get(JOB_ATTR) == current:
                     wanted.append(current)  # vanished: are its pods gone too?
             elif job_outcome(job) == "failed" or may_be_stuck(job, timeout, now):
                 wanted.append(current)

@@ -24,7 +24,8 @@ from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.search_schema import ParamSpec, SearchConfig
 from kubetune.errors import ConfigError
-from kubetune.search.pruners import TRIAL_STEPS_ATTR, trial_steps
+from kubetune.search.attributes import FIXED_PARAMS_ATTR, TRIAL_STEPS_ATTR
+from kubetune.search.pruners import trial_steps
 from kubetune.search.space import contains, distributions, grid_values
 
 _FLOAT_TYPES = ("uniform", "loguniform", "float")
@@ -246,7 +247,7 @@ def changed_param(study: optuna.Study, search: SearchConfig,
     for trial in trials:
         if trial.state != TrialState.WAITING:
             continue
-        for key, value in trial.system_attrs.get("fixed_params", {}).items():
+        for key, value in trial.system_attrs.get(FIXED_PARAMS_ATTR, {}).items():
             dist = new.get(key)
             if isinstance(dist, CategoricalDistribution) and value not in dist.choices:
                 return key, (f"is {_describe(dist)}, but trial {trial.number} of study "

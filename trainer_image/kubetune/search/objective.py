@@ -36,10 +36,18 @@ from optuna.trial import FrozenTrial
 from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError
+from kubetune.search.attributes import (
+    INTERRUPTED_ATTR,
+    LR_DROP_ATTR,
+    TIE_BREAK_ATTR,
+    TRIAL_STEPS_ATTR,
+)
 from kubetune.search.checks import overrides_for_trial, require_search
-from kubetune.search.interruption import INTERRUPTED_ATTR, Terminated
-from kubetune.search.pruners import LR_DROP_ATTR, TIE_BREAK_ATTR, TRIAL_STEPS_ATTR, tie_break_metric
-from kubetune.search.results import FAIL_REASON_ATTR, trial_run_dir
+from kubetune.search.interruption import Terminated
+from kubetune.search.ledger import record_fail_reason
+from kubetune.search.optuna_internals import stored_trial
+from kubetune.search.pruners import tie_break_metric
+from kubetune.search.results import trial_run_dir
 from kubetune.search.space import distributions, value_range
 
 log = logging.getLogger(__name__)
@@ -226,7 +234,7 @@ class TrialTrainer:
             raise
         except BaseException as exc:
             with contextlib.suppress(Exception):
-                trial.set_user_attr(FAIL_REASON_ATTR, fail_reason(exc))
+                record_fail_reason(trial.study, trial, fail_reason(exc))
             if isinstance(exc, Exception) and not isinstance(exc, KubetuneError):
                 # Not a user mistake: keep the traceback (the search goes on regardless).
                 log.warning("trial %d raised %s", trial.number, type(exc).__name__, exc_info=True)
@@ -258,7 +266,7 @@ class TrialTrainer:
         if drop is not None:  # the median pruner's warm-up may end there
             trial.set_user_attr(LR_DROP_ATTR, drop)
         done: list[float] = []
-        frozen = trial.study._storage.get_trial(trial._trial_id)  # what earlier pods reported
+        frozen = stored_trial(trial.study, trial)  # what earlier pods reported
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
                 reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,

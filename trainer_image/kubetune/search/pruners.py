@@ -8,6 +8,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.search_schema import SearchConfig
+from kubetune.search.attributes import (
+    LR_DROP_ATTR,
+    TIE_BREAK_ATTR,
+    TRIAL_STEPS_ATTR,
+    completed_rung,
+    tie_break_rung,
+)
+from kubetune.search.optuna_internals import set_trial_system_attr
 from kubetune.search.space import value_range
 
 # Defaults measured with bench/search_efficiency.py (issue 14): digits at 8x8, a small
@@ -113,11 +121,6 @@ from kubetune.search.space import value_range
 MEDIAN_STARTUP_TRIALS = 3
 MEDIAN_WARMUP_FRACTION = 0.5
 HALVING_REDUCTION_FACTOR = 3  # Optuna's default is 4
-LR_DROP_ATTR = "lr_first_drop"  # a trial's user attribute: the epoch its learning rate first drops
-TRIAL_STEPS_ATTR = "trial_steps"  # a trial's user attribute: the steps it reports (epochs x folds)
-TIE_BREAK_ATTR = "tie_break"  # a trial's user attribute: the lowest loss of its running fold so far
-_RUNG_KEY, _TIE_KEY = "completed_rung_{}", "tie_break_rung_{}"  # system attributes, per rung (Optuna's, ours)
-RUNG_ATTR_PREFIXES = tuple(key.format("") for key in (_RUNG_KEY, _TIE_KEY))
 
 
 def tie_break_metric(metric: str) -> str | None:
@@ -265,7 +268,7 @@ class TrialLengthHalvingPruner(_PerKeyPruner):
         if rung is None or loss is None:
             return super().verdict(study, trial, key)
         # What later trials tied with this one compare with, recorded before Optuna's verdict.
-        study._storage.set_trial_system_attr(trial._trial_id, _TIE_KEY.format(rung), loss)
+        set_trial_system_attr(study, trial, tie_break_rung(rung), loss)
         return super().verdict(study, trial, key) or _loses_tie(study, trial, rung, loss, self.reduction_factor)
 
 
@@ -277,7 +280,7 @@ def _loses_tie(study: optuna.Study, trial: FrozenTrial, rung: int, loss: float, 
     recorded at a rung and every trial tied with the last of them. When trials sit at
     chance after the first epochs, that is all of them, and the rung decides nothing.
     """
-    rung_key, tie_key = _RUNG_KEY.format(rung), _TIE_KEY.format(rung)
+    rung_key, tie_key = completed_rung(rung), tie_break_rung(rung)
     value = trial.intermediate_values[trial.last_step]
     others = [t.system_attrs for t in study.get_trials(deepcopy=False)
               if t.number != trial.number and rung_key in t.system_attrs]

@@ -30,9 +30,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.schema import Config
-from kubetune.search.ledger import WORKER_ATTR, budget, enqueue_retry
+from kubetune.search.attributes import FAIL_REASON_ATTR, WORKER_ATTR
+from kubetune.search.ledger import budget, enqueue_retry
 from kubetune.search.locking import StudyLock
-from kubetune.search.results import FAIL_REASON_ATTR, best_trial
+from kubetune.search.optuna_internals import stored_trial
+from kubetune.search.results import best_trial
 from kubetune.search.storage import heartbeat_settings
 from kubetune.search.study import load_search_study, take_sampler_session
 
@@ -131,7 +133,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         try:
             return trainer.objective(trial, after_sampling=after_sampling)
         except KeyboardInterrupt:
-            frozen = study._storage.get_trial(trial._trial_id)
+            frozen = stored_trial(study, trial)
             if frozen.user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED and set(frozen.params) == set(trainer.dists):
                 enqueue_retry(study, frozen, frozen.params, trainer.dists)
             raise
