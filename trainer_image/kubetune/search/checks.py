@@ -203,7 +203,7 @@ def changed_length(study: optuna.Study, config: Config) -> str | None:
         return None
     steps = trial_steps(search, search.trial_epochs or config.training.num_epochs)
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    before = {t.user_attrs.get(TRIAL_STEPS_ATTR) for t in finished} - {None}
+    before = {length for t in finished if (length := t.user_attrs.get(TRIAL_STEPS_ATTR)) is not None}
     if not before or steps in before:
         return None
     unit = "steps (epochs x folds)" if search.cross_validation.enabled else "epochs"

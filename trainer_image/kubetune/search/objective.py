@@ -22,7 +22,7 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import (
@@ -49,6 +49,9 @@ from kubetune.search.optuna_internals import stored_trial
 from kubetune.search.pruners import tie_break_metric
 from kubetune.search.results import trial_run_dir
 from kubetune.search.space import distributions, value_range
+
+if TYPE_CHECKING:
+    from kubetune.data.datasets import DataSplits
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ class EpochReporter:
     halving ranks trials tied on accuracy by it (``search/pruners.py``).
     """
 
-    def __init__(self, trial: optuna.Trial, metric: str, maximize: bool, aggregate: Callable,
+    def __init__(self, trial: optuna.Trial, metric: str, maximize: bool, aggregate: Callable[[list[float]], float],
                  done_folds: list[float], fold: int, folds: int, epochs: int,
                  reported: Iterable[int] = ()) -> None:
         self.trial, self.metric, self.maximize, self.aggregate = trial, metric, maximize, aggregate
@@ -162,8 +165,8 @@ class TrialTrainer:
         self.quiet_epochs = quiet_epochs
         self.dists = distributions(self.search.search_space)
         self._base = config.model_copy(update={"search": None})
-        self._data: dict[tuple[str, int], Any] = {}
-        self._folds: dict[tuple[str, int], list] = {}
+        self._data: dict[tuple[str, int], DataSplits] = {}
+        self._folds: dict[tuple[str, int], list[DataSplits]] = {}
         self.reporter: EpochReporter | None = None  # the running trial's
 
     def trial_config(self, params: Mapping[str, Any]) -> Config:
@@ -190,7 +193,7 @@ class TrialTrainer:
             self._fold_splits(cfg)
         build_model(cfg.model, splits.num_classes, splits.channels)
 
-    def _splits(self, cfg: Config):
+    def _splits(self, cfg: Config) -> DataSplits:
         from kubetune.data.datasets import load_splits
 
         key = (cfg.data.model_dump_json(), cfg.training.seed)
@@ -201,7 +204,7 @@ class TrialTrainer:
             self._data[key] = load_splits(cfg.data, cfg.training.seed)
         return self._data[key]
 
-    def _fold_splits(self, cfg: Config) -> list:
+    def _fold_splits(self, cfg: Config) -> list[DataSplits]:
         from kubetune.data.datasets import DataSplits, stratified_folds
 
         key = (cfg.data.model_dump_json(), cfg.training.seed)

@@ -281,13 +281,14 @@ def _loses_tie(study: optuna.Study, trial: FrozenTrial, rung: int, loss: float, 
     chance after the first epochs, that is all of them, and the rung decides nothing.
     """
     rung_key, tie_key = completed_rung(rung), tie_break_rung(rung)
+    assert trial.last_step is not None  # a rung's verdict follows a report
     value = trial.intermediate_values[trial.last_step]
     others = [t.system_attrs for t in study.get_trials(deepcopy=False)
               if t.number != trial.number and rung_key in t.system_attrs]
     places = max(1, (len(others) + 1) // reduction_factor)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    ahead = sum(a[rung_key] > value if maximize else a[rung_key] < value for a in others)
-    tied = [a.get(tie_key, math.inf) for a in others if a[rung_key] == value]
+    ahead: int = sum(a[rung_key] > value if maximize else a[rung_key] < value for a in others)
+    tied: list[float] = [a.get(tie_key, math.inf) for a in others if a[rung_key] == value]
     if ahead + len(tied) < places:  # a place for every tied trial
         return False
     return ahead + sum(other < loss for other in tied) >= places

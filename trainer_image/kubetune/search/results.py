@@ -9,7 +9,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -20,6 +20,9 @@ from kubetune.config.yaml_io import dump_yaml
 from kubetune.fileio import write_text_atomic
 from kubetune.search.attributes import FAIL_REASON_ATTR, RETRY_HISTORY_ATTR
 from kubetune.search.ledger import retried_numbers
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def best_config_dict(config: Config, best_params: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,7 +138,7 @@ def _retries_text(trials: Sequence[FrozenTrial]) -> str:
 
 
 def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
-                     own_params: Mapping[str, Any] | None = None):
+                     own_params: Mapping[str, Any] | None = None) -> Table:
     """A rich Table of the best COMPLETE trials, best first.
 
     ``own_params``: the config's own point; the caption says what it scored, so the
@@ -146,7 +149,7 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
     trials = study.get_trials(deepcopy=False)  # one read of the storage serves the table and its caption
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    everything = sorted(complete, key=lambda t: t.value, reverse=reverse)
+    everything = sorted(complete, key=lambda t: cast(float, t.value), reverse=reverse)  # COMPLETE: it has one
     ranked = everything[:limit]
     keys: list[str] = []
     for t in ranked:

@@ -60,7 +60,7 @@ def grid_values(space: Mapping[str, ParamSpec]) -> dict[str, list[Any]]:
 def value_range(spec: ParamSpec) -> tuple[Any, Any]:
     """The lowest and highest value one ``search_space`` entry can pick."""
     if spec.type == "categorical":
-        return min(spec.choices or []), max(spec.choices or [])  # type: ignore[type-var]
+        return min(spec.choices or []), max(spec.choices or [])
     return spec.low, spec.high
 
 

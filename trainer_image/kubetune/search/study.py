@@ -133,8 +133,8 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                 raise ConfigError(
                     f"`search.search_space.{key}` {why}: put the old entry back, or start a new "
                     "study (--study-name)", path=f"search.search_space.{key}")
-            if not created and (why := changed_length(study, config)):
-                log.warning(why)
+            if not created and (length_warning := changed_length(study, config)):
+                log.warning(length_warning)
             name_metric(study, search.metric)
             if created:
                 target = n_trials or search.n_trials
