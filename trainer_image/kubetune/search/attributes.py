@@ -71,7 +71,8 @@ PREEMPTED_ATTR = "kubetune.preempted"
 # read by every ``ml-search`` worker's ledger.
 TARGET_ATTR = "kubetune.n_trials"
 # How many processes have sampled for the study; each seeds its sampler by it.
-# Written and read under the study lock by ``ml-search`` workers and the operator.
+# Counted up by ``ml-search`` workers (under the study lock) and by the operator each
+# time it opens the study.
 SAMPLER_SESSIONS_ATTR = "kubetune.sampler_sessions"
 # OWNER_ATTR on a study: the StudyJob that holds it ("" or absent: free). Written by
 # the operator when it claims or releases the study.
