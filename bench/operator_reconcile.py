@@ -75,6 +75,7 @@ def _fill(storage_url: str, owner_body: dict, config: dict, finished: int, runni
     from optuna.trial import TrialState, create_trial
 
     from kubetune.config import validate_config
+    from kubetune.search.attributes import FAIL_REASON_ATTR, JOB_ATTR, OWNER_ATTR
     from kubetune.search.space import distributions
     from kubetune.search.storage import make_storage
     from kubetune_operator import names
@@ -95,10 +96,10 @@ def _fill(storage_url: str, owner_body: dict, config: dict, finished: int, runni
         state = TrialState.COMPLETE if roll < 0.7 else TrialState.PRUNED if roll < 0.9 else TrialState.FAIL
         epochs = EPOCHS if state == TrialState.COMPLETE else rng.randint(1, EPOCHS - 1)
         curve = {step: min(0.99, 0.3 + 0.06 * step + rng.uniform(-0.05, 0.05)) for step in range(1, epochs + 1)}
-        attrs = {names.ATTR_OWNER: owner, names.ATTR_ATTEMPT: 1,
-                 names.ATTR_JOB: names.trial_job_name(name, number)}
+        attrs = {OWNER_ATTR: owner,
+                 JOB_ATTR: names.trial_job_name(name, number)}
         if state == TrialState.FAIL:
-            attrs[names.ATTR_FAIL_REASON] = "OOMKilled: the trial container exceeded its memory limit"
+            attrs[FAIL_REASON_ATTR] = "OOMKilled: the trial container exceeded its memory limit"
         trials.append(create_trial(
             state=state, params=params, distributions=dists, user_attrs=attrs,
             value=curve[epochs] if state == TrialState.COMPLETE else None,
@@ -106,11 +107,11 @@ def _fill(storage_url: str, owner_body: dict, config: dict, finished: int, runni
     study.add_trials(trials)
     spec = parse_spec({"config": config}, name)
     for _ in range(running):
-        study.enqueue_trial({}, user_attrs={names.ATTR_OWNER: owner, names.ATTR_ATTEMPT: 1})
+        study.enqueue_trial({}, user_attrs={OWNER_ATTR: owner})
         trial = study.ask(dists)
         job = trial_job(owner_body, spec, config["search"]["study_name"], trial.number, "bench-image")
         kube.create(job, NAMESPACE)
-        trial.set_user_attr(names.ATTR_JOB, job["metadata"]["name"])
+        trial.set_user_attr(JOB_ATTR, job["metadata"]["name"])
 
 
 def _timed(fn) -> float:

@@ -294,8 +294,8 @@ def run_search(problem_name: str, method: str, seed: int) -> dict:
     import optuna
 
     from kubetune.config.schema import SchedulerConfig
+    from kubetune.search.attributes import LR_DROP_ATTR, TRIAL_STEPS_ATTR
     from kubetune.search.objective import EpochReporter, suggest_params
-    from kubetune.search.pruners import LR_DROP_ATTR, TRIAL_STEPS_ATTR
     from kubetune.search.space import distributions
     from kubetune.training.optim import first_lr_drop
 

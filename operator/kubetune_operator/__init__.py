@@ -5,6 +5,6 @@ which reads ``spec``, talks to the storage through ``studies`` and to the API th
 ``kube``, builds objects with the pure functions in ``builders`` and writes ``status``.
 """
 
-from kubetune_operator.names import VERSION_STRING as __version__
+from kubetune import __version__  # one version for the distribution, the operator and the chart
 
 __all__ = ["__version__"]

@@ -15,6 +15,8 @@ from typing import Any
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from kubetune.search.attributes import OWNER_ATTR
+from kubetune.search.ledger import fail_trial
 from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.runtime import Runtime, StorageProblem, redact
@@ -77,16 +79,10 @@ def finalize(rt: Runtime, body: Mapping[str, Any]) -> None:
 
 
 def _close_running(rt: Runtime, storage: Any, study_name: str, key: str) -> None:
-    import optuna
-
     study = release_study(storage, study_name, key)  # another StudyJob may take it up later
     if study is None:
         return
     failure = Failure("StudyJobDeleted", "the StudyJob was deleted while the trial ran")
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get(names.ATTR_OWNER) == key:
-            try:
-                study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_FAIL_REASON, str(failure))
-                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
+        if trial.user_attrs.get(OWNER_ATTR) == key:
+            fail_trial(study, trial, str(failure))

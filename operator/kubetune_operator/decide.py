@@ -25,7 +25,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from kubetune.search.interruption import INTERRUPTED_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR, JOB_ATTR
 from kubetune.search.ledger import Ledger, ledger
 from kubetune_operator import names
 from kubetune_operator import status as st
@@ -131,7 +131,7 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
     current, job = current_job(s.name, trial, s.trial_jobs)
     stuck = None
     if job is None:
-        if trial.user_attrs.get(names.ATTR_JOB) != current:
+        if trial.user_attrs.get(JOB_ATTR) != current:
             plan.start.append(StartJob(trial, resume))
             return
         if any(not _terminal(pod) for pod in s.pods.get(current, [])):
@@ -278,7 +278,7 @@ def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
             at = f" at epoch {step}" if step is not None else ""
             plan.event("Normal", "TrialPruned", f"trial {number} pruned{at}")
         else:
-            reason = trial.user_attrs.get(names.ATTR_FAIL_REASON) or "no reason recorded"
+            reason = trial.user_attrs.get(FAIL_REASON_ATTR) or "no reason recorded"
             plan.event("Warning", "TrialFailed", f"trial {number} failed: {reason}")
     best = books.best
     old_best = (s.old_status.get("best") or {}).get("trial")
@@ -293,7 +293,7 @@ def _note_blocked(s: Snapshot, plan: Plan) -> None:
     if not ended:
         return
     last = max(ended, key=lambda t: (t.datetime_complete or t.datetime_start or datetime.min, t.number))
-    reason, _, message = (last.user_attrs.get(names.ATTR_FAIL_REASON) or "").partition(": ")
+    reason, _, message = (last.user_attrs.get(FAIL_REASON_ATTR) or "").partition(": ")
     if last.state == TrialState.FAIL and reason in STARTUP_REASONS:
         blocked(plan, Failure(reason, message), f"trial {last.number}")
 

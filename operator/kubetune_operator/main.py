@@ -15,8 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from kubetune import __version__
 from kubetune.cli.common import ArgumentParser
-from kubetune_operator.names import VERSION_STRING as __version__
 from kubetune_operator.names import WORKERS
 from kubetune_operator.runtime import DEFAULT_TRIAL_IMAGE
 

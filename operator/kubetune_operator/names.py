@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-VERSION_STRING = "0.1.0"  # the operator's own version
 WORKERS = 8  # handler threads (--workers), and so the operator's PostgreSQL connections
 
 GROUP = "kubetune.dev"
@@ -41,21 +40,13 @@ RESULTS_DIR = "/results"
 BEST_CONFIG_KEY = "best_config.yaml"
 STORAGE_ENV = "KUBETUNE_STORAGE_URL"
 
-# Trial user attributes the operator writes (trials.csv shows them too).
-ATTR_OWNER = "kubetune.owner"  # "<namespace>/<name>" of the StudyJob that asked the trial
-ATTR_JOB = "kubetune.job"  # set just before the trial's Job is created
-ATTR_RETRY_OF = "kubetune.retry_of"  # number of the failed trial this one repeats
-ATTR_ATTEMPT = "kubetune.attempt"  # 1 for a first try, 2 for its first retry, ...
-ATTR_PREEMPTED = "kubetune.preempted"  # times the trial was disrupted and resumed in a new Job
-ATTR_FAIL_REASON = "fail_reason"  # why a trial failed (the trial pod uses the same key)
-
 # Longest StudyJob name: child names add at most 17 characters ("-trial-999999-r99")
 # and a Job name must fit a 63-character label value.
 MAX_NAME_LENGTH = 45
 
 
 def owner_key(namespace: str, name: str) -> str:
-    """The value of :data:`ATTR_OWNER` for a StudyJob."""
+    """The value of :data:`kubetune.search.attributes.OWNER_ATTR` for a StudyJob."""
     return f"{namespace}/{name}"
 
 

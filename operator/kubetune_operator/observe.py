@@ -17,6 +17,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config import Config
+from kubetune.search.attributes import JOB_ATTR, OWNER_ATTR
 from kubetune_operator import names
 from kubetune_operator.failures import job_outcome, may_be_stuck
 from kubetune_operator.kube import Kube
@@ -55,7 +56,7 @@ class Snapshot:
     now: float = field(default_factory=time.time)
 
     def owned(self, trial: FrozenTrial) -> bool:
-        return trial.user_attrs.get(names.ATTR_OWNER) == self.key
+        return trial.user_attrs.get(OWNER_ATTR) == self.key
 
     @property
     def metric(self) -> str:
@@ -90,11 +91,11 @@ def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs:
     after ``timeout``, or gone while their pods may still run."""
     wanted = []
     for trial in trials:
-        if trial.user_attrs.get(names.ATTR_OWNER) != key or trial.state != TrialState.RUNNING:
+        if trial.user_attrs.get(OWNER_ATTR) != key or trial.state != TrialState.RUNNING:
             continue
         current, job = current_job(studyjob, trial, trial_jobs)
         if job is None:
-            if trial.user_attrs.get(names.ATTR_JOB) == current:
+            if trial.user_attrs.get(JOB_ATTR) == current:
                 wanted.append(current)  # vanished: are its pods gone too?
         elif job_outcome(job) == "failed" or may_be_stuck(job, timeout, now):
             wanted.append(current)

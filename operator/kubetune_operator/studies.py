@@ -20,16 +20,22 @@ from typing import Any, TypeVar
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from kubetune.config import Config
 from kubetune.config.search_schema import SearchConfig
+from kubetune.search.attributes import (
+    JOB_ATTR,
+    OWNER_ATTR,
+    PREEMPTED_ATTR,
+    TARGET_ATTR,
+)
 from kubetune.search.checks import changed_param, initial_points
-from kubetune.search.ledger import TARGET_ATTR
+from kubetune.search.ledger import fail_trial
+from kubetune.search.optuna_internals import set_trial_user_attr, storage_of, study_id_of
 from kubetune.search.pruners import build_pruner
 from kubetune.search.space import distributions, grid_values
 from kubetune.search.study import name_metric, take_sampler_session
-from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.spec import SpecError
 
@@ -65,7 +71,7 @@ def _lost_as_error(method: F) -> F:
         try:
             return method(self, *args, **kwargs)
         except KeyError:
-            if study_id(self.study._storage, self.name) == self.study._study_id:
+            if study_id(storage_of(self.study), self.name) == study_id_of(self.study):
                 raise
             raise StudyLost(self.name) from None
 
@@ -133,8 +139,8 @@ class StudyHandle:
         for point in initial_points(config):
             self.study.enqueue_trial(point, user_attrs=self._attrs())
 
-    def _attrs(self, **extra: Any) -> dict[str, Any]:
-        return {names.ATTR_OWNER: self.owner, names.ATTR_ATTEMPT: 1, **extra}
+    def _attrs(self) -> dict[str, Any]:
+        return {OWNER_ATTR: self.owner}
 
     @_lost_as_error
     def trials(self) -> list[FrozenTrial]:
@@ -155,9 +161,9 @@ class StudyHandle:
                 return None
             self.study.enqueue_trial(point, user_attrs=self._attrs())
         trial = self.study.ask(self.distributions)
-        if trial.user_attrs.get(names.ATTR_OWNER) != self.owner:
+        if trial.user_attrs.get(OWNER_ATTR) != self.owner:
             # Someone else enqueued it; whoever pops a trial runs it.
-            trial.set_user_attr(names.ATTR_OWNER, self.owner)
+            trial.set_user_attr(OWNER_ATTR, self.owner)
         return trial
 
     def _next_grid_point(self) -> dict[str, Any] | None:
@@ -168,14 +174,14 @@ class StudyHandle:
     @_lost_as_error
     def mark_job(self, trial: optuna.Trial | FrozenTrial, job_name: str) -> None:
         """Record that the trial's Job is about to exist (a missing Job then means a lost one)."""
-        self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_JOB, job_name)
+        set_trial_user_attr(self.study, trial, JOB_ATTR, job_name)
 
     @_lost_as_error
     def mark_preempted(self, trial: FrozenTrial, count: int) -> bool:
         """Record the ``count``-th resume of a disrupted trial before its new Job exists;
         False if the trial finished meanwhile."""
         try:
-            self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_PREEMPTED, count)
+            set_trial_user_attr(self.study, trial, PREEMPTED_ATTR, count)
         except UpdateFinishedTrialError:
             return False
         return True
@@ -183,12 +189,7 @@ class StudyHandle:
     @_lost_as_error
     def tell_fail(self, trial: optuna.Trial | FrozenTrial, failure: Failure) -> bool:
         """Fail a RUNNING trial with its reason; False if it finished meanwhile."""
-        try:
-            self.study._storage.set_trial_user_attr(trial._trial_id, names.ATTR_FAIL_REASON, str(failure))
-        except UpdateFinishedTrialError:
-            return False
-        self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        return True
+        return fail_trial(self.study, trial, str(failure))
 
     @_lost_as_error
     def sync_target(self, n_trials: int) -> None:
@@ -217,12 +218,12 @@ def point_key(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 def preempted(trial: FrozenTrial | optuna.Trial) -> int:
     """How many times the trial was disrupted and resumed: the index of its current Job."""
-    return int(trial.user_attrs.get(names.ATTR_PREEMPTED, 0))
+    return int(trial.user_attrs.get(PREEMPTED_ATTR, 0))
 
 
 def study_holder(study: optuna.Study) -> str | None:
     """The StudyJob (``namespace/name``) that holds the study; None when free."""
-    return study.user_attrs.get(names.ATTR_OWNER) or None
+    return study.user_attrs.get(OWNER_ATTR) or None
 
 
 def claim_study(study: optuna.Study, owner: str) -> None:
@@ -233,7 +234,7 @@ def claim_study(study: optuna.Study, owner: str) -> None:
     """
     holder = study_holder(study)
     if holder is None:
-        study.set_user_attr(names.ATTR_OWNER, owner)
+        study.set_user_attr(OWNER_ATTR, owner)
     elif holder != owner:
         raise SpecError(
             f"`spec.config.search.study_name`: study `{study.study_name}` belongs to StudyJob "
@@ -254,7 +255,7 @@ def release_study(storage: optuna.storages.BaseStorage, study_name: str, owner: 
     """Let go of ``owner``'s hold on the study, which stays; None if it is not there."""
     study = _existing(storage, study_name)
     if study is not None and study_holder(study) == owner:
-        study.set_user_attr(names.ATTR_OWNER, "")
+        study.set_user_attr(OWNER_ATTR, "")
     return study
 
 

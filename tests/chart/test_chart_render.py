@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from kubetune import __version__
 from tests.chart.helpers import (
     CHART,
     KUBERNETES_VERSIONS,
@@ -155,7 +156,7 @@ def test_operator_container_contract():
     assert variables["KUBETUNE_STORAGE_SECRET_KEY"]["value"] == "url"
     assert "KUBETUNE_TRIAL_DEFAULTS" not in variables
     assert operator["resources"]["limits"] and operator["resources"]["requests"]
-    assert operator["image"] == "kubetune-operator:0.1.0"
+    assert operator["image"] == f"kubetune-operator:{__version__}"
 
 
 def test_postgres_secret_url_points_at_the_service_and_readiness_uses_pg_isready():

@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from kubetune.search.attributes import FAIL_REASON_ATTR, JOB_ATTR, PREEMPTED_ATTR
 from kubetune_operator import names
 from tests.cluster.cluster import STUDYJOB, Cluster, wait_until
 from tests.cluster.kubelet import TestKubelet
@@ -50,7 +51,7 @@ def test_operator_restarted_mid_study_loses_and_duplicates_nothing(kube, kubelet
     assert status["trials"]["finished"] == 4
     # One Job per trial across both operators: no duplicate, none missing.
     assert set(kube.trial_jobs("restart")) == {f"restart-trial-{n}" for n in range(4)}
-    assert [t.user_attrs[names.ATTR_JOB] for t in trials] == [f"restart-trial-{n}" for n in range(4)]
+    assert [t.user_attrs[JOB_ATTR] for t in trials] == [f"restart-trial-{n}" for n in range(4)]
 
 
 def test_grid_studyjob_covers_each_point_once(kube, operator, digits_claims, storage):
@@ -107,7 +108,7 @@ def test_evicted_trial_keeps_its_reason_and_resumes_as_the_same_trial(kube, kube
 
     trials = study(storage).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # no new trial for the eviction
-    assert trials[0].user_attrs[names.ATTR_PREEMPTED] == 1
+    assert trials[0].user_attrs[PREEMPTED_ATTR] == 1
     assert status["trials"]["preempted"] == 1 and status["trials"]["failed"] == 0
     assert "evict-trial-0-r1" in kube.trial_jobs("evict")
     messages = [e.get("message", "") for e in kube.events("TrialPreempted")]
@@ -123,7 +124,7 @@ def test_trial_whose_image_cannot_be_pulled_fails_after_the_startup_timeout(kube
     status = kube.wait_phase("nopull", "Failed", 120)
     trial = study(storage).trials[0]
     assert trial.state == TrialState.FAIL
-    assert trial.user_attrs[names.ATTR_FAIL_REASON].startswith(("ErrImagePull", "ImagePullBackOff"))
+    assert trial.user_attrs[FAIL_REASON_ATTR].startswith(("ErrImagePull", "ImagePullBackOff"))
     blocked = {c["type"]: c for c in status["conditions"]}["TrialsBlocked"]
     assert blocked["status"] == "True" and blocked["reason"] in ("ErrImagePull", "ImagePullBackOff")
     assert "could not start" in status["message"]
@@ -139,7 +140,7 @@ def test_oom_killed_trial_fails_with_its_reason_and_is_not_retried(kube, kubelet
     kubelet.oom_kill(kube.namespace, pod["metadata"]["name"])
     status = kube.wait_phase("oom", "Failed", 120)
     trial = study(storage).trials[0]
-    assert trial.user_attrs[names.ATTR_FAIL_REASON].startswith("OOMKilled")
+    assert trial.user_attrs[FAIL_REASON_ATTR].startswith("OOMKilled")
     assert len(study(storage).trials) == 1 and status["trials"]["retried"] == 0
 
 

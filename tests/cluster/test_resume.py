@@ -16,7 +16,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from kubetune_operator import names
+from kubetune.search.attributes import PREEMPTED_ATTR
 from tests.cluster.cluster import Cluster, wait_until
 from tests.cluster.kubelet import TestKubelet
 from tests.operator.conftest import digits_spec
@@ -72,7 +72,7 @@ def test_every_trial_evicted_once_resumes_from_its_checkpoint(kube: Cluster, kub
     assert status["trials"]["preempted"] == n_trials and status["trials"]["failed"] == 0
     resumed_from = {}
     for trial in trials:
-        assert trial.user_attrs[names.ATTR_PREEMPTED] == 1
+        assert trial.user_attrs[PREEMPTED_ATTR] == 1
         steps = sorted(trial.intermediate_values)
         assert len(steps) == EPOCHS and steps == list(range(steps[0], steps[0] + EPOCHS))  # no gap, no duplicate
         pod = kube.job_pods(f"resume-trial-{trial.number}-r1")[0]

@@ -351,6 +351,7 @@ class FakeKubelet:
         (or FAIL with ``fail_reason``, as the trainer does on SIGTERM)."""
         import optuna
 
+        from kubetune.search.ledger import fail_trial
         from kubetune.search.storage import make_storage
 
         container = job["spec"]["template"]["spec"]["containers"][0]
@@ -360,8 +361,7 @@ class FakeKubelet:
         study = optuna.load_study(study_name=study_name, storage=make_storage(url, heartbeat=False))
         trial = study.get_trials(deepcopy=False)[number]
         if fail_reason is not None:
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", fail_reason)
-            study.tell(number, state=optuna.trial.TrialState.FAIL)
+            fail_trial(study, trial, fail_reason)
             return 1
         digest = hashlib.sha256(json.dumps(trial.params, sort_keys=True).encode()).hexdigest()
         value = 0.5 + int(digest[:8], 16) % 400 / 1000

@@ -9,6 +9,7 @@ from typing import Any
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from kubetune.search.attributes import JOB_ATTR, OWNER_ATTR, PREEMPTED_ATTR
 from kubetune_operator import names
 from kubetune_operator.observe import Memory, Snapshot
 from kubetune_operator.spec import parse_spec, resolve_config
@@ -22,9 +23,9 @@ NOW = time.time()
 
 def trial(number: int, state: TrialState = TrialState.RUNNING, value: float | None = None,
           started: float = NOW - 60, **attrs: Any) -> FrozenTrial:
-    user_attrs = {names.ATTR_OWNER: KEY, **attrs}
+    user_attrs = {OWNER_ATTR: KEY, **attrs}
     if state == TrialState.RUNNING:
-        user_attrs.setdefault(names.ATTR_JOB, names.trial_job_name("sj", number, attrs.get(names.ATTR_PREEMPTED, 0)))
+        user_attrs.setdefault(JOB_ATTR, names.trial_job_name("sj", number, attrs.get(PREEMPTED_ATTR, 0)))
     return FrozenTrial(
         number=number, state=state, value=value,
         datetime_start=datetime.datetime.fromtimestamp(started),

@@ -5,9 +5,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from kubetune.search.interruption import INTERRUPTED_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR, JOB_ATTR, PREEMPTED_ATTR
 from kubetune.search.ledger import budget
-from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.decide import decide
 from tests.operator.snapshots import EVICTED_POD, FAILED, NOW, job, snapshot, trial
@@ -24,7 +23,7 @@ def test_an_evicted_trial_resumes_in_a_new_job_for_the_same_trial():
 
 
 def test_a_trial_disrupted_past_its_retries_fails_with_the_reason():
-    resumed = trial(0, **{names.ATTR_PREEMPTED: 1})
+    resumed = trial(0, **{PREEMPTED_ATTR: 1})
     plan = decide(snapshot([resumed], {0: job(0, 1, FAILED)}, {"sj-trial-0-r1": [EVICTED_POD]}, retries=1))
     assert not plan.resume and [str(f.failure) for f in plan.fail] == ["Evicted: Eviction API"]
 
@@ -49,8 +48,8 @@ def test_a_deleted_job_whose_pod_still_runs_is_resumed_only_once_the_pod_is_gone
 
 
 def test_a_trial_asked_before_the_operator_stopped_gets_its_job():
-    asked = trial(0, **{names.ATTR_PREEMPTED: 1})  # resumed: marked with the -r1 Job it never got
-    asked.user_attrs[names.ATTR_JOB] = "sj-trial-0"
+    asked = trial(0, **{PREEMPTED_ATTR: 1})  # resumed: marked with the -r1 Job it never got
+    asked.user_attrs[JOB_ATTR] = "sj-trial-0"
     plan = decide(snapshot([asked], {0: job(0, status=FAILED)}))
     assert [(a.trial.number, a.resume) for a in plan.start] == [(0, 1)] and not plan.fail
 
@@ -88,7 +87,7 @@ def test_the_study_ends_when_the_ledger_is_done():
 
 
 def test_too_many_failures_fail_the_studyjob():
-    failed = [trial(n, TrialState.FAIL, **{names.ATTR_FAIL_REASON: "OOMKilled: x"}) for n in range(2)]
+    failed = [trial(n, TrialState.FAIL, **{FAIL_REASON_ATTR: "OOMKilled: x"}) for n in range(2)]
     plan = decide(snapshot(failed, maxFailed=1))
     assert plan.phase == st.FAILED and plan.launch == 0
     assert any(c.reason == "MaxFailedExceeded" for c in plan.conditions)

@@ -22,6 +22,7 @@ import yaml
 from optuna.trial import TrialState
 
 from kubetune.config import validate_config
+from kubetune.search.attributes import FAIL_REASON_ATTR
 from kubetune_operator import names
 from tests.operator.conftest import digits_spec
 from tests.operator.harness import STUDYJOBS
@@ -96,7 +97,7 @@ async def test_digits_studyjob_end_to_end(cluster, storage_secret, start_operato
         states = {t.number: t.state for t in study.trials}
         assert states == {0: TrialState.COMPLETE, 1: TrialState.COMPLETE,
                           2: TrialState.PRUNED, 3: TrialState.FAIL}
-        assert study.trials[3].user_attrs[names.ATTR_FAIL_REASON].startswith("OOMKilled")
+        assert study.trials[3].user_attrs[FAIL_REASON_ATTR].startswith("OOMKilled")
         assert study.trials[0].params == {"optimizer.lr": 0.05, "model.dropout": 0.1}
         assert all(study.trials[n].intermediate_values for n in (0, 1, 2))
         assert status["trials"] == {"running": 0, "waiting": 0, "complete": 2, "pruned": 1,

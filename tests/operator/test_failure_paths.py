@@ -12,6 +12,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from kubetune.search.attributes import (
+    FAIL_REASON_ATTR,
+    JOB_ATTR,
+    PREEMPTED_ATTR,
+    RETRY_HISTORY_ATTR,
+)
 from kubetune_operator import names
 from tests.operator.conftest import digits_spec
 from tests.operator.harness import STUDYJOBS
@@ -47,8 +53,8 @@ async def test_evicted_trial_resumes_as_the_same_trial(cluster, storage_secret, 
     trials, status = await _run(cluster, make_kubelet, storage_secret, "evict", first_job_only,
                                 n_trials=3, retries=1)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3  # no new trial, nothing failed
-    assert trials[0].user_attrs[names.ATTR_PREEMPTED] == 1
-    assert trials[0].user_attrs[names.ATTR_JOB] == "evict-trial-0-r1"
+    assert trials[0].user_attrs[PREEMPTED_ATTR] == 1
+    assert trials[0].user_attrs[JOB_ATTR] == "evict-trial-0-r1"
     assert status["trials"]["preempted"] == 1 and status["trials"]["failed"] == 0
     resumed = cluster.event_messages("TrialPreempted")
     assert len(resumed) == 1 and resumed[0].startswith("trial 0 was disrupted (Evicted:")
@@ -62,8 +68,8 @@ async def test_a_trial_disrupted_past_its_retries_fails_with_the_reason(cluster,
     trials, status = await _run(cluster, make_kubelet, storage_secret, "evict", "evict",
                                 n_trials=2, retries=1)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert trials[0].user_attrs[names.ATTR_FAIL_REASON] == "Evicted: The node was low on resource: memory."
-    assert trials[0].user_attrs[names.ATTR_PREEMPTED] == 1
+    assert trials[0].user_attrs[FAIL_REASON_ATTR] == "Evicted: The node was low on resource: memory."
+    assert trials[0].user_attrs[PREEMPTED_ATTR] == 1
     assert status["trials"]["failed"] == 1 and status["trials"]["retried"] == 0
     assert any(m.startswith("trial 0 failed: Evicted") for m in cluster.event_messages("TrialFailed"))
 
@@ -75,9 +81,9 @@ async def test_job_oom_killed_before_its_trial_tells_fails_it_once(cluster, stor
     trials, status = await _run(cluster, make_kubelet, storage_secret, "oom", "oom",
                                 n_trials=2, retries=2)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    reason = trials[0].user_attrs[names.ATTR_FAIL_REASON]
+    reason = trials[0].user_attrs[FAIL_REASON_ATTR]
     assert reason == "OOMKilled: the trial container exceeded its memory limit"
-    assert "retry_history" not in trials[1].system_attrs  # the same params would OOM again
+    assert RETRY_HISTORY_ATTR not in trials[1].system_attrs  # the same params would OOM again
     assert status["trials"]["failed"] == 1 and status["trials"]["retried"] == 0
 
 
@@ -106,7 +112,7 @@ async def test_vanished_job_resumes_its_trial_in_a_new_job(cluster, storage_secr
         await cluster.wait_phase("gone", "Succeeded")
     trials = _study(storage_secret).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert trials[0].user_attrs[names.ATTR_PREEMPTED] == 1
+    assert trials[0].user_attrs[PREEMPTED_ATTR] == 1
     assert "JobDeleted" in cluster.event_messages("TrialPreempted")[0]
 
 

@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from kubetune.search.attributes import FAIL_REASON_ATTR, OWNER_ATTR, TARGET_ATTR
 from kubetune.search.storage import make_storage
 from kubetune_operator import names
 from kubetune_operator.spec import parse_spec, resolve_config
@@ -93,7 +94,7 @@ async def test_n_trials_and_parallelism_change_on_a_live_studyjob(cluster, stora
         status = await cluster.wait_phase("live", "Succeeded")
     assert status["progress"] == "4/4"
     assert len(_study(storage_secret).trials) == 4
-    assert _study(storage_secret).user_attrs["n_trials"] == 4  # what ml-search --resume reads
+    assert _study(storage_secret).user_attrs[TARGET_ATTR] == 4  # what ml-search --resume reads
 
 
 @pytest.mark.asyncio
@@ -164,7 +165,7 @@ async def test_deleting_keeps_the_study_and_fails_its_running_trials(cluster, st
     assert cluster.jobs("bye") == {} and cluster.get("v1/configmaps", "bye-config") is None
     trials = _study(storage_secret).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all(t.user_attrs[names.ATTR_FAIL_REASON].startswith("StudyJobDeleted") for t in trials)
+    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials)
 
 
 async def _delete_the_study_under(cluster, name: str, url: str, make_kubelet) -> dict:
@@ -231,8 +232,8 @@ async def test_deleting_after_an_edit_that_does_not_parse_still_closes_the_study
         await wait_for(lambda: cluster.get(STUDYJOBS, "edited") is None, 30, "the StudyJob to go")
     trials = _study(storage_secret).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all(t.user_attrs[names.ATTR_FAIL_REASON].startswith("StudyJobDeleted") for t in trials)
-    assert not _study(storage_secret).user_attrs[names.ATTR_OWNER]  # free for ml-search --resume
+    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials)
+    assert not _study(storage_secret).user_attrs[OWNER_ATTR]  # free for ml-search --resume
 
 
 @pytest.mark.asyncio

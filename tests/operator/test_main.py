@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kubetune import __version__
 from tests.conftest import run_cli
 
 
@@ -27,7 +28,7 @@ def test_namespace_and_all_namespaces_exclude_each_other():
 
 def test_version():
     result = run_cli("kubetune-operator", "--version")
-    assert result.returncode == 0 and result.stdout.startswith("kubetune-operator 0.1.0")
+    assert result.returncode == 0 and result.stdout.startswith(f"kubetune-operator {__version__}")
 
 
 def test_the_operator_imports_no_torch():

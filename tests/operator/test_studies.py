@@ -9,9 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from kubetune.config import validate_config
+from kubetune.search.attributes import OWNER_ATTR
 from kubetune.search.checks import cap_to_grid
 from kubetune.search.storage import make_storage
-from kubetune_operator import names
 from kubetune_operator.studies import StudyHandle
 from tests.operator.conftest import DIGITS_CONFIG
 
@@ -48,7 +48,7 @@ def test_every_sampler_gives_owned_trials_with_every_param(tmp_path, sampler):
         trial = handle.ask(waiting=waiting)
         assert trial is not None and trial.number == number
         assert set(trial.params) == keys, trial.params
-        assert trial.user_attrs[names.ATTR_OWNER] == OWNER
+        assert trial.user_attrs[OWNER_ATTR] == OWNER
         seen.append(tuple(sorted(trial.params.items())))
         handle.study.tell(trial, 0.5 + number / 100)
     if sampler["type"] == "GridSampler":
@@ -61,8 +61,8 @@ def test_every_sampler_gives_owned_trials_with_every_param(tmp_path, sampler):
 def test_a_restarted_operator_does_not_repeat_the_seeded_draws(tmp_path):
     import optuna
 
+    from kubetune.search.attributes import SAMPLER_SESSIONS_ATTR
     from kubetune.search.space import distributions
-    from kubetune.search.study import SAMPLER_SESSIONS_ATTR
 
     config = _config({"type": "RandomSampler", "seed": 0})
     url = f"sqlite:///{tmp_path}/s.db"

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from kubetune.search.attributes import TARGET_ATTR
 from tests.conftest import run_cli
 from tests.search.conftest import CLEAN_ENV, GUIDE_SEARCH_YAML, load_trials, small_base
 
@@ -48,7 +49,7 @@ def test_guide_yaml_on_sqlite(fast_config, tmp_path):
     # Trial 0 is the config's own point (lr 0.05, batch 64, momentum 0.9, step 5): inside the space.
     assert trials[0].params == {"optimizer.lr": 0.05, "training.batch_size": 64,
                                 "optimizer.momentum": 0.9, "scheduler.step_size": 5}
-    assert study.user_attrs["n_trials"] == 3
+    assert study.user_attrs[TARGET_ATTR] == 3
 
     again = run_cli("ml-search", "--config", str(config), cwd=tmp_path, env=CLEAN_ENV)
     assert again.returncode == 2

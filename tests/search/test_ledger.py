@@ -7,8 +7,18 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from kubetune.config import validate_config
+from kubetune.search.attributes import (
+    FAIL_REASON_ATTR,
+    FAILED_TRIAL_ATTR,
+    RETRY_HISTORY_ATTR,
+    RUNG_ATTR_PREFIXES,
+    WORKER_ATTR,
+    completed_rung,
+    tie_break_rung,
+)
 from kubetune.search.checks import check_search, initial_points
-from kubetune.search.ledger import WORKER_ATTR, budget, counted_trials, enqueue_retry
+from kubetune.search.ledger import budget, counted_trials, enqueue_retry
+from kubetune.search.optuna_internals import storage_of, trial_id_of
 from kubetune.search.results import best_config_dict, trials_csv_text
 from tests.search.conftest import search_section, small_base
 
@@ -36,7 +46,7 @@ def test_every_state_counts_until_retried():
     retry = study.get_trials(deepcopy=False)[-1]
     assert retry.state == TrialState.WAITING
     assert retry.params == lost.params
-    assert retry.system_attrs["retry_history"] == [lost.number]
+    assert retry.system_attrs[RETRY_HISTORY_ATTR] == [lost.number]
     assert lost.number not in [t.number for t in counted_trials(study.get_trials())]
     assert not state.done and state.has_room
 
@@ -47,20 +57,20 @@ def test_a_retry_of_a_retry_keeps_the_history():
     enqueue_retry(study, first, first.params, DIST)
     second = study.get_trials(deepcopy=False)[-1]
     for state in (TrialState.RUNNING, TrialState.FAIL):  # popped, then lost again
-        study._storage.set_trial_state_values(second._trial_id, state)
+        storage_of(study).set_trial_state_values(trial_id_of(second), state)
     enqueue_retry(study, second, second.params, DIST)
-    assert study.get_trials(deepcopy=False)[-1].system_attrs["retry_history"] == [0, 1]
+    assert study.get_trials(deepcopy=False)[-1].system_attrs[RETRY_HISTORY_ATTR] == [0, 1]
     assert budget(study, 1).counted == 1
 
 
 def test_a_retry_leaves_the_pruners_rung_values_with_the_failed_trial():
     study = optuna.create_study()
-    lost = _add(study, TrialState.FAIL, system_attrs={"completed_rung_0": 0.4, "completed_rung_1": 0.6,
-                                                          "tie_break_rung_0": 2.1})
+    lost = _add(study, TrialState.FAIL, system_attrs={completed_rung(0): 0.4, completed_rung(1): 0.6,
+                                                          tie_break_rung(0): 2.1})
     enqueue_retry(study, lost, lost.params, DIST)
     retry = study.get_trials(deepcopy=False)[-1]
-    assert not any(k.startswith(("completed_rung_", "tie_break_rung_")) for k in retry.system_attrs)  # or they would count twice
-    assert retry.system_attrs["failed_trial"] == lost.number
+    assert not any(k.startswith(RUNG_ATTR_PREFIXES) for k in retry.system_attrs)  # or they would count twice
+    assert retry.system_attrs[FAILED_TRIAL_ATTR] == lost.number
 
 
 def test_budget_done_only_when_nothing_is_left():
@@ -100,7 +110,7 @@ def test_the_config_point_is_enqueued_only_inside_the_space(fast_config):
 
 def test_trials_csv_marks_retries():
     study = optuna.create_study()
-    lost = _add(study, TrialState.FAIL, user_attrs={"fail_reason": "interrupted"})
+    lost = _add(study, TrialState.FAIL, user_attrs={FAIL_REASON_ATTR: "interrupted"})
     enqueue_retry(study, lost, lost.params, DIST)
     lines = trials_csv_text(study).splitlines()
     assert lines[0].startswith("number,state,value,x,epochs")

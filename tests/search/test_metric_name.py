@@ -1,4 +1,4 @@
-"""A study records its metric as Optuna's metric name, new or resumed from before."""
+"""A study records its metric as Optuna's metric name, new or resumed."""
 
 from __future__ import annotations
 
@@ -24,10 +24,9 @@ def test_a_new_study_names_its_metric(digits_dir, tmp_path):
     assert optuna.load_study(study_name="named", storage=url).metric_names == ["val_loss"]
 
 
-def test_a_study_from_before_gets_the_name_on_resume(digits_dir, tmp_path):
+def test_a_study_without_a_name_gets_it_on_resume(digits_dir, tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
-    old = optuna.create_study(study_name="named", storage=url, direction="maximize")
-    old.set_user_attr("metric", "val_acc")  # all that kubetune recorded before
+    old = optuna.create_study(study_name="named", storage=url, direction="maximize")  # another tool's
     assert old.metric_names is None
     start_study(_config(digits_dir, "val_acc"), url, "named", resume=True, n_trials=1)
     assert optuna.load_study(study_name="named", storage=url).metric_names == ["val_acc"]

@@ -102,7 +102,8 @@ def test_pruners(pruner, cls, attrs):
 
 @pytest.mark.parametrize("kind", ["TPESampler", "RandomSampler", "CmaEsSampler"])
 def test_each_sampler_session_draws_its_own_points_and_the_first_plain_optunas(kind):
-    from kubetune.search.study import SAMPLER_SESSIONS_ATTR, take_sampler_session
+    from kubetune.search.attributes import SAMPLER_SESSIONS_ATTR
+    from kubetune.search.study import take_sampler_session
 
     search = _search(sampler={"type": kind, "seed": 0})
     dist = optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)

@@ -9,13 +9,11 @@ import pytest
 
 from kubetune.config.schema import SchedulerConfig
 from kubetune.config.search_schema import SearchConfig
+from kubetune.search.attributes import LR_DROP_ATTR, TIE_BREAK_ATTR, TRIAL_STEPS_ATTR
 from kubetune.search.pruners import (
     HALVING_REDUCTION_FACTOR,
-    LR_DROP_ATTR,
     MEDIAN_STARTUP_TRIALS,
     MEDIAN_WARMUP_FRACTION,
-    TIE_BREAK_ATTR,
-    TRIAL_STEPS_ATTR,
     TrialLengthHalvingPruner,
     WarmupFractionPruner,
     build_pruner,

@@ -9,7 +9,7 @@ import pytest
 
 from kubetune.config import validate_config
 from kubetune.errors import ConfigError
-from kubetune.search.pruners import TRIAL_STEPS_ATTR
+from kubetune.search.attributes import TRIAL_STEPS_ATTR
 from kubetune.search.space import distributions
 from kubetune.search.study import start_study
 from tests.search.conftest import search_section

@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kubetune.config import validate_config, with_overrides
-from kubetune.search.interruption import INTERRUPTED_ATTR, TERMINATED_EXIT, Terminated
+from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR
+from kubetune.search.interruption import TERMINATED_EXIT, Terminated
 from kubetune.search.objective import EpochReporter, TrialTrainer
 from kubetune.search.single_trial import run_stored_trial
 from kubetune.search.space import distributions
@@ -70,7 +71,7 @@ def test_sigterm_leaves_the_trial_running_and_the_next_pod_resumes_it(fast_confi
     stored = study.get_trials()[0]
     assert stored.state == TrialState.RUNNING
     assert re.fullmatch(r"terminated \(SIGTERM\) after epoch \d+", stored.user_attrs[INTERRUPTED_ATTR])
-    assert "fail_reason" not in stored.user_attrs
+    assert FAIL_REASON_ATTR not in stored.user_attrs
     assert f"trial 0 of op: {stored.user_attrs[INTERRUPTED_ATTR]}" in err
 
     second = run_cli("ml-train", "--config", str(config_path), "--trial", "op:0", cwd=tmp_path,

@@ -7,6 +7,7 @@ import itertools
 
 from optuna.trial import TrialState
 
+from kubetune.search.attributes import FAIL_REASON_ATTR, TARGET_ATTR, WORKER_ATTR
 from tests.conftest import run_cli
 from tests.search.conftest import CLEAN_ENV, load_trials, search_section, small_base, write_config
 
@@ -26,8 +27,8 @@ def test_grid_2x3_runs_each_point_once_with_two_workers(fast_config, tmp_path, s
     points = sorted((t.params["optimizer.lr"], t.params["training.batch_size"]) for t in trials)
     assert points == sorted(itertools.product(lrs, batches))  # six trials, each point once
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert study.user_attrs["n_trials"] == 6  # capped at the grid's size
-    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert study.user_attrs[TARGET_ATTR] == 6  # capped at the grid's size
+    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2
 
 
 def test_median_pruner_prunes_bad_lrs_and_a_nan_trial_fails(fast_config, tmp_path, sqlite_url):
@@ -55,5 +56,5 @@ def test_median_pruner_prunes_bad_lrs_and_a_nan_trial_fails(fast_config, tmp_pat
         assert by_lr[lr].last_step < 3  # stopped before its last epoch
     failed = by_lr[diverging]
     assert failed.state == TrialState.FAIL
-    assert failed.user_attrs["fail_reason"].startswith("NaN loss")
+    assert failed.user_attrs[FAIL_REASON_ATTR].startswith("NaN loss")
     assert "FAIL (NaN loss" in result.stderr

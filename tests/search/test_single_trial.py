@@ -11,6 +11,12 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from kubetune.config import validate_config
+from kubetune.search.attributes import (
+    FAIL_REASON_ATTR,
+    LR_DROP_ATTR,
+    TIE_BREAK_ATTR,
+    TRIAL_STEPS_ATTR,
+)
 from kubetune.search.single_trial import run_stored_trial
 from kubetune.search.space import distributions
 from kubetune.search.storage import make_storage
@@ -44,7 +50,7 @@ def test_run_stored_trial_trains_reports_and_tells(fast_config, tmp_path, postgr
     events = sorted(run_dir.glob("events.out.tfevents.*"))
     assert events
     history = load_checkpoint(run_dir / "last.pt")["history"]  # what successive halving breaks ties by:
-    assert stored.user_attrs["tie_break"] == min(e["val_loss"] for e in history)  # the lowest val_loss
+    assert stored.user_attrs[TIE_BREAK_ATTR] == min(e["val_loss"] for e in history)  # the lowest val_loss
 
     capsys.readouterr()
     assert run_stored_trial(config, "op:0", storage=postgres_url) == 0  # a restarted pod
@@ -84,8 +90,8 @@ def test_the_median_pruner_prunes_from_the_trials_first_lr_drop(fast_config, tmp
     trial = study.ask(dists)
     assert run_stored_trial(config, f"op:{trial.number}", storage=url) == 0
     stored = study.get_trials()[trial.number]
-    assert stored.user_attrs["lr_first_drop"] == 1
-    assert stored.user_attrs["trial_steps"] == config.training.num_epochs  # what the default pruner times by
+    assert stored.user_attrs[LR_DROP_ATTR] == 1
+    assert stored.user_attrs[TRIAL_STEPS_ATTR] == config.training.num_epochs  # what the default pruner times by
     assert stored.state == TrialState.PRUNED and stored.last_step == 1
 
 
@@ -103,7 +109,7 @@ def test_ml_train_trial_fails_with_reason_and_storage_from_env(fast_config, tmp_
     assert result.returncode == 1, result.stderr
     failed = study.get_trials()[0]
     assert failed.state == TrialState.FAIL
-    assert failed.user_attrs["fail_reason"].startswith("NaN loss")
+    assert failed.user_attrs[FAIL_REASON_ATTR].startswith("NaN loss")
 
     from kubetune.cli.train import main as ml_train
 

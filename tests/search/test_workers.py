@@ -14,6 +14,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from kubetune.search.attributes import (
+    FAIL_REASON_ATTR,
+    RETRY_HISTORY_ATTR,
+    SAMPLER_SESSIONS_ATTR,
+    TARGET_ATTR,
+    WORKER_ATTR,
+)
 from tests.conftest import BIN
 from tests.search.conftest import CLEAN_ENV, load_trials, search_section, small_base, write_config
 
@@ -63,14 +70,14 @@ def test_two_processes_share_one_study_exactly(fast_config, tmp_path, postgres_u
     assert len(trials) == 6
     assert sorted(t.number for t in trials) == list(range(6))
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    workers = {t.user_attrs["worker"] for t in trials}
+    workers = {t.user_attrs[WORKER_ATTR] for t in trials}
     assert len(workers) == 2, workers  # both processes trained trials
-    assert study.user_attrs["sampler_sessions"] == 2
+    assert study.user_attrs[SAMPLER_SESSIONS_ATTR] == 2
 
     code, _, err = _finish(_start(config, "--resume", "--n-trials", "3", cwd=tmp_path, env=env))
     assert code == 0, err
     study, trials = load_trials(postgres_url, "shared")
-    assert len(trials) == 9 and study.user_attrs["n_trials"] == 9
+    assert len(trials) == 9 and study.user_attrs[TARGET_ATTR] == 9
     assert all(t.state == TrialState.COMPLETE for t in trials)
     # Same seed in every process, yet no process (nor the resume) repeats another's draws.
     points = [tuple(sorted(t.params.items())) for t in trials]
@@ -98,7 +105,7 @@ def test_a_sigkilled_worker_is_failed_by_heartbeat_and_its_trial_retried(fast_co
     assert code == 0, err
     study, trials = load_trials(postgres_url, "killed")
     assert trials[0].state == TrialState.FAIL
-    retries = [t for t in trials if t.system_attrs.get("retry_history") == [0]]
+    retries = [t for t in trials if t.system_attrs.get(RETRY_HISTORY_ATTR) == [0]]
     assert len(retries) == 1
     assert retries[0].params == lost.params and retries[0].state == TrialState.COMPLETE
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -124,7 +131,7 @@ def test_ctrl_c_fails_the_trial_and_resume_reruns_it(fast_config, tmp_path, post
     assert f"continue with: {shlex.join(['ml-search', '--config', str(config), *flags, '--resume'])}\n" in err
     trials = _trials(postgres_url, "interrupted")
     assert trials[0].state == TrialState.FAIL
-    assert trials[0].user_attrs["fail_reason"] == "interrupted"
+    assert trials[0].user_attrs[FAIL_REASON_ATTR] == "interrupted"
     assert trials[1].state == TrialState.WAITING and trials[1].params == trials[0].params
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 

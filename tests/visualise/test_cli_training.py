@@ -120,13 +120,13 @@ def test_training_mode_errors_exit_2(tmp_path):
 def test_a_chromium_that_fails_to_render_leaves_the_html_and_says_where(search_study, tmp_path,
                                                                         monkeypatch):
     from kubetune.errors import KubetuneError
-    from kubetune.visualise import training_curves
+    from kubetune.visualise import export, training_curves
 
     def broken(jobs, chromium):
         raise KubetuneError("Chromium crashed")
 
     monkeypatch.setattr(training_curves, "find_chromium", lambda: "/usr/bin/chromium")
-    monkeypatch.setattr(training_curves, "write_pngs", broken)
+    monkeypatch.setattr(export, "write_pngs", broken)
     out = tmp_path / "curves"
     with pytest.raises(KubetuneError) as info:
         training_curves.render_training([search_study.runs], out, fmt="both")

@@ -146,19 +146,16 @@ def test_a_study_without_a_finished_trial_has_no_best_trial(tmp_path):
     assert empty.best_trial is None and empty.counts == {}
 
 
-def test_the_metric_name_comes_from_optuna_then_the_older_user_attribute(tmp_path):
+def test_the_metric_name_comes_from_optuna_else_a_default(tmp_path):
     trials = [{"params": {"optimizer.lr": lr}, "value": v} for lr, v in ((0.01, 0.3), (0.02, 0.5))]
     named = make_study(_storage(tmp_path), "named", trials)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         named.set_metric_names(["val_loss"])
-    legacy = make_study(_storage(tmp_path), "legacy", trials)
-    legacy.set_user_attr("metric", "val_acc")  # how kubetune recorded it before set_metric_names
     anonymous = make_study(_storage(tmp_path), "anonymous", trials)
     assert summarise(named).metric == "val_loss"
-    assert summarise(legacy).metric == "val_acc"
     assert summarise(anonymous).metric == "value"
-    for study, label in ((named, "val_loss"), (legacy, "val_acc"), (anonymous, "Objective Value")):
+    for study, label in ((named, "val_loss"), (anonymous, "Objective Value")):
         figure = build_figures(study, ["optimization_history"]).figures["optimization_history"]
         assert figure.layout.yaxis.title.text == label
         assert any(trace.name == label for trace in figure.data)

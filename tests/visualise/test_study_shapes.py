@@ -100,7 +100,7 @@ def test_each_plot_is_drawn_or_skipped_with_one_line(shape, tmp_path):
 
 
 def test_a_study_without_a_metric_name_takes_the_configs(tmp_path, digits_dir):
-    """Studies from before set_metric_names, or made by other tools, still open and get a name."""
+    """Studies made by other tools (no set_metric_names) open and get the config's metric as a name."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     trials = [_trial(0.01, 32, 0.6), _trial(0.05, 64, 0.8), _trial(0.1, 32, 0.7)]
     make_study(url, "old", trials)
@@ -115,9 +115,3 @@ def test_a_study_without_a_metric_name_takes_the_configs(tmp_path, digits_dir):
     assert "study old: best val_acc=0.8 (trial #1; 3 trials: 3 complete)" in result.stdout
     page = (tmp_path / "runs" / "optuna_studies" / "old" / "plots" / "optimization_history.html")
     assert '"text":"val_acc"' in page.read_text(encoding="utf-8").replace(" ", "")
-    legacy = make_study(url, "legacy", trials)
-    legacy.set_user_attr("metric", "val_acc")  # how kubetune recorded it before
-    result = run_cli("ml-visualise", "--study-name", "legacy", "--storage", url, "--format", "html",
-                     "--output", str(tmp_path / "legacy"), "--plot-type", "edf")
-    assert result.returncode == 0, result.stderr
-    assert "study legacy: best val_acc=0.8" in result.stdout

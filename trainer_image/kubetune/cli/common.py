@@ -7,6 +7,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from kubetune.errors import KubetuneError
 
@@ -14,7 +15,7 @@ from kubetune.errors import KubetuneError
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports usage errors on one line with exit code 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments: "):
             from kubetune.config.loader import did_you_mean
 

@@ -90,9 +90,9 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
     written = export_results(config, study, output_dir)
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
     if not quiet:
-        from kubetune.search.checks import config_point
+        from kubetune.search.checks import config_point, require_search
 
-        console.print(top_trials_table(study, config.search.metric, own_params=config_point(config)))
+        console.print(top_trials_table(study, require_search(config).metric, own_params=config_point(config)))
     folder = output_dir or study_dir(config, study.study_name)
     print(f"trials: {written['trials_csv']}")
     if "best_config" in written:
@@ -145,6 +145,7 @@ def _run_processes(config: Config, url: str, study_name: str, n_jobs: int, args)
 def _run(args: argparse.Namespace) -> int:
     import optuna
 
+    from kubetune.search.checks import require_search
     from kubetune.search.storage import mask_url, resolve_storage_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose else optuna.logging.ERROR)
@@ -153,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         require_writable_output(config)
     if args.output_dir and (reason := unwritable_reason(args.output_dir)):
         raise UsageError(f"--output-dir {args.output_dir} cannot hold the results: {reason}")
-    search = config.search
+    search = require_search(config)
     study_name = search.study_name
     url = resolve_storage_url(args.storage, search)
     output_dir = Path(args.output_dir) if args.output_dir else None

@@ -40,19 +40,24 @@ def _load_pretrained(model: nn.Module, architecture: str) -> None:
     model.load_state_dict(state)
 
 
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's size argument (its attributes are typed as tuples of any length)."""
+    return values[0], values[1]
+
+
 def _replace_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """The same convolution for ``in_channels`` inputs, averaging RGB weights for grey."""
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
-        kernel_size=conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
+        kernel_size=_pair(conv.kernel_size),
+        stride=_pair(conv.stride),
+        padding=conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
         bias=conv.bias is not None,
     )
     with torch.no_grad():
         new.weight.copy_(conv.weight.mean(dim=1, keepdim=True).expand_as(new.weight))
-        if conv.bias is not None:
+        if conv.bias is not None and new.bias is not None:
             new.bias.copy_(conv.bias)
     return new
 

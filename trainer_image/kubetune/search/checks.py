@@ -24,7 +24,8 @@ from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.search_schema import ParamSpec, SearchConfig
 from kubetune.errors import ConfigError
-from kubetune.search.pruners import TRIAL_STEPS_ATTR, trial_steps
+from kubetune.search.attributes import FIXED_PARAMS_ATTR, TRIAL_STEPS_ATTR
+from kubetune.search.pruners import trial_steps
 from kubetune.search.space import contains, distributions, grid_values
 
 _FLOAT_TYPES = ("uniform", "loguniform", "float")
@@ -202,7 +203,7 @@ def changed_length(study: optuna.Study, config: Config) -> str | None:
         return None
     steps = trial_steps(search, search.trial_epochs or config.training.num_epochs)
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    before = {t.user_attrs.get(TRIAL_STEPS_ATTR) for t in finished} - {None}
+    before = {length for t in finished if (length := t.user_attrs.get(TRIAL_STEPS_ATTR)) is not None}
     if not before or steps in before:
         return None
     unit = "steps (epochs x folds)" if search.cross_validation.enabled else "epochs"
@@ -246,7 +247,7 @@ def changed_param(study: optuna.Study, search: SearchConfig,
     for trial in trials:
         if trial.state != TrialState.WAITING:
             continue
-        for key, value in trial.system_attrs.get("fixed_params", {}).items():
+        for key, value in trial.system_attrs.get(FIXED_PARAMS_ATTR, {}).items():
             dist = new.get(key)
             if isinstance(dist, CategoricalDistribution) and value not in dist.choices:
                 return key, (f"is {_describe(dist)}, but trial {trial.number} of study "

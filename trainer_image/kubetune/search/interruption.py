@@ -1,10 +1,10 @@
 """A trial stopped from outside (SIGTERM: eviction, preemption, node drain, Job deletion).
 
-Torch-free: the operator reads :data:`INTERRUPTED_ATTR`. The trial stays RUNNING
-with this user attribute, and the process exits with :data:`TERMINATED_EXIT`; a
-new pod for the same trial number resumes it from its ``last.pt`` and sets the
-attribute to "" once it trains (Optuna cannot delete one), so readers treat a
-falsy value as absent.
+The trial stays RUNNING with its user attribute ``kubetune.interrupted`` saying where
+it stopped (:data:`kubetune.search.attributes.INTERRUPTED_ATTR`, which the operator
+reads), and the process exits with :data:`TERMINATED_EXIT`; a new pod for the same
+trial number resumes it from its ``last.pt`` and sets the attribute to "" once it
+trains (Optuna cannot delete one), so readers treat a falsy value as absent. Torch-free.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-INTERRUPTED_ATTR = "kubetune.interrupted"  # e.g. "terminated (SIGTERM) after epoch 4"; "" when resumed
 TERMINATED_EXIT = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERMed process
 
-__all__ = ["INTERRUPTED_ATTR", "TERMINATED_EXIT", "SigtermGuard", "Terminated"]
+__all__ = ["TERMINATED_EXIT", "SigtermGuard", "Terminated"]
 
 
 class Terminated(KeyboardInterrupt):

@@ -17,7 +17,8 @@ a point of the budget, and checks before each new trial:
 
 A study is done when nothing is left to start (no room, nothing WAITING) and
 nothing of the caller's still runs. The study's total lives in its user attribute
-``n_trials``. Torch-free: the operator imports it.
+``kubetune.n_trials``. A failed trial says why in its ``fail_reason``, whoever failed
+it (:func:`fail_trial`). Torch-free: the operator imports it.
 """
 
 from __future__ import annotations
@@ -27,21 +28,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from kubetune.search.interruption import INTERRUPTED_ATTR
-from kubetune.search.pruners import RUNG_ATTR_PREFIXES
-
-TARGET_ATTR = "n_trials"
-WORKER_ATTR = "worker"  # set on trials an ml-search worker runs (they send heartbeats)
-FAIL_REASON_ATTR = "fail_reason"  # why a trial failed, written by whoever failed it
+from kubetune.search.attributes import (
+    FAIL_REASON_ATTR,
+    FAILED_TRIAL_ATTR,
+    INTERRUPTED_ATTR,
+    RETRY_HISTORY_ATTR,
+    RUNG_ATTR_PREFIXES,
+    TARGET_ATTR,
+    WORKER_ATTR,
+)
+from kubetune.search.optuna_internals import set_trial_user_attr
 
 
 def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of trials that a later trial re-runs with the same params."""
     numbers: set[int] = set()
     for trial in trials:
-        numbers.update(trial.system_attrs.get("retry_history", ()))
+        numbers.update(trial.system_attrs.get(RETRY_HISTORY_ATTR, ()))
     return numbers
 
 
@@ -117,8 +123,8 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, 
     # reports (or catches up) those epochs.
     kept = {k: v for k, v in trial.system_attrs.items()
             if not k.startswith(RUNG_ATTR_PREFIXES)}
-    system_attrs = {**kept, "failed_trial": trial.number,
-                    "retry_history": [*trial.system_attrs.get("retry_history", ()), trial.number]}
+    system_attrs = {**kept, FAILED_TRIAL_ATTR: trial.number,
+                    RETRY_HISTORY_ATTR: [*trial.system_attrs.get(RETRY_HISTORY_ATTR, ()), trial.number]}
     if user_attrs is None:
         user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR)}
     study.add_trial(optuna.create_trial(
@@ -128,6 +134,23 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, 
         user_attrs=dict(user_attrs),
         system_attrs=system_attrs,
     ))
+
+
+def record_fail_reason(study: optuna.Study, trial: optuna.Trial | FrozenTrial, reason: str) -> bool:
+    """Write why ``trial`` failed (its ``fail_reason``); False if it finished meanwhile."""
+    try:
+        set_trial_user_attr(study, trial, FAIL_REASON_ATTR, reason)
+    except UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def fail_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial, reason: str) -> bool:
+    """Fail a RUNNING trial with ``reason``; False if it finished meanwhile."""
+    if not record_fail_reason(study, trial, reason):
+        return False
+    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    return True
 
 
 # ml-search's view: the ledger of a whole study against its stored total ------------

@@ -22,7 +22,7 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import (
@@ -36,11 +36,22 @@ from optuna.trial import FrozenTrial
 from kubetune.config.loader import with_overrides
 from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError
+from kubetune.search.attributes import (
+    INTERRUPTED_ATTR,
+    LR_DROP_ATTR,
+    TIE_BREAK_ATTR,
+    TRIAL_STEPS_ATTR,
+)
 from kubetune.search.checks import overrides_for_trial, require_search
-from kubetune.search.interruption import INTERRUPTED_ATTR, Terminated
-from kubetune.search.pruners import LR_DROP_ATTR, TIE_BREAK_ATTR, TRIAL_STEPS_ATTR, tie_break_metric
-from kubetune.search.results import FAIL_REASON_ATTR, trial_run_dir
+from kubetune.search.interruption import Terminated
+from kubetune.search.ledger import record_fail_reason
+from kubetune.search.optuna_internals import stored_trial
+from kubetune.search.pruners import tie_break_metric
+from kubetune.search.results import trial_run_dir
 from kubetune.search.space import distributions, value_range
+
+if TYPE_CHECKING:
+    from kubetune.data.datasets import DataSplits
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +98,7 @@ class EpochReporter:
     halving ranks trials tied on accuracy by it (``search/pruners.py``).
     """
 
-    def __init__(self, trial: optuna.Trial, metric: str, maximize: bool, aggregate: Callable,
+    def __init__(self, trial: optuna.Trial, metric: str, maximize: bool, aggregate: Callable[[list[float]], float],
                  done_folds: list[float], fold: int, folds: int, epochs: int,
                  reported: Iterable[int] = ()) -> None:
         self.trial, self.metric, self.maximize, self.aggregate = trial, metric, maximize, aggregate
@@ -154,8 +165,8 @@ class TrialTrainer:
         self.quiet_epochs = quiet_epochs
         self.dists = distributions(self.search.search_space)
         self._base = config.model_copy(update={"search": None})
-        self._data: dict[tuple[str, int], Any] = {}
-        self._folds: dict[tuple[str, int], list] = {}
+        self._data: dict[tuple[str, int], DataSplits] = {}
+        self._folds: dict[tuple[str, int], list[DataSplits]] = {}
         self.reporter: EpochReporter | None = None  # the running trial's
 
     def trial_config(self, params: Mapping[str, Any]) -> Config:
@@ -182,7 +193,7 @@ class TrialTrainer:
             self._fold_splits(cfg)
         build_model(cfg.model, splits.num_classes, splits.channels)
 
-    def _splits(self, cfg: Config):
+    def _splits(self, cfg: Config) -> DataSplits:
         from kubetune.data.datasets import load_splits
 
         key = (cfg.data.model_dump_json(), cfg.training.seed)
@@ -193,7 +204,7 @@ class TrialTrainer:
             self._data[key] = load_splits(cfg.data, cfg.training.seed)
         return self._data[key]
 
-    def _fold_splits(self, cfg: Config) -> list:
+    def _fold_splits(self, cfg: Config) -> list[DataSplits]:
         from kubetune.data.datasets import DataSplits, stratified_folds
 
         key = (cfg.data.model_dump_json(), cfg.training.seed)
@@ -226,7 +237,7 @@ class TrialTrainer:
             raise
         except BaseException as exc:
             with contextlib.suppress(Exception):
-                trial.set_user_attr(FAIL_REASON_ATTR, fail_reason(exc))
+                record_fail_reason(trial.study, trial, fail_reason(exc))
             if isinstance(exc, Exception) and not isinstance(exc, KubetuneError):
                 # Not a user mistake: keep the traceback (the search goes on regardless).
                 log.warning("trial %d raised %s", trial.number, type(exc).__name__, exc_info=True)
@@ -258,7 +269,7 @@ class TrialTrainer:
         if drop is not None:  # the median pruner's warm-up may end there
             trial.set_user_attr(LR_DROP_ATTR, drop)
         done: list[float] = []
-        frozen = trial.study._storage.get_trial(trial._trial_id)  # what earlier pods reported
+        frozen = stored_trial(trial.study, trial)  # what earlier pods reported
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
                 reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,

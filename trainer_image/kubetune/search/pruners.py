@@ -8,6 +8,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.search_schema import SearchConfig
+from kubetune.search.attributes import (
+    LR_DROP_ATTR,
+    TIE_BREAK_ATTR,
+    TRIAL_STEPS_ATTR,
+    completed_rung,
+    tie_break_rung,
+)
+from kubetune.search.optuna_internals import set_trial_system_attr
 from kubetune.search.space import value_range
 
 # The default is successive halving (Optuna's SuccessiveHalvingPruner, asynchronous, so
@@ -34,11 +42,6 @@ from kubetune.search.space import value_range
 MEDIAN_STARTUP_TRIALS = 3
 MEDIAN_WARMUP_FRACTION = 0.5
 HALVING_REDUCTION_FACTOR = 3  # Optuna's default is 4
-LR_DROP_ATTR = "lr_first_drop"  # a trial's user attribute: the epoch its learning rate first drops
-TRIAL_STEPS_ATTR = "trial_steps"  # a trial's user attribute: the steps it reports (epochs x folds)
-TIE_BREAK_ATTR = "tie_break"  # a trial's user attribute: the lowest loss of its running fold so far
-_RUNG_KEY, _TIE_KEY = "completed_rung_{}", "tie_break_rung_{}"  # system attributes, per rung (Optuna's, ours)
-RUNG_ATTR_PREFIXES = tuple(key.format("") for key in (_RUNG_KEY, _TIE_KEY))
 
 
 def tie_break_metric(metric: str) -> str | None:
@@ -186,7 +189,7 @@ class TrialLengthHalvingPruner(_PerKeyPruner):
         if rung is None or loss is None:
             return super().verdict(study, trial, key)
         # What later trials tied with this one compare with, recorded before Optuna's verdict.
-        study._storage.set_trial_system_attr(trial._trial_id, _TIE_KEY.format(rung), loss)
+        set_trial_system_attr(study, trial, tie_break_rung(rung), loss)
         return super().verdict(study, trial, key) or _loses_tie(study, trial, rung, loss, self.reduction_factor)
 
 
@@ -198,14 +201,15 @@ def _loses_tie(study: optuna.Study, trial: FrozenTrial, rung: int, loss: float, 
     recorded at a rung and every trial tied with the last of them. When trials sit at
     chance after the first epochs, that is all of them, and the rung decides nothing.
     """
-    rung_key, tie_key = _RUNG_KEY.format(rung), _TIE_KEY.format(rung)
+    rung_key, tie_key = completed_rung(rung), tie_break_rung(rung)
+    assert trial.last_step is not None  # a rung's verdict follows a report
     value = trial.intermediate_values[trial.last_step]
     others = [t.system_attrs for t in study.get_trials(deepcopy=False)
               if t.number != trial.number and rung_key in t.system_attrs]
     places = max(1, (len(others) + 1) // reduction_factor)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    ahead = sum(a[rung_key] > value if maximize else a[rung_key] < value for a in others)
-    tied = [a.get(tie_key, math.inf) for a in others if a[rung_key] == value]
+    ahead: int = sum(a[rung_key] > value if maximize else a[rung_key] < value for a in others)
+    tied: list[float] = [a.get(tie_key, math.inf) for a in others if a[rung_key] == value]
     if ahead + len(tied) < places:  # a place for every tied trial
         return False
     return ahead + sum(other < loss for other in tied) >= places

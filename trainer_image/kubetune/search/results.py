@@ -9,7 +9,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -18,7 +18,11 @@ from kubetune.config.loader import config_to_dict, with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.yaml_io import dump_yaml
 from kubetune.fileio import write_text_atomic
-from kubetune.search.ledger import FAIL_REASON_ATTR, retried_numbers
+from kubetune.search.attributes import FAIL_REASON_ATTR, RETRY_HISTORY_ATTR
+from kubetune.search.ledger import retried_numbers
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def best_config_dict(config: Config, best_params: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,7 +69,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
     retried = retried_numbers(trials)
     retry_of = {}
     for t in trials:
-        history = t.system_attrs.get("retry_history")
+        history = t.system_attrs.get(RETRY_HISTORY_ATTR)
         if history:
             retry_of[t.number] = history[-1]
     param_keys: list[str] = []
@@ -125,7 +129,7 @@ def _retries_text(trials: Sequence[FrozenTrial]) -> str:
     queued: set[int] = set()
     ran: set[int] = set()
     for t in trials:
-        if history := t.system_attrs.get("retry_history"):  # the last entry is the trial it re-runs
+        if history := t.system_attrs.get(RETRY_HISTORY_ATTR):  # the last entry is the trial it re-runs
             (queued if t.state == TrialState.WAITING else ran).add(history[-1])
     parts = [f"{len(ran)} retried with the same params"] if ran else []
     if queued:
@@ -134,7 +138,7 @@ def _retries_text(trials: Sequence[FrozenTrial]) -> str:
 
 
 def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
-                     own_params: Mapping[str, Any] | None = None):
+                     own_params: Mapping[str, Any] | None = None) -> Table:
     """A rich Table of the best COMPLETE trials, best first.
 
     ``own_params``: the config's own point; the caption says what it scored, so the
@@ -145,7 +149,7 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
     trials = study.get_trials(deepcopy=False)  # one read of the storage serves the table and its caption
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    everything = sorted(complete, key=lambda t: t.value, reverse=reverse)
+    everything = sorted(complete, key=lambda t: cast(float, t.value), reverse=reverse)  # COMPLETE: it has one
     ranked = everything[:limit]
     keys: list[str] = []
     for t in ranked:
@@ -170,13 +174,14 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10,
         table.add_column(leaf if leaves.count(leaf) == 1 else key, justify="right")
     for rank, t in enumerate(ranked, 1):
         table.add_row(str(rank), str(t.number), f"{t.value:.4f}",
-                      *(_fmt(t.params.get(k)) for k in keys))
+                      *(format_value(t.params.get(k)) for k in keys))
     return table
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any, digits: int = 4, missing: str = "-") -> str:
+    """A table cell: floats to ``digits`` significant digits, None as ``missing``."""
     if value is None:
-        return "-"
+        return missing
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.{digits}g}"
     return str(value)

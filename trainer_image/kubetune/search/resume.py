@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from kubetune.config.schema import Config
+from kubetune.search.attributes import RETRY_HISTORY_ATTR
 from kubetune.search.results import trial_run_dir
 from kubetune.training.checkpoint import resumable
 
@@ -42,7 +43,7 @@ def trial_run_id(study_name: str, trial: FrozenTrial) -> str:
 def find_resume_point(config: Config, study: optuna.Study, study_name: str, trial: FrozenTrial,
                       trial_config: dict[str, Any]) -> ResumePoint | None:
     """The latest checkpoint of ``trial`` or of a trial it retries, for ``trial_config``."""
-    retried = trial.system_attrs.get("retry_history", [])
+    retried = trial.system_attrs.get(RETRY_HISTORY_ATTR, [])
     sources = {trial.number: trial}
     if retried:
         sources.update((t.number, t) for t in study.get_trials(deepcopy=False) if t.number in retried)

@@ -30,20 +30,17 @@ from optuna.trial import TrialState
 
 from kubetune.config.schema import Config
 from kubetune.errors import UsageError
+from kubetune.search.attributes import INTERRUPTED_ATTR
 from kubetune.search.checks import check_search
-from kubetune.search.interruption import (
-    INTERRUPTED_ATTR,
-    TERMINATED_EXIT,
-    SigtermGuard,
-    Terminated,
-)
-from kubetune.search.results import FAIL_REASON_ATTR
+from kubetune.search.interruption import TERMINATED_EXIT, SigtermGuard, Terminated
+from kubetune.search.ledger import record_fail_reason
+from kubetune.search.optuna_internals import storage_of, trial_id_by_number
 from kubetune.search.storage import mask_url, resolve_storage_url
 from kubetune.search.study import load_search_study
 
 log = logging.getLogger(__name__)
 
-TERMINATED = "terminated (SIGTERM)"  # older images' fail_reason; now the start of INTERRUPTED_ATTR
+TERMINATED = "terminated (SIGTERM)"  # how INTERRUPTED_ATTR starts
 
 
 def parse_trial_spec(spec: str) -> tuple[str, int]:
@@ -62,9 +59,9 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
     study_name, number = parse_trial_spec(spec)
     url = resolve_storage_url(storage, search)
     study = load_search_study(config, url, study_name, heartbeat=False)
-    stored = study._storage
+    stored = storage_of(study)
     try:
-        trial_id = stored.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        trial_id = trial_id_by_number(study, number)
     except KeyError:
         raise UsageError(f"study `{study_name}` in {mask_url(url)} has no trial {number}") from None
     frozen = stored.get_trial(trial_id)
@@ -99,7 +96,7 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
             return TERMINATED_EXIT
         except (Exception, KeyboardInterrupt) as exc:
             with contextlib.suppress(Exception):
-                trial.set_user_attr(FAIL_REASON_ATTR, fail_reason(exc))
+                record_fail_reason(study, trial, fail_reason(exc))
             log.debug("trial %d failed", number, exc_info=True)
             print(f"trial {number} failed: {fail_reason(exc)}", file=sys.stderr)
         return _tell(study, trial, search.metric, state, value)

@@ -14,6 +14,7 @@ from optuna.distributions import (
 
 from kubetune.config.search_schema import ParamSpec
 from kubetune.errors import ConfigError
+from kubetune.search import optuna_internals
 
 
 def to_distribution(spec: ParamSpec) -> BaseDistribution:
@@ -59,7 +60,7 @@ def grid_values(space: Mapping[str, ParamSpec]) -> dict[str, list[Any]]:
 def value_range(spec: ParamSpec) -> tuple[Any, Any]:
     """The lowest and highest value one ``search_space`` entry can pick."""
     if spec.type == "categorical":
-        return min(spec.choices or []), max(spec.choices or [])  # type: ignore[type-var]
+        return min(spec.choices or []), max(spec.choices or [])
     return spec.low, spec.high
 
 
@@ -73,6 +74,6 @@ def contains(space: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> bool:
             internal = dist.to_internal_repr(values[key])
         except (ValueError, TypeError):
             return False
-        if not dist._contains(internal):
+        if not optuna_internals.contains(dist, internal):
             return False
     return True

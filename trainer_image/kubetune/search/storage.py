@@ -7,6 +7,7 @@ import re
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from sqlalchemy.engine import URL, make_url
@@ -326,7 +327,7 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
         _check_sqlite_file(db_file, url, source)
     if url.startswith("sqlite"):
         # Several local worker processes share the file: wait for the lock instead of failing.
-        engine_kwargs: dict = {"connect_args": {"timeout": 60}}
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": max_overflow}
     extra = {}
@@ -364,7 +365,7 @@ def _unreachable(url: str, exc: Exception) -> KubetuneError:
     return KubetuneError(f"cannot open storage {mask_url(url)}: {reason}")
 
 
-def _create_rdb(url: str, engine_kwargs: dict, extra: dict) -> optuna.storages.RDBStorage:
+def _create_rdb(url: str, engine_kwargs: dict[str, Any], extra: dict[str, Any]) -> optuna.storages.RDBStorage:
     # Workers that start together on a fresh database race to create Optuna's tables;
     # the loser sees a duplicate-key or already-exists error and simply tries again.
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError

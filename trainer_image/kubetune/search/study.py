@@ -15,6 +15,7 @@ import optuna
 from kubetune.config.schema import Config
 from kubetune.config.search_schema import SearchConfig
 from kubetune.errors import ConfigError, UsageError
+from kubetune.search.attributes import ENQUEUED, SAMPLER_SESSIONS_ATTR, SOURCE_ATTR, TARGET_ATTR
 from kubetune.search.checks import (
     cap_to_grid,
     changed_length,
@@ -22,15 +23,13 @@ from kubetune.search.checks import (
     initial_points,
     require_search,
 )
-from kubetune.search.ledger import TARGET_ATTR, budget, stored_target
+from kubetune.search.ledger import budget, stored_target
 from kubetune.search.locking import StudyLock
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler, session_seed
 from kubetune.search.storage import make_storage, mask_url
 
 log = logging.getLogger(__name__)
-
-SAMPLER_SESSIONS_ATTR = "sampler_sessions"  # how many processes have sampled for the study
 
 
 @dataclass
@@ -71,10 +70,7 @@ def take_sampler_session(study: optuna.Study, search: SearchConfig) -> int:
 
 
 def name_metric(study: optuna.Study, metric: str) -> None:
-    """Record ``metric`` as the objective's name (Optuna's plots and optuna-dashboard read it).
-
-    Older kubetune studies kept it only in a user attribute; they get the name on resume.
-    """
+    """Record ``metric`` as the objective's name (Optuna's plots and optuna-dashboard read it)."""
     if not study.metric_names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -137,13 +133,13 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                 raise ConfigError(
                     f"`search.search_space.{key}` {why}: put the old entry back, or start a new "
                     "study (--study-name)", path=f"search.search_space.{key}")
-            if not created and (why := changed_length(study, config)):
-                log.warning(why)
+            if not created and (length_warning := changed_length(study, config)):
+                log.warning(length_warning)
             name_metric(study, search.metric)
             if created:
                 target = n_trials or search.n_trials
                 for point in initial_points(config)[:target]:
-                    study.enqueue_trial(point, user_attrs={"source": "enqueued"})
+                    study.enqueue_trial(point, user_attrs={SOURCE_ATTR: ENQUEUED})
             elif n_trials is not None:
                 target = budget(study, 0).counted + n_trials
             else:

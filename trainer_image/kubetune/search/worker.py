@@ -24,17 +24,22 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.schema import Config
-from kubetune.search.ledger import WORKER_ATTR, budget, enqueue_retry
+from kubetune.search.attributes import FAIL_REASON_ATTR, WORKER_ATTR
+from kubetune.search.ledger import budget, enqueue_retry
 from kubetune.search.locking import StudyLock
-from kubetune.search.results import FAIL_REASON_ATTR, best_trial
+from kubetune.search.optuna_internals import stored_trial
+from kubetune.search.results import best_trial
 from kubetune.search.storage import heartbeat_settings
 from kubetune.search.study import load_search_study, take_sampler_session
+
+if TYPE_CHECKING:
+    from kubetune.search.objective import TrialTrainer
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +106,7 @@ def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str) -> str:
 
 
 def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool = True,
-               progress: bool = True, trainer: Any = None) -> WorkerResult:
+               progress: bool = True, trainer: TrialTrainer | None = None) -> WorkerResult:
     """Run trials of ``study_name`` until its total is reached; return what this worker did.
 
     ``trainer`` (a prepared ``TrialTrainer``) saves loading the data a second time.
@@ -131,7 +136,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         try:
             return trainer.objective(trial, after_sampling=after_sampling)
         except KeyboardInterrupt:
-            frozen = study._storage.get_trial(trial._trial_id)
+            frozen = stored_trial(study, trial)
             if frozen.user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED and set(frozen.params) == set(trainer.dists):
                 enqueue_retry(study, frozen, frozen.params, trainer.dists)
             raise
@@ -175,7 +180,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
     return result
 
 
-def worker_process(config_data: dict, url: str, study_name: str, quiet_epochs: bool,
+def worker_process(config_data: dict[str, Any], url: str, study_name: str, quiet_epochs: bool,
                    progress: bool, threads: int, log_level: int) -> None:
     """Entry of one ``--n-jobs`` worker process (spawned: no state shared with the parent)."""
     os.setpgrp()  # Ctrl-C reaches the parent, which forwards exactly one SIGINT here

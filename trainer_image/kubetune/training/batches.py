@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any, TypeGuard
 
 import torch
 from torch.utils.data import DataLoader
 
 from kubetune.data.augment import BatchTransform, ImageTransform
-from kubetune.data.datasets import DataSplits, ImageTensorDataset
+from kubetune.data.datasets import DataSplits, ImageFileDataset, ImageTensorDataset
 
 # Evaluation needs no gradients, so it takes batches of up to this many input values
 # (16 MiB of float32): 4,096 8x8 or 32x32 digits, the training batch size at 224 px.
@@ -60,7 +61,7 @@ def eval_batch_size(batch_size: int, image_shape: torch.Size) -> int:
     return max(batch_size, min(MAX_EVAL_BATCH, EVAL_BATCH_VALUES // max(1, image_shape.numel())))
 
 
-def _on_device(dataset) -> bool:
+def _on_device(dataset: ImageTensorDataset | ImageFileDataset) -> TypeGuard[ImageTensorDataset]:
     """Whether ``dataset`` can be batched on the device (else it goes per item)."""
     return isinstance(dataset, ImageTensorDataset) and (
         dataset.transform is None or isinstance(dataset.transform, ImageTransform)
@@ -82,7 +83,7 @@ def make_batches(data: DataSplits, batch_size: int, device: torch.device, seed: 
         generator = torch.Generator(device=device).manual_seed(seed)
         return (DeviceBatches(data.train, device, batch_size, generator),
                 DeviceBatches(data.val, device, eval_size))
-    common = {
+    common: dict[str, Any] = {
         "num_workers": num_workers,
         "pin_memory": device.type == "cuda",
         "persistent_workers": num_workers > 0,

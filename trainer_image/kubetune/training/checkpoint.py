@@ -33,7 +33,9 @@ from kubetune.fileio import write_bytes_atomic
 
 def rng_state(generator: torch.Generator | None) -> dict[str, Any]:
     """Every random number generator a training epoch draws from."""
-    name, key, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple)  # legacy=True, the default: a tuple, not a dict
+    name, key, pos, has_gauss, gauss = state
     return {
         "python": random.getstate(),
         "numpy": [name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss],

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -24,16 +28,16 @@ class EpochProgress:
         self.lines = lines
         self.batches = batches
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> EpochProgress:
         if self.enabled:
             from rich.progress import Progress
 
-            self._progress = Progress(transient=True)
-            self._progress.__enter__()
-            self._task = self._progress.add_task(f"epoch {self.done + 1}",
+            progress = self._progress = Progress(transient=True)
+            progress.__enter__()
+            self._task = progress.add_task(f"epoch {self.done + 1}",
                                                  total=self.epochs * self.batches,
                                                  completed=self.done * self.batches)
         return self
@@ -43,14 +47,14 @@ class EpochProgress:
             self._progress.__exit__(*exc)
 
     def advance(self) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.advance(self._task)
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         if not self.lines:
             return
         line = f"epoch {epoch}/{self.epochs} {format_metrics(metrics)}"
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.console.print(line)
             self._progress.update(self._task, description=f"epoch {min(epoch + 1, self.epochs)}")
         else:

@@ -70,10 +70,15 @@ class RunLog:
         experiment, start, self._end = hparams(self._hparams, {f"hparam/{k}": 0 for k in SCALARS})
         if purge_step is None:
             for summary in (experiment, start):
-                self.writer.file_writer.add_summary(summary)
+                self._add_summary(summary)
             for entry in self.history:
-                self._scalars(entry["epoch"], {k: v for k, v in entry.items() if k != "epoch"})
+                self._scalars(int(entry["epoch"]), {k: v for k, v in entry.items() if k != "epoch"})
             self.writer.flush()
+
+    def _add_summary(self, summary: Any) -> None:
+        file_writer = self.writer.file_writer
+        assert file_writer is not None  # SummaryWriter makes it in its constructor
+        file_writer.add_summary(summary)
 
     def _scalars(self, epoch: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -99,5 +104,5 @@ class RunLog:
 
     def close(self, status: str, best: dict[str, Any] | None) -> None:
         self.write_metrics(status, best)
-        self.writer.file_writer.add_summary(self._end)
+        self._add_summary(self._end)
         self.writer.close()

@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -111,9 +111,9 @@ def train(
     torch.manual_seed(settings.seed)  # the same weights whatever the data loading drew
     precision = build_precision(settings.trainer, device)
     model = build_model(config.model, data.num_classes, data.channels)
-    model = model.to(device, memory_format=precision.memory_format)
+    model = model.to(device, memory_format=precision.memory_format)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     # The compiled module shares its parameters with ``model``; checkpoints save ``model``.
-    forward = torch.compile(model) if settings.compile else model
+    forward = cast(nn.Module, torch.compile(model)) if settings.compile else model
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
     optimizer = build_optimizer(config.optimizer, model)
@@ -140,7 +140,7 @@ def train(
             best = dict(entry)
     status, stopped = "failed", False
     epochs = settings.num_epochs
-    start = history[-1]["epoch"] if history else 0
+    start = int(history[-1]["epoch"]) if history else 0
     bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines, done=start)
     try:
         with bar, CheckpointWriter(run_dir) as checkpoints:

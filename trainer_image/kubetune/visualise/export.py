@@ -43,7 +43,7 @@ class ChromiumMissing(KubetuneError):
 
 @dataclass(frozen=True)
 class PngJob:
-    """One figure to render: where, and at which size in pixels."""
+    """One figure to render: where (its HTML goes next to it), and at which size in pixels."""
 
     figure: go.Figure
     path: Path
@@ -133,3 +133,27 @@ def write_pngs(jobs: Sequence[PngJob], chromium: str | None = None) -> list[Path
             "HTML output still works (--format html)"
         ) from None
     return [job.path for job in jobs]
+
+
+def write_figures(jobs: Sequence[PngJob], fmt: str,
+                  chromium: str | None) -> tuple[dict[str, dict[str, Path]], KubetuneError | None]:
+    """Write each job's figure as HTML (``fmt`` "html" or "both") and PNG (with ``chromium``).
+
+    Returns the paths written, ``{stem: {"html": path, "png": path}}``, and the error of a
+    Chromium that failed to render under "both": the HTML files are written by then and
+    usable, so the caller says so. Under "png" that error is raised.
+    """
+    files: dict[str, dict[str, Path]] = {job.path.stem: {} for job in jobs}
+    if wants_html(fmt):
+        for job in jobs:
+            files[job.path.stem]["html"] = write_html(job.figure, job.path.with_suffix(".html"))
+    if chromium is None:
+        return files, None
+    try:
+        for job, path in zip(jobs, write_pngs(jobs, chromium), strict=True):
+            files[job.path.stem]["png"] = path
+    except KubetuneError as exc:
+        if not wants_html(fmt):
+            raise
+        return files, exc
+    return files, None

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubetune.search.results import format_value
 from kubetune.visualise.export import PLOTLY_JS
 from kubetune.visualise.study_info import StudySummary, trial_row
 
@@ -37,20 +38,12 @@ nav a { margin-right: 1em; }
 """
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 def _table(header: list[str], rows: list[list[Any]], numeric: set[int] | None = None) -> str:
     numeric = numeric or set()
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(
-            f'<td{" class=num" if i in numeric else ""}>{html.escape(_fmt(cell))}</td>'
+            f'<td{" class=num" if i in numeric else ""}>{html.escape(format_value(cell, 6, "–"))}</td>'
             for i, cell in enumerate(row)
         ) + "</tr>"
         for row in rows
@@ -64,7 +57,7 @@ def _best_html(summary: StudySummary) -> str:
         return '<h2 id="best">Best trial</h2>\n<p class="skipped">No trial has completed yet.</p>'
     best_params = _table(["parameter", "value"], [[k, v] for k, v in sorted(best.params.items())])
     return f"""<h2 id="best">Best trial</h2>
-<p>Trial <b>#{best.number}</b>: {html.escape(summary.metric)} = <b class="best-value">{_fmt(best.value)}</b>
+<p>Trial <b>#{best.number}</b>: {html.escape(summary.metric)} = <b class="best-value">{format_value(best.value, 6, "–")}</b>
 ({html.escape(summary.direction)})</p>
 {best_params}"""
 

@@ -16,17 +16,12 @@ from kubetune.search.storage import make_storage, mask_url
 
 STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 _STATE_WORDS = {"FAIL": "failed"}  # "2 failed", not "2 fail"; the other names read as they are
-# Where kubetune kept the metric's name before it used Optuna's ``set_metric_names``.
-LEGACY_METRIC_ATTR = "metric"
 
 
 def metric_name(study: optuna.Study, default: str = "value") -> str:
-    """The objective's name: Optuna's metric name, else the older user attribute, else ``default``."""
+    """The objective's name: Optuna's metric name, else ``default``."""
     names = study.metric_names
-    if names and names[0]:
-        return names[0]
-    legacy = study.user_attrs.get(LEGACY_METRIC_ATTR)
-    return legacy if isinstance(legacy, str) and legacy else default
+    return names[0] if names and names[0] else default
 
 
 def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
@@ -80,7 +75,7 @@ def summarise(study: optuna.Study, top: int = 10, default_metric: str = "value")
     A study without a completed trial (all pruned, failed or still running) has no
     best trial; the report says so and draws what it can.
     """
-    if study._is_multi_objective():
+    if len(study.directions) > 1:
         raise KubetuneError(
             f"study `{study.study_name}` has {len(study.directions)} objectives; "
             "ml-visualise draws single-objective studies"

@@ -15,10 +15,8 @@ from kubetune.visualise.export import (
     PngJob,
     ensure_output_dir,
     find_chromium,
-    wants_html,
     wants_png,
-    write_html,
-    write_pngs,
+    write_figures,
 )
 from kubetune.visualise.plots import PLOT_TYPES, build_figures
 from kubetune.visualise.report import write_index
@@ -90,29 +88,17 @@ def render_study(
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")
     summary = summarise(study, top=top, default_metric=default_metric or "value")
-    png_error: KubetuneError | None = None
     chromium = find_chromium() if wants_png(fmt) else None  # ChromiumMissing: nothing written yet
     drawn = build_figures(study, plot_types, params, default_metric or "Objective Value")
     if not drawn.figures:
         why = "it has no trials yet" if summary.n_trials == 0 else skipped_text(drawn.skipped)
         raise NothingToPlot(f"no plot of study {summary.name} could be drawn: {why}", drawn.skipped)
     report = StudyReport(output_dir=ensure_output_dir(output_dir), summary=summary, skipped=drawn.skipped)
-    for plot_type, figure in drawn.figures.items():
-        report.files[plot_type] = {}
-        if wants_html(fmt):
-            report.files[plot_type]["html"] = write_html(figure, output_dir / f"{plot_type}.html")
-    if chromium is not None:
-        jobs = [
-            PngJob(figure, output_dir / f"{plot_type}.png", *png_size(plot_type, len(drawn.params)))
-            for plot_type, figure in drawn.figures.items()
-        ]
-        try:
-            for job, path in zip(jobs, write_pngs(jobs, chromium), strict=True):
-                report.files[job.path.stem]["png"] = path
-        except KubetuneError as exc:
-            if not wants_html(fmt):
-                raise
-            png_error = exc
+    jobs = [
+        PngJob(figure, output_dir / f"{plot_type}.png", *png_size(plot_type, len(drawn.params)))
+        for plot_type, figure in drawn.figures.items()
+    ]
+    report.files, png_error = write_figures(jobs, fmt, chromium)
     notes = [f"PNG files were not written: {png_error}"] if png_error else []
     report.index = write_index(
         output_dir / "index.html", summary, drawn.figures, report.files, drawn.skipped, notes

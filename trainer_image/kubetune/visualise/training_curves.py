@@ -8,16 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kubetune.errors import DataError, KubetuneError
+from kubetune.errors import DataError
 from kubetune.visualise.export import (
     FORMATS,
     PngJob,
     ensure_output_dir,
     find_chromium,
-    wants_html,
     wants_png,
-    write_html,
-    write_pngs,
+    write_figures,
 )
 
 if TYPE_CHECKING:
@@ -162,14 +160,8 @@ def render_training(logdirs: Sequence[Path], output_dir: Path, *, fmt: str = "bo
     chromium = find_chromium() if wants_png(fmt) else None  # ChromiumMissing: nothing written yet
     figure = curves_figure(runs)
     report = TrainingReport(output_dir=ensure_output_dir(output_dir), runs=runs, skipped=skipped)
-    if wants_html(fmt):
-        report.files["html"] = write_html(figure, output_dir / f"{FIGURE_STEM}.html")
-    if chromium is not None:
-        job = PngJob(figure, output_dir / f"{FIGURE_STEM}.png", *PNG_SIZE)
-        try:
-            report.files["png"] = write_pngs([job], chromium)[0]
-        except KubetuneError as exc:
-            if not wants_html(fmt):
-                raise
-            raise type(exc)(f"{exc}; wrote {report.files['html']}") from None
+    files, png_error = write_figures([PngJob(figure, output_dir / f"{FIGURE_STEM}.png", *PNG_SIZE)], fmt, chromium)
+    report.files = files[FIGURE_STEM]
+    if png_error is not None:
+        raise type(png_error)(f"{png_error}; wrote {report.files['html']}") from None
     return report

@@ -1,0 +1,143 @@
+"""Each private piece of Optuna that kubetune uses, against the installed Optuna.
+
+An Optuna upgrade that removes or changes one fails here, naming it, instead of in a
+trial pod or the operator. The fix goes in ``kubetune/search/optuna_internals.py`` (or
+``kubetune/search/attributes.py`` for Optuna's attribute names).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from kubetune.search import optuna_internals as internals
+from kubetune.search.attributes import (
+    FAILED_TRIAL_ATTR,
+    FIXED_PARAMS_ATTR,
+    RETRY_HISTORY_ATTR,
+    completed_rung,
+)
+
+DIST = FloatDistribution(0.0, 1.0)
+
+
+def _private(obj: Any, name: str) -> Any:
+    """``obj.<name>``, or a failure that says what Optuna moved."""
+    if not hasattr(obj, name):
+        pytest.fail(f"optuna {optuna.__version__}: {type(obj).__name__}.{name} is gone; "
+                    "kubetune/search/optuna_internals.py needs another way to it", pytrace=False)
+    return getattr(obj, name)
+
+
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        pytest.fail(f"optuna {optuna.__version__}: {what} changed; update "
+                    "kubetune/search/optuna_internals.py", pytrace=False)
+
+
+@pytest.fixture
+def study(tmp_path):
+    """An RDB study, as ml-search and the operator use (Optuna caches RDB storages)."""
+    return optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+
+
+def test_storage_of_is_study_storage(study):
+    storage = _private(study, "_storage")
+    _expect(isinstance(storage, BaseStorage), "Study._storage (no longer a BaseStorage)")
+    assert internals.storage_of(study) is storage
+    assert internals.storage_of(study).get_study_id_from_name("s") is not None
+
+
+def test_study_id_of_is_study_study_id(study):
+    _private(study, "_study_id")
+    _expect(internals.study_id_of(study) == study._storage.get_study_id_from_name("s"),
+            "Study._study_id (no longer the storage's id of the study)")
+
+
+def test_trial_id_of_is_trial_trial_id_for_trials_and_frozen_trials(study):
+    trial = study.ask({"x": DIST})
+    frozen = study.get_trials(deepcopy=False)[0]
+    _private(trial, "_trial_id")
+    _private(frozen, "_trial_id")
+    stored_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
+    _expect(internals.trial_id_of(trial) == stored_id, "Trial._trial_id (no longer the storage's id)")
+    _expect(internals.trial_id_of(frozen) == stored_id, "FrozenTrial._trial_id (no longer the storage's id)")
+
+
+def test_trial_id_by_number_finds_a_trial_and_raises_key_error_without_one(study):
+    trial = study.ask({"x": DIST})
+    assert internals.trial_id_by_number(study, trial.number) == internals.trial_id_of(trial)
+    with pytest.raises(KeyError):  # single_trial turns it into "the study has no trial N"
+        internals.trial_id_by_number(study, 99)
+
+
+def test_stored_trial_reads_what_another_process_wrote(study, tmp_path):
+    trial = study.ask({"x": DIST})
+    other = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    other.tell(trial.number, state=TrialState.FAIL)
+    assert internals.stored_trial(study, trial).state == TrialState.FAIL
+
+
+def test_set_trial_user_attr_writes_through_the_storage(study):
+    trial = study.ask({"x": DIST})
+    frozen = study.get_trials(deepcopy=False)[0]
+    internals.set_trial_user_attr(study, frozen, "a", 1)  # a FrozenTrial: straight to the storage
+    internals.set_trial_user_attr(study, trial, "b", 2)  # a Trial: its own copy too
+    assert trial.user_attrs["b"] == 2
+    assert study.get_trials(deepcopy=False)[0].user_attrs == {"a": 1, "b": 2}
+    study.tell(trial, 0.5)
+    # The ledger reads this error as "it finished meanwhile".
+    with pytest.raises(UpdateFinishedTrialError):
+        internals.set_trial_user_attr(study, frozen, "c", 3)
+
+
+def test_set_trial_system_attr_writes_through_the_storage(study):
+    study.ask({"x": DIST})
+    frozen = study.get_trials(deepcopy=False)[0]
+    internals.set_trial_system_attr(study, frozen, "k", 0.25)
+    assert study.get_trials(deepcopy=False)[0].system_attrs["k"] == 0.25
+
+
+@pytest.mark.parametrize(("dist", "inside", "outside"), [
+    (FloatDistribution(0.1, 1.0, log=True), 0.5, 2.0),
+    (IntDistribution(1, 9, step=2), 3, 4),
+    (CategoricalDistribution([16, 32]), 1, 2),  # the index of a choice
+])
+def test_contains_is_distribution_contains(dist, inside, outside):
+    _private(dist, "_contains")
+    _expect(internals.contains(dist, inside) is True, f"{type(dist).__name__}._contains({inside})")
+    _expect(internals.contains(dist, outside) is False, f"{type(dist).__name__}._contains({outside})")
+
+
+# Optuna's attribute names that kubetune reads and writes as Optuna does ------------------
+
+def test_successive_halving_records_completed_rung():
+    study = optuna.create_study(pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
+    trial = study.ask({"x": DIST})
+    trial.report(0.5, 1)
+    trial.should_prune()
+    _expect(completed_rung(0) in study.trials[0].system_attrs,
+            f"SuccessiveHalvingPruner's system attribute {completed_rung(0)!r}")
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_heartbeat_retries_mark_failed_trial_and_retry_history():
+    study = optuna.create_study()
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions={"x": DIST}))
+    RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+    retry = study.trials[-1].system_attrs
+    _expect(retry.get(FAILED_TRIAL_ATTR) == 0, f"RetryHeartbeatStaleTrialCallback's {FAILED_TRIAL_ATTR!r}")
+    _expect(retry.get(RETRY_HISTORY_ATTR) == [0], f"RetryHeartbeatStaleTrialCallback's {RETRY_HISTORY_ATTR!r}")
+
+
+def test_enqueue_trial_records_fixed_params():
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 0.5})
+    _expect(study.trials[0].system_attrs.get(FIXED_PARAMS_ATTR) == {"x": 0.5},
+            f"Study.enqueue_trial's system attribute {FIXED_PARAMS_ATTR!r}")
