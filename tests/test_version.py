@@ -34,3 +34,14 @@ def test_the_operator_reports_the_version():
     import kubetune_operator
 
     assert kubetune_operator.__version__ == __version__
+
+
+def test_the_docs_tag_the_operator_image_with_the_version():
+    # The chart pulls kubetune-operator:<appVersion>; the build commands users copy must match.
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    tags = {(page.relative_to(ROOT).as_posix(), tag) for page in pages
+            for tag in re.findall(r"kubetune-operator:(\d[\w.-]*)", page.read_text(encoding="utf-8"))}
+    assert tags, "no page builds the operator image"
+    assert {tag for _, tag in tags} == {__version__}, sorted(tags)
