@@ -41,6 +41,8 @@ SECRET_NOTE = (
     "# with \"env source files: [postgres.env] ... no such file\". Write it once and keep it:\n"
     "#   PW=$(openssl rand -hex 24); printf 'password=%s\\nurl=postgresql+psycopg://kubetune:%s@%s\\n' \\\n"
     "#     \"$PW\" \"$PW\" kubetune-postgres.kubetune.svc:5432/optuna > manifests/postgres.env\n"
+    "# Images: set newName (e.g. ghcr.io/acme/kubetune-operator) and newTag under images: below\n"
+    "# to pull from your registry; the operator's trial images follow the trainer's entry.\n"
 )
 
 # Which file each rendered object goes to, by kind.
@@ -129,10 +131,37 @@ def manifest_files() -> dict[str, str]:
             # Examples (manifests/examples/) are applied on their own, not by -k.
             "resources": [CRD_FILE, *ORDER],
             "secretGenerator": [generated],
+            **_images(objects),
         },
         sort_keys=False,
     )
     return files
+
+
+def _images(objects: list[dict]) -> dict:
+    """kustomize ``images:`` for the two images manifests/ pulls, and ``replacements:`` that
+    carry the CPU trainer image (as ``images:`` rewrote it on TensorBoard) into the
+    operator's trial image variables, which ``images:`` alone does not reach."""
+    containers = {
+        (obj["metadata"]["name"], c["name"]): c["image"]
+        for obj in objects if obj["kind"] == "Deployment"
+        for c in obj["spec"]["template"]["spec"]["containers"]
+    }
+    operator = containers[(f"{RELEASE}-operator", "operator")]
+    trainer = containers[(f"{RELEASE}-tensorboard", "tensorboard")]
+    images = [{"name": image.rpartition(":")[0], "newTag": image.rpartition(":")[2]} for image in (operator, trainer)]
+    env = "spec.template.spec.containers.[name=operator].env.[name={}].value"
+    return {
+        "images": images,
+        "replacements": [{
+            "source": {"kind": "Deployment", "name": f"{RELEASE}-tensorboard",
+                       "fieldPath": "spec.template.spec.containers.[name=tensorboard].image"},
+            "targets": [{
+                "select": {"kind": "Deployment", "name": f"{RELEASE}-operator"},
+                "fieldPaths": [env.format("KUBETUNE_TRIAL_IMAGE"), env.format("KUBETUNE_TRAINER_IMAGE_CPU")],
+            }],
+        }],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import optuna
 
+from kubetune import __version__
 from kubetune.config import Config, config_to_yaml
 from kubetune.search.storage import make_storage, mask_url
 from kubetune_operator.kube import Kube
@@ -29,9 +30,9 @@ from kubetune_operator.studies import StudyHandle, search_fingerprint
 
 logger = logging.getLogger("kubetune_operator")
 
-DEFAULT_TRIAL_IMAGE = os.environ.get(
-    "KUBETUNE_TRIAL_IMAGE", "kubetune-trainer:cpu"
-)
+# The chart and manifests/ always set KUBETUNE_TRIAL_IMAGE; the fallback is the CPU trainer
+# image of this very version (the chart's appVersion), never "latest".
+DEFAULT_TRIAL_IMAGE = os.environ.get("KUBETUNE_TRIAL_IMAGE", f"kubetune-trainer-cpu:{__version__}")
 SECRET_TTL = 30.0  # seconds a storage URL read from a Secret is reused
 
 

@@ -149,8 +149,8 @@ def test_operator_container_contract():
     variables = env(operator)
     # The operator reads StudyJobs' Secrets through the API, never from its own env.
     assert not any("valueFrom" in v for v in variables.values())
-    assert variables["KUBETUNE_TRIAL_IMAGE"]["value"] == "kubetune-trainer:cpu"
-    assert variables["KUBETUNE_TRAINER_IMAGE_CPU"]["value"] == "kubetune-trainer:cpu"
+    assert variables["KUBETUNE_TRIAL_IMAGE"]["value"] == f"kubetune-trainer-cpu:{__version__}"
+    assert variables["KUBETUNE_TRAINER_IMAGE_CPU"]["value"] == f"kubetune-trainer-cpu:{__version__}"
     assert variables["KUBETUNE_RESULTS_PVC"]["value"] == "kubetune-results"
     assert variables["KUBETUNE_STORAGE_SECRET"]["value"] == "kubetune-postgres"
     assert variables["KUBETUNE_STORAGE_SECRET_KEY"]["value"] == "url"
@@ -190,9 +190,9 @@ def test_postgres_password_with_url_characters_is_encoded_in_the_url(password):
 
 def test_gpu_values_switch_trials_to_cuda_on_gpu_nodes():
     variables = env(container(operator_pod(render("gpu")), "operator"))
-    assert variables["KUBETUNE_TRIAL_IMAGE"]["value"] == "kubetune-trainer:cuda"
+    assert variables["KUBETUNE_TRIAL_IMAGE"]["value"] == f"kubetune-trainer-cuda:{__version__}"
     # Plots and TensorBoard stay on the CPU image, which has Chromium.
-    assert variables["KUBETUNE_TRAINER_IMAGE_CPU"]["value"] == "kubetune-trainer:cpu"
+    assert variables["KUBETUNE_TRAINER_IMAGE_CPU"]["value"] == f"kubetune-trainer-cpu:{__version__}"
     defaults = json.loads(variables["KUBETUNE_TRIAL_DEFAULTS"]["value"])
     assert defaults["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in defaults["tolerations"]

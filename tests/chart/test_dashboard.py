@@ -8,6 +8,7 @@ import types
 import pytest
 import yaml
 
+from kubetune import __version__
 from tests.chart.helpers import CHART, NAMESPACE, SCENARIOS, find, render, render_files
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is part of the [dev] extra")
@@ -95,4 +96,4 @@ def test_schema_checks_the_dashboard_values(values, path):
 def _cpu_image() -> str:
     values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
     image = values["trials"]["cpuImage"]
-    return f"{image['repository']}:{image['tag']}"
+    return f"{image['repository']}:{image['tag'] or values['image']['tag'] or __version__}"

@@ -54,7 +54,9 @@ def assert_restricted(pod: dict) -> None:
 
 
 def test_trial_job_runs_one_trial_as_an_argv_list():
-    spec, config = _spec()
+    raw = _example("digits-studyjob.yaml")
+    raw["trials"]["image"] = "kubetune-trainer-cpu:pinned"
+    spec, config = parse_spec(raw, "digits-lr"), resolve_config(raw["config"], parse_spec(raw, "digits-lr")).config
     job = trial_job(OWNER, spec, config.search.study_name, 7, "default-image")
     _validate(job)
     assert job["metadata"]["name"] == "digits-lr-trial-7"
@@ -67,7 +69,7 @@ def test_trial_job_runs_one_trial_as_an_argv_list():
         "ml-train", "--config", "/etc/kubetune/config.yaml", "--trial", "digits-lr:7", "--no-progress",
         "--set", "data.path=/data/digits", "--set", "logging.output_dir=/results",
     ]
-    assert container["image"] == "kubetune-trainer:cpu"  # spec's, not the default
+    assert container["image"] == "kubetune-trainer-cpu:pinned"  # spec's, not the default
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"},
                                       "limits": {"cpu": "2", "memory": "2Gi"}}
     assert_restricted(pod)
@@ -125,7 +127,7 @@ def test_sample_data_is_written_by_an_init_container():
 
 def test_default_image_when_the_spec_names_none():
     raw = _example("digits-studyjob.yaml")
-    del raw["trials"]["image"]
+    assert "image" not in raw["trials"]  # the examples take the chart's images
     spec = parse_spec(raw, "digits-lr")
     job = trial_job(OWNER, spec, "s", 0, "registry/trainer:1")
     assert _pods(job)["containers"][0]["image"] == "registry/trainer:1"

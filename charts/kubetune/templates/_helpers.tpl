@@ -41,21 +41,40 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-operator" (include "kubetune.fullname" .)) .Values.serviceAccount.name }}
 {{- end }}
 
+{{/*
+  One image reference from {registry, repository, tag}: empty registry and tag fall back
+  to image.registry and image.tag, then the tag to the chart's appVersion.
+  Include with (dict "ctx" $ "image" .Values.operator.image).
+*/}}
+{{- define "kubetune.image" -}}
+{{- $registry := default .ctx.Values.image.registry .image.registry | trimSuffix "/" }}
+{{- $tag := default (default .ctx.Chart.AppVersion .ctx.Values.image.tag) .image.tag }}
+{{- if $registry }}
+{{- printf "%s/%s:%s" $registry .image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
 {{- define "kubetune.operatorImage" -}}
-{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- include "kubetune.image" (dict "ctx" . "image" .Values.operator.image) }}
 {{- end }}
 
 {{- define "kubetune.trainerImage" -}}
-{{- printf "%s:%s" .Values.trials.image.repository .Values.trials.image.tag }}
+{{- include "kubetune.image" (dict "ctx" . "image" .Values.trials.image) }}
 {{- end }}
 
 {{- define "kubetune.trainerCpuImage" -}}
-{{- printf "%s:%s" .Values.trials.cpuImage.repository .Values.trials.cpuImage.tag }}
+{{- include "kubetune.image" (dict "ctx" . "image" .Values.trials.cpuImage) }}
 {{- end }}
 
-{{/* An image from {repository, tag} that falls back to the CPU trainer image. */}}
+{{/* An image from {registry, repository, tag}; an empty repository means the CPU trainer image. */}}
 {{- define "kubetune.imageOrCpu" -}}
-{{- printf "%s:%s" (default .ctx.Values.trials.cpuImage.repository .image.repository) (default .ctx.Values.trials.cpuImage.tag .image.tag) }}
+{{- if .image.repository }}
+{{- include "kubetune.image" . }}
+{{- else }}
+{{- include "kubetune.trainerCpuImage" .ctx }}
+{{- end }}
 {{- end }}
 
 {{/* The Secret that holds the storage URL, and its key. */}}
