@@ -2,7 +2,10 @@
 #   make demo   the README's Quick Start, run for real in ./demo (started afresh each time):
 #               write the digits sample and a config, search it, plot the study, retrain the best
 #   make test   run the test suite
-.PHONY: demo test lint docs
+#   make images build the operator and the two trainer images, tagged with kubetune's version
+#   make push REGISTRY=ghcr.io/acme   the same images tagged for that registry, pushed there;
+#               then `helm install … --set image.registry=ghcr.io/acme` pulls them
+.PHONY: demo test lint docs images push
 
 VENV := .venv/bin
 DEMO := demo
@@ -41,3 +44,23 @@ docs:
 	./scripts/bootstrap
 	$(VENV)/python scripts/gen_docs.py --check
 	$(VENV)/mkdocs build --strict
+
+# The three images the chart pulls (charts/kubetune/values.yaml, values-gpu.yaml), tagged
+# with kubetune.__version__ = the chart's appVersion = the chart's default tag.
+DOCKER ?= docker
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' trainer_image/kubetune/__init__.py)
+PREFIX := $(if $(REGISTRY),$(patsubst %/,%,$(REGISTRY))/,)
+LABEL_ARGS = --build-arg VERSION=$(VERSION) --build-arg REVISION=$(shell git rev-parse HEAD 2>/dev/null || echo unknown) \
+  --build-arg CREATED=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+IMAGES := kubetune-operator kubetune-trainer-cpu kubetune-trainer-cuda
+
+images:
+	$(DOCKER) build -f operator/Dockerfile $(LABEL_ARGS) -t $(PREFIX)kubetune-operator:$(VERSION) .
+	$(DOCKER) build -f trainer_image/Dockerfile --target cpu $(LABEL_ARGS) -t $(PREFIX)kubetune-trainer-cpu:$(VERSION) .
+	$(DOCKER) build -f trainer_image/Dockerfile --target cuda $(LABEL_ARGS) -t $(PREFIX)kubetune-trainer-cuda:$(VERSION) .
+
+push:
+	@test -n "$(REGISTRY)" || { echo "make push: REGISTRY must name where your nodes pull from, e.g. make push REGISTRY=ghcr.io/acme" >&2; exit 2; }
+	$(MAKE) images REGISTRY=$(REGISTRY)
+	$(foreach image,$(IMAGES),$(DOCKER) push $(PREFIX)$(image):$(VERSION) &&) true
+	@echo "pushed; install with: helm install kubetune charts/kubetune -n kubetune --create-namespace --set image.registry=$(patsubst %/,%,$(REGISTRY)) --set postgresql.auth.password=\$$PW"

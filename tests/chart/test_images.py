@@ -5,9 +5,11 @@ from __future__ import annotations
 import fnmatch
 import importlib.metadata as metadata
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -164,3 +166,50 @@ def test_copied_sources_exist_and_reach_the_build_context(dockerfile):
                 assert sent(source, patterns), f"{source} is excluded by {dockerfile.name}.dockerignore"
                 assert sent(source, root_patterns), f"{source} is excluded by .dockerignore"
     assert not sent("tests/conftest.py", patterns) and not sent(".venv/bin/python", patterns)
+
+
+OCI_KEYS = {"title", "description", "version", "revision", "created", "source", "licenses"}
+
+
+@pytest.mark.parametrize("dockerfile", [TRAINER, OPERATOR], ids=["trainer", "operator"])
+def test_every_image_carries_the_oci_labels(dockerfile):
+    for stage in stages(dockerfile):
+        text = " ".join(rest for word, rest in stage["body"] if word == "LABEL")
+        keys = set(re.findall(r"org\.opencontainers\.image\.([a-z]+)=", text))
+        assert OCI_KEYS <= keys, (stage["name"], OCI_KEYS - keys)
+        assert 'org.opencontainers.image.version="${VERSION}"' in text
+        assert "ARG VERSION=unset" in [f"{w} {r}" for w, r in stage["body"]]
+
+
+def _make(*args: str) -> list[str]:
+    """The commands ``make -n`` would run (nothing is built or pushed)."""
+    out = subprocess.run(["make", "-s", "-n", "--no-print-directory", *args], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.startswith("docker ")]
+
+
+def _chart_images() -> set[str]:
+    values = yaml.safe_load((ROOT / "charts" / "kubetune" / "values.yaml").read_text(encoding="utf-8"))
+    gpu = yaml.safe_load((ROOT / "charts" / "kubetune" / "values-gpu.yaml").read_text(encoding="utf-8"))
+    return {values["operator"]["image"]["repository"], values["trials"]["image"]["repository"],
+            values["trials"]["cpuImage"]["repository"], gpu["trials"]["image"]["repository"]}
+
+
+def test_make_images_builds_what_the_chart_pulls_with_its_app_version_and_labels():
+    chart = yaml.safe_load((ROOT / "charts" / "kubetune" / "Chart.yaml").read_text(encoding="utf-8"))
+    builds = _make("images", "REGISTRY=registry.example.com:5000/team/")
+    tags = {line.split(" -t ")[1].split()[0] for line in builds}
+    assert tags == {f"registry.example.com:5000/team/{name}:{chart['appVersion']}" for name in _chart_images()}
+    for line in builds:
+        assert f"--build-arg VERSION={chart['appVersion']}" in line and "--build-arg REVISION=" in line
+    targets = {re.search(r"-f (\S+)(?: --target (\w+))?", line).groups() for line in builds}
+    assert targets == {("operator/Dockerfile", None), ("trainer_image/Dockerfile", "cpu"),
+                       ("trainer_image/Dockerfile", "cuda")}
+
+
+def test_make_push_pushes_each_image_and_refuses_without_a_registry():
+    pushes = [line for line in _make("push", "REGISTRY=ghcr.io/acme") if line.startswith("docker push")]
+    pushed = set(re.findall(r"docker push (\S+)", " ".join(pushes)))
+    assert {p.rsplit(":", 1)[0] for p in pushed} == {f"ghcr.io/acme/{name}" for name in _chart_images()}
+    refused = subprocess.run(["make", "-s", "push"], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode != 0 and "REGISTRY must name" in refused.stderr
