@@ -50,8 +50,13 @@ docs:
 DOCKER ?= docker
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' trainer_image/kubetune/__init__.py)
 PREFIX := $(if $(REGISTRY),$(patsubst %/,%,$(REGISTRY))/,)
-LABEL_ARGS = --build-arg VERSION=$(VERSION) --build-arg REVISION=$(shell git rev-parse HEAD 2>/dev/null || echo unknown) \
-  --build-arg CREATED=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# OCI labels every image shares (each Dockerfile stage sets its own title and description).
+SOURCE := https://github.com/kubetune/kubetune
+OCI := org.opencontainers.image
+LABEL_ARGS = --label $(OCI).version=$(VERSION) --label $(OCI).revision=$(shell git rev-parse HEAD 2>/dev/null || echo unknown) \
+  --label $(OCI).created=$(shell date -u +%Y-%m-%dT%H:%M:%SZ) --label $(OCI).source=$(SOURCE) --label $(OCI).url=$(SOURCE) \
+  --label $(OCI).documentation=$(SOURCE)/blob/main/docs/kubernetes/install.md --label $(OCI).licenses=Apache-2.0 \
+  --label $(OCI).vendor=kubetune
 IMAGES := kubetune-operator kubetune-trainer-cpu kubetune-trainer-cuda
 
 images:
