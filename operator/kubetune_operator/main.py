@@ -15,8 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from kubetune import __version__
-from kubetune.cli.common import ArgumentParser
+from kubetune.cli.common import ArgumentParser, add_version_flag
 from kubetune_operator.names import WORKERS
 from kubetune_operator.runtime import DEFAULT_TRIAL_IMAGE
 
@@ -61,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=WORKERS, metavar="N", help="handler threads (default: %(default)s)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_version_flag(parser)
     return parser
 
 

@@ -41,7 +41,7 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog=PROG, allow_abbrev=False,  # resume_command() drops --n-trials by its full name
+        prog=PROG,
         description="Search hyperparameters of a kubetune config with Optuna (its `search:` section).",
     )
     parser.add_argument("--config", "-c", required=True, help="YAML config with a search section")
@@ -182,12 +182,13 @@ def _run(args: argparse.Namespace) -> int:
     from kubetune.search.ledger import budget
 
     state = budget(start.study, start.target)
-    log.info("study %s (%s) in %s: %d/%d trials done, %d queued or running", study_name,
-             "new" if start.created else "resumed", mask_url(url), state.finished, start.target,
-             state.counted - state.finished)
-    if state.done:
-        log.info("study %s already has its %d trials; add more with --resume --n-trials N",
-                 study_name, start.target)
+    if not args.quiet:
+        print(f"study {study_name} ({'new' if start.created else 'resumed'}) in {mask_url(url)}: "
+              f"{state.finished}/{start.target} trials done, {state.counted - state.finished} queued or running",
+              file=sys.stderr)
+        if state.done:
+            print(f"study {study_name} already has its {start.target} trials; add more with --resume --n-trials N",
+                  file=sys.stderr)
     if args.n_jobs == 1:
         interrupted = run_worker(config, url, study_name, quiet_epochs=not args.verbose,
                                  progress=not args.quiet, trainer=trainer).interrupted

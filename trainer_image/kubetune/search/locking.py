@@ -8,7 +8,9 @@ machines. The lock dies with its holder (a closed connection, a closed file), so
 a SIGKILLed worker never blocks the others.
 
 - PostgreSQL: a session-level advisory lock keyed by the study name.
-- SQLite: ``flock`` on a file next to the database (SQLite is local by nature).
+- SQLite: ``flock`` on the database file itself, so no lock file is left beside it.
+  SQLite's own locks are POSIX record locks, which ``flock`` does not touch on a local
+  filesystem (SQLite is local by nature).
 - In-memory and other databases: a process-local lock (no cross-process guarantee).
 """
 
@@ -58,7 +60,7 @@ class StudyLock:
             if self._url.get_backend_name() == "postgresql":
                 self._acquire_postgres()
             elif db_file is not None:
-                self._acquire_file(db_file.with_name(f"{db_file.name}.kubetune-lock"))
+                self._acquire_file(db_file)
         except BaseException:
             self._local.release()
             raise
@@ -118,7 +120,7 @@ class StudyLock:
     def _acquire_file(self, path: Path) -> None:
         import fcntl
 
-        handle = open(path, "a")  # noqa: SIM115 - held until release()
+        handle = open(path, "rb")  # noqa: SIM115 - held until release(); never written
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
         except BaseException:

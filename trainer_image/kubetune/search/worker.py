@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.schema import Config
-from kubetune.search.attributes import FAIL_REASON_ATTR, WORKER_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, TRIAL_STEPS_ATTR, WORKER_ATTR
 from kubetune.search.ledger import budget, enqueue_retry
 from kubetune.search.locking import StudyLock
 from kubetune.search.optuna_internals import stored_trial
@@ -85,13 +85,27 @@ class WorkerResult:
     states: dict[str, int] = field(default_factory=dict)
 
 
-def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str) -> str:
+def pruned_at(trial: FrozenTrial, folds: int = 1) -> str:
+    """``after epoch 3/10``, or ``after epoch 2/4 of fold 3/5`` under cross-validation
+    (a trial's steps are its epochs, fold after fold)."""
+    step = trial.last_step
+    if step is None:
+        return "before its first epoch"
+    total = trial.user_attrs.get(TRIAL_STEPS_ATTR)
+    epochs = total // folds if isinstance(total, int) and total >= folds else None
+    if folds > 1 and epochs:
+        fold, epoch = divmod(step - 1, epochs)
+        return f"after epoch {epoch + 1}/{epochs} of fold {fold + 1}/{folds}"
+    return f"after epoch {step}" + (f"/{total}" if isinstance(total, int) else "")
+
+
+def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str, folds: int = 1) -> str:
     """``trial 4 COMPLETE val_acc=0.9611 {...} | 5/20 done | best val_acc=0.97 (trial 2)``."""
     parts = [f"trial {trial.number} {trial.state.name}"]
     if trial.state == TrialState.COMPLETE:
         parts.append(f"{metric}={trial.value:.4f}")
     elif trial.state == TrialState.PRUNED:
-        parts.append(f"at step {trial.last_step}")
+        parts.append(pruned_at(trial, folds))
     elif trial.state == TrialState.FAIL:
         parts.append(f"({trial.user_attrs.get(FAIL_REASON_ATTR, 'no reason recorded')})")
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -125,6 +139,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
     interrupt = _DeferredInterrupt()
     result = WorkerResult()
     poll = heartbeat_settings()[0]
+    folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
 
     def after_sampling(trial: optuna.Trial) -> None:
         # Marks the trial as a heartbeat-sending worker's (budget.running_workers).
@@ -145,7 +160,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         result.trials += 1
         result.states[trial.state.name] = result.states.get(trial.state.name, 0) + 1
         if progress:
-            print(describe_trial(study, trial, search.metric), file=sys.stderr, flush=True)
+            print(describe_trial(study, trial, search.metric, folds), file=sys.stderr, flush=True)
 
     interrupt.install()
     try:
