@@ -62,6 +62,8 @@ def test_the_quick_start_as_printed(tmp_path):
                                 text=True, timeout=900)
         assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         assert "Traceback" not in result.stdout + result.stderr, command
+        # Off a terminal: plain lines, no live progress line, no library log lines (those need -v).
+        assert "\x1b[K" not in result.stderr and not re.search(r"^INFO ", result.stderr, re.M), command
         outputs.append(result)
     _, search, visualise, train = outputs
 
@@ -83,3 +85,6 @@ def test_the_quick_start_as_printed(tmp_path):
     # Trials train exactly what best_config.yaml holds, so the retrained run reproduces the best.
     assert retrained == pytest.approx(best[1], abs=1e-4), (retrained, best)
     assert "tensorboard --logdir runs" in train.stdout
+    # What the four commands leave in the folder, and nothing else (no lock file).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["configs", "data", "optuna_studies.db", "runs"]
+    assert re.search(r"PRUNED after epoch \d+/\d+ ", search.stderr) and " at step " not in search.stderr

@@ -9,6 +9,7 @@ then the study is created or resumed, trials run in this process or in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -114,7 +115,7 @@ def _run_processes(config: Config, url: str, study_name: str, n_jobs: int, args)
     procs = [
         ctx.Process(
             target=worker_process, name=f"ml-search-worker-{i}",
-            args=(config_to_dict(config), url, study_name, not args.verbose, not args.quiet,
+            args=(config_to_dict(config), url, study_name, not args.verbose, args.trial_lines,
                   threads, level),
         )
         for i in range(n_jobs)
@@ -189,16 +190,34 @@ def _run(args: argparse.Namespace) -> int:
         if state.done:
             print(f"study {study_name} already has its {start.target} trials; add more with --resume --n-trials N",
                   file=sys.stderr)
-    if args.n_jobs == 1:
-        interrupted = run_worker(config, url, study_name, quiet_epochs=not args.verbose,
-                                 progress=not args.quiet, trainer=trainer).interrupted
-    else:
-        interrupted = _run_processes(config, url, study_name, args.n_jobs, args)
+    live = sys.stderr.isatty() and not args.quiet and not args.verbose
+    args.trial_lines = not args.quiet and not live  # the live line prints them itself
+    with _progress(config, url, study_name, start.target, live):
+        if args.n_jobs == 1:
+            interrupted = run_worker(config, url, study_name, quiet_epochs=not args.verbose,
+                                     progress=args.trial_lines, trainer=trainer).interrupted
+        else:
+            interrupted = _run_processes(config, url, study_name, args.n_jobs, args)
     completed = _export(config, start.study, output_dir, args.quiet)
     if interrupted:
         print(f"{PROG}: interrupted; continue with: {resume_command(args.argv)}", file=sys.stderr)
         return 130
     return 0 if completed else 1
+
+
+def _progress(config: Config, url: str, study_name: str, target: int, live: bool) -> contextlib.AbstractContextManager:
+    """The live progress line on a terminal; nothing elsewhere."""
+    if not live:
+        return contextlib.nullcontext()
+    from kubetune.search.checks import require_search
+    from kubetune.search.progress import LiveProgress
+    from kubetune.search.study import load_search_study
+    from kubetune.search.worker import describe_trial
+
+    search = require_search(config)
+    folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
+    return LiveProgress(lambda: load_search_study(config, url, study_name, heartbeat=False), target, search.metric,
+                        lambda study, trial: describe_trial(study, trial, search.metric, folds), sys.stderr)
 
 
 def resume_command(argv: Sequence[str]) -> str:
