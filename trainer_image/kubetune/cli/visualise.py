@@ -146,6 +146,7 @@ def _run_search(args: argparse.Namespace) -> int:
         report = render_study(
             study, output, plot_types=_plot_types(args.plot_type), params=params, fmt=fmt,
             top=args.top, default_metric=search.metric if search is not None else None,
+            keep_others=bool(args.plot_type) and "all" not in args.plot_type,
         )
     except NothingToPlot as exc:
         flags = _selection_flags(args)

@@ -282,7 +282,8 @@ class TrialTrainer:
                 # A quiet search prints one line per trial instead of the epoch lines.
                 result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
                                callback=reporter, progress=False,
-                               epoch_lines=not self.quiet_epochs, resume=resume, run_id=run_id)
+                               epoch_lines=not self.quiet_epochs, resume=resume, run_id=run_id,
+                               searched=list(self.dists))
                 done.append(float(result.best[search.metric]))
         finally:
             _free_memory()

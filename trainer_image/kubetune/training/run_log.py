@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,10 @@ from kubetune.config.schema import Config
 from kubetune.fileio import write_text_atomic
 
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc")
+# Beside a search's parameters, the keys runs are usually told apart by in HParams.
+COMPARED = ("model.architecture", "optimizer.type", "optimizer.lr", "training.batch_size",
+            "training.num_epochs")
+STATE_KEY = "state"
 
 
 def new_run_dir(config: Config) -> Path:
@@ -47,6 +52,21 @@ def flat_hparams(config: Config) -> dict[str, Any]:
     return out
 
 
+def tensorboard_hparams(flat: dict[str, Any], searched: Sequence[str], state: str) -> dict[str, Any]:
+    """What HParams shows: the searched parameters, then :data:`COMPARED`, then the run's
+    state (completed, stopped, pruned, failed) to filter by; never all the config's keys,
+    which would push the searched ones off-screen."""
+    keys = list(dict.fromkeys([*searched, *COMPARED]))
+    return {**{k: flat[k] for k in keys if k in flat}, STATE_KEY: state}
+
+
+def _session_status(state: str) -> int:
+    from tensorboard.plugins.hparams.api_pb2 import Status
+
+    name = {"completed": "STATUS_SUCCESS", "stopped": "STATUS_SUCCESS", "failed": "STATUS_FAILURE"}
+    return int(Status.Value(name.get(state, "STATUS_UNKNOWN")))  # pruned: neither success nor failure
+
+
 class RunLog:
     """TensorBoard scalars and hparams plus ``metrics.json`` for one run folder.
 
@@ -54,23 +74,23 @@ class RunLog:
     ``continues_here`` the folder already holds their events and TensorBoard purges
     any later steps an interrupted writer left; otherwise they are written again, so
     a run continued in a new folder shows whole curves.
+
+    The HParams entry (:func:`tensorboard_hparams`) is written when the run ends, with its
+    state; an interrupted run writes none, its resumed run does.
     """
 
     def __init__(self, run_dir: Path, config: Config, history: list[dict[str, float]] | None = None,
-                 *, continues_here: bool = False) -> None:
+                 *, continues_here: bool = False, searched: Sequence[str] = ()) -> None:
         from torch.utils.tensorboard import SummaryWriter
-        from torch.utils.tensorboard.summary import hparams
 
         self.run_dir = run_dir
+        self._searched = list(searched)
         self.history: list[dict[str, float]] = list(history or [])
         (run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
         purge_step = self.history[-1]["epoch"] + 1 if continues_here and self.history else None
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
         self._hparams = flat_hparams(config)
-        experiment, start, self._end = hparams(self._hparams, {f"hparam/{k}": 0 for k in SCALARS})
         if purge_step is None:
-            for summary in (experiment, start):
-                self._add_summary(summary)
             for entry in self.history:
                 self._scalars(int(entry["epoch"]), {k: v for k, v in entry.items() if k != "epoch"})
             self.writer.flush()
@@ -104,5 +124,18 @@ class RunLog:
 
     def close(self, status: str, best: dict[str, Any] | None) -> None:
         self.write_metrics(status, best)
-        self._add_summary(self._end)
+        if status != "interrupted":
+            self._write_hparams(status)
         self.writer.close()
+
+    def _write_hparams(self, status: str) -> None:
+        from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+        from torch.utils.tensorboard.summary import hparams
+
+        shown = tensorboard_hparams(self._hparams, self._searched, status)
+        experiment, start, end = hparams(shown, {f"hparam/{k}": 0 for k in SCALARS})
+        data = HParamsPluginData.FromString(end.value[0].metadata.plugin_data.content)
+        data.session_end_info.status = _session_status(status)
+        end.value[0].metadata.plugin_data.content = data.SerializeToString()
+        for summary in (experiment, start, end):
+            self._add_summary(summary)

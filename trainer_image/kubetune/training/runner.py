@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -82,6 +82,7 @@ def train(
     epoch_lines: bool = True,
     resume: Path | None = None,
     run_id: str | None = None,
+    searched: Sequence[str] = (),
 ) -> TrainResult:
     """Train ``config`` and return its history.
 
@@ -102,7 +103,8 @@ def train(
     epoch starts, and that seed and the workers' RNG states are not saved, so a resumed
     run sees other batch orders and per-item augmentations (it is still a sound
     continuation of the same training). ``run_id`` is stored in the checkpoints so a
-    caller can tell its own from another run's.
+    caller can tell its own from another run's. ``searched`` names the config keys a
+    search varies: TensorBoard's HParams tab shows those first.
     """
     settings = config.training
     device = resolve_device(settings.device)
@@ -133,7 +135,7 @@ def train(
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
     continues_here = resume is not None and resume.parent.resolve() == run_dir.resolve()
-    run_log = RunLog(run_dir, config, history, continues_here=continues_here)
+    run_log = RunLog(run_dir, config, history, continues_here=continues_here, searched=searched)
     best: dict[str, Any] = {}
     for entry in history:
         if _improves(entry, best, monitor):

@@ -6,6 +6,7 @@ Every figure comes from ``optuna.visualization``; nothing here redraws what Optu
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -52,6 +53,53 @@ def importance_evaluator() -> optuna.importance.BaseImportanceEvaluator:
     so fANOVA's one limit, parameters present in every completed trial, holds.
     """
     return optuna.importance.FanovaImportanceEvaluator(seed=0)
+
+
+# The methods, as the report names them (optuna-dashboard's is fixed: PED-ANOVA).
+REPORT_METHOD = "fANOVA"
+DASHBOARD_METHOD = "PED-ANOVA"
+
+
+def dashboard_importances(study: optuna.Study, params: Sequence[str] | None = None) -> dict[str, float]:
+    """The importances optuna-dashboard shows: PED-ANOVA with its defaults, the objective
+    turned into a loss for a maximised study as the dashboard does; empty when it cannot."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+
+    def loss(trial: FrozenTrial) -> float:
+        return sign * float(trial.values[0])
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PED-ANOVA warns whenever a target is given
+            return optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                params=list(params) if params else None, target=loss)
+    except (ValueError, RuntimeError) as exc:
+        log.debug("no PED-ANOVA importances: %s", exc)
+        return {}
+
+
+def importances_figure(study: optuna.Study, params: Sequence[str] | None, target_name: str) -> go.Figure:
+    """fANOVA's bars (the report's ranking, see :func:`importance_evaluator`) and, beside
+    them, PED-ANOVA's, which optuna-dashboard shows: both named, so two views of one study
+    that rank differently say why."""
+    figure = optuna.visualization.plot_param_importances(
+        study, evaluator=importance_evaluator(), params=list(params) if params else None,
+        target_name=target_name)
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    bars = figure.data[0]
+    bars.name = f"{REPORT_METHOD}: every completed trial (this report's ranking)"
+    names = list(bars.y)
+    dashboard = dashboard_importances(study, params)
+    if dashboard:
+        figure.add_bar(x=[dashboard.get(p, 0.0) for p in names], y=names, orientation="h",
+                       name=f"{DASHBOARD_METHOD}: top 10 % against the rest (optuna-dashboard's view)",
+                       texttemplate="%{x:.2f}", textposition="outside", marker_color="#bbbbbb")
+    figure.update_layout(
+        barmode="group", showlegend=True, legend={"orientation": "h", "y": -0.15},
+        title=f"Hyperparameter importances for {target_name} by {REPORT_METHOD} "
+              f"({complete} completed trials)" + (f", with {DASHBOARD_METHOD}" if dashboard else ""))
+    return figure
 
 
 @dataclass
@@ -163,9 +211,7 @@ def build_figure(plot_type: str, study: optuna.Study, params: Sequence[str] | No
     if plot_type == "optimization_history":
         return vis.plot_optimization_history(study, target_name=target_name)
     if plot_type == "param_importances":
-        return vis.plot_param_importances(
-            study, evaluator=importance_evaluator(), params=selected, target_name=target_name
-        )
+        return importances_figure(study, selected, target_name)
     if plot_type == "slice":
         return vis.plot_slice(study, params=selected, target_name=target_name)
     if plot_type == "contour":

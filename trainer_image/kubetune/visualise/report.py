@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 TITLES = {
     "optimization_history": "Optimization history",
-    "param_importances": "Parameter importances",
+    "param_importances": "Parameter importances (fANOVA, beside optuna-dashboard's PED-ANOVA)",
     "slice": "Slice",
     "contour": "Contour",
     "parallel_coordinate": "Parallel coordinates",
@@ -34,6 +34,7 @@ th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 section.plot { margin: 2em 0; }
 .skipped { color: #8a5a00; }
+.stamp { color: #666; }
 nav a { margin-right: 1em; }
 """
 
@@ -80,7 +81,7 @@ def _summary_html(summary: StudySummary) -> str:
 
 
 def _plot_section(
-    plot_type: str, figure: go.Figure, files: Mapping[str, Path], embed_interactive: bool
+    plot_type: str, figure: go.Figure, files: Mapping[str, Path], embed_interactive: bool, stamp: str = "",
 ) -> str:
     title = html.escape(TITLES.get(plot_type, plot_type))
     links = " · ".join(
@@ -95,7 +96,8 @@ def _plot_section(
         body = f'<img src="{html.escape(files["png"].name)}" alt="{title}" style="max-width:100%">'
     else:
         body = ""
-    return f'<section class="plot" id="{plot_type}"><h3>{title}</h3><p>{links}</p>{body}</section>'
+    when = f'<span class="stamp">{html.escape(stamp)}</span> · ' if stamp else ""
+    return f'<section class="plot" id="{plot_type}"><h3>{title}</h3><p>{when}{links}</p>{body}</section>'
 
 
 def write_index(
@@ -105,8 +107,10 @@ def write_index(
     files: Mapping[str, Mapping[str, Path]],
     skipped: Mapping[str, str],
     notes: list[str] | None = None,
+    stamps: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write the report. ``files`` maps each plot type to ``{"html": path, "png": path}``.
+    """Write the report. ``files`` maps each plot type to ``{"html": path, "png": path}``;
+    ``stamps`` says, per plot, when it was drawn and from how many trials.
 
     Plots are embedded as live figures when their HTML files exist (the page then
     loads the folder's ``plotly.min.js`` once, by a relative path), as images otherwise.
@@ -114,7 +118,8 @@ def write_index(
     embed = (path.parent / PLOTLY_JS).is_file() and any("html" in f for f in files.values())
     script = f'<script src="{PLOTLY_JS}" charset="utf-8"></script>' if embed else ""
     sections = [
-        _plot_section(t, figures[t], files.get(t, {}), embed and "html" in files.get(t, {}))
+        _plot_section(t, figures[t], files.get(t, {}), embed and "html" in files.get(t, {}),
+                      (stamps or {}).get(t, ""))
         for t in figures
     ]
     skipped_html = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 import optuna
 
 from kubetune.errors import KubetuneError
+from kubetune.visualise import report_state
 from kubetune.visualise.export import (
     FORMATS,
     PngJob,
@@ -73,6 +75,7 @@ def render_study(
     fmt: str = "both",
     top: int = 10,
     default_metric: str | None = None,
+    keep_others: bool = False,
 ) -> StudyReport:
     """Write ``<type>.html``/``<type>.png`` for each drawable plot, and ``index.html``.
 
@@ -84,6 +87,10 @@ def render_study(
     selection of plots) that draws no plot at all raises :class:`NothingToPlot` and
     writes nothing; a study still running or with only failed trials gets what it can
     draw (its timeline, its reported epochs).
+
+    ``keep_others`` (``--plot-type``): the report keeps the plots it showed before that
+    are not drawn now (see :mod:`kubetune.visualise.report_state`); each plot says when
+    it was drawn and from how many trials.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, but got {fmt!r}")
@@ -100,8 +107,18 @@ def render_study(
     ]
     report.files, png_error = write_figures(jobs, fmt, chromium)
     notes = [f"PNG files were not written: {png_error}"] if png_error else []
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    fresh = {name: report_state.record(figure, report.files.get(name, {}), now, summary.counts, drawn.params)
+             for name, figure in drawn.figures.items()}
+    shown = report_state.merge(output_dir, report_state.load(output_dir), fresh, PLOT_TYPES,
+                               keep_others=keep_others)
+    report_state.save(output_dir, shown)
+    figures = {name: drawn.figures[name] if name in drawn.figures else entry.load_figure()
+               for name, entry in shown.items()}
+    files = {name: {kind: output_dir / file for kind, file in entry.files.items()} for name, entry in shown.items()}
     report.index = write_index(
-        output_dir / "index.html", summary, drawn.figures, report.files, drawn.skipped, notes
+        output_dir / "index.html", summary, figures, files, drawn.skipped, notes,
+        stamps={name: entry.stamp() for name, entry in shown.items()},
     )
     if png_error is not None:
         # The HTML half is done and usable: say so in the one line the user sees.
