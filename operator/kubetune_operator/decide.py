@@ -82,7 +82,8 @@ class Plan:
     announced: set[int] = field(default_factory=set)  # trials whose end has its event
     # Steering
     delete_jobs: list[str] = field(default_factory=list)
-    launch: int = 0  # new trials to ask for and start
+    launch: int = 0  # new trials to ask for and start (at most one batch)
+    more: bool = False  # more would start than one batch: the pass goes on unless the StudyJob changed
     waiting: int = 0  # WAITING trials the asks pop first
     refused: Failure | None = None  # this generation's Jobs were refused: launch nothing
     visualise: int | None = None  # create the visualisation Job for this many finished trials
@@ -236,16 +237,38 @@ def steer(s: Snapshot, plan: Plan) -> None:
             "preempted": sum(preempted(t) for t in s.trials if s.owned(t)),
             "finished": books.finished,
             "total": s.n_trials,
+            "inherited": _inherited(s, plan, books),
         },
         "best": st.best_block(books.best),
         "bestConfig": best_config or s.old_status.get("bestConfig"),
     }
 
 
+def _inherited(s: Snapshot, plan: Plan, books: Ledger) -> int:
+    """Finished trials the study held when this StudyJob took it up (from a StudyJob of
+    the same name deleted before, or from ml-search): counted once, at the first look."""
+    old = s.old_status.get("trials") or {}
+    if s.old_status.get("study") == s.study and old:
+        return int(old.get("inherited", 0))
+    if books.finished:
+        plan.event("Normal", "StudyInherited",
+                   f"study `{s.study}` already holds {books.finished} finished trials (an earlier StudyJob "
+                   f"or ml-search ran them): they count towards the {s.n_trials} trials")
+    return books.finished
+
+
 def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
-    """As many new trials as ``parallelism`` and the ledger allow; WAITING ones go first."""
+    """As many new trials as ``parallelism``, the operator's Job cap and the ledger allow,
+    one batch at a time; WAITING ones go first."""
     parallelism = 1 if s.results.one_pod else s.spec.trials.parallelism
-    slots = max(0, parallelism - running)
+    if parallelism > s.max_jobs:
+        plan.event("Warning", "ParallelismCapped",
+                   f"spec.trials.parallelism={parallelism} is above the operator's cap of {s.max_jobs} "
+                   f"trial Jobs per StudyJob (--max-jobs-per-studyjob): at most {s.max_jobs} run at once",
+                   once=f"capped:{parallelism}:{s.max_jobs}")
+        parallelism = s.max_jobs
+    active = sum(job_outcome(job) is None for job in s.trial_jobs.values())
+    slots = max(0, parallelism - max(running, active))
     queued = min(books.waiting, slots)  # WAITING trials are counted already
     new = max(0, min(slots - queued, s.n_trials - books.counted))
     if s.grid is not None:
@@ -258,7 +281,9 @@ def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
     if refused is not None:  # this generation's Jobs were refused: ask for no more trials
         plan.refused = Failure("JobRejected", refused.get("message", "").partition(": ")[2])
         return
-    plan.launch, plan.waiting = launch, queued
+    plan.more = launch > s.batch
+    launch = min(launch, s.batch)
+    plan.launch, plan.waiting = launch, min(queued, launch)
 
 
 def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:

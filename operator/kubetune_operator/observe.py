@@ -19,11 +19,14 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.config import Config
 from kubetune.search.attributes import JOB_ATTR, OWNER_ATTR
 from kubetune_operator import names
+from kubetune_operator.names import MAX_JOBS
 from kubetune_operator.failures import job_outcome, may_be_stuck
 from kubetune_operator.kube import Kube
 from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import preempted
 from kubetune_operator.volumes import ResultsVolume
+
+LAUNCH_BATCH = 10  # trial Jobs created between two looks at the StudyJob (suspend, delete)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Snapshot:
     old_status: Mapping[str, Any]
     memory: Memory
     now: float = field(default_factory=time.time)
+    max_jobs: int = MAX_JOBS  # the operator-wide cap on this StudyJob's running trial Jobs
+    batch: int = LAUNCH_BATCH  # Jobs one round creates before the pass looks at the StudyJob again
 
     def owned(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get(OWNER_ATTR) == self.key

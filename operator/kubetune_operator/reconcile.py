@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -102,9 +102,17 @@ def _pass(ref: StudyJobRef, body: Mapping[str, Any]) -> Outcome:
         url = ref.rt.storage_url(ref.namespace, spec)
         handle, n_trials = _open_study(ref, config, url, preflight, conditions)
         act.ensure_config_map(ref, config, config_text)
-        snapshot, plan = _settle(ref, _Study(spec, config, n_trials, handle, results, old))
+        study = _Study(spec, config, n_trials, handle, results, old)
+        snapshot, plan = _settle(ref, study)
         plan.conditions[:0] = conditions
         act.steer(ref, snapshot, plan, handle, config)
+        while plan.more and not _interrupted(ref):
+            # One more batch: the status is written, the StudyJob unchanged.
+            study = replace(study, old=ref.state.last_status or study.old)
+            snapshot = _observe(ref, study, Memory(False, frozenset(ref.state.announced)))
+            plan = decide(snapshot, settle_trials=False)
+            plan.conditions[:0] = conditions
+            act.steer(ref, snapshot, plan, handle, config)
         return Outcome(retry_after=plan.retry_after)
     except (JobRejected, StudyLost, SpecError, StorageProblem, SQLAlchemyError) as exc:
         return _setback(ref, old, conditions, exc, url)
@@ -190,7 +198,18 @@ def _observe(ref: StudyJobRef, study: _Study, memory: Memory) -> Snapshot:
         namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
         config=study.config, n_trials=study.n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
         trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, wanted),
-        results=study.results, old_status=study.old, memory=memory, now=now)
+        results=study.results, old_status=study.old, memory=memory, now=now, max_jobs=rt.options.max_jobs)
+
+
+def _interrupted(ref: StudyJobRef) -> bool:
+    """The StudyJob changed since the pass began (suspended, edited, deleted, replaced):
+    stop launching and leave the rest to the pass its change brings."""
+    current = ref.rt.kube.get_studyjob(ref.namespace, ref.name)
+    if current is None:
+        return True
+    meta = current.get("metadata") or {}
+    return bool(meta.get("deletionTimestamp") or meta.get("uid") != ref.uid
+                or meta.get("generation") != ref.generation or (current.get("spec") or {}).get("suspend"))
 
 
 def _has_trial_jobs(ref: StudyJobRef) -> bool:

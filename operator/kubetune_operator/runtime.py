@@ -23,7 +23,7 @@ import optuna
 from kubetune.config import Config, config_to_yaml
 from kubetune.search.storage import make_storage, mask_url
 from kubetune_operator.kube import Kube
-from kubetune_operator.names import WORKERS
+from kubetune_operator.names import MAX_JOBS, WORKERS
 from kubetune_operator.spec import Defaults, ResolvedConfig, StudyJobSpec, resolve_config
 from kubetune_operator.studies import StudyHandle, search_fingerprint
 
@@ -50,6 +50,7 @@ class Options:
     resync_seconds: float = 60.0  # the safety-net timer; events drive everything else
     retry_seconds: float = 15.0  # back-off while the storage or a Secret is missing
     workers: int = WORKERS  # handler threads: the storage pool holds one connection for each
+    max_jobs: int = MAX_JOBS  # trial Jobs one StudyJob may have at once, whatever its parallelism
     defaults: Defaults = field(default_factory=Defaults)
 
 

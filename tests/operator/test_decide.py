@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 from optuna.trial import TrialState
 
@@ -70,6 +72,20 @@ def test_launches_fill_parallelism_within_n_trials():
     plan = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5), trial(1)], {1: job(1)}, n_trials=3, parallelism=4))
     assert plan.launch == 1 and plan.phase == st.RUNNING
     assert plan.status["trials"]["running"] == 2 and plan.status["progress"] == "1/3"
+
+
+def test_a_huge_parallelism_launches_one_batch_at_a_time_up_to_the_operator_cap():
+    huge = replace(snapshot([], n_trials=10**6, parallelism=10_000), max_jobs=25, batch=10)
+    plan = decide(huge)
+    assert (plan.launch, plan.more) == (10, True)
+    assert [e.reason for e in plan.events] == ["ParallelismCapped"]
+    assert "above the operator's cap of 25" in plan.events[0].message
+    running = [trial(n) for n in range(20)]
+    plan = decide(replace(huge, trials=running, trial_jobs={n: job(n) for n in range(20)}))
+    assert (plan.launch, plan.more) == (5, False)  # the cap, not parallelism
+    lingering = {n: job(n) for n in range(25)}  # Jobs whose trials ended but whose pods still run
+    plan = decide(replace(huge, trials=running, trial_jobs=lingering))
+    assert plan.launch == 0
 
 
 def test_a_read_write_once_pod_claim_runs_one_trial_at_a_time():
