@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from kubetune.config import Config
-from kubetune_operator import names
 from kubetune.config.search_schema import MAX_TRIALS
+from kubetune_operator import names
 from kubetune_operator.spec import (
     DAY,
     ENV_NAME_PATTERN,

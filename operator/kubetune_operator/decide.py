@@ -25,7 +25,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR, JOB_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR, JOB_ATTR, NODE_LOST_ATTR
 from kubetune.search.ledger import Ledger, ledger
 from kubetune_operator import names
 from kubetune_operator import status as st
@@ -35,6 +35,7 @@ from kubetune_operator.failures import (
     failure_reason,
     job_outcome,
     startup_failure,
+    stuck_node,
     vanished,
 )
 from kubetune_operator.observe import Snapshot, current_job
@@ -81,6 +82,7 @@ class Plan:
     start: list[StartJob] = field(default_factory=list)
     announced: set[int] = field(default_factory=set)  # trials whose end has its event
     # Steering
+    mark_lost: list[tuple[FrozenTrial, str, str]] = field(default_factory=list)  # (trial, its Job, the node)
     delete_jobs: list[str] = field(default_factory=list)
     launch: int = 0  # new trials to ask for and start (at most one batch)
     more: bool = False  # more would start than one batch: the pass goes on unless the StudyJob changed
@@ -151,6 +153,7 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
             failure = Failure("NoReport", "the trial pod exited 0 without reporting a result")
         else:
             failure = failure_reason(job, s.pods.get(current, []))
+    failure = _node_lost(trial, current, failure)
     if failure.resumable and resume < s.spec.trials.retries:
         left = _deadline_left(s, trial)
         if left is None or left > 0:
@@ -161,6 +164,15 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
                                               f"left no time to resume)")
     plan.fail.append(FailTrial(trial, failure, Event("Warning", "TrialFailed", f"trial {trial.number} failed: {failure}"),
                                stuck))
+
+
+def _node_lost(trial: FrozenTrial, job: str, failure: Failure) -> Failure:
+    """A disruption of the Job seen stuck on a node that stopped answering is NodeLost,
+    even when its pod is gone and the Job only says Disrupted."""
+    lost = trial.user_attrs.get(NODE_LOST_ATTR)
+    if failure.resumable and failure.reason != "NodeLost" and isinstance(lost, list) and lost[:1] == [job]:
+        return Failure("NodeLost", f"node {lost[1]} stopped answering ({failure})")
+    return failure
 
 
 def _terminal(pod: Mapping[str, Any]) -> bool:
@@ -191,6 +203,7 @@ def steer(s: Snapshot, plan: Plan) -> None:
     books = ledger(s.trials, maximize=s.maximize)
     _announce(s, plan, books)
     _note_blocked(s, plan)
+    _note_stuck(s, plan)
     counted_failed = books.failed - books.retried
     running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials)
     best_config: dict[str, Any] | None = None
@@ -323,6 +336,36 @@ def _note_blocked(s: Snapshot, plan: Plan) -> None:
         blocked(plan, Failure(reason, message), f"trial {last.number}")
 
 
+def _note_stuck(s: Snapshot, plan: Plan) -> None:
+    """Trials whose pod is stuck on a node that stopped answering: the ``TrialsStuck``
+    condition names the nodes and the trials (and says what frees them), an event per
+    trial, and a mark on the trial so that its disruption reads NodeLost."""
+    stuck: dict[str, list[int]] = {}
+    for trial in s.trials:
+        if not s.owned(trial) or trial.state != TrialState.RUNNING:
+            continue
+        current, job = current_job(s.name, trial, s.trial_jobs)
+        node = stuck_node(s.pods.get(current, []), s.now) if job is not None and job_outcome(job) is None else None
+        if node is None:
+            continue
+        stuck.setdefault(node, []).append(trial.number)
+        if trial.user_attrs.get(NODE_LOST_ATTR) != [current, node]:
+            plan.mark_lost.append((trial, current, node))
+        plan.event("Warning", st.TRIALS_STUCK, f"trial {trial.number}'s pod (Job {current}) is stuck on node "
+                   f"{node}, which stopped answering; {_FREE_NODE.format(node=node)}", once=f"stuck:{current}:{node}")
+    if stuck:
+        where = "; ".join(f"trials {', '.join(map(str, numbers))} on node {node}" for node, numbers in sorted(stuck.items()))
+        plan.conditions.append(st.Condition(st.TRIALS_STUCK, True, "NodeNotReady", f"{where}: "
+                                            + _FREE_NODE.format(node=" / ".join(sorted(stuck)))))
+    elif any(c.get("type") == st.TRIALS_STUCK for c in s.old_status.get("conditions") or []):
+        plan.conditions.append(st.Condition(st.TRIALS_STUCK, False, "NoneStuck", ""))
+
+
+# What frees a pod stuck on a lost node: only these end it while the node is away.
+_FREE_NODE = ("it resumes (NodeLost) once the pod is gone: delete the Node (kubectl delete node {node}), "
+              "taint it node.kubernetes.io/out-of-service=nodeshutdown:NoExecute, or force-delete the pod")
+
+
 def blocked(plan: Plan, failure: Failure, what: str) -> None:
     """Trials cannot start: say why in the ``TrialsBlocked`` condition (once per pass)."""
     if _blocked(plan) is None:
@@ -349,6 +392,9 @@ def _message(s: Snapshot, plan: Plan, books: Ledger, running: int) -> str:
     best = f"; best {metric}={books.best.value:.4g} (trial {books.best.number})" if books.best else ""
     found = _blocked(plan)
     why = f"; {found.message}" if found is not None else ""
+    stuck = next((c for c in plan.conditions if c.type == st.TRIALS_STUCK and c.status), None)
+    if stuck is not None:
+        why += f"; stuck: {stuck.message.partition(':')[0]}"
     return f"{running} running, {books.finished} finished{best}{why}"
 
 

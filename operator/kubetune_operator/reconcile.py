@@ -191,14 +191,24 @@ def _observe(ref: StudyJobRef, study: _Study, memory: Memory) -> Snapshot:
     trials = handle.trials()
     jobs = listing.result()
     trial_jobs = latest_trial_jobs(jobs)
+    memory = replace(memory, was_ready=_note_ready(ref.state, trial_jobs))
     visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(ref.name)), None)
     now = time.time()
-    wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, spec.trials.startup_timeout_seconds, now)
+    wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, spec.trials.startup_timeout_seconds, now,
+                          memory.was_ready)
     return Snapshot(
         namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
         config=study.config, n_trials=study.n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
         trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, wanted),
         results=study.results, old_status=study.old, memory=memory, now=now, max_jobs=rt.options.max_jobs)
+
+
+def _note_ready(state: StudyJobState, trial_jobs: Mapping[int, Mapping[str, Any]]) -> frozenset[str]:
+    """The trial Jobs seen ready, now or before (while they exist)."""
+    present = {job["metadata"]["name"]: job for job in trial_jobs.values()}
+    state.ready_jobs = {name for name in state.ready_jobs if name in present} | {
+        name for name, job in present.items() if (job.get("status") or {}).get("ready")}
+    return frozenset(state.ready_jobs)
 
 
 def _interrupted(ref: StudyJobRef) -> bool:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune.config import Config, validate_config
-from kubetune.config.search_schema import MAX_TRIALS
 from kubetune.config.loader import format_validation_error
+from kubetune.config.search_schema import MAX_TRIALS
 from kubetune.config.yaml_io import parse_yaml
 from kubetune.errors import ConfigError
 from kubetune_operator import names

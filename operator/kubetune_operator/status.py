@@ -28,9 +28,10 @@ TRIALS_DONE = "TrialsDone"
 VISUALISED = "Visualised"
 FAILED_CONDITION = "Failed"
 TRIALS_BLOCKED = "TrialsBlocked"  # a trial could not start (pod never started, Job refused)
+TRIALS_STUCK = "TrialsStuck"  # a trial's pod is stuck on a node that stopped answering
 RESULTS_VOLUME = "ResultsVolume"  # where trials can write: any node, one node, or no claim yet
 DATA_VOLUME = "DataVolume"  # only while spec.data's claim is missing
-CONDITION_ORDER = (SPEC_VALID, DATA_VOLUME, RESULTS_VOLUME, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_BLOCKED, TRIALS_DONE, VISUALISED,
+CONDITION_ORDER = (SPEC_VALID, DATA_VOLUME, RESULTS_VOLUME, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_BLOCKED, TRIALS_STUCK, TRIALS_DONE, VISUALISED,
                    FAILED_CONDITION)
 
 

@@ -7,7 +7,13 @@ from dataclasses import replace
 import optuna
 from optuna.trial import TrialState
 
-from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR, JOB_ATTR, PREEMPTED_ATTR
+from kubetune.search.attributes import (
+    FAIL_REASON_ATTR,
+    INTERRUPTED_ATTR,
+    JOB_ATTR,
+    NODE_LOST_ATTR,
+    PREEMPTED_ATTR,
+)
 from kubetune.search.ledger import budget
 from kubetune_operator import status as st
 from kubetune_operator.decide import decide
@@ -115,3 +121,43 @@ def test_a_trial_whose_pod_never_starts_fails_and_its_job_is_deleted():
         {"name": "trial", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling"}}}]}}
     plan = decide(snapshot([trial(0)], {0: stuck}, {"sj-trial-0": [pulling]}, startupTimeoutSeconds=60))
     assert [(f.failure.reason, f.delete_job) for f in plan.fail] == [("ImagePullBackOff", "sj-trial-0")]
+
+
+def _pod_on(node: str, ready: dict, deleting: str | None = None) -> dict:
+    meta = {"name": "sj-trial-0-abc", **({"deletionTimestamp": deleting} if deleting else {})}
+    return {"metadata": meta, "spec": {"nodeName": node},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", **ready}]}}
+
+
+def test_a_trial_stuck_on_a_node_that_stopped_answering_is_named_at_once_and_resumes_as_node_lost():
+    not_ready = job(0, status={"active": 1, "ready": 0})
+    lost = _pod_on("node-b", {"status": "False"})  # the node controller's mark: no reason
+    plan = decide(snapshot([trial(0)], {0: not_ready}, {"sj-trial-0": [lost]}))
+    stuck = next(c for c in plan.conditions if c.type == st.TRIALS_STUCK)
+    assert stuck.status and stuck.reason == "NodeNotReady" and stuck.message.startswith("trials 0 on node node-b: ")
+    assert "kubectl delete node node-b" in stuck.message and "out-of-service" in stuck.message
+    assert [(t.number, j, n) for t, j, n in plan.mark_lost] == [(0, "sj-trial-0", "node-b")]
+    assert [e.reason for e in plan.events if e.type == "Warning"] == [st.TRIALS_STUCK]
+    assert "stuck: trials 0 on node node-b" in plan.message
+    # The pod is gone (the node deleted, force-deleted): the Job only says Disrupted.
+    marked = trial(0, **{NODE_LOST_ATTR: ["sj-trial-0", "node-b"]})
+    plan = decide(snapshot([marked], {0: job(0, status=FAILED)}, retries=1))
+    assert [r.resume for r in plan.resume] == [1]
+    assert "(NodeLost: node node-b stopped answering (Disrupted:" in plan.resume[0].event.message
+
+
+def test_a_pod_past_its_deletion_deadline_is_stuck_and_one_the_kubelet_reports_is_not():
+    def stuck(pod: dict) -> bool:
+        plan = decide(snapshot([trial(0)], {0: job(0, status={"active": 1, "terminating": 1})}, {"sj-trial-0": [pod]}))
+        return any(c.type == st.TRIALS_STUCK and c.status for c in plan.conditions)
+    assert stuck(_pod_on("node-b", {"status": "True"}, deleting="2020-01-01T00:00:00Z"))
+    assert not stuck(_pod_on("node-b", {"status": "True"}, deleting="2999-01-01T00:00:00Z"))  # within its grace
+    assert not stuck(_pod_on("node-b", {"status": "False", "reason": "ContainersNotReady"}))  # the kubelet's word
+
+
+def test_trials_stuck_clears_once_nothing_is_stuck():
+    s = replace(snapshot([trial(0)], {0: job(0)}),
+                old_status={"conditions": [{"type": st.TRIALS_STUCK, "status": "True", "reason": "NodeNotReady"}]})
+    stuck = next(c for c in decide(s).conditions if c.type == st.TRIALS_STUCK)
+    assert (stuck.status, stuck.reason) == (False, "NoneStuck")
+    assert all(c.type != st.TRIALS_STUCK for c in decide(snapshot([trial(0)], {0: job(0)})).conditions)
