@@ -246,6 +246,8 @@ def status_schema() -> dict[str, Any]:
         "message": _s("string"),
         "study": _s("string", "The Optuna study's name."),
         "progress": _s("string", "Finished trials / n_trials."),
+        "announced": _s("string", "Trials whose end had its event (ranges of numbers), so that a "
+                        "restarted operator announces the others."),
         "trials": _s("object", properties={k: count for k in (
             "running", "waiting", "complete", "pruned", "failed", "retried", "preempted", "finished",
             "total", "inherited")}),

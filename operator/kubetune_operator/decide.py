@@ -167,10 +167,11 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
 
 
 def _node_lost(trial: FrozenTrial, job: str, failure: Failure) -> Failure:
-    """A disruption of the Job seen stuck on a node that stopped answering is NodeLost,
-    even when its pod is gone and the Job only says Disrupted."""
+    """The end of a Job seen stuck on a node that stopped answering is NodeLost: its pod is
+    often gone (the Job then says only Disrupted) or, the node back, ended as
+    ContainerStatusUnknown. Its deadline still rules."""
     lost = trial.user_attrs.get(NODE_LOST_ATTR)
-    if failure.resumable and failure.reason != "NodeLost" and isinstance(lost, list) and lost[:1] == [job]:
+    if failure.reason not in ("NodeLost", "DeadlineExceeded") and isinstance(lost, list) and lost[:1] == [job]:
         return Failure("NodeLost", f"node {lost[1]} stopped answering ({failure})")
     return failure
 
@@ -254,6 +255,8 @@ def steer(s: Snapshot, plan: Plan) -> None:
         },
         "best": st.best_block(books.best),
         "bestConfig": best_config or s.old_status.get("bestConfig"),
+        # Every finished trial has had its event by the end of this pass.
+        "announced": st.ranges(t.number for t in s.trials if t.state.is_finished()),
     }
 
 
@@ -302,11 +305,18 @@ def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
 def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
     """One event per newly finished trial, and one when the best trial changes."""
     finished = {t.number: t for t in s.trials if t.state.is_finished()}
+    already: Collection[int] = s.memory.announced
     if s.memory.first_pass:
-        plan.announced.update(finished)
-        return
+        # After a restart: what the last status recorded as announced is not news; a
+        # status without the record (an older operator's) leaves nothing to catch up.
+        recorded = st.parse_ranges(s.old_status["announced"]) if (
+            s.old_status.get("study") == s.study and "announced" in s.old_status) else None
+        if recorded is None:
+            plan.announced.update(finished)
+            return
+        already = recorded
     metric = s.metric
-    for number in sorted(set(finished) - s.memory.announced - plan.announced):
+    for number in sorted(set(finished) - set(already) - plan.announced):
         trial = finished[number]
         plan.announced.add(number)
         if trial.state == TrialState.COMPLETE:

@@ -161,3 +161,25 @@ def test_trials_stuck_clears_once_nothing_is_stuck():
     stuck = next(c for c in decide(s).conditions if c.type == st.TRIALS_STUCK)
     assert (stuck.status, stuck.reason) == (False, "NoneStuck")
     assert all(c.type != st.TRIALS_STUCK for c in decide(snapshot([trial(0)], {0: job(0)})).conditions)
+
+
+def test_a_pod_of_a_lost_node_that_ends_unknown_when_the_node_returns_resumes_as_node_lost():
+    unknown = {"status": {"phase": "Failed", "containerStatuses": [{"name": "trial", "state": {"terminated": {
+        "exitCode": 137, "reason": "ContainerStatusUnknown"}}}]}}
+    marked = trial(0, **{NODE_LOST_ATTR: ["sj-trial-0", "node-b"]})
+    plan = decide(snapshot([marked], {0: job(0, status=FAILED)}, {"sj-trial-0": [unknown]}, retries=1))
+    assert [r.resume for r in plan.resume] == [1] and "NodeLost: node node-b" in plan.resume[0].event.message
+    unmarked = decide(snapshot([trial(0)], {0: job(0, status=FAILED)}, {"sj-trial-0": [unknown]}, retries=1))
+    assert not unmarked.resume or "NodeLost" not in unmarked.resume[0].event.message
+
+
+def test_after_a_restart_trials_that_ended_while_it_was_down_get_their_end_event_once():
+    ended = [trial(n, TrialState.COMPLETE, 0.5 + n / 10) for n in range(4)]
+    s = replace(snapshot(ended, n_trials=8, first_pass=True),
+                old_status={"study": "digits-op", "announced": "0-1", "best": {"trial": 1}})
+    plan = decide(s)
+    assert [e.message.split(":")[0] for e in plan.events if e.reason == "TrialComplete"] == [
+        "trial 2 complete", "trial 3 complete"]
+    assert plan.status["announced"] == "0-3"
+    older = decide(replace(s, old_status={"study": "digits-op"}))  # an older operator's status: nothing to catch up
+    assert not [e for e in older.events if e.reason == "TrialComplete"]

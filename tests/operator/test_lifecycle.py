@@ -64,6 +64,9 @@ async def test_operator_killed_and_restarted_mid_study(cluster, storage_secret, 
     assert status["trials"]["finished"] == 5
     # Every trial got exactly one Job, across both operators: no duplicate, no orphan.
     assert sorted(cluster.created_jobs()) == sorted(f"restart-trial-{n}" for n in range(5))
+    # Trial 0 ended while no operator ran: the restarted one announces it, once, and every other too.
+    ends = [m.split(" complete")[0] for m in cluster.event_messages("TrialComplete")]
+    assert sorted(ends) == [f"trial {n}" for n in range(5)]
 
 
 @pytest.mark.asyncio
