@@ -105,7 +105,9 @@ def test_a_trial_on_a_lost_node_is_seen_at_once_and_resumes_as_node_lost_once_it
     kubelet.lose_node("node-b")
     lost_at = time.monotonic()
     try:
-        condition = wait_until(lambda: stuck_condition(kube, "lost"), 120, "the TrialsStuck condition")
+        condition = wait_until(lambda: stuck_condition(kube, "lost"), 120, lambda: (
+            f"the TrialsStuck condition; the pod: {[(p['metadata'].get('deletionTimestamp'), p.get('status')) for p in kube.job_pods('lost-trial-0')]}; "
+            f"the Job: {kube.trial_jobs('lost')['lost-trial-0'].get('status')}; the status: {kube.status('lost')}"))
         seen_after = time.monotonic() - lost_at
         assert condition["reason"] == "NodeNotReady" and condition["message"].startswith("trials 0 on node node-b: ")
         assert any("stuck on node node-b" in e.get("message", "") for e in kube.events("TrialsStuck"))
