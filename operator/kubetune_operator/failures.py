@@ -171,10 +171,11 @@ def stuck_node(pods: Sequence[Mapping[str, Any]], now: float | None = None) -> s
 
 
 def may_be_lost(job: Mapping[str, Any]) -> bool:
-    """A running Job with a pod not ready, or one being deleted: is it stuck on a lost node?"""
+    """A Job not ended with a pod not ready, or one being deleted (no longer counted
+    active): is it stuck on a lost node?"""
     status = job.get("status") or {}
-    return job_outcome(job) is None and bool(status.get("active")) and (
-        not status.get("ready") or bool(status.get("terminating")))
+    return job_outcome(job) is None and (
+        bool(status.get("terminating")) or (bool(status.get("active")) and not status.get("ready")))
 
 
 def _timestamp(text: str) -> float:

@@ -225,8 +225,9 @@ class PodWorker(threading.Thread):
                   "PodReadyToStartContainers": True}
         # The kubelet says why a pod is not ready; the node controller, marking the pods
         # of a node that stopped answering, leaves the reason as it was (empty).
+        # (A strategic merge keeps a field the patch leaves out: None removes a stale reason.)
         return [{"type": k, "status": "True" if v else "False", "lastTransitionTime": stamp,
-                 **({} if v else {"reason": "ContainersNotReady"})} for k, v in values.items()]
+                 "reason": None if v else "ContainersNotReady"} for k, v in values.items()]
 
     def container_status(self, container: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         running = "running" in state
@@ -726,8 +727,9 @@ class TestKubelet:
 
     def restore_node(self, name: str) -> None:
         """The node answers again. Like a kubelet after a restart, it re-syncs the pods bound
-        to it: those being deleted it confirms gone; the others, whose processes died with
-        the node, end Failed with ContainerStatusUnknown (exit 137), as a real one reports."""
+        to it: those whose processes died with the node end Failed with
+        ContainerStatusUnknown (exit 137), as a real one reports, and those being deleted
+        it then confirms gone."""
         node = self.nodes[name]
         node.alive = True
         node.set_ready()
@@ -738,10 +740,10 @@ class TestKubelet:
         for pod in listing.get("items") or []:
             if pod["metadata"]["uid"] not in node.orphans:
                 continue
+            if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                self._lost_with_node(node, pod)
             if pod["metadata"].get("deletionTimestamp"):
                 self.confirm_deletion(node, pod)
-            elif (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-                self._lost_with_node(node, pod)
 
     def _lost_with_node(self, node: Node, pod: dict[str, Any]) -> None:
         meta, containers_ = pod["metadata"], pod["spec"].get("containers") or []

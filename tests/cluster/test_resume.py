@@ -120,6 +120,9 @@ def test_a_trial_on_a_lost_node_is_seen_at_once_and_resumes_as_node_lost_once_it
     finally:
         kubelet.restore_node("node-b")  # it confirms the pod gone: the trial resumes
 
+    wait_until(lambda: "lost-trial-0-r1" in kube.trial_jobs("lost"), 60, lambda: (
+        f"the trial to resume; its pods: {[(p['metadata'], p.get('status')) for p in kube.job_pods('lost-trial-0')]}; "
+        f"its Job: {kube.trial_jobs('lost')['lost-trial-0'].get('status')}; the status: {kube.status('lost')}"))
     status = kube.wait_phase("lost", "Succeeded", 400)
     trial = optuna.load_study(study_name="digits-op", storage=storage).trials[0]
     assert trial.state == TrialState.COMPLETE and trial.user_attrs[PREEMPTED_ATTR] == 1

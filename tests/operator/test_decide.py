@@ -148,7 +148,7 @@ def test_a_trial_stuck_on_a_node_that_stopped_answering_is_named_at_once_and_res
 
 def test_a_pod_past_its_deletion_deadline_is_stuck_and_one_the_kubelet_reports_is_not():
     def stuck(pod: dict) -> bool:
-        plan = decide(snapshot([trial(0)], {0: job(0, status={"active": 1, "terminating": 1})}, {"sj-trial-0": [pod]}))
+        plan = decide(snapshot([trial(0)], {0: job(0, status={"terminating": 1, "ready": 0})}, {"sj-trial-0": [pod]}))
         return any(c.type == st.TRIALS_STUCK and c.status for c in plan.conditions)
     assert stuck(_pod_on("node-b", {"status": "True"}, deleting="2020-01-01T00:00:00Z"))
     assert not stuck(_pod_on("node-b", {"status": "True"}, deleting="2999-01-01T00:00:00Z"))  # within its grace

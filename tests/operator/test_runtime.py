@@ -50,4 +50,5 @@ def test_a_job_whose_pod_stops_being_ready_is_news_and_a_new_pending_one_is_not(
     assert not state.note_readiness(job("a", active=1, ready=1))
     assert state.note_readiness(job("a", active=1))  # its node stopped answering
     assert state.note_readiness(job("b", active=1, ready=1, terminating=1))  # evicted
+    assert state.note_readiness(job("c", terminating=1, ready=0))  # its only pod being deleted: not active
     assert not state.note_readiness(job("a", failed=1))  # ended: the Job's end is news anyway
