@@ -173,7 +173,6 @@ class Node:
     def forget(self, uid: str) -> None:
         with self.lock:
             worker = self.workers.pop(uid, None)
-            self.orphans.discard(uid)
         if worker is not None:
             worker.kill()
 
@@ -612,6 +611,7 @@ class TestKubelet:
             return
         if kind == "DELETED":
             node.forget(pod["metadata"]["uid"])
+            node.orphans.discard(pod["metadata"]["uid"])
         else:
             node.sync(pod)
 
