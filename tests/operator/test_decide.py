@@ -183,3 +183,15 @@ def test_after_a_restart_trials_that_ended_while_it_was_down_get_their_end_event
     assert plan.status["announced"] == "0-3"
     older = decide(replace(s, old_status={"study": "digits-op"}))  # an older operator's status: nothing to catch up
     assert not [e for e in older.events if e.reason == "TrialComplete"]
+
+
+def test_finished_trials_found_in_the_study_at_the_first_look_are_inherited_and_said_once():
+    found = [trial(n, TrialState.COMPLETE, 0.5) for n in range(3)]
+    plan = decide(snapshot(found, n_trials=8))  # no status yet: a StudyJob taking the study up
+    assert plan.status["trials"]["inherited"] == 3
+    assert [e.message for e in plan.events if e.reason == "StudyInherited"] == [
+        "study `digits-op` already holds 3 finished trials (an earlier StudyJob or ml-search ran them): "
+        "they count towards the 8 trials"]
+    later = decide(replace(snapshot([*found, trial(3, TrialState.COMPLETE, 0.6)], n_trials=8),
+                           old_status={"study": "digits-op", "trials": plan.status["trials"]}))
+    assert later.status["trials"]["inherited"] == 3 and not [e for e in later.events if e.reason == "StudyInherited"]
