@@ -104,16 +104,18 @@ def _pass(ref: StudyJobRef, body: Mapping[str, Any]) -> Outcome:
         act.ensure_config_map(ref, config, config_text)
         study = _Study(spec, config, n_trials, handle, results, old)
         snapshot, plan = _settle(ref, study)
-        plan.conditions[:0] = conditions
-        act.steer(ref, snapshot, plan, handle, config)
-        while plan.more and not _interrupted(ref):
-            # One more batch: the status is written, the StudyJob unchanged.
+        while True:
+            # Before each batch, the StudyJob as it is now: the body this pass began with may
+            # be older than a suspend or a delete, whose own pass then follows.
+            if plan.launch and _interrupted(ref):
+                return Outcome()
+            plan.conditions[:0] = conditions
+            act.steer(ref, snapshot, plan, handle, config)
+            if not plan.more:
+                return Outcome(retry_after=plan.retry_after)
             study = replace(study, old=ref.state.last_status or study.old)
             snapshot = _observe(ref, study, Memory(False, frozenset(ref.state.announced)))
             plan = decide(snapshot, settle_trials=False)
-            plan.conditions[:0] = conditions
-            act.steer(ref, snapshot, plan, handle, config)
-        return Outcome(retry_after=plan.retry_after)
     except (JobRejected, StudyLost, SpecError, StorageProblem, SQLAlchemyError) as exc:
         return _setback(ref, old, conditions, exc, url)
 
