@@ -42,6 +42,8 @@ def test_a_flood_is_capped_and_suspend_and_delete_stop_it_within_one_batch(
     assert refused.value.status == 422 and "spec.trials.parallelism" in str(refused.value)
 
     kube.create_studyjob("flood", digits_spec(n_trials=1_000_000, parallelism=10_000))
+    # The operator makes the storage's tables: only then does the test read them.
+    wait_until(lambda: kube.status("flood").get("trials"), 60, "the first status")
     wait_until(lambda: jobs_made(storage) >= 1, 60, "the first Jobs")
     kube.patch(STUDYJOB, "flood", {"spec": {"suspend": True}})
     at_suspend = jobs_made(storage)
