@@ -91,6 +91,8 @@ def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config
     """Delete, launch, visualise and write the best config as the plan says; then the status."""
     if plan.refused is not None:
         raise JobRejected(plan.refused)
+    for stuck, job, node in plan.mark_lost:
+        handle.mark_node_lost(stuck, job, node)
     for name in plan.delete_jobs:
         ref.rt.kube.delete_job(ref.namespace, name)
     if plan.launch:

@@ -3,7 +3,10 @@
 Its Jobs and ConfigMaps carry ownerReferences, so Kubernetes' garbage collector
 removes them. The Optuna study stays (it is the record of the search) unless
 ``spec.cleanup.deleteStudy`` is true; if it stays, the trials still RUNNING are
-failed with the reason StudyJobDeleted, since nothing will ever tell them.
+failed with the reason StudyJobDeleted, since nothing will ever tell them, and each is
+queued again as a retry: like an evicted pod, a deletion costs no trial, so a StudyJob
+re-applied under the same name (or ``ml-search``) runs them first and counts none of
+the failures against its ``maxFailed``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from kubetune.search.attributes import OWNER_ATTR
-from kubetune.search.ledger import fail_trial
+from kubetune.search.ledger import enqueue_retry, fail_trial
 from kubetune_operator import names
 from kubetune_operator.failures import Failure
 from kubetune_operator.runtime import Runtime, StorageProblem, redact
@@ -85,4 +88,6 @@ def _close_running(rt: Runtime, storage: Any, study_name: str, key: str) -> None
     failure = Failure("StudyJobDeleted", "the StudyJob was deleted while the trial ran")
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get(OWNER_ATTR) == key:
-            fail_trial(study, trial, str(failure))
+            if fail_trial(study, trial, str(failure)):
+                # Unmarked: whoever pops the retry runs it, in a Job of its own.
+                enqueue_retry(study, trial, user_attrs={})

@@ -21,8 +21,17 @@ from typing import Any
 import yaml
 
 from kubetune.config import Config
+from kubetune.config.search_schema import MAX_TRIALS
 from kubetune_operator import names
-from kubetune_operator.spec import ENV_NAME_PATTERN, IMAGE_PATTERN, QUANTITY_PATTERN
+from kubetune_operator.spec import (
+    DAY,
+    ENV_NAME_PATTERN,
+    IMAGE_PATTERN,
+    MAX_PARALLELISM,
+    MAX_RETRIES,
+    QUANTITY_PATTERN,
+    YEAR,
+)
 
 HEADER = """\
 # StudyJob: one Optuna study run as Kubernetes Jobs, one Job per trial.
@@ -160,12 +169,13 @@ _QUANTITY = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, 
 
 def spec_schema() -> dict[str, Any]:
     trials = _s("object", "How trial Jobs run.", properties={
-        "parallelism": _s("integer", "Trial Jobs running at once.", minimum=1, default=1),
+        "parallelism": _s("integer", "Trial Jobs running at once (the operator's --max-jobs-per-studyjob "
+                          "caps it).", minimum=1, maximum=MAX_PARALLELISM, default=1),
         "maxFailed": _s("integer", "More failed trials than this fail the StudyJob (retried "
-                        "failures do not count).", minimum=0, default=3),
+                        "failures do not count).", minimum=0, maximum=MAX_TRIALS, default=3),
         "retries": _s("integer", "Times a trial disrupted by the cluster (evicted, preempted, node "
                       "lost, Job deleted) resumes from its last checkpoint in a new Job; past "
-                      "that it fails.", minimum=0, default=1),
+                      "that it fails.", minimum=0, maximum=MAX_RETRIES, default=1),
         "image": _s("string", "Trainer image (default: the operator's --trial-image).", minLength=1,
                     pattern=IMAGE_PATTERN),
         "imagePullPolicy": _s("string", enum=["Always", "IfNotPresent", "Never"]),
@@ -179,17 +189,17 @@ def spec_schema() -> dict[str, Any]:
             "operator": _s("string", enum=["Exists", "Equal"]),
             "value": _s("string"),
             "effect": _s("string", enum=["NoSchedule", "PreferNoSchedule", "NoExecute"]),
-            "tolerationSeconds": _s("integer"),
+            "tolerationSeconds": _s("integer", minimum=0, maximum=YEAR),
         })),
         "activeDeadlineSeconds": _s("integer", "Longest a trial may run before it fails with "
-                                    "DeadlineExceeded.", minimum=1),
+                                    "DeadlineExceeded.", minimum=1, maximum=YEAR),
         "startupTimeoutSeconds": _s("integer", "A trial whose pod has not started after this long "
                                     "(image pull, scheduling, volume mounts, quota) fails with the reason.",
-                                    minimum=1, default=300),
+                                    minimum=1, maximum=DAY, default=300),
         "ttlSecondsAfterFinished": _s("integer", "Finished trial Jobs and their logs are deleted after "
                                       "this long (the Optuna storage keeps the trial); at least 60, so "
                                       "the operator reads why a Job failed before it goes.",
-                                      minimum=60, default=86400),
+                                      minimum=60, maximum=YEAR, default=86400),
         "serviceAccountName": _s("string"),
         "env": _s("array", "Extra plain environment variables for the trainer.", items=_s(
             "object", required=["name"],
@@ -236,9 +246,11 @@ def status_schema() -> dict[str, Any]:
         "message": _s("string"),
         "study": _s("string", "The Optuna study's name."),
         "progress": _s("string", "Finished trials / n_trials."),
+        "announced": _s("string", "Trials whose end had its event (ranges of numbers), so that a "
+                        "restarted operator announces the others."),
         "trials": _s("object", properties={k: count for k in (
             "running", "waiting", "complete", "pruned", "failed", "retried", "preempted", "finished",
-            "total")}),
+            "total", "inherited")}),
         "best": _s("object", properties={
             "trial": _s("integer"), "value": _s("number"),
             "params": _s("object", **{"x-kubernetes-preserve-unknown-fields": True})}),

@@ -25,7 +25,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR, JOB_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR, JOB_ATTR, NODE_LOST_ATTR
 from kubetune.search.ledger import Ledger, ledger
 from kubetune_operator import names
 from kubetune_operator import status as st
@@ -35,6 +35,7 @@ from kubetune_operator.failures import (
     failure_reason,
     job_outcome,
     startup_failure,
+    stuck_node,
     vanished,
 )
 from kubetune_operator.observe import Snapshot, current_job
@@ -81,8 +82,10 @@ class Plan:
     start: list[StartJob] = field(default_factory=list)
     announced: set[int] = field(default_factory=set)  # trials whose end has its event
     # Steering
+    mark_lost: list[tuple[FrozenTrial, str, str]] = field(default_factory=list)  # (trial, its Job, the node)
     delete_jobs: list[str] = field(default_factory=list)
-    launch: int = 0  # new trials to ask for and start
+    launch: int = 0  # new trials to ask for and start (at most one batch)
+    more: bool = False  # more would start than one batch: the pass goes on unless the StudyJob changed
     waiting: int = 0  # WAITING trials the asks pop first
     refused: Failure | None = None  # this generation's Jobs were refused: launch nothing
     visualise: int | None = None  # create the visualisation Job for this many finished trials
@@ -150,6 +153,7 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
             failure = Failure("NoReport", "the trial pod exited 0 without reporting a result")
         else:
             failure = failure_reason(job, s.pods.get(current, []))
+    failure = _node_lost(trial, current, failure)
     if failure.resumable and resume < s.spec.trials.retries:
         left = _deadline_left(s, trial)
         if left is None or left > 0:
@@ -160,6 +164,16 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
                                               f"left no time to resume)")
     plan.fail.append(FailTrial(trial, failure, Event("Warning", "TrialFailed", f"trial {trial.number} failed: {failure}"),
                                stuck))
+
+
+def _node_lost(trial: FrozenTrial, job: str, failure: Failure) -> Failure:
+    """The end of a Job seen stuck on a node that stopped answering is NodeLost: its pod is
+    often gone (the Job then says only Disrupted) or, the node back, ended as
+    ContainerStatusUnknown. Its deadline still rules."""
+    lost = trial.user_attrs.get(NODE_LOST_ATTR)
+    if failure.reason not in ("NodeLost", "DeadlineExceeded") and isinstance(lost, list) and lost[:1] == [job]:
+        return Failure("NodeLost", f"node {lost[1]} stopped answering ({failure})")
+    return failure
 
 
 def _terminal(pod: Mapping[str, Any]) -> bool:
@@ -190,6 +204,7 @@ def steer(s: Snapshot, plan: Plan) -> None:
     books = ledger(s.trials, maximize=s.maximize)
     _announce(s, plan, books)
     _note_blocked(s, plan)
+    _note_stuck(s, plan)
     counted_failed = books.failed - books.retried
     running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials)
     best_config: dict[str, Any] | None = None
@@ -236,16 +251,40 @@ def steer(s: Snapshot, plan: Plan) -> None:
             "preempted": sum(preempted(t) for t in s.trials if s.owned(t)),
             "finished": books.finished,
             "total": s.n_trials,
+            "inherited": _inherited(s, plan, books),
         },
         "best": st.best_block(books.best),
         "bestConfig": best_config or s.old_status.get("bestConfig"),
+        # Every finished trial has had its event by the end of this pass.
+        "announced": st.ranges(t.number for t in s.trials if t.state.is_finished()),
     }
 
 
+def _inherited(s: Snapshot, plan: Plan, books: Ledger) -> int:
+    """Finished trials the study held when this StudyJob took it up (from a StudyJob of
+    the same name deleted before, or from ml-search): counted once, at the first look."""
+    old = s.old_status.get("trials") or {}
+    if s.old_status.get("study") == s.study and old:
+        return int(old.get("inherited", 0))
+    if books.finished:
+        plan.event("Normal", "StudyInherited",
+                   f"study `{s.study}` already holds {books.finished} finished trials (an earlier StudyJob "
+                   f"or ml-search ran them): they count towards the {s.n_trials} trials")
+    return books.finished
+
+
 def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
-    """As many new trials as ``parallelism`` and the ledger allow; WAITING ones go first."""
+    """As many new trials as ``parallelism``, the operator's Job cap and the ledger allow,
+    one batch at a time; WAITING ones go first."""
     parallelism = 1 if s.results.one_pod else s.spec.trials.parallelism
-    slots = max(0, parallelism - running)
+    if parallelism > s.max_jobs:
+        plan.event("Warning", "ParallelismCapped",
+                   f"spec.trials.parallelism={parallelism} is above the operator's cap of {s.max_jobs} "
+                   f"trial Jobs per StudyJob (--max-jobs-per-studyjob): at most {s.max_jobs} run at once",
+                   once=f"capped:{parallelism}:{s.max_jobs}")
+        parallelism = s.max_jobs
+    active = sum(job_outcome(job) is None for job in s.trial_jobs.values())
+    slots = max(0, parallelism - max(running, active))
     queued = min(books.waiting, slots)  # WAITING trials are counted already
     new = max(0, min(slots - queued, s.n_trials - books.counted))
     if s.grid is not None:
@@ -258,17 +297,26 @@ def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
     if refused is not None:  # this generation's Jobs were refused: ask for no more trials
         plan.refused = Failure("JobRejected", refused.get("message", "").partition(": ")[2])
         return
-    plan.launch, plan.waiting = launch, queued
+    plan.more = launch > s.batch
+    launch = min(launch, s.batch)
+    plan.launch, plan.waiting = launch, min(queued, launch)
 
 
 def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
     """One event per newly finished trial, and one when the best trial changes."""
     finished = {t.number: t for t in s.trials if t.state.is_finished()}
+    already: Collection[int] = s.memory.announced
     if s.memory.first_pass:
-        plan.announced.update(finished)
-        return
+        # After a restart: what the last status recorded as announced is not news; a
+        # status without the record (an older operator's) leaves nothing to catch up.
+        recorded = st.parse_ranges(s.old_status["announced"]) if (
+            s.old_status.get("study") == s.study and "announced" in s.old_status) else None
+        if recorded is None:
+            plan.announced.update(finished)
+            return
+        already = recorded
     metric = s.metric
-    for number in sorted(set(finished) - s.memory.announced - plan.announced):
+    for number in sorted(set(finished) - set(already) - plan.announced):
         trial = finished[number]
         plan.announced.add(number)
         if trial.state == TrialState.COMPLETE:
@@ -298,6 +346,36 @@ def _note_blocked(s: Snapshot, plan: Plan) -> None:
         blocked(plan, Failure(reason, message), f"trial {last.number}")
 
 
+def _note_stuck(s: Snapshot, plan: Plan) -> None:
+    """Trials whose pod is stuck on a node that stopped answering: the ``TrialsStuck``
+    condition names the nodes and the trials (and says what frees them), an event per
+    trial, and a mark on the trial so that its disruption reads NodeLost."""
+    stuck: dict[str, list[int]] = {}
+    for trial in s.trials:
+        if not s.owned(trial) or trial.state != TrialState.RUNNING:
+            continue
+        current, job = current_job(s.name, trial, s.trial_jobs)
+        node = stuck_node(s.pods.get(current, []), s.now) if job is not None and job_outcome(job) is None else None
+        if node is None:
+            continue
+        stuck.setdefault(node, []).append(trial.number)
+        if trial.user_attrs.get(NODE_LOST_ATTR) != [current, node]:
+            plan.mark_lost.append((trial, current, node))
+        plan.event("Warning", st.TRIALS_STUCK, f"trial {trial.number}'s pod (Job {current}) is stuck on node "
+                   f"{node}, which stopped answering; {_FREE_NODE.format(node=node)}", once=f"stuck:{current}:{node}")
+    if stuck:
+        where = "; ".join(f"trials {', '.join(map(str, numbers))} on node {node}" for node, numbers in sorted(stuck.items()))
+        plan.conditions.append(st.Condition(st.TRIALS_STUCK, True, "NodeNotReady", f"{where}: "
+                                            + _FREE_NODE.format(node=" / ".join(sorted(stuck)))))
+    elif any(c.get("type") == st.TRIALS_STUCK for c in s.old_status.get("conditions") or []):
+        plan.conditions.append(st.Condition(st.TRIALS_STUCK, False, "NoneStuck", ""))
+
+
+# What frees a pod stuck on a lost node: only these end it while the node is away.
+_FREE_NODE = ("it resumes (NodeLost) once the pod is gone: delete the Node (kubectl delete node {node}), "
+              "taint it node.kubernetes.io/out-of-service=nodeshutdown:NoExecute, or force-delete the pod")
+
+
 def blocked(plan: Plan, failure: Failure, what: str) -> None:
     """Trials cannot start: say why in the ``TrialsBlocked`` condition (once per pass)."""
     if _blocked(plan) is None:
@@ -324,6 +402,9 @@ def _message(s: Snapshot, plan: Plan, books: Ledger, running: int) -> str:
     best = f"; best {metric}={books.best.value:.4g} (trial {books.best.number})" if books.best else ""
     found = _blocked(plan)
     why = f"; {found.message}" if found is not None else ""
+    stuck = next((c for c in plan.conditions if c.type == st.TRIALS_STUCK and c.status), None)
+    if stuck is not None:
+        why += f"; stuck: {stuck.message.partition(':')[0]}"
     return f"{running} running, {books.finished} finished{best}{why}"
 
 

@@ -151,11 +151,42 @@ _STUCK_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "Creat
                   "CreateContainerError", "ContainerCreating", "PodInitializing"}
 
 
+def stuck_node(pods: Sequence[Mapping[str, Any]], now: float | None = None) -> str | None:
+    """The node a Job's pod is stuck on, or None: a pod not ended whose node stopped
+    answering (the node controller marked it not Ready, which leaves the reason empty;
+    the kubelet always gives one), or still there past its deletion deadline."""
+    now = time.time() if now is None else now
+    for pod in pods:
+        status, meta = pod.get("status") or {}, pod.get("metadata") or {}
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node or status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        deleting = meta.get("deletionTimestamp")
+        if deleting and _timestamp(deleting) < now:
+            return str(node)
+        ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        if status.get("phase") == "Running" and ready.get("status") != "True" and not ready.get("reason"):
+            return str(node)
+    return None
+
+
+def may_be_lost(job: Mapping[str, Any]) -> bool:
+    """A Job not ended with a pod not ready, or one being deleted (no longer counted
+    active): is it stuck on a lost node?"""
+    status = job.get("status") or {}
+    return job_outcome(job) is None and (
+        bool(status.get("terminating")) or (bool(status.get("active")) and not status.get("ready")))
+
+
+def _timestamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def _age_seconds(obj: Mapping[str, Any], now: float) -> float:
     created = (obj.get("metadata") or {}).get("creationTimestamp")
     if not created:
         return 0.0
-    return now - datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    return now - _timestamp(created)
 
 
 def _started(job: Mapping[str, Any]) -> bool:

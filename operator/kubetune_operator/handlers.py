@@ -87,11 +87,15 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
     @kopf.on.event("batch", "v1", "jobs", labels=TRIAL_JOB_LABELS, registry=registry)
     def job_event(type: str | None, body: kopf.Body, namespace: str | None, labels: Mapping[str, str],
                   **kwargs: Any) -> None:
-        if not is_ours(labels) or not job_matters(type, body):
+        if not is_ours(labels):
             return
         found = list(kwargs[STUDYJOB_INDEX].get((namespace, labels[names.LABEL_STUDYJOB]), ()))
         if not found:
             return  # deleted: its Jobs go with it
+        state = rt.studyjob_state(names.owner_key(str(namespace), labels[names.LABEL_STUDYJOB]))
+        # A pod that stops being ready (its node stopped answering) is news at once.
+        if not job_matters(type, body) and not (type != "DELETED" and state.note_readiness(body)):
+            return
         studyjob = found[0]
         outcome = reconcile(rt, studyjob)
         if outcome.retry_after is not None:

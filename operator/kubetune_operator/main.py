@@ -4,7 +4,7 @@ Environment (the Helm chart sets these): ``KUBETUNE_TRIAL_IMAGE`` and
 ``KUBETUNE_TRAINER_IMAGE_CPU`` (the flags' defaults), ``KUBETUNE_NAMESPACE`` (when no
 scope flag is given), and the spec defaults of :class:`kubetune_operator.spec.Defaults`:
 ``KUBETUNE_STORAGE_SECRET``, ``KUBETUNE_STORAGE_SECRET_KEY``, ``KUBETUNE_RESULTS_PVC``,
-``KUBETUNE_TRIAL_DEFAULTS``.
+``KUBETUNE_TRIAL_DEFAULTS``; ``KUBETUNE_MAX_JOBS_PER_STUDYJOB`` (the cap's default).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from kubetune.cli.common import ArgumentParser, add_version_flag
-from kubetune_operator.names import WORKERS
+from kubetune_operator.names import MAX_JOBS, WORKERS
 from kubetune_operator.runtime import DEFAULT_TRIAL_IMAGE
 
 PROG = "kubetune-operator"
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=WORKERS, metavar="N", help="handler threads (default: %(default)s)"
     )
+    parser.add_argument(
+        "--max-jobs-per-studyjob", type=int, default=os.environ.get("KUBETUNE_MAX_JOBS_PER_STUDYJOB") or MAX_JOBS, metavar="N",
+        help="trial Jobs one StudyJob may run at once, whatever its spec.trials.parallelism "
+             "(default: $KUBETUNE_MAX_JOBS_PER_STUDYJOB or %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     add_version_flag(parser)
     return parser
@@ -72,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      if os.environ.get("KUBETUNE_NAMESPACE") else [])
     if not namespaces and not args.all_namespaces:
         parser.error("pass --namespace NS (repeatable) or --all-namespaces")
-    if args.resync_seconds <= 0 or args.workers < 1:
-        parser.error("--resync-seconds must be greater than 0 and --workers at least 1")
+    if args.resync_seconds <= 0 or args.workers < 1 or args.max_jobs_per_studyjob < 1:
+        parser.error("--resync-seconds must be greater than 0, --workers and --max-jobs-per-studyjob at least 1")
     from kubetune_operator.spec import Defaults
 
     try:
@@ -94,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runtime = Runtime(Kube.from_environment(), Options(
         trial_image=args.trial_image, cpu_image=args.cpu_image, resync_seconds=args.resync_seconds,
-        defaults=defaults, workers=args.workers))
+        defaults=defaults, workers=args.workers, max_jobs=args.max_jobs_per_studyjob))
     registry = kopf.get_default_registry()  # keeps kopf's own login handlers
     handlers.register(registry, runtime)
     settings = configure(kopf.OperatorSettings(), posting_level=getattr(logging, args.posting_level),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 WORKERS = 8  # handler threads (--workers), and so the operator's PostgreSQL connections
+# Trial Jobs one StudyJob may run at once (--max-jobs-per-studyjob, the chart's
+# operator.maxJobsPerStudyJob): one spec cannot flood a cluster.
+MAX_JOBS = 100
 
 GROUP = "kubetune.dev"
 VERSION = "v1alpha1"

@@ -19,11 +19,14 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.config import Config
 from kubetune.search.attributes import JOB_ATTR, OWNER_ATTR
 from kubetune_operator import names
-from kubetune_operator.failures import job_outcome, may_be_stuck
+from kubetune_operator.failures import job_outcome, may_be_lost, may_be_stuck
 from kubetune_operator.kube import Kube
+from kubetune_operator.names import MAX_JOBS
 from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import preempted
 from kubetune_operator.volumes import ResultsVolume
+
+LAUNCH_BATCH = 10  # trial Jobs created between two looks at the StudyJob (suspend, delete)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Memory:
 
     first_pass: bool  # the first pass of this process: trials that ended before are not news
     announced: frozenset[int] = frozenset()  # trials whose end had its event
+    was_ready: frozenset[str] = frozenset()  # trial Jobs seen with a ready pod
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Snapshot:
     old_status: Mapping[str, Any]
     memory: Memory
     now: float = field(default_factory=time.time)
+    max_jobs: int = MAX_JOBS  # the operator-wide cap on this StudyJob's running trial Jobs
+    batch: int = LAUNCH_BATCH  # Jobs one round creates before the pass looks at the StudyJob again
 
     def owned(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get(OWNER_ATTR) == self.key
@@ -86,9 +92,11 @@ def current_job(studyjob: str, trial: FrozenTrial,
 
 
 def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs: dict[int, dict[str, Any]],
-                 visualise: dict[str, Any] | None, timeout: float, now: float) -> list[str]:
+                 visualise: dict[str, Any] | None, timeout: float, now: float,
+                 was_ready: frozenset[str] = frozenset()) -> list[str]:
     """The Jobs whose pods decide something: ended with their trial untold, not started
-    after ``timeout``, or gone while their pods may still run."""
+    after ``timeout``, gone while their pods may still run, or with a pod that was
+    ready and is no more, or is being deleted (stuck on a lost node?)."""
     wanted = []
     for trial in trials:
         if trial.user_attrs.get(OWNER_ATTR) != key or trial.state != TrialState.RUNNING:
@@ -98,6 +106,8 @@ def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs:
             if trial.user_attrs.get(JOB_ATTR) == current:
                 wanted.append(current)  # vanished: are its pods gone too?
         elif job_outcome(job) == "failed" or may_be_stuck(job, timeout, now):
+            wanted.append(current)
+        elif may_be_lost(job) and (current in was_ready or (job.get("status") or {}).get("terminating")):
             wanted.append(current)
     if visualise is not None and may_be_stuck(visualise, timeout, now):
         wanted.append(visualise["metadata"]["name"])

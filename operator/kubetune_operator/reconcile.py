@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -102,10 +102,20 @@ def _pass(ref: StudyJobRef, body: Mapping[str, Any]) -> Outcome:
         url = ref.rt.storage_url(ref.namespace, spec)
         handle, n_trials = _open_study(ref, config, url, preflight, conditions)
         act.ensure_config_map(ref, config, config_text)
-        snapshot, plan = _settle(ref, _Study(spec, config, n_trials, handle, results, old))
-        plan.conditions[:0] = conditions
-        act.steer(ref, snapshot, plan, handle, config)
-        return Outcome(retry_after=plan.retry_after)
+        study = _Study(spec, config, n_trials, handle, results, old)
+        snapshot, plan = _settle(ref, study)
+        while True:
+            # Before each batch, the StudyJob as it is now: the body this pass began with may
+            # be older than a suspend or a delete, whose own pass then follows.
+            if plan.launch and _interrupted(ref):
+                return Outcome()
+            plan.conditions[:0] = conditions
+            act.steer(ref, snapshot, plan, handle, config)
+            if not plan.more:
+                return Outcome(retry_after=plan.retry_after)
+            study = replace(study, old=ref.state.last_status or study.old)
+            snapshot = _observe(ref, study, Memory(False, frozenset(ref.state.announced)))
+            plan = decide(snapshot, settle_trials=False)
     except (JobRejected, StudyLost, SpecError, StorageProblem, SQLAlchemyError) as exc:
         return _setback(ref, old, conditions, exc, url)
 
@@ -183,14 +193,35 @@ def _observe(ref: StudyJobRef, study: _Study, memory: Memory) -> Snapshot:
     trials = handle.trials()
     jobs = listing.result()
     trial_jobs = latest_trial_jobs(jobs)
+    memory = replace(memory, was_ready=_note_ready(ref.state, trial_jobs))
     visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(ref.name)), None)
     now = time.time()
-    wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, spec.trials.startup_timeout_seconds, now)
+    wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, spec.trials.startup_timeout_seconds, now,
+                          memory.was_ready)
     return Snapshot(
         namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
         config=study.config, n_trials=study.n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
         trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, wanted),
-        results=study.results, old_status=study.old, memory=memory, now=now)
+        results=study.results, old_status=study.old, memory=memory, now=now, max_jobs=rt.options.max_jobs)
+
+
+def _note_ready(state: StudyJobState, trial_jobs: Mapping[int, Mapping[str, Any]]) -> frozenset[str]:
+    """The trial Jobs seen ready, now or before (while they exist)."""
+    present = {job["metadata"]["name"]: job for job in trial_jobs.values()}
+    state.ready_jobs = {name for name in state.ready_jobs if name in present} | {
+        name for name, job in present.items() if (job.get("status") or {}).get("ready")}
+    return frozenset(state.ready_jobs)
+
+
+def _interrupted(ref: StudyJobRef) -> bool:
+    """The StudyJob changed since the pass began (suspended, edited, deleted, replaced):
+    stop launching and leave the rest to the pass its change brings."""
+    current = ref.rt.kube.get_studyjob(ref.namespace, ref.name)
+    if current is None:
+        return True
+    meta = current.get("metadata") or {}
+    return bool(meta.get("deletionTimestamp") or meta.get("uid") != ref.uid
+                or meta.get("generation") != ref.generation or (current.get("spec") or {}).get("suspend"))
 
 
 def _has_trial_jobs(ref: StudyJobRef) -> bool:

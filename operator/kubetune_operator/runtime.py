@@ -23,8 +23,9 @@ import optuna
 from kubetune import __version__
 from kubetune.config import Config, config_to_yaml
 from kubetune.search.storage import make_storage, mask_url
+from kubetune_operator.failures import may_be_lost
 from kubetune_operator.kube import Kube
-from kubetune_operator.names import WORKERS
+from kubetune_operator.names import MAX_JOBS, WORKERS
 from kubetune_operator.spec import Defaults, ResolvedConfig, StudyJobSpec, resolve_config
 from kubetune_operator.studies import StudyHandle, search_fingerprint
 
@@ -51,6 +52,7 @@ class Options:
     resync_seconds: float = 60.0  # the safety-net timer; events drive everything else
     retry_seconds: float = 15.0  # back-off while the storage or a Secret is missing
     workers: int = WORKERS  # handler threads: the storage pool holds one connection for each
+    max_jobs: int = MAX_JOBS  # trial Jobs one StudyJob may have at once, whatever its parallelism
     defaults: Defaults = field(default_factory=Defaults)
 
 
@@ -84,6 +86,15 @@ class StudyJobState:
     trials_seen: bool = False  # a pass looked at the trials: what ends from now on is news
     announced: set[int] = field(default_factory=set)  # trials whose end had its event
     warned: set[str] = field(default_factory=set)  # the once-only events posted
+    ready_jobs: set[str] = field(default_factory=set)  # trial Jobs seen with a ready pod
+
+    def note_readiness(self, job: Mapping[str, Any]) -> bool:
+        """Remember a Job seen ready; True when a Job seen ready (or any Job) has a pod
+        that may be stuck on a lost node (see :func:`~kubetune_operator.failures.may_be_lost`)."""
+        name, status = job["metadata"]["name"], job.get("status") or {}
+        if status.get("ready"):
+            self.ready_jobs.add(name)
+        return may_be_lost(job) and (bool(status.get("terminating")) or name in self.ready_jobs)
 
     def warn_once(self, tag: str) -> bool:
         """True the first time ``tag`` is seen for this StudyJob in this process."""
@@ -131,6 +142,10 @@ class Runtime:
                 if self._studyjobs.get(key) is state:
                     yield state
                     return
+
+    def studyjob_state(self, key: str) -> StudyJobState:
+        """The StudyJob's state, outside its lock: for what a Job event notes in passing."""
+        return self._state(key)
 
     def forget(self, key: str) -> None:
         """Drop everything held for a deleted StudyJob."""

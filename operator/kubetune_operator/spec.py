@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from kubetune.config import Config, validate_config
 from kubetune.config.loader import format_validation_error
+from kubetune.config.search_schema import MAX_TRIALS
 from kubetune.config.yaml_io import parse_yaml
 from kubetune.errors import ConfigError
 from kubetune_operator import names
@@ -59,6 +60,11 @@ QUANTITY_PATTERN = (
     r"|(\.[0-9]+))))?$"
 )
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# Sane maxima, so that a typo cannot ask for 10^9 pods; the operator's own cap
+# (--max-jobs-per-studyjob) bounds the Jobs that run at once below these.
+MAX_PARALLELISM = 10_000
+MAX_RETRIES = 100
+DAY, YEAR = 86_400, 31_536_000  # seconds
 
 
 def _form(pattern: str, what: str) -> AfterValidator:
@@ -87,7 +93,7 @@ class Toleration(_Model):
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+    toleration_seconds: int | None = Field(default=None, ge=0, le=YEAR, alias="tolerationSeconds")
 
 
 class EnvVar(_Model):
@@ -101,9 +107,9 @@ class Resources(_Model):
 
 
 class TrialsSpec(_Model):
-    parallelism: int = Field(default=1, ge=1)
-    max_failed: int = Field(default=3, ge=0, alias="maxFailed")
-    retries: int = Field(default=1, ge=0)
+    parallelism: int = Field(default=1, ge=1, le=MAX_PARALLELISM)
+    max_failed: int = Field(default=3, ge=0, le=MAX_TRIALS, alias="maxFailed")
+    retries: int = Field(default=1, ge=0, le=MAX_RETRIES)
     image: ImageRef | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None, alias="imagePullPolicy"
@@ -112,11 +118,11 @@ class TrialsSpec(_Model):
     resources: Resources = Field(default_factory=Resources)
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     tolerations: list[Toleration] = Field(default_factory=list)
-    active_deadline_seconds: int | None = Field(default=None, ge=1, alias="activeDeadlineSeconds")
+    active_deadline_seconds: int | None = Field(default=None, ge=1, le=YEAR, alias="activeDeadlineSeconds")
     # A trial whose pod has not started by then (image pull, scheduling, mounts, quota) fails.
-    startup_timeout_seconds: int = Field(default=300, ge=1, alias="startupTimeoutSeconds")
+    startup_timeout_seconds: int = Field(default=300, ge=1, le=DAY, alias="startupTimeoutSeconds")
     # Finished trial Jobs (and their pods' logs) are kept this long; the storage keeps the trial.
-    ttl_seconds_after_finished: int | None = Field(default=86400, ge=60, alias="ttlSecondsAfterFinished")
+    ttl_seconds_after_finished: int | None = Field(default=86400, ge=60, le=YEAR, alias="ttlSecondsAfterFinished")
     service_account_name: str | None = Field(default=None, alias="serviceAccountName")
     env: list[EnvVar] = Field(default_factory=list)
 

@@ -8,7 +8,7 @@ or clearing ``suspend``, lets the study continue).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +28,10 @@ TRIALS_DONE = "TrialsDone"
 VISUALISED = "Visualised"
 FAILED_CONDITION = "Failed"
 TRIALS_BLOCKED = "TrialsBlocked"  # a trial could not start (pod never started, Job refused)
+TRIALS_STUCK = "TrialsStuck"  # a trial's pod is stuck on a node that stopped answering
 RESULTS_VOLUME = "ResultsVolume"  # where trials can write: any node, one node, or no claim yet
 DATA_VOLUME = "DataVolume"  # only while spec.data's claim is missing
-CONDITION_ORDER = (SPEC_VALID, DATA_VOLUME, RESULTS_VOLUME, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_BLOCKED, TRIALS_DONE, VISUALISED,
+CONDITION_ORDER = (SPEC_VALID, DATA_VOLUME, RESULTS_VOLUME, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_BLOCKED, TRIALS_STUCK, TRIALS_DONE, VISUALISED,
                    FAILED_CONDITION)
 
 
@@ -92,3 +93,28 @@ def merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[s
         if key not in new:
             patch[key] = None
     return patch
+
+
+def ranges(numbers: Iterable[int]) -> str:
+    """Trial numbers as ranges, ``0-17,19,21-40``: a short record even for a huge study."""
+    result: list[str] = []
+    ordered = sorted(set(numbers))
+    start = 0
+    for i, number in enumerate(ordered):
+        if i + 1 == len(ordered) or ordered[i + 1] != number + 1:
+            first = ordered[start]
+            result.append(str(first) if first == number else f"{first}-{number}")
+            start = i + 1
+    return ",".join(result)
+
+
+def parse_ranges(text: Any) -> set[int] | None:
+    """The trial numbers :func:`ranges` wrote; None for a record it cannot read."""
+    numbers: set[int] = set()
+    try:
+        for part in filter(None, str(text).split(",")):
+            first, _, last = part.partition("-")
+            numbers.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        return None
+    return numbers

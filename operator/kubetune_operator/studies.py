@@ -11,6 +11,7 @@ rather than being made again empty under trial Jobs that still run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -26,6 +27,7 @@ from kubetune.config import Config
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.attributes import (
     JOB_ATTR,
+    NODE_LOST_ATTR,
     OWNER_ATTR,
     PREEMPTED_ATTR,
     TARGET_ATTR,
@@ -185,6 +187,12 @@ class StudyHandle:
         except UpdateFinishedTrialError:
             return False
         return True
+
+    @_lost_as_error
+    def mark_node_lost(self, trial: FrozenTrial, job: str, node: str) -> None:
+        """Record that ``job``'s pod is stuck on ``node``, which stopped answering."""
+        with contextlib.suppress(UpdateFinishedTrialError):
+            set_trial_user_attr(self.study, trial, NODE_LOST_ATTR, [job, node])
 
     @_lost_as_error
     def tell_fail(self, trial: optuna.Trial | FrozenTrial, failure: Failure) -> bool:

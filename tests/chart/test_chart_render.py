@@ -69,6 +69,7 @@ def test_chart_kube_version_floor_is_the_oldest_validated_version():
     [
         ({"rbac": {"namespaced": "yes"}}, "/rbac/namespaced"),
         ({"operator": {"healthPort": "8080"}}, "/operator/healthPort"),
+        ({"operator": {"maxJobsPerStudyJob": 0}}, "/operator/maxJobsPerStudyJob"),
         ({"results": {"accessModes": "ReadWriteMany"}}, "/results/accessModes"),
         ({"postgresql": {"enabled": 1}}, "/postgresql/enabled"),
         ({"tensorboard": {"enabled": True, "prot": 6006}}, "/tensorboard"),
@@ -143,6 +144,7 @@ def test_operator_container_contract():
     assert operator["command"] == ["kubetune-operator"]
     assert "--all-namespaces" in operator["args"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in operator["args"]
+    assert "--max-jobs-per-studyjob=100" in operator["args"]  # the cap one spec cannot raise
     for probe in ("livenessProbe", "readinessProbe"):
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in operator["ports"]
@@ -362,3 +364,8 @@ def test_other_release_names_prefix_every_object():
         for doc in yaml.safe_load_all(text) if doc
     ]
     assert names and all(n.startswith("team-a-kubetune") for n in names), names
+
+
+def test_the_operator_wide_job_cap_is_a_chart_value():
+    objects = render_objects({"operator": {"maxJobsPerStudyJob": 12}})
+    assert "--max-jobs-per-studyjob=12" in container(operator_pod(objects), "operator")["args"]

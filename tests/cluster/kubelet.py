@@ -20,7 +20,8 @@ Holding pods back: :meth:`TestKubelet.hold` keeps the pods of chosen Jobs in
 Faults, on request: :meth:`TestKubelet.oom_kill` (exit 137, reason OOMKilled),
 images listed in :attr:`TestKubelet.unpullable` (ErrImagePull, then
 ImagePullBackOff), :meth:`TestKubelet.lose_node` (heartbeats stop, processes die,
-nothing more is reported: the node goes NotReady and its pods stay Terminating).
+nothing more is reported: the node goes NotReady and its pods stay Terminating) and
+:meth:`TestKubelet.restore_node` (the node re-syncs the pods it lost, as a restarted kubelet does).
 Evictions go through the API (:meth:`tests.cluster.cluster.Cluster.evict`); unschedulable
 pods are the scheduler's own verdict.
 """
@@ -82,6 +83,7 @@ class Node:
         self.name = spec.name
         self.alive = True
         self.workers: dict[str, PodWorker] = {}
+        self.orphans: set[str] = set()  # pods whose processes died with the node (lose_node)
         self.lock = threading.Lock()
 
     # Registration and heartbeat ----------------------------------------------------
@@ -153,6 +155,10 @@ class Node:
         uid = pod["metadata"]["uid"]
         with self.lock:
             worker = self.workers.get(uid)
+            if uid in self.orphans:
+                if pod["metadata"].get("deletionTimestamp"):
+                    self.kubelet.confirm_deletion(self, pod)
+                return  # never started again: restore_node reports how it ended
             if worker is None:
                 if pod["metadata"].get("deletionTimestamp"):
                     self.kubelet.confirm_deletion(self, pod)
@@ -216,8 +222,11 @@ class PodWorker(threading.Thread):
         stamp = now()
         values = {"Initialized": initialized, "ContainersReady": ready, "Ready": ready,
                   "PodReadyToStartContainers": True}
-        return [{"type": k, "status": "True" if v else "False", "lastTransitionTime": stamp}
-                for k, v in values.items()]
+        # The kubelet says why a pod is not ready; the node controller, marking the pods
+        # of a node that stopped answering, leaves the reason as it was (empty).
+        # (A strategic merge keeps a field the patch leaves out: None removes a stale reason.)
+        return [{"type": k, "status": "True" if v else "False", "lastTransitionTime": stamp,
+                 "reason": None if v else "ContainersNotReady"} for k, v in values.items()]
 
     def container_status(self, container: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         running = "running" in state
@@ -602,6 +611,7 @@ class TestKubelet:
             return
         if kind == "DELETED":
             node.forget(pod["metadata"]["uid"])
+            node.orphans.discard(pod["metadata"]["uid"])
         else:
             node.sync(pod)
 
@@ -711,14 +721,42 @@ class TestKubelet:
         """The node drops off the network: its processes die and nothing more is reported."""
         node = self.nodes[name]
         node.alive = False
+        node.orphans.update(node.workers)
         for uid in list(node.workers):
             node.forget(uid)
 
     def restore_node(self, name: str) -> None:
+        """The node answers again. Like a kubelet after a restart, it re-syncs the pods bound
+        to it: those whose processes died with the node end Failed with
+        ContainerStatusUnknown (exit 137), as a real one reports, and those being deleted
+        it then confirms gone."""
         node = self.nodes[name]
         node.alive = True
         node.set_ready()
         node.heartbeat()
+        admin = self.plane.admin
+        assert admin is not None
+        listing = admin.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={name}")]) or {}
+        for pod in listing.get("items") or []:
+            if pod["metadata"]["uid"] not in node.orphans:
+                continue
+            if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                self._lost_with_node(node, pod)
+            if pod["metadata"].get("deletionTimestamp"):
+                self.confirm_deletion(node, pod)
+
+    def _lost_with_node(self, node: Node, pod: dict[str, Any]) -> None:
+        meta, containers_ = pod["metadata"], pod["spec"].get("containers") or []
+        statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "started": False,
+                     "restartCount": 0, "state": UNKNOWN} for c in containers_]
+        try:
+            node.client.request(
+                "PATCH", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                body={"status": {"phase": "Failed", "containerStatuses": statuses}},
+                content_type="application/strategic-merge-patch+json")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
 
 
 def watch(kube: Kube, path: str, query: list[tuple[str, str]]):

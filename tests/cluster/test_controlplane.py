@@ -179,3 +179,5 @@ def test_lost_node_goes_not_ready_and_its_pods_stay_terminating(kube: Cluster, k
         assert the_pod(kube, "stranded")["status"]["phase"] == "Running"  # nobody confirms its end
     finally:
         kubelet.restore_node("node-b")
+    # Back, the node re-syncs what it holds, as a restarted kubelet does: the pod is gone.
+    wait_until(lambda: not kube.job_pods("stranded"), 30, lambda: f"the pod to go: {kube.job_pods('stranded')}")

@@ -9,6 +9,7 @@ holds, and the trial's intermediate values end with no gaps and no duplicates.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import optuna
@@ -85,3 +86,48 @@ def test_every_trial_evicted_once_resumes_from_its_checkpoint(kube: Cluster, kub
     print(f"\nepochs saved by resuming: {saved} ({n_trials} trials x {EPOCHS} epochs, each evicted once: "
           f"{n_trials * EPOCHS} whole epochs trained in all, {n_trials * EPOCHS + saved} if restarted from scratch)")
     assert saved >= 2 * n_trials
+
+
+def stuck_condition(kube: Cluster, name: str) -> dict | None:
+    return next((c for c in kube.status(name).get("conditions") or []
+                 if c["type"] == "TrialsStuck" and c["status"] == "True"), None)
+
+
+def test_a_trial_on_a_lost_node_is_seen_at_once_and_resumes_as_node_lost_once_its_pod_is_gone(
+        kube: Cluster, kubelet: TestKubelet, operator, digits_claims, storage):
+    spec = digits_spec(n_trials=1, parallelism=1, retries=1, output=True)
+    spec["config"]["training"]["num_epochs"] = EPOCHS
+    spec["config"]["search"]["pruner"] = {"type": "none"}
+    spec["trials"]["nodeSelector"] = {"kubernetes.io/hostname": "node-b"}
+    kube.create_studyjob("lost", spec)
+    wait_until(lambda: running_pod(kube, "lost-trial-0"), 180, "trial 0's pod to run on node-b")
+
+    kubelet.lose_node("node-b")
+    lost_at = time.monotonic()
+    try:
+        condition = wait_until(lambda: stuck_condition(kube, "lost"), 120, lambda: (
+            f"the TrialsStuck condition; the pod: {[(p['metadata'].get('deletionTimestamp'), p.get('status')) for p in kube.job_pods('lost-trial-0')]}; "
+            f"the Job: {kube.trial_jobs('lost')['lost-trial-0'].get('status')}; the status: {kube.status('lost')}"))
+        seen_after = time.monotonic() - lost_at
+        assert condition["reason"] == "NodeNotReady" and condition["message"].startswith("trials 0 on node node-b: ")
+        assert any("stuck on node node-b" in e.get("message", "") for e in kube.events("TrialsStuck"))
+        # The taint manager evicts the pod; it stays Terminating while nobody can confirm its end,
+        # and no second pod starts for the trial meanwhile (the first may still write its checkpoint).
+        wait_until(lambda: all(p["metadata"].get("deletionTimestamp") for p in kube.job_pods("lost-trial-0")),
+                   60, "the taint manager to evict the pod")
+        time.sleep(3)
+        assert set(kube.trial_jobs("lost")) == {"lost-trial-0"} and stuck_condition(kube, "lost")
+    finally:
+        kubelet.restore_node("node-b")  # it confirms the pod gone: the trial resumes
+
+    wait_until(lambda: "lost-trial-0-r1" in kube.trial_jobs("lost"), 60, lambda: (
+        f"the trial to resume; its pods: {[(p['metadata'], p.get('status')) for p in kube.job_pods('lost-trial-0')]}; "
+        f"its Job: {kube.trial_jobs('lost')['lost-trial-0'].get('status')}; the status: {kube.status('lost')}"))
+    status = kube.wait_phase("lost", "Succeeded", 400)
+    trial = optuna.load_study(study_name="digits-op", storage=storage).trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs[PREEMPTED_ATTR] == 1
+    assert any("(NodeLost: node node-b stopped answering" in e.get("message", "")
+               for e in kube.events("TrialPreempted"))
+    assert {c["type"]: c["status"] for c in status["conditions"]}["TrialsStuck"] == "False"
+    print(f"\nnode NotReady -> TrialsStuck: {seen_after:.1f}s after the node stopped answering "
+          f"(the control plane's node-monitor grace period included)")

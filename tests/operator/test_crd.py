@@ -127,6 +127,13 @@ def test_gpu_example_asks_for_gpus_and_tolerates_their_taint():
     (lambda s: s["config"]["optimizer"].update(lr=0), "lr"),
     (lambda s: s["config"]["search"]["search_space"]["optimizer.lr"].update(type="exp"), "type"),
     (lambda s: s["trials"].update(tolerations=[{"operator": "Maybe"}]), "operator"),
+    # Counts far past any real cluster: a typo must not ask for a flood.
+    (lambda s: s["trials"].update(parallelism=10**9), "parallelism"),
+    (lambda s: s["trials"].update(maxFailed=2**63 - 1), "maxFailed"),
+    (lambda s: s["trials"].update(retries=10**6), "retries"),
+    (lambda s: s["trials"].update(activeDeadlineSeconds=10**12), "activeDeadlineSeconds"),
+    (lambda s: s["config"]["search"].update(n_trials=2**63 - 1), "n_trials"),
+    (lambda s: s["config"]["training"].update(num_epochs=10**12), "num_epochs"),
 ])
 def test_schema_rejects_bad_values(change, where):
     doc = copy.deepcopy(_studyjobs(next(p for p in EXAMPLES if p.name == "digits-studyjob.yaml"))[0])

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 from optuna.trial import TrialState
 
-from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR, JOB_ATTR, PREEMPTED_ATTR
+from kubetune.search.attributes import (
+    FAIL_REASON_ATTR,
+    INTERRUPTED_ATTR,
+    JOB_ATTR,
+    NODE_LOST_ATTR,
+    PREEMPTED_ATTR,
+)
 from kubetune.search.ledger import budget
 from kubetune_operator import status as st
 from kubetune_operator.decide import decide
@@ -72,6 +80,20 @@ def test_launches_fill_parallelism_within_n_trials():
     assert plan.status["trials"]["running"] == 2 and plan.status["progress"] == "1/3"
 
 
+def test_a_huge_parallelism_launches_one_batch_at_a_time_up_to_the_operator_cap():
+    huge = replace(snapshot([], n_trials=10**6, parallelism=10_000), max_jobs=25, batch=10)
+    plan = decide(huge)
+    assert (plan.launch, plan.more) == (10, True)
+    assert [e.reason for e in plan.events] == ["ParallelismCapped"]
+    assert "above the operator's cap of 25" in plan.events[0].message
+    running = [trial(n) for n in range(20)]
+    plan = decide(replace(huge, trials=running, trial_jobs={n: job(n) for n in range(20)}))
+    assert (plan.launch, plan.more) == (5, False)  # the cap, not parallelism
+    lingering = {n: job(n) for n in range(25)}  # Jobs whose trials ended but whose pods still run
+    plan = decide(replace(huge, trials=running, trial_jobs=lingering))
+    assert plan.launch == 0
+
+
 def test_a_read_write_once_pod_claim_runs_one_trial_at_a_time():
     plan = decide(snapshot([], n_trials=4, parallelism=3, modes=frozenset({"ReadWriteOncePod"})))
     assert plan.launch == 1
@@ -99,3 +121,77 @@ def test_a_trial_whose_pod_never_starts_fails_and_its_job_is_deleted():
         {"name": "trial", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling"}}}]}}
     plan = decide(snapshot([trial(0)], {0: stuck}, {"sj-trial-0": [pulling]}, startupTimeoutSeconds=60))
     assert [(f.failure.reason, f.delete_job) for f in plan.fail] == [("ImagePullBackOff", "sj-trial-0")]
+
+
+def _pod_on(node: str, ready: dict, deleting: str | None = None) -> dict:
+    meta = {"name": "sj-trial-0-abc", **({"deletionTimestamp": deleting} if deleting else {})}
+    return {"metadata": meta, "spec": {"nodeName": node},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", **ready}]}}
+
+
+def test_a_trial_stuck_on_a_node_that_stopped_answering_is_named_at_once_and_resumes_as_node_lost():
+    not_ready = job(0, status={"active": 1, "ready": 0})
+    lost = _pod_on("node-b", {"status": "False"})  # the node controller's mark: no reason
+    plan = decide(snapshot([trial(0)], {0: not_ready}, {"sj-trial-0": [lost]}))
+    stuck = next(c for c in plan.conditions if c.type == st.TRIALS_STUCK)
+    assert stuck.status and stuck.reason == "NodeNotReady" and stuck.message.startswith("trials 0 on node node-b: ")
+    assert "kubectl delete node node-b" in stuck.message and "out-of-service" in stuck.message
+    assert [(t.number, j, n) for t, j, n in plan.mark_lost] == [(0, "sj-trial-0", "node-b")]
+    assert [e.reason for e in plan.events if e.type == "Warning"] == [st.TRIALS_STUCK]
+    assert "stuck: trials 0 on node node-b" in plan.message
+    # The pod is gone (the node deleted, force-deleted): the Job only says Disrupted.
+    marked = trial(0, **{NODE_LOST_ATTR: ["sj-trial-0", "node-b"]})
+    plan = decide(snapshot([marked], {0: job(0, status=FAILED)}, retries=1))
+    assert [r.resume for r in plan.resume] == [1]
+    assert "(NodeLost: node node-b stopped answering (Disrupted:" in plan.resume[0].event.message
+
+
+def test_a_pod_past_its_deletion_deadline_is_stuck_and_one_the_kubelet_reports_is_not():
+    def stuck(pod: dict) -> bool:
+        plan = decide(snapshot([trial(0)], {0: job(0, status={"terminating": 1, "ready": 0})}, {"sj-trial-0": [pod]}))
+        return any(c.type == st.TRIALS_STUCK and c.status for c in plan.conditions)
+    assert stuck(_pod_on("node-b", {"status": "True"}, deleting="2020-01-01T00:00:00Z"))
+    assert not stuck(_pod_on("node-b", {"status": "True"}, deleting="2999-01-01T00:00:00Z"))  # within its grace
+    assert not stuck(_pod_on("node-b", {"status": "False", "reason": "ContainersNotReady"}))  # the kubelet's word
+
+
+def test_trials_stuck_clears_once_nothing_is_stuck():
+    s = replace(snapshot([trial(0)], {0: job(0)}),
+                old_status={"conditions": [{"type": st.TRIALS_STUCK, "status": "True", "reason": "NodeNotReady"}]})
+    stuck = next(c for c in decide(s).conditions if c.type == st.TRIALS_STUCK)
+    assert (stuck.status, stuck.reason) == (False, "NoneStuck")
+    assert all(c.type != st.TRIALS_STUCK for c in decide(snapshot([trial(0)], {0: job(0)})).conditions)
+
+
+def test_a_pod_of_a_lost_node_that_ends_unknown_when_the_node_returns_resumes_as_node_lost():
+    unknown = {"status": {"phase": "Failed", "containerStatuses": [{"name": "trial", "state": {"terminated": {
+        "exitCode": 137, "reason": "ContainerStatusUnknown"}}}]}}
+    marked = trial(0, **{NODE_LOST_ATTR: ["sj-trial-0", "node-b"]})
+    plan = decide(snapshot([marked], {0: job(0, status=FAILED)}, {"sj-trial-0": [unknown]}, retries=1))
+    assert [r.resume for r in plan.resume] == [1] and "NodeLost: node node-b" in plan.resume[0].event.message
+    unmarked = decide(snapshot([trial(0)], {0: job(0, status=FAILED)}, {"sj-trial-0": [unknown]}, retries=1))
+    assert not unmarked.resume or "NodeLost" not in unmarked.resume[0].event.message
+
+
+def test_after_a_restart_trials_that_ended_while_it_was_down_get_their_end_event_once():
+    ended = [trial(n, TrialState.COMPLETE, 0.5 + n / 10) for n in range(4)]
+    s = replace(snapshot(ended, n_trials=8, first_pass=True),
+                old_status={"study": "digits-op", "announced": "0-1", "best": {"trial": 1}})
+    plan = decide(s)
+    assert [e.message.split(":")[0] for e in plan.events if e.reason == "TrialComplete"] == [
+        "trial 2 complete", "trial 3 complete"]
+    assert plan.status["announced"] == "0-3"
+    older = decide(replace(s, old_status={"study": "digits-op"}))  # an older operator's status: nothing to catch up
+    assert not [e for e in older.events if e.reason == "TrialComplete"]
+
+
+def test_finished_trials_found_in_the_study_at_the_first_look_are_inherited_and_said_once():
+    found = [trial(n, TrialState.COMPLETE, 0.5) for n in range(3)]
+    plan = decide(snapshot(found, n_trials=8))  # no status yet: a StudyJob taking the study up
+    assert plan.status["trials"]["inherited"] == 3
+    assert [e.message for e in plan.events if e.reason == "StudyInherited"] == [
+        "study `digits-op` already holds 3 finished trials (an earlier StudyJob or ml-search ran them): "
+        "they count towards the 8 trials"]
+    later = decide(replace(snapshot([*found, trial(3, TrialState.COMPLETE, 0.6)], n_trials=8),
+                           old_status={"study": "digits-op", "trials": plan.status["trials"]}))
+    assert later.status["trials"]["inherited"] == 3 and not [e for e in later.events if e.reason == "StudyInherited"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -26,12 +27,15 @@ from kubetune.search.attributes import FAIL_REASON_ATTR
 from kubetune_operator import names
 from tests.operator.conftest import digits_spec
 from tests.operator.harness import STUDYJOBS
-from tests.polling import wait_for
+from tests.polling import scaled, wait_for, wait_progressing
 
 ROOT = Path(__file__).resolve().parents[2]
 API_CALLS = ROOT / "tests" / "fixtures" / "operator_api_calls.json"
 NAME = "digits-lr"
 STUDY = "digits-e2e"
+STARTUP = 300  # seconds for the first trial pod to start and report an epoch (times KUBETUNE_TEST_SLOWDOWN)
+STALL_STEPS = 4  # waits fail after this many measured steps without any progress
+MIN_STALL = 60  # seconds: the floor under that (a visualisation, a settling pass)
 
 
 def _spec() -> dict:
@@ -61,6 +65,20 @@ def _completed(url: str, numbers: set[int]) -> bool:
     return numbers <= {t.number for t in trials if t.state == TrialState.COMPLETE}
 
 
+def _progress(url: str) -> tuple[int, int]:
+    """Epochs reported and trials finished so far: what moves while training goes on."""
+    try:
+        trials = _load_study(url).trials
+    except KeyError:
+        return 0, 0
+    return sum(len(t.intermediate_values) for t in trials), sum(t.state.is_finished() for t in trials)
+
+
+def _phase(cluster, phase: str) -> dict | None:
+    status = cluster.status(NAME)
+    return status if status.get("phase") == phase else None
+
+
 def _load_study(url: str) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=url)
 
@@ -85,9 +103,17 @@ async def test_digits_studyjob_end_to_end(cluster, storage_secret, start_operato
         created = await cluster.create_studyjob(NAME, _spec())
         uid = created["metadata"]["uid"]
         try:
-            await wait_for(lambda: _completed(storage_secret, {0, 1}), 300, "trials 0 and 1 to complete")
+            # The pace of this machine now: a trial pod's start and its first epoch. Every
+            # later wait allows a few such steps without any progress, however long in all.
+            started = time.monotonic()
+            await wait_for(lambda: _progress(storage_secret)[0], scaled(STARTUP), "the first epoch reported")
+            stall = max(STALL_STEPS * (time.monotonic() - started), scaled(MIN_STALL))
+            await wait_progressing(lambda: _completed(storage_secret, {0, 1}), lambda: _progress(storage_secret),
+                                   stall, "trials 0 and 1 to complete")
             kubelet.release(f"{NAME}-trial-2", "run")
-            status = await cluster.wait_phase(NAME, "Succeeded", timeout=420)
+            status = await wait_progressing(lambda: _phase(cluster, "Succeeded"),
+                                            lambda: (_progress(storage_secret), cluster.status(NAME)), stall,
+                                            "the StudyJob to succeed")
         finally:
             for job in cluster.jobs(NAME):
                 print(job, kubelet.log(job)[-3000:])
@@ -101,7 +127,8 @@ async def test_digits_studyjob_end_to_end(cluster, storage_secret, start_operato
         assert study.trials[0].params == {"optimizer.lr": 0.05, "model.dropout": 0.1}
         assert all(study.trials[n].intermediate_values for n in (0, 1, 2))
         assert status["trials"] == {"running": 0, "waiting": 0, "complete": 2, "pruned": 1,
-                                    "failed": 1, "retried": 0, "preempted": 0, "finished": 4, "total": 4}
+                                    "failed": 1, "retried": 0, "preempted": 0, "finished": 4, "total": 4,
+                                    "inherited": 0}
         assert status["progress"] == "4/4"
         best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
         assert status["best"] == {"trial": best.number, "value": best.value, "params": best.params}
@@ -149,10 +176,9 @@ async def test_digits_studyjob_end_to_end(cluster, storage_secret, start_operato
 
         # Raising n_trials on the finished StudyJob continues the study.
         await cluster.patch(STUDYJOBS, NAME, {"spec": {"config": {"search": {"n_trials": 5}}}})
-        status = await wait_for(
-            lambda: cluster.status(NAME).get("phase") == "Succeeded"
-            and cluster.status(NAME).get("progress") == "5/5" and cluster.status(NAME),
-            300, "the fifth trial and the new plots")
+        status = await wait_progressing(
+            lambda: cluster.status(NAME).get("progress") == "5/5" and _phase(cluster, "Succeeded"),
+            lambda: (_progress(storage_secret), cluster.status(NAME)), stall, "the fifth trial and the new plots")
         assert len(_load_study(storage_secret).trials) == 5
         assert status["observedGeneration"] == 2
         assert cluster.created_jobs().count(f"{NAME}-visualise") == 2

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from kubetune.search.attributes import FAIL_REASON_ATTR, OWNER_ATTR, TARGET_ATTR
 from kubetune.search.storage import make_storage
 from kubetune_operator import names
+from kubetune_operator.observe import LAUNCH_BATCH
 from kubetune_operator.spec import parse_spec, resolve_config
 from kubetune_operator.studies import StudyHandle
 from tests.operator.conftest import digits_spec
@@ -63,6 +64,9 @@ async def test_operator_killed_and_restarted_mid_study(cluster, storage_secret, 
     assert status["trials"]["finished"] == 5
     # Every trial got exactly one Job, across both operators: no duplicate, no orphan.
     assert sorted(cluster.created_jobs()) == sorted(f"restart-trial-{n}" for n in range(5))
+    # Trial 0 ended while no operator ran: the restarted one announces it, once, and every other too.
+    ends = [m.split(" complete")[0] for m in cluster.event_messages("TrialComplete")]
+    assert sorted(ends) == [f"trial {n}" for n in range(5)]
 
 
 @pytest.mark.asyncio
@@ -164,8 +168,11 @@ async def test_deleting_keeps_the_study_and_fails_its_running_trials(cluster, st
     # The garbage collector (emulated) removed the children by their ownerReferences.
     assert cluster.jobs("bye") == {} and cluster.get("v1/configmaps", "bye-config") is None
     trials = _study(storage_secret).trials
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials[:2])
+    # Queued again, unmarked: a deletion costs no trial to whoever takes the study up.
+    assert [t.params for t in trials[2:]] == [t.params for t in trials[:2]]
+    assert all(OWNER_ATTR not in t.user_attrs for t in trials[2:])
 
 
 async def _delete_the_study_under(cluster, name: str, url: str, make_kubelet) -> dict:
@@ -231,8 +238,11 @@ async def test_deleting_after_an_edit_that_does_not_parse_still_closes_the_study
         await cluster.delete(STUDYJOBS, "edited")
         await wait_for(lambda: cluster.get(STUDYJOBS, "edited") is None, 30, "the StudyJob to go")
     trials = _study(storage_secret).trials
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials[:2])
+    # Queued again, unmarked: a deletion costs no trial to whoever takes the study up.
+    assert [t.params for t in trials[2:]] == [t.params for t in trials[:2]]
+    assert all(OWNER_ATTR not in t.user_attrs for t in trials[2:])
     assert not _study(storage_secret).user_attrs[OWNER_ATTR]  # free for ml-search --resume
 
 
@@ -318,3 +328,64 @@ async def test_a_studyjob_failed_by_a_deleted_study_stays_failed_while_the_stora
     await cluster.create_secret("kubetune-postgres", {"url": storage_secret})
     await wait_for(lambda: conditions()["StorageReady"]["reason"] == "StudyDeleted", 30, "StudyDeleted again")
     assert cluster.status("gone")["phase"] == "Failed"
+
+
+@pytest.mark.asyncio
+async def test_a_huge_parallelism_stops_at_the_cap_and_suspend_and_delete_stop_it_within_a_batch(
+        cluster, storage_secret, start_operator, make_kubelet):
+    await start_operator(max_jobs=40)
+    async with make_kubelet(lambda job: "hold"):
+        await cluster.create_studyjob("flood", digits_spec(n_trials=1_000_000, parallelism=10_000))
+        await wait_for(lambda: len(cluster.jobs("flood")) >= 5, 30, "the first Jobs")
+        await cluster.patch(STUDYJOBS, "flood", {"spec": {"suspend": True}})
+        at_suspend = len(cluster.created_jobs())
+        await cluster.wait_phase("flood", "Suspended", timeout=30)
+        suspended = len(cluster.created_jobs())
+        assert suspended - at_suspend <= LAUNCH_BATCH
+        await asyncio.sleep(2)
+        assert len(cluster.created_jobs()) == suspended
+
+        await cluster.patch(STUDYJOBS, "flood", {"spec": {"suspend": False}})
+        await wait_for(lambda: len(cluster.jobs("flood")) >= suspended + 5, 30, "more Jobs")
+        await cluster.delete(STUDYJOBS, "flood")
+        at_delete = len(cluster.created_jobs())
+        await wait_for(lambda: cluster.get(STUDYJOBS, "flood") is None, 30, "the StudyJob to go")
+        assert len(cluster.created_jobs()) - at_delete <= LAUNCH_BATCH
+    assert len(set(cluster.created_jobs())) <= 40  # the cap, whatever parallelism says
+    assert cluster.event_messages("ParallelismCapped")
+
+
+async def _apply_again(cluster, name: str, spec: dict, timeout: float = 30) -> None:
+    """`kubectl apply` in a loop, as GitOps does: taken once the old StudyJob is gone."""
+    async def taken() -> bool:
+        try:
+            await cluster.create_studyjob(name, spec)
+        except AssertionError:  # HTTP 409: the old one is still being finalised
+            return False
+        return True
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await taken():
+        assert asyncio.get_running_loop().time() < deadline, f"StudyJob {name} never taken again"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("wait", [True, False])
+async def test_a_studyjob_deleted_and_applied_again_runs_its_trials_to_the_budget(
+        cluster, storage_secret, start_operator, make_kubelet, wait):
+    await start_operator()
+    spec = digits_spec(n_trials=4, parallelism=4, maxFailed=1)
+    async with make_kubelet(lambda job: "hold") as kubelet:
+        await cluster.create_studyjob("again", spec)
+        await wait_for(lambda: len(cluster.jobs("again")) == 4, 30, "four Jobs")
+        await cluster.delete(STUDYJOBS, "again")
+        if wait:
+            await wait_for(lambda: cluster.get(STUDYJOBS, "again") is None, 30, "the StudyJob to go")
+        await _apply_again(cluster, "again", spec)
+        kubelet.release()
+        status = await cluster.wait_phase("again", "Succeeded", timeout=60)
+    trials = _study(storage_secret).trials
+    deleted = [t for t in trials if (t.user_attrs.get(FAIL_REASON_ATTR) or "").startswith("StudyJobDeleted")]
+    assert len(deleted) == 4
+    assert status["trials"]["complete"] == 4 and status["trials"]["inherited"] == 0
+    assert status["trials"]["retried"] == 4  # the predecessor's trials ran again

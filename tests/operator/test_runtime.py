@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from kubetune_operator.runtime import Options, Runtime
+from kubetune_operator.runtime import Options, Runtime, StudyJobState
 
 
 def test_forgetting_a_studyjob_drops_all_it_held():
@@ -39,3 +39,16 @@ def test_a_pass_that_waited_through_a_forget_holds_the_new_state():
 def _hold(rt: Runtime) -> list[object]:
     with rt.lock("kt/sj") as state:
         return [state]
+
+
+def test_a_job_whose_pod_stops_being_ready_is_news_and_a_new_pending_one_is_not():
+    def job(name: str, **status: int) -> dict:
+        return {"metadata": {"name": name}, "status": status}
+
+    state = StudyJobState()
+    assert not state.note_readiness(job("a", active=1))  # pending since it was made
+    assert not state.note_readiness(job("a", active=1, ready=1))
+    assert state.note_readiness(job("a", active=1))  # its node stopped answering
+    assert state.note_readiness(job("b", active=1, ready=1, terminating=1))  # evicted
+    assert state.note_readiness(job("c", terminating=1, ready=0))  # its only pod being deleted: not active
+    assert not state.note_readiness(job("a", failed=1))  # ended: the Job's end is news anyway

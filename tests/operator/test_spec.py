@@ -40,6 +40,9 @@ def test_defaults():
     (_raw(trials={"paralelism": 2}), "spec.trials.paralelism", "unknown field"),
     (_raw(trials={"parallelism": 0}), "spec.trials.parallelism", "greater than or equal to 1"),
     (_raw(trials={"retries": -1}), "spec.trials.retries", "greater than or equal to 0"),
+    # kmock (and an API server without the CRD's schema) take any count: the operator does not.
+    (_raw(trials={"parallelism": 10**9}), "spec.trials.parallelism", "less than or equal to 10000"),
+    (_raw(trials={"maxFailed": 2**63 - 1}), "spec.trials.maxFailed", "less than or equal to 1000000"),
     # A Job gone before the operator reads why it failed would look deleted (and resume).
     (_raw(trials={"ttlSecondsAfterFinished": 5}), "spec.trials.ttlSecondsAfterFinished",
      "greater than or equal to 60"),

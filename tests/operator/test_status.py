@@ -31,3 +31,10 @@ def test_same_status_ignores_only_timestamps():
 def test_merge_patch_nulls_dropped_keys():
     assert st.merge_patch({"phase": "Running", "message": "m"}, {"phase": "Failed"}) == {
         "phase": "Failed", "message": None}
+
+
+def test_announced_trials_are_kept_as_short_ranges_and_read_back():
+    assert st.ranges([5, 0, 1, 2, 3, 7, 9, 10]) == "0-3,5,7,9-10"
+    assert st.ranges(range(100_000)) == "0-99999"
+    assert st.parse_ranges("0-3,5,7,9-10") == {0, 1, 2, 3, 5, 7, 9, 10} and st.parse_ranges("") == set()
+    assert st.parse_ranges("zero-3") is None

@@ -19,10 +19,11 @@ the operator disables kopf's CRD and namespace scanning. Put rules here, not in
   resources: ["events"]
   verbs: ["create"]
 # Framework and application: kopf watches StudyJobs and keeps its progress, the
-# finalizer and the last handled spec in their metadata.
+# finalizer and the last handled spec in their metadata; a pass reads its StudyJob
+# again before each batch of Jobs (suspended or deleted meanwhile?).
 - apiGroups: ["kubetune.dev"]
   resources: ["studyjobs"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Admission: children carry ownerReferences with blockOwnerDeletion (kopf.adopt);
 # where OwnerReferencesPermissionEnforcement is on (OpenShift, hardened clusters),
 # creating them needs update on the owner's finalizers. Not an API call of its own.

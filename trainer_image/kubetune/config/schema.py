@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from kubetune.config.search_schema import SearchConfig
+from kubetune.config.search_schema import MAX_EPOCHS, SearchConfig
 
 ARCHITECTURES = (
     "small_cnn",
@@ -103,7 +103,7 @@ class DataConfig(Section):
 
 
 class TrainingConfig(Section):
-    num_epochs: int = Field(10, ge=1)
+    num_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1)
     seed: int = Field(0, description="seeds the run and the stratified splits")
     trainer: Literal["standard", "mixed_precision"] = Field(

@@ -12,6 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_STORAGE = "sqlite:///optuna_studies.db"
+# Sane maxima: a typo in a count must not ask for 2^63 trials (the StudyJob CRD states them too).
+MAX_TRIALS = 1_000_000
+MAX_EPOCHS = 100_000
 
 SAMPLERS = ("TPESampler", "RandomSampler", "CmaEsSampler", "GridSampler")
 PRUNERS = ("SuccessiveHalvingPruner", "MedianPruner", "PercentilePruner", "HyperbandPruner", "none")
@@ -133,7 +136,7 @@ class CrossValidationConfig(_Section):
 class SearchConfig(_Section):
     study_name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     storage: str | None = None  # None: $KUBETUNE_STORAGE_URL, then DEFAULT_STORAGE
-    n_trials: int = Field(50, ge=1)
+    n_trials: int = Field(50, ge=1, le=MAX_TRIALS)
     direction: Literal["maximize", "minimize"] = "maximize"
     metric: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
@@ -143,7 +146,7 @@ class SearchConfig(_Section):
     # The guide's advice for slow searches, as settings: trials train on a
     # stratified fraction of the training split and for fewer epochs than the
     # final run; best_config.yaml keeps the full values.
-    trial_epochs: int | None = Field(None, ge=1)
+    trial_epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     trial_train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     enqueue_config: bool = True
     enqueue_trials: list[dict[str, Any]] = Field(default_factory=list)

@@ -59,6 +59,10 @@ JOB_ATTR = "kubetune.job"
 # How many times the trial was disrupted and resumed in a new Job (the ``-r<k>`` of its
 # Job). Written by the operator before the new Job exists.
 PREEMPTED_ATTR = "kubetune.preempted"
+# ``[job, node]``: the trial's Job whose pod the operator saw stuck on a node that stopped
+# answering (NotReady, unreachable). Written by the operator; when that Job ends
+# disrupted, the trial resumes as NodeLost.
+NODE_LOST_ATTR = "kubetune.node_lost"
 
 # Study user attributes -----------------------------------------------------------------
 
