@@ -43,7 +43,7 @@ from kubetune.search.attributes import (
     TRIAL_STEPS_ATTR,
 )
 from kubetune.search.checks import overrides_for_trial, require_search
-from kubetune.search.interruption import Terminated
+from kubetune.search.interruption import Terminated, check_stop
 from kubetune.search.ledger import record_fail_reason
 from kubetune.search.optuna_internals import stored_trial
 from kubetune.search.pruners import tie_break_metric
@@ -238,7 +238,10 @@ class TrialTrainer:
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 record_fail_reason(trial.study, trial, fail_reason(exc))
-            if isinstance(exc, Exception) and not isinstance(exc, KubetuneError):
+            if isinstance(exc, OSError) and exc.errno is not None:
+                # The machine's (a full disk, a read-only folder): its line says it all.
+                log.warning("trial %d failed: %s", trial.number, fail_reason(exc))
+            elif isinstance(exc, Exception) and not isinstance(exc, KubetuneError):
                 # Not a user mistake: keep the traceback (the search goes on regardless).
                 log.warning("trial %d raised %s", trial.number, type(exc).__name__, exc_info=True)
             raise
@@ -282,7 +285,8 @@ class TrialTrainer:
                 # A quiet search prints one line per trial instead of the epoch lines.
                 result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
                                callback=reporter, progress=False,
-                               epoch_lines=not self.quiet_epochs, resume=resume, run_id=run_id)
+                               epoch_lines=not self.quiet_epochs, resume=resume, run_id=run_id,
+                               stop_check=check_stop)
                 done.append(float(result.best[search.metric]))
         finally:
             _free_memory()

@@ -71,6 +71,13 @@ def _improves(entry: dict[str, float], best: dict[str, Any], monitor: str) -> bo
     return not best or sign * entry[monitor] > sign * best[monitor]
 
 
+def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+    return both
+
+
 def train(
     config: Config,
     *,
@@ -82,6 +89,7 @@ def train(
     epoch_lines: bool = True,
     resume: Path | None = None,
     run_id: str | None = None,
+    stop_check: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train ``config`` and return its history.
 
@@ -102,7 +110,8 @@ def train(
     epoch starts, and that seed and the workers' RNG states are not saved, so a resumed
     run sees other batch orders and per-item augmentations (it is still a sound
     continuation of the same training). ``run_id`` is stored in the checkpoints so a
-    caller can tell its own from another run's.
+    caller can tell its own from another run's. ``stop_check`` runs before every epoch
+    and after every batch; what it raises stops the training there.
     """
     settings = config.training
     device = resolve_device(settings.device)
@@ -142,11 +151,14 @@ def train(
     epochs = settings.num_epochs
     start = int(history[-1]["epoch"]) if history else 0
     bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines, done=start)
+    on_batch = bar.advance if stop_check is None else _then(bar.advance, stop_check)
     try:
         with bar, CheckpointWriter(run_dir) as checkpoints:
             for epoch in range(start + 1, epochs + 1):
+                if stop_check is not None:
+                    stop_check()
                 train_loss, train_acc = train_one_epoch(
-                    forward, train_loader, optimizer, criterion, precision, on_batch=bar.advance
+                    forward, train_loader, optimizer, criterion, precision, on_batch=on_batch
                 )
                 if not math.isfinite(train_loss):
                     raise TrainingDiverged(
