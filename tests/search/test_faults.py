@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -10,32 +9,23 @@ import subprocess
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
 from kubetune.search.attributes import FAIL_REASON_ATTR
 from tests.conftest import BIN
 from tests.polling import wait_until
-from tests.search.conftest import CLEAN_ENV, search_section, small_base, write_config
+from tests.search.conftest import (
+    search_section,
+    small_base,
+    start_search,
+    trials_now,
+    write_config,
+)
 
 pytestmark = pytest.mark.postgres
 
 SIGINTS = 20
-
-
-def _start(config: Path, *args: str, cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "ml-search"), "--config", str(config), *args], cwd=cwd,
-        env={**os.environ, **CLEAN_ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def _trials(url: str, study: str) -> list:
-    try:
-        return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
-    except KeyError:
-        return []
 
 
 def test_ctrl_c_at_random_moments_stops_every_worker_at_once(fast_config, tmp_path, postgres_url):
@@ -49,8 +39,8 @@ def test_ctrl_c_at_random_moments_stops_every_worker_at_once(fast_config, tmp_pa
     subprocess.run([str(BIN / "ml-search"), "--help"], check=True, capture_output=True)
     entry = time.monotonic() - began
     began = time.monotonic()
-    probe = _start(config, "--study-name", "pace", "--n-jobs", "2", cwd=tmp_path, env=env)
-    wait_until(lambda: any(t.intermediate_values for t in _trials(postgres_url, "pace")),
+    probe = start_search(config, "--study-name", "pace", "--n-jobs", "2", cwd=tmp_path, env=env)
+    wait_until(lambda: any(t.intermediate_values for t in trials_now(postgres_url, "pace")),
                timeout=300, what="the first epoch of the pace run")
     first_epoch = time.monotonic() - began
     probe.send_signal(signal.SIGINT)
@@ -59,16 +49,16 @@ def test_ctrl_c_at_random_moments_stops_every_worker_at_once(fast_config, tmp_pa
     rng = random.Random(35)
     for i in range(SIGINTS):
         study, jobs = f"sigint-{i}", "2" if i % 2 == 0 else "1"
-        proc = _start(config, "--study-name", study, "--n-jobs", jobs, cwd=tmp_path, env=env)
+        proc = start_search(config, "--study-name", study, "--n-jobs", jobs, cwd=tmp_path, env=env)
         time.sleep(entry + rng.uniform(0, 2 * first_epoch))
         proc.send_signal(signal.SIGINT)
-        seen = {t.number: len(t.intermediate_values) for t in _trials(postgres_url, study)}
+        seen = {t.number: len(t.intermediate_values) for t in trials_now(postgres_url, study)}
         _, err = proc.communicate(timeout=300)
         where = f"run {i} ({jobs} jobs): {err[-2000:]}"
         assert proc.returncode == 130, where
         assert err.count("continue with: ml-search") == 1, where
         assert "Traceback" not in err and "Exception ignored" not in err, where
-        trials = _trials(postgres_url, study)
+        trials = trials_now(postgres_url, study)
         assert not [t.number for t in trials if t.state == TrialState.RUNNING], where
         for t in trials:
             assert len(t.intermediate_values) <= seen.get(t.number, 0) + 1, f"trial {t.number} trained on: {where}"
@@ -101,14 +91,14 @@ def test_a_full_disk_stops_the_search_with_one_line(fast_config, tmp_path, postg
         (disk / "runs").mkdir()
         _fill(disk)
         config = write_config(tmp_path / "c.yaml", base, search_section(study_name="full", n_trials=20))
-        proc = _start(config, "--n-jobs", jobs, cwd=tmp_path, env={"KUBETUNE_STORAGE_URL": postgres_url})
+        proc = start_search(config, "--n-jobs", jobs, cwd=tmp_path, env={"KUBETUNE_STORAGE_URL": postgres_url})
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 1, err
         assert "Traceback" not in err, err
         errors = [line for line in err.splitlines() if line.startswith("ml-search: error:")]
         assert len(errors) == 2, err  # the results that cannot be written, and why the search stopped
         assert "No space left on device" in errors[-1] and "continue with: ml-search" in errors[-1], err
-        trials = _trials(postgres_url, "full")
+        trials = trials_now(postgres_url, "full")
         failed = [t for t in trials if t.state == TrialState.FAIL]
         assert 3 <= len(failed) <= 3 + int(jobs) - 1, [t.user_attrs.get(FAIL_REASON_ATTR) for t in trials]
         assert all("[Errno 28]" in t.user_attrs[FAIL_REASON_ATTR] for t in failed)

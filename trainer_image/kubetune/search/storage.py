@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
 from kubetune.config.search_schema import DEFAULT_STORAGE, SearchConfig
 from kubetune.errors import ConfigError, KubetuneError, UsageError
+from kubetune.search.outage import RidingStorage
 
 STORAGE_ENV = "KUBETUNE_STORAGE_URL"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
@@ -305,7 +306,8 @@ def _sqlite_open_error(exc: DatabaseError, db_file: Path, source: str | None) ->
 def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
                  source: str | None = None, pool_size: int = POOL_SIZE,
                  max_overflow: int = MAX_OVERFLOW) -> optuna.storages.BaseStorage:
-    """An RDB storage with pre-ping, heartbeats and bounded retries of stale trials;
+    """An RDB storage with pre-ping, heartbeats, bounded retries of stale trials, and
+    outages ridden out (:mod:`kubetune.search.outage`);
     or, for ``grpc://host:port``, Optuna's gRPC storage proxy. ``pool_size`` and
     ``max_overflow`` bound its PostgreSQL connections (the chart sizes max_connections on them).
 
@@ -344,7 +346,9 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
                         max_retry=MAX_RETRIES
                     ),
                 }
-            return _create_rdb(url, engine_kwargs, extra)
+            # Opened once while the server answers (a wrong URL fails now); from here on
+            # its calls ride out outages.
+            return RidingStorage(_create_rdb(url, engine_kwargs, extra), mask_url(url))
     except ImportError:  # Optuna's "Failed to import DB access module": no driver installed
         raise _bad_url(source, (
             "{name} must be a sqlite://, postgresql:// or grpc:// URL (the drivers kubetune "
