@@ -50,7 +50,7 @@ def test_ctrl_c_at_random_moments_stops_every_worker_at_once(fast_config, tmp_pa
     for i in range(SIGINTS):
         study, jobs = f"sigint-{i}", "2" if i % 2 == 0 else "1"
         proc = start_search(config, "--study-name", study, "--n-jobs", jobs, cwd=tmp_path, env=env)
-        time.sleep(entry + rng.uniform(0, 2 * first_epoch))
+        time.sleep(entry + rng.uniform(0, 1.5 * first_epoch))
         proc.send_signal(signal.SIGINT)
         seen = {t.number: len(t.intermediate_values) for t in trials_now(postgres_url, study)}
         _, err = proc.communicate(timeout=300)
