@@ -28,6 +28,7 @@ pytestmark = pytest.mark.postgres
 SIGINTS = 20
 
 
+@pytest.mark.timeout(SIGINTS * 150)  # each run starts a search (2 workers in every third)
 def test_ctrl_c_at_random_moments_stops_every_worker_at_once(fast_config, tmp_path, postgres_url):
     """SIGINT at moments drawn over startup, storage, data and training, 20 times: exit 130,
     the resume line once, no trial left RUNNING, no trial trained on past the epoch it was in."""
@@ -48,9 +49,9 @@ def test_ctrl_c_at_random_moments_stops_every_worker_at_once(fast_config, tmp_pa
 
     rng = random.Random(35)
     for i in range(SIGINTS):
-        study, jobs = f"sigint-{i}", "2" if i % 2 == 0 else "1"
+        study, jobs = f"sigint-{i}", "2" if i % 3 == 0 else "1"
         proc = start_search(config, "--study-name", study, "--n-jobs", jobs, cwd=tmp_path, env=env)
-        time.sleep(entry + rng.uniform(0, 1.5 * first_epoch))
+        time.sleep(entry + rng.uniform(0, first_epoch))
         proc.send_signal(signal.SIGINT)
         seen = {t.number: len(t.intermediate_values) for t in trials_now(postgres_url, study)}
         _, err = proc.communicate(timeout=300)
@@ -106,3 +107,21 @@ def test_a_full_disk_stops_the_search_with_one_line(fast_config, tmp_path, postg
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
         shutil.rmtree(disk, ignore_errors=True)
+
+
+def test_the_storage_is_checked_before_the_data(fast_config, tmp_path):
+    """A server that does not answer is the error, not the (missing) data behind it."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    base = small_base(fast_config)
+    base["data"]["path"] = str(tmp_path / "missing")
+    config = write_config(tmp_path / "c.yaml", base, search_section())
+    done = subprocess.run([str(BIN / "ml-search"), "--config", str(config), "--storage",
+                           f"postgresql://postgres@127.0.0.1:{port}/test"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"ml-search: error: cannot open storage postgresql+psycopg://postgres@127.0.0.1:{port}/test"), done.stderr
+    assert "data.path" not in done.stderr

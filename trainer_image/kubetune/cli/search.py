@@ -170,7 +170,7 @@ def _search(args: argparse.Namespace) -> int:
 
     from kubetune.search.checks import require_search
     from kubetune.search.interruption import check_stop
-    from kubetune.search.storage import make_storage, mask_url, resolve_storage_url
+    from kubetune.search.storage import mask_url, open_before_work, resolve_storage_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose else optuna.logging.ERROR)
     config = _load_config(args)
@@ -199,8 +199,9 @@ def _search(args: argparse.Namespace) -> int:
 
     build_sampler(search)  # GridSampler's grid and friends fail here, before the storage
     build_pruner(search)
-    storage = make_storage(url)  # a wrong URL or a server down fails now, not after the data
-    require_startable(storage, url, study_name, resume=args.resume)
+    storage = open_before_work(url)  # a wrong URL or a server down fails now, not after the data
+    if storage is not None:
+        require_startable(storage, url, study_name, resume=args.resume)
     check_stop()
     trainer = TrialTrainer(config, study_name, quiet_epochs=not args.verbose)
     trainer.prepare()  # data errors stop here, before the study is written

@@ -74,6 +74,19 @@ class StorageUnreachable(KubetuneError):
     """The storage did not answer for longer than the outage bound."""
 
 
+def unreachable_in(exc: BaseException) -> StorageUnreachable | None:
+    """The :class:`StorageUnreachable` behind ``exc``: Optuna's ``optimize`` may replace it
+    with an error of its own (an ``UnboundLocalError`` while it cleans up a trial)."""
+    seen: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and all(error is not e for e in seen):
+        if isinstance(error, StorageUnreachable):
+            return error
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is a lost or refused database connection."""
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -258,7 +271,10 @@ class RidingStorage(HeartbeatStorage):
     # Heartbeats ---------------------------------------------------------------------
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self._ride(lambda: self.rdb.record_heartbeat(trial_id))
+        try:
+            self._ride(lambda: self.rdb.record_heartbeat(trial_id))
+        except StorageUnreachable:
+            pass  # the heartbeat thread ends quietly; the trial's own thread says it, once
 
     def get_heartbeat_interval(self) -> int | None:
         return self.rdb.get_heartbeat_interval()

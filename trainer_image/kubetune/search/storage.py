@@ -363,6 +363,20 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
         raise _unreachable(url, exc) from None
 
 
+def open_before_work(url: str, source: str | None = None) -> optuna.storages.BaseStorage | None:
+    """The storage, opened and checked before any slow work, so a wrong URL or a server
+    that does not answer fails at once; None for a SQLite file that does not exist yet,
+    whose URL and folder are checked instead (it is made only once the work can start,
+    so a failed start leaves no file behind)."""
+    source = source or getattr(url, "source", None)
+    if not url.startswith("grpc://"):
+        db_file = sqlite_file(_parse(_normalise(url), source))
+        if db_file is not None and not db_file.exists():
+            _check_sqlite_file(db_file, url, source)
+            return None
+    return make_storage(url, source=source)
+
+
 def _unreachable(url: str, exc: Exception) -> KubetuneError:
     """Exit 1, one line, no password: not the user's typo (a server down, a lock held)."""
     reason = str(exc).splitlines()[0][:200].replace(url, mask_url(url)) if str(exc) else type(exc).__name__

@@ -37,6 +37,7 @@ from kubetune.search.interruption import INTERRUPTED_EXIT, check_stop, watch_int
 from kubetune.search.ledger import budget, enqueue_retry
 from kubetune.search.locking import StudyLock
 from kubetune.search.optuna_internals import stored_trial
+from kubetune.search.outage import unreachable_in
 from kubetune.search.results import best_trial
 from kubetune.search.storage import heartbeat_settings
 from kubetune.search.study import load_search_study, take_sampler_session
@@ -117,21 +118,29 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
             print(describe_trial(study, trial, search.metric), file=sys.stderr, flush=True)
 
     watch_interrupts()
+    next_stale_check = 0.0
     try:
         while True:
             check_stop()
             lock.acquire()
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
+                if time.monotonic() >= next_stale_check:  # heartbeats move once an interval
+                    next_stale_check = time.monotonic() + poll
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(study)
                 state = budget(study)
                 if state.repeated_failure:
                     result.stopped = state.repeated_failure
                     break
                 if state.waiting or state.has_room:
                     check_stop()
-                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
+                    try:
+                        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
+                    except Exception as exc:
+                        if (unreachable := unreachable_in(exc)) is not None:
+                            raise unreachable from None  # one line, not Optuna's aftermath
+                        raise
                     continue
             finally:
                 lock.release()
