@@ -128,28 +128,36 @@ def _run_processes(config: Config, url: str, study_name: str, n_jobs: int, args)
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     level = logging.getLogger().getEffectiveLevel()
+    ready = [ctx.Event() for _ in range(n_jobs)]  # set once a worker notes Ctrl-C itself
     procs = [
         ctx.Process(
             target=worker_process, name=f"ml-search-worker-{i}",
             args=(config_to_dict(config), url, study_name, not args.verbose, not args.quiet,
-                  threads, level),
+                  threads, level, ready[i]),
         )
         for i in range(n_jobs)
     ]
-    for proc in procs:
-        proc.start()
-    forwarded = False
+    # Workers start with Ctrl-C ignored (an ignored signal survives exec), so one that
+    # arrives while they import is not a traceback; each gets its SIGINT from here once
+    # it watches for it.
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for proc in procs:
+            proc.start()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    forwarded: set[int] = set()
     while any(proc.is_alive() for proc in procs):
-        if interrupt_requested() and not forwarded:
-            forwarded = True
-            for proc in procs:
-                if proc.is_alive() and proc.pid:
+        if interrupt_requested():
+            for i, proc in enumerate(procs):
+                if i not in forwarded and ready[i].is_set() and proc.is_alive() and proc.pid:
+                    forwarded.add(i)
                     os.kill(proc.pid, signal.SIGINT)
         for proc in procs:
             proc.join(0.1)
     codes = [proc.exitcode for proc in procs]
     return _Outcome(
-        interrupted=forwarded or INTERRUPTED_EXIT in codes,
+        interrupted=interrupt_requested() or INTERRUPTED_EXIT in codes,
         broken=[code for code in codes if code not in (0, INTERRUPTED_EXIT, STOPPED_EXIT) and code is not None],
     )
 

@@ -166,9 +166,16 @@ def _wait(seconds: float) -> None:
 
 
 def worker_process(config_data: dict[str, Any], url: str, study_name: str, quiet_epochs: bool,
-                   progress: bool, threads: int, log_level: int) -> None:
-    """Entry of one ``--n-jobs`` worker process (spawned: no state shared with the parent)."""
+                   progress: bool, threads: int, log_level: int, ready: Any = None) -> None:
+    """Entry of one ``--n-jobs`` worker process (spawned: no state shared with the parent).
+
+    ``ready`` (an Event) is set once Ctrl-C is watched for: the parent forwards exactly
+    one SIGINT after that, and the worker starts with SIGINT ignored until then.
+    """
     os.setpgrp()  # Ctrl-C reaches the parent, which forwards exactly one SIGINT here
+    watch_interrupts()
+    if ready is not None:
+        ready.set()
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING if log_level <= logging.DEBUG else optuna.logging.ERROR)
     from kubetune.config.loader import validate_config
@@ -180,7 +187,6 @@ def worker_process(config_data: dict[str, Any], url: str, study_name: str, quiet
     except ImportError:  # pragma: no cover
         pass
     config = validate_config(config_data)
-    watch_interrupts()
     try:
         outcome = run_worker(config, url, study_name, quiet_epochs=quiet_epochs, progress=progress)
     except KeyboardInterrupt:  # before the first trial: nothing to hand back
