@@ -57,7 +57,7 @@ def test_a_trial_whose_creation_landed_is_not_created_again(monkeypatch, riding)
     calls = _dropped_after_commit(monkeypatch, riding, "create_new_trial")
     trial = study.ask()
     assert len(calls) == 1  # looked for, found, not asked again
-    assert [t.number for t in study.gettrials_now()] == [trial.number]
+    assert [t.number for t in study.get_trials()] == [trial.number]
 
 
 def test_a_tell_whose_commit_landed_is_not_told_again(monkeypatch, riding):
@@ -67,7 +67,7 @@ def test_a_tell_whose_commit_landed_is_not_told_again(monkeypatch, riding):
     calls = _dropped_after_commit(monkeypatch, riding, "set_trial_state_values")
     study.tell(trial, 0.9)  # Optuna would raise UpdateFinishedTrialError on a blind repeat
     assert len(calls) == 1
-    (told,) = study.gettrials_now()
+    (told,) = study.get_trials()
     assert told.state == TrialState.COMPLETE and told.value == 0.9
 
 
