@@ -11,6 +11,17 @@ Every measurement runs on a fresh database and a fixed total of trials split ove
 the processes, so the study sizes match.
 
     .venv/bin/python bench/storage_throughput.py [--trials 200] [--postgres URL]
+
+``--round-trips`` compares, on PostgreSQL, a whole ml-search trial against plain
+Optuna doing the same work: 4 params, 10 steps of report and should_prune, a tell,
+a RandomSampler and a MedianPruner. The ml-search side is the real worker
+(``run_worker``: lock, stale-trial check, budget, ``TrialTrainer.objective`` with its
+attributes and epoch reporter), with training replaced by 10 empty epochs. It prints
+commits per trial (the database's own count, ``pg_stat_database.xact_commit``: every
+transaction, reads included), milliseconds of a process per trial, trials/s, and the
+ratios against plain Optuna.
+
+    .venv/bin/python bench/storage_throughput.py --round-trips [--trials 160] [--processes 1,4,16]
 """
 
 from __future__ import annotations
@@ -107,13 +118,159 @@ class _Postgres:
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
 
 
+STEPS = 10
+SPACE = {
+    "optimizer.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+    "optimizer.momentum": {"type": "uniform", "low": 0.5, "high": 0.99},
+    "training.batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+    "scheduler.step_size": {"type": "int", "low": 2, "high": 8},
+}
+
+
+def _search_config(study_name: str, total: int):
+    from kubetune.config import validate_config
+
+    return validate_config({
+        "model": {"architecture": "small_cnn"},
+        "data": {"path": "unused", "image_size": 8, "channels": 1},
+        "training": {"num_epochs": STEPS, "batch_size": 32, "device": "cpu"},
+        "optimizer": {"type": "sgd", "lr": 0.01, "momentum": 0.9},
+        "scheduler": {"type": "step", "step_size": 5},
+        "logging": {"output_dir": tempfile.mkdtemp(prefix="ktbench-")},
+        "search": {"study_name": study_name, "n_trials": total, "storage": "unused",
+                   "sampler": {"type": "RandomSampler"},
+                   "pruner": {"type": "MedianPruner", "n_startup_trials": 3, "n_warmup_steps": 2},
+                   "search_space": SPACE},
+    })
+
+
+def _fake_train(config, *, callback, **_):
+    """Ten empty epochs through the real epoch callback (report, tie-break, prune)."""
+    from kubetune.training.runner import TrainResult
+
+    history = []
+    for epoch in range(1, STEPS + 1):
+        metrics = {"val_acc": 0.5 + 0.04 * epoch * config.optimizer.lr, "val_loss": 1.0 / epoch,
+                   "train_loss": 1.0, "train_acc": 0.5, "lr": config.optimizer.lr}
+        history.append({"epoch": epoch, **metrics})
+        callback(epoch, metrics)
+    return TrainResult(Path("."), history, history[-1])
+
+
+def _round_trip_worker(url: str, study_name: str, path: str, share: int, total: int, ready, start, done) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore")
+    if path == "ml-search":
+        import kubetune.training
+        from kubetune.search.objective import TrialTrainer
+        from kubetune.search.worker import run_worker
+
+        kubetune.training.train = _fake_train  # type: ignore[assignment]
+        TrialTrainer._splits = lambda self, cfg: None  # type: ignore[assignment,method-assign,return-value]
+        config = _search_config(study_name, total)
+        trainer = TrialTrainer(config, study_name, quiet_epochs=True)
+        ready.put(os.getpid())
+        start.wait()
+        began = time.perf_counter()
+        result = run_worker(config, url, study_name, progress=False, trainer=trainer)
+        done.put((time.perf_counter() - began, result.trials))
+        return
+    from kubetune.search.space import distributions
+
+    dists = distributions(_search_config(study_name, total).search.search_space)  # type: ignore[union-attr]
+    study = optuna.load_study(study_name=study_name, storage=optuna.storages.RDBStorage(url),
+                              sampler=optuna.samplers.RandomSampler(),
+                              pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+    ready.put(os.getpid())
+    start.wait()
+    began = time.perf_counter()
+    for _ in range(share):
+        trial = study.ask(dists)
+        value, state = 0.0, optuna.trial.TrialState.COMPLETE
+        for step in range(1, STEPS + 1):
+            value = 0.5 + 0.04 * step * trial.params["optimizer.lr"]
+            trial.report(value, step)
+            if trial.should_prune():
+                state = optuna.trial.TrialState.PRUNED
+                break
+        study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    done.put((time.perf_counter() - began, share))
+
+
+def _commits(admin, database: str) -> int:
+    import sqlalchemy
+
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_stat_force_next_flush()"))
+        return int(conn.execute(sqlalchemy.text("SELECT xact_commit FROM pg_stat_database WHERE datname = :d"),
+                                {"d": database}).scalar_one())
+
+
+def measure_round_trips(server: _Postgres, processes: int, total: int, path: str) -> tuple[float, float, float]:
+    """(commits per trial, ms of a process per trial, trials/s) on a fresh database."""
+    import optuna
+
+    from kubetune.search.attributes import TARGET_ATTR
+
+    with server as url:
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+        study.set_user_attr(TARGET_ATTR, total)
+        ctx = multiprocessing.get_context("spawn")
+        ready, start, done = ctx.Queue(), ctx.Event(), ctx.Queue()
+        share = total // processes
+        procs = [ctx.Process(target=_round_trip_worker, args=(url, name, path, share, total, ready, start, done))
+                 for _ in range(processes)]
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            ready.get(timeout=600)
+        time.sleep(1.5)  # the statistics of the connections made so far are flushed
+        before = _commits(server.admin, server.name)
+        began = time.perf_counter()
+        start.set()
+        results = [done.get(timeout=1200) for _ in procs]
+        wall = time.perf_counter() - began
+        for proc in procs:
+            proc.join()
+        time.sleep(1.5)  # closed connections flush their counts
+        commits = _commits(server.admin, server.name) - before
+        trials = sum(n for _, n in results)
+        busy = sum(seconds for seconds, _ in results)
+        return commits / trials, 1000 * busy / trials, trials / wall
+
+
+def round_trips(args: argparse.Namespace) -> int:
+    counts = [int(n) for n in args.processes.split(",")]
+    server = _Postgres(args.postgres)
+    print(f"PostgreSQL, {args.trials} trials per cell, 4 params, {STEPS} report/prune steps, RandomSampler, "
+          f"MedianPruner; cpu cores: {os.cpu_count()}")
+    print(f"{'processes':>9} {'path':<10} {'commits/trial':>13} {'ms/trial':>9} {'trials/s':>9}")
+    for n in counts:
+        rows = {path: measure_round_trips(server, n, args.trials, path) for path in ("optuna", "ml-search")}
+        for path, (commits, ms, rate) in rows.items():
+            print(f"{n:>9} {path:<10} {commits:>13.1f} {ms:>9.1f} {rate:>9.1f}", flush=True)
+        (c0, m0, r0), (c1, m1, r1) = rows["optuna"], rows["ml-search"]
+        print(f"{n:>9} {'ratio':<10} {c1 / c0:>12.2f}x {m1 / m0:>8.2f}x {r1 / r0:>8.2f}x  (ml-search / optuna)",
+              flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200, help="trials per measurement (default 200)")
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--postgres", default=os.environ.get("KUBETUNE_TEST_POSTGRES_URL", DEFAULT_POSTGRES))
     parser.add_argument("--paths", default="ask/tell,kubetune")
+    parser.add_argument("--round-trips", action="store_true",
+                        help="ml-search's whole trial against plain Optuna on PostgreSQL (default --processes 1,4,16)")
     args = parser.parse_args(argv)
+    if args.round_trips:
+        if args.processes == "1,2,4":
+            args.processes = "1,4,16"
+        return round_trips(args)
     counts = [int(n) for n in args.processes.split(",")]
     print(f"{args.trials} trials per cell, empty objective, RandomSampler; cpu cores: {os.cpu_count()}")
     print(f"{'backend':<11} {'path':<9} " + " ".join(f"{f'{n} proc':>9}" for n in counts) + "   (trials/s)")

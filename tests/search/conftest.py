@@ -83,3 +83,26 @@ def table_names(url: str) -> list[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+def start_search(config: Path, *args: str, cwd: Path, env: dict):
+    """``ml-search --config CONFIG ARGS`` in the background, its output captured."""
+    import os
+    import subprocess
+
+    from tests.conftest import BIN
+
+    return subprocess.Popen(
+        [str(BIN / "ml-search"), "--config", str(config), *args], cwd=cwd,
+        env={**os.environ, **CLEAN_ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def trials_now(url: str, study_name: str) -> list:
+    """The study's trials, or [] while it does not exist or the server does not answer."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=url).get_trials(deepcopy=False)
+    except Exception:
+        return []

@@ -132,3 +132,40 @@ def test_the_top_trials_caption_tells_a_queued_retry_from_one_that_ran():
     enqueue_retry(study, study.get_trials(deepcopy=False)[retry.number], first.params, DIST)
     caption = top_trials_table(study, "val_acc").caption
     assert "(1 retried with the same params, 1 queued for a retry)" in caption
+
+
+def test_a_running_trial_counts_whether_or_not_its_worker_wrote_its_attributes():
+    study = optuna.create_study()
+    _add(study, TrialState.RUNNING)  # its worker died before writing kubetune.worker
+    assert budget(study, 1).running_workers == 1 and not budget(study, 1).done
+
+
+def _fail(study, reason):
+    return _add(study, TrialState.FAIL, user_attrs={FAIL_REASON_ATTR: reason})
+
+
+DISK_FULL = "OSError: [Errno 28] No space left on device: '/runs/x/trial-{}/config.yaml'"
+
+
+def test_the_same_os_error_three_times_in_a_row_stops_the_search():
+    study = optuna.create_study()
+    for n in range(2):
+        _fail(study, DISK_FULL.format(n))
+    assert budget(study, 20).repeated_failure is None  # two is not yet a pattern
+    _fail(study, DISK_FULL.format(2))
+    assert budget(study, 20).repeated_failure == "OSError: [Errno 28] No space left on device"
+
+
+def test_other_failures_or_a_success_in_between_do_not_stop_it():
+    study = optuna.create_study()
+    _fail(study, DISK_FULL.format(0))
+    _fail(study, "PermissionError: [Errno 13] Permission denied: '/runs/x'")
+    _fail(study, DISK_FULL.format(1))
+    assert budget(study, 20).repeated_failure is None  # not the same error
+    for n in range(3):
+        _fail(study, f"NaN loss: training loss became nan at epoch {n}")
+    assert budget(study, 20).repeated_failure is None  # the params' fault, not the machine's
+    for n in range(2):
+        _fail(study, DISK_FULL.format(n))
+    _add(study, TrialState.COMPLETE, 1.0)
+    assert budget(study, 20).repeated_failure is None

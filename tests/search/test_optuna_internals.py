@@ -141,3 +141,42 @@ def test_enqueue_trial_records_fixed_params():
     study.enqueue_trial({"x": 0.5})
     _expect(study.trials[0].system_attrs.get(FIXED_PARAMS_ATTR) == {"x": 0.5},
             f"Study.enqueue_trial's system attribute {FIXED_PARAMS_ATTR!r}")
+
+
+def _heartbeat_rdb(tmp_path, interval: int = 1, grace: int = 2) -> optuna.storages.RDBStorage:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=interval,
+                                          grace_period=grace)
+
+
+def test_cached_storage_is_optunas_cache_in_front_of_the_rdb(tmp_path):
+    rdb = _heartbeat_rdb(tmp_path)
+    cached = internals.cached_storage(rdb)
+    _expect(cached is not rdb and _private(cached, "_backend") is rdb, "optuna.storages.get_storage(RDBStorage)")
+
+
+def test_stale_trial_ids_lists_running_trials_without_a_recent_heartbeat(tmp_path):
+    rdb = _heartbeat_rdb(tmp_path)
+    _private(rdb, "_get_stale_trial_ids")
+    study = optuna.create_study(storage=rdb)
+    trial = study.ask()
+    rdb.record_heartbeat(internals.trial_id_of(trial))
+    assert internals.stale_trial_ids(rdb, internals.study_id_of(study)) == []
+    import time
+
+    time.sleep(3)
+    assert internals.stale_trial_ids(rdb, internals.study_id_of(study)) == [internals.trial_id_of(trial)]
+
+
+def test_a_heartbeat_storage_is_what_fail_stale_trials_asks():
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    _expect("_get_stale_trial_ids" in BaseHeartbeat.__abstractmethods__, "BaseHeartbeat's abstract methods")
+
+    from types import SimpleNamespace
+
+    probe = SimpleNamespace(stale_trials=lambda study_id: [study_id])
+    assert internals.HeartbeatStorage._get_stale_trial_ids(probe, 7) == [7]  # type: ignore[arg-type]

@@ -179,14 +179,27 @@ def test_trials_tied_at_a_rung_are_ranked_by_their_loss(losses, third_pruned_at)
 def test_the_tie_break_is_the_lowest_loss_so_far():
     from kubetune.search.objective import EpochReporter
 
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study = optuna.create_study(direction="maximize", pruner=TrialLengthHalvingPruner())
     trial = study.ask()
     reporter = EpochReporter(trial, "val_acc", True, max, [], 0, 1, 4)
     for epoch, (loss, lowest) in enumerate([(2.2, 2.2), (2.0, 2.0), (float("nan"), 2.0), (2.1, 2.0)], 1):
         reporter(epoch, {"val_acc": 0.1, "val_loss": loss})
-        assert study.trials[-1].user_attrs[TIE_BREAK_ATTR] == lowest
+        assert study.trials[-1].user_attrs[TIE_BREAK_ATTR] == lowest  # before every verdict
     assert (tie_break_metric("val_acc"), tie_break_metric("train_acc")) == ("val_loss", "train_loss")
     assert tie_break_metric("val_loss") is None  # a loss seldom ties: no tie-break, no attribute
+
+
+def test_a_pruner_that_does_not_read_the_tie_break_gets_it_once_at_the_end():
+    from kubetune.search.objective import EpochReporter
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    reporter = EpochReporter(trial, "val_acc", True, max, [], 0, 1, 3)
+    for epoch, loss in enumerate([2.2, 2.0, 2.1], 1):
+        reporter(epoch, {"val_acc": 0.1, "val_loss": loss})
+    assert TIE_BREAK_ATTR not in study.trials[-1].user_attrs  # no write per epoch
+    reporter.store_tie_break()
+    assert study.trials[-1].user_attrs[TIE_BREAK_ATTR] == 2.0
 
 
 @pytest.mark.parametrize("steps, first_rung", [(5, 1), (10, 2), (16, 2), (20, 2), (30, 3), (100, 5), (2, 1)])

@@ -1,9 +1,14 @@
 """``ml-search``: search a config's hyperparameters with Optuna, locally or with a team.
 
-Every check (config, search space, data) runs before the storage is touched;
-then the study is created or resumed, trials run in this process or in
+The config and the search space are checked, then the storage is opened and
+checked (a wrong URL fails in a second, not after the data is read), then the
+data; only then is the study created or resumed. Trials run in this process or in
 ``--n-jobs`` worker processes, and the results land in
 ``<logging.output_dir>/optuna_studies/<study>/``.
+
+Exit codes: 0 when the study reached its total (a worker that died on the way is
+said in one line), 1 when it did not, 2 for usage and config errors, 130 after
+Ctrl-C (with the line that continues the search, once).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubetune.cli.common import ArgumentParser, add_common_flags, run_command
@@ -88,13 +94,17 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
 
     from kubetune.search.results import export_results, study_dir, top_trials_table
 
-    written = export_results(config, study, output_dir)
+    folder = output_dir or study_dir(config, study.study_name)
+    try:
+        written = export_results(config, study, output_dir)
+    except OSError as exc:  # a full disk, a folder gone read-only: the study itself is safe
+        print(f"{PROG}: error: cannot write the results to {folder}: {exc.strerror or exc}", file=sys.stderr)
+        return False
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
     if not quiet:
         from kubetune.search.checks import config_point, require_search
 
         console.print(top_trials_table(study, require_search(config).metric, own_params=config_point(config)))
-    folder = output_dir or study_dir(config, study.study_name)
     print(f"trials: {written['trials_csv']}")
     if "best_config" in written:
         print(f"best config: {written['best_config']} "
@@ -105,49 +115,71 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
     return False
 
 
-def _run_processes(config: Config, url: str, study_name: str, n_jobs: int, args) -> bool:
-    """Run ``n_jobs`` worker processes; True when interrupted."""
-    from kubetune.search.worker import worker_process
+@dataclass
+class _Outcome:
+    interrupted: bool = False
+    broken: list[int] = field(default_factory=list)  # exit codes of workers that died
+
+
+def _run_processes(config: Config, url: str, study_name: str, n_jobs: int, args) -> _Outcome:
+    """Run ``n_jobs`` worker processes; Ctrl-C is forwarded to each exactly once."""
+    from kubetune.search.interruption import INTERRUPTED_EXIT, interrupt_requested
+    from kubetune.search.worker import STOPPED_EXIT, worker_process
 
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     level = logging.getLogger().getEffectiveLevel()
+    ready = [ctx.Event() for _ in range(n_jobs)]  # set once a worker notes Ctrl-C itself
     procs = [
         ctx.Process(
             target=worker_process, name=f"ml-search-worker-{i}",
             args=(config_to_dict(config), url, study_name, not args.verbose, args.trial_lines,
-                  threads, level),
+                  threads, level, ready[i]),
         )
         for i in range(n_jobs)
     ]
-    for proc in procs:
-        proc.start()
-    interrupted = False
+    # Workers start with Ctrl-C ignored (an ignored signal survives exec), so one that
+    # arrives while they import is not a traceback; each gets its SIGINT from here once
+    # it watches for it.
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for proc in procs:
-            proc.join()
-    except KeyboardInterrupt:
-        interrupted = True
+            proc.start()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    forwarded: set[int] = set()
+    while any(proc.is_alive() for proc in procs):
+        if interrupt_requested():
+            for i, proc in enumerate(procs):
+                if i not in forwarded and ready[i].is_set() and proc.is_alive() and proc.pid:
+                    forwarded.add(i)
+                    os.kill(proc.pid, signal.SIGINT)
         for proc in procs:
-            if proc.is_alive() and proc.pid:
-                os.kill(proc.pid, signal.SIGINT)
-        for proc in procs:
-            proc.join()
+            proc.join(0.1)
     codes = [proc.exitcode for proc in procs]
-    if any(code == 130 for code in codes):
-        interrupted = True
-    broken = [code for code in codes if code not in (0, 130)]
-    if broken:
-        raise KubetuneError(f"{len(broken)} of {n_jobs} workers failed (exit codes {broken}); "
-                            "see their messages above, then continue with --resume")
-    return interrupted
+    return _Outcome(
+        interrupted=interrupt_requested() or INTERRUPTED_EXIT in codes,
+        broken=[code for code in codes if code not in (0, INTERRUPTED_EXIT, STOPPED_EXIT) and code is not None],
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
+    from kubetune.search.interruption import watch_interrupts
+
+    watch_interrupts()  # Ctrl-C is acted on between steps, never in the middle of one
+    try:
+        return _search(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; continue with: {resume_command(args.argv)}", file=sys.stderr)
+        return 130
+
+
+def _search(args: argparse.Namespace) -> int:
     import optuna
 
     from kubetune.search.checks import require_search
-    from kubetune.search.storage import mask_url, resolve_storage_url
+    from kubetune.search.interruption import check_stop
+    from kubetune.search.storage import mask_url, open_before_work, resolve_storage_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose else optuna.logging.ERROR)
     config = _load_config(args)
@@ -171,15 +203,21 @@ def _run(args: argparse.Namespace) -> int:
     from kubetune.search.objective import TrialTrainer
     from kubetune.search.pruners import build_pruner
     from kubetune.search.samplers import build_sampler
-    from kubetune.search.study import start_study
+    from kubetune.search.study import require_startable, start_study
     from kubetune.search.worker import run_worker
 
     build_sampler(search)  # GridSampler's grid and friends fail here, before the storage
     build_pruner(search)
+    storage = open_before_work(url)  # a wrong URL or a server down fails now, not after the data
+    if storage is not None:
+        require_startable(storage, url, study_name, resume=args.resume)
+    check_stop()
     trainer = TrialTrainer(config, study_name, quiet_epochs=not args.verbose)
-    trainer.prepare()  # data errors stop here, before the storage is touched
+    trainer.prepare()  # data errors stop here, before the study is written
+    check_stop()
 
-    start = start_study(config, url, study_name, resume=args.resume, n_trials=args.n_trials)
+    start = start_study(config, url, study_name, resume=args.resume, n_trials=args.n_trials,
+                        storage=storage)
     from kubetune.search.ledger import budget
 
     state = budget(start.study, start.target)
@@ -192,17 +230,40 @@ def _run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     live = sys.stderr.isatty() and not args.quiet and not args.verbose
     args.trial_lines = not args.quiet and not live  # the live line prints them itself
+    outcome = _Outcome()
     with _progress(config, url, study_name, start.target, live):
-        if args.n_jobs == 1:
-            interrupted = run_worker(config, url, study_name, quiet_epochs=not args.verbose,
-                                     progress=args.trial_lines, trainer=trainer).interrupted
-        else:
-            interrupted = _run_processes(config, url, study_name, args.n_jobs, args)
+        try:
+            check_stop()
+            if args.n_jobs == 1:
+                outcome.interrupted = run_worker(config, url, study_name, quiet_epochs=not args.verbose,
+                                                 progress=args.trial_lines, trainer=trainer).interrupted
+            else:
+                outcome = _run_processes(config, url, study_name, args.n_jobs, args)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
     completed = _export(config, start.study, output_dir, args.quiet)
-    if interrupted:
-        print(f"{PROG}: interrupted; continue with: {resume_command(args.argv)}", file=sys.stderr)
-        return 130
-    return 0 if completed else 1
+    if outcome.interrupted:
+        raise KeyboardInterrupt  # the one line that continues the search: _run's
+    return _verdict(start.study, args, outcome, completed)
+
+
+def _verdict(study, args: argparse.Namespace, outcome: _Outcome, completed: bool) -> int:
+    """0 when the study reached its total, else one line saying why and exit 1."""
+    from kubetune.search.ledger import budget
+
+    state = budget(study)
+    workers = f"{len(outcome.broken)} of {args.n_jobs} workers exited early (exit codes {outcome.broken})"
+    if state.done:
+        if outcome.broken:
+            print(f"{PROG}: {workers}; the study still reached its {state.target} trials", file=sys.stderr)
+        return 0 if completed else 1
+    where = f"{state.finished}/{state.target} trials done"
+    if state.repeated_failure:
+        raise KubetuneError(f"stopped: the last trials all failed with {state.repeated_failure}; "
+                            f"fix that, then continue with: {resume_command(args.argv)} ({where})")
+    cause = workers if outcome.broken else "the workers stopped"
+    raise KubetuneError(f"{cause} before the study reached its total ({where}); "
+                        f"continue with: {resume_command(args.argv)}")
 
 
 def _progress(config: Config, url: str, study_name: str, target: int, live: bool) -> contextlib.AbstractContextManager:

@@ -91,6 +91,10 @@ FAILED_TRIAL_ATTR = "failed_trial"
 RETRY_HISTORY_ATTR = "retry_history"
 # Optuna's record of a queued trial's params (``study.enqueue_trial``).
 FIXED_PARAMS_ATTR = "fixed_params"
+# A one-off mark on every trial a process creates, so a creation whose connection
+# dropped is looked for before it is repeated. Written and read by
+# ``kubetune.search.outage`` only.
+ASK_MARK_ATTR = "kubetune.ask_mark"
 
 
 def completed_rung(rung: int) -> str:

@@ -23,6 +23,7 @@ it (:func:`fail_trial`). Torch-free: the operator imports it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +162,10 @@ class Budget:
 
     target: int
     books: Ledger
-    running_workers: int  # RUNNING trials of ml-search workers
+    # Every RUNNING trial: a worker that died before writing its attributes leaves one
+    # that the heartbeat check fails (and retries) only if someone stays to look.
+    running_workers: int
+    repeated_failure: str | None = None  # see :func:`repeated_failure`
 
     @property
     def counted(self) -> int:
@@ -196,5 +200,36 @@ def budget(study: optuna.Study, target: int | None = None) -> Budget:
     return Budget(
         target=target if target is not None else (stored_target(study) or 0),
         books=ledger(trials),
-        running_workers=sum(t.state == TrialState.RUNNING and WORKER_ATTR in t.user_attrs for t in trials),
+        running_workers=sum(t.state == TrialState.RUNNING for t in trials),
+        repeated_failure=repeated_failure(trials),
     )
+
+
+# An OSError's fail_reason: "OSError: [Errno 28] No space left on device: '/runs/...'".
+_OS_ERROR = re.compile(r"^(\w+): \[Errno (\d+)\] ([^:']*)")
+REPEATS_TO_STOP = 3  # trials in a row failing with the same OSError stop the search
+
+
+def repeated_failure(trials: Sequence[FrozenTrial], times: int = REPEATS_TO_STOP) -> str | None:
+    """The OSError (``"OSError: [Errno 28] No space left on device"``) that the last
+    ``times`` finished trials all failed with, or None.
+
+    A full disk, a read-only folder or a missing permission fails every trial the same
+    way; going on only spends the budget. Other failures (a NaN loss, a crash of the
+    trainer) belong to their params and never stop the search.
+    """
+    retried = retried_numbers(trials)
+    finished = sorted((t for t in trials if t.state.is_finished() and t.number not in retried),
+                      key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+    last = finished[-times:]
+    if len(last) < times or any(t.state != TrialState.FAIL for t in last):
+        return None
+    kinds = {_os_error(str(t.user_attrs.get(FAIL_REASON_ATTR, ""))) for t in last}
+    if len(kinds) != 1:
+        return None
+    return kinds.pop()
+
+
+def _os_error(reason: str) -> str | None:
+    match = _OS_ERROR.match(reason)
+    return f"{match[1]}: [Errno {match[2]}] {match[3].strip()}" if match else None

@@ -5,7 +5,7 @@ budget: two workers that both see "9 of 10 trials" would both start one more.
 Workers therefore take this lock around "count the trials, ask for a new one,
 sample its parameters", which makes ``n_trials`` exact across processes and
 machines. The lock dies with its holder (a closed connection, a closed file), so
-a SIGKILLed worker never blocks the others.
+a SIGKILLed worker never blocks the others; taking it rides out a storage outage.
 
 - PostgreSQL: a session-level advisory lock keyed by the study name.
 - SQLite: ``flock`` on the database file itself, so no lock file is left beside it.
@@ -16,6 +16,7 @@ a SIGKILLed worker never blocks the others.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from kubetune.search.storage import sqlite_file
+from kubetune.search.outage import Outage, is_connection_error
+from kubetune.search.storage import mask_url, sqlite_file
 
 
 def _advisory_key(study_name: str) -> int:
@@ -48,6 +50,7 @@ class StudyLock:
         self._engine: Any = None
         self._conn: Any = None
         self._file: Any = None
+        self._outage = Outage(mask_url(url))
 
     @property
     def held(self) -> bool:
@@ -58,7 +61,7 @@ class StudyLock:
         try:
             db_file = sqlite_file(self._url)
             if self._url.get_backend_name() == "postgresql":
-                self._acquire_postgres()
+                self._outage.run(self._acquire_postgres)
             elif db_file is not None:
                 self._acquire_file(db_file)
         except BaseException:
@@ -75,8 +78,12 @@ class StudyLock:
                 conn, self._conn = self._conn, None
                 try:
                     conn.execute(_sql("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+                except Exception as exc:
+                    if not is_connection_error(exc):
+                        raise  # a lost connection took the lock with it
                 finally:
-                    conn.close()
+                    with contextlib.suppress(Exception):
+                        conn.close()
             if self._file is not None:
                 import fcntl
 

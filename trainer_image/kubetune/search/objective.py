@@ -43,10 +43,10 @@ from kubetune.search.attributes import (
     TRIAL_STEPS_ATTR,
 )
 from kubetune.search.checks import overrides_for_trial, require_search
-from kubetune.search.interruption import Terminated
+from kubetune.search.interruption import Terminated, check_stop
 from kubetune.search.ledger import record_fail_reason
 from kubetune.search.optuna_internals import stored_trial
-from kubetune.search.pruners import tie_break_metric
+from kubetune.search.pruners import reads_tie_break, tie_break_metric
 from kubetune.search.results import trial_run_dir
 from kubetune.search.space import distributions, value_range
 
@@ -106,6 +106,10 @@ class EpochReporter:
         self.best: float | None = None
         self.tie_metric = tie_break_metric(metric)
         self.tie_best: float | None = None  # the lowest tie_metric of this fold so far
+        self.tie_stored = True  # tie_best is what the storage holds
+        # Only successive halving reads the tie-break, at its rungs: other pruners get it
+        # once, at the end, instead of a write per improving epoch.
+        self.tie_for_pruner = reads_tie_break(trial.study.pruner)
         self.where: str | None = None  # "epoch 4" (of fold 2): the last epoch seen
         # Steps the trial holds already (from earlier pods), kept, not reported again: a pod
         # killed after reporting an epoch whose checkpoint had not landed trains it again.
@@ -117,12 +121,19 @@ class EpochReporter:
             self.best = value
         tie = metrics.get(self.tie_metric) if self.tie_metric else None
         if tie is not None and math.isfinite(tie) and (self.tie_best is None or tie < self.tie_best):
-            self.tie_best = float(tie)  # written when it improves, before the step is reported
-            self.trial.set_user_attr(TIE_BREAK_ATTR, self.tie_best)
+            self.tie_best, self.tie_stored = float(tie), False
         self.where = f"epoch {epoch}" + (f" of fold {self.fold + 1}" if self.folds > 1 else "")
         return self.aggregate([*self.done_folds, self.best]), self.fold * self.epochs + epoch
 
+    def store_tie_break(self) -> None:
+        """Write the fold's lowest tie-break loss, if it changed since the last write."""
+        if not self.tie_stored and self.tie_best is not None:
+            self.trial.set_user_attr(TIE_BREAK_ATTR, self.tie_best)
+            self.tie_stored = True
+
     def _prune(self, running: float) -> None:
+        if self.tie_for_pruner:
+            self.store_tie_break()  # before the pruner judges the step
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at {self.where} with {self.metric}={running:.4f}")
 
@@ -238,7 +249,10 @@ class TrialTrainer:
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 record_fail_reason(trial.study, trial, fail_reason(exc))
-            if isinstance(exc, Exception) and not isinstance(exc, KubetuneError):
+            if isinstance(exc, OSError) and exc.errno is not None:
+                # The machine's (a full disk, a read-only folder): its line says it all.
+                log.warning("trial %d failed: %s", trial.number, fail_reason(exc))
+            elif isinstance(exc, Exception) and not isinstance(exc, KubetuneError):
                 # Not a user mistake: keep the traceback (the search goes on regardless).
                 log.warning("trial %d raised %s", trial.number, type(exc).__name__, exc_info=True)
             raise
@@ -278,12 +292,13 @@ class TrialTrainer:
                 resume, run_id = (None, None) if search.cross_validation.enabled else \
                     self._resume(trial, frozen, cfg, reporter)
                 if fold == 0:
-                    self._clear_interrupted(trial)
+                    self._clear_interrupted(trial, frozen)
                 # A quiet search prints one line per trial instead of the epoch lines.
                 result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
                                callback=reporter, progress=False,
                                epoch_lines=not self.quiet_epochs, resume=resume, run_id=run_id,
-                               searched=list(self.dists))
+                               searched=list(self.dists), stop_check=check_stop)
+                reporter.store_tie_break()
                 done.append(float(result.best[search.metric]))
         finally:
             _free_memory()
@@ -306,9 +321,9 @@ class TrialTrainer:
         return point.path, run_id
 
     @staticmethod
-    def _clear_interrupted(trial: optuna.Trial) -> None:
+    def _clear_interrupted(trial: optuna.Trial, frozen: FrozenTrial) -> None:
         """The trial trains again: where an earlier pod stopped is history now."""
-        if trial.user_attrs.get(INTERRUPTED_ATTR):
+        if frozen.user_attrs.get(INTERRUPTED_ATTR):
             trial.set_user_attr(INTERRUPTED_ATTR, "")
 
 

@@ -18,13 +18,17 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
 
 __all__ = [
+    "HeartbeatStorage",
+    "cached_storage",
     "contains",
     "set_trial_system_attr",
     "set_trial_user_attr",
+    "stale_trial_ids",
     "storage_of",
     "stored_trial",
     "study_id_of",
@@ -80,3 +84,27 @@ def contains(dist: BaseDistribution, internal: float) -> bool:
     """Whether ``internal`` (a value in the distribution's internal representation) lies
     in ``dist`` (``BaseDistribution._contains``)."""
     return dist._contains(internal)
+
+
+def cached_storage(rdb: RDBStorage) -> BaseStorage:
+    """``rdb`` behind Optuna's cache of finished trials, as ``create_study`` would put it
+    (``optuna.storages.get_storage``, documented for internal use)."""
+    return optuna.storages.get_storage(rdb)
+
+
+def stale_trial_ids(rdb: RDBStorage, study_id: int) -> list[int]:
+    """RUNNING trials of the study whose heartbeat is older than the grace period
+    (``RDBStorage._get_stale_trial_ids``)."""
+    return rdb._get_stale_trial_ids(study_id)
+
+
+class HeartbeatStorage(BaseStorage, BaseHeartbeat):
+    """A storage with heartbeats that Optuna's ``optimize`` and ``fail_stale_trials`` use
+    (``BaseHeartbeat`` lives in a private module, and its stale-trial query has a private
+    name): subclasses implement :meth:`stale_trials`."""
+
+    def stale_trials(self, study_id: int) -> list[int]:
+        raise NotImplementedError
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.stale_trials(study_id)

@@ -215,6 +215,11 @@ def _loses_tie(study: optuna.Study, trial: FrozenTrial, rung: int, loss: float, 
     return ahead + sum(other < loss for other in tied) >= places
 
 
+def reads_tie_break(pruner: optuna.pruners.BasePruner) -> bool:
+    """Whether ``pruner`` ranks tied trials by their ``tie_break`` user attribute."""
+    return isinstance(pruner, TrialLengthHalvingPruner)
+
+
 def shortest_trial_steps(search: SearchConfig) -> int | None:
     """The steps of the shortest trial when ``training.num_epochs`` is searched; else None
     (every trial has the config's length)."""

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
 from kubetune.config.search_schema import DEFAULT_STORAGE, SearchConfig
 from kubetune.errors import ConfigError, KubetuneError, UsageError
+from kubetune.search.outage import RidingStorage
 
 STORAGE_ENV = "KUBETUNE_STORAGE_URL"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
@@ -305,7 +306,8 @@ def _sqlite_open_error(exc: DatabaseError, db_file: Path, source: str | None) ->
 def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
                  source: str | None = None, pool_size: int = POOL_SIZE,
                  max_overflow: int = MAX_OVERFLOW) -> optuna.storages.BaseStorage:
-    """An RDB storage with pre-ping, heartbeats and bounded retries of stale trials;
+    """An RDB storage with pre-ping, heartbeats, bounded retries of stale trials, and
+    outages ridden out (:mod:`kubetune.search.outage`);
     or, for ``grpc://host:port``, Optuna's gRPC storage proxy. ``pool_size`` and
     ``max_overflow`` bound its PostgreSQL connections (the chart sizes max_connections on them).
 
@@ -344,7 +346,9 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
                         max_retry=MAX_RETRIES
                     ),
                 }
-            return _create_rdb(url, engine_kwargs, extra)
+            # Opened once while the server answers (a wrong URL fails now); from here on
+            # its calls ride out outages.
+            return RidingStorage(_create_rdb(url, engine_kwargs, extra), mask_url(url))
     except ImportError:  # Optuna's "Failed to import DB access module": no driver installed
         raise _bad_url(source, (
             "{name} must be a sqlite://, postgresql:// or grpc:// URL (the drivers kubetune "
@@ -357,6 +361,20 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
         raise bad from None
     except Exception as exc:  # a server that does not answer, a schema Optuna refuses, ...
         raise _unreachable(url, exc) from None
+
+
+def open_before_work(url: str, source: str | None = None) -> optuna.storages.BaseStorage | None:
+    """The storage, opened and checked before any slow work, so a wrong URL or a server
+    that does not answer fails at once; None for a SQLite file that does not exist yet,
+    whose URL and folder are checked instead (it is made only once the work can start,
+    so a failed start leaves no file behind)."""
+    source = source or getattr(url, "source", None)
+    if not url.startswith("grpc://"):
+        db_file = sqlite_file(_parse(_normalise(url), source))
+        if db_file is not None and not db_file.exists():
+            _check_sqlite_file(db_file, url, source)
+            return None
+    return make_storage(url, source=source)
 
 
 def _unreachable(url: str, exc: Exception) -> KubetuneError:

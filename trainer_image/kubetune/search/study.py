@@ -85,27 +85,42 @@ def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
     return True
 
 
+def require_startable(storage: optuna.storages.BaseStorage, url: str, study_name: str, *,
+                      resume: bool) -> None:
+    """Refuse, before any work, a new study whose name is taken (it needs ``--resume``).
+
+    :func:`start_study` checks again under the study lock: another process may start it
+    in between.
+    """
+    if not resume and _study_exists(storage, study_name):
+        raise _exists_error(url, study_name)
+
+
+def _exists_error(url: str, study_name: str) -> UsageError:
+    return UsageError(
+        f"study `{study_name}` already exists in {mask_url(url)}; pass --resume to "
+        "continue it, or choose another --study-name"
+    )
+
+
 def start_study(config: Config, url: str, study_name: str, *, resume: bool,
-                n_trials: int | None) -> StudyStart:
+                n_trials: int | None, storage: optuna.storages.BaseStorage | None = None) -> StudyStart:
     """Create the study (new) or load it (``resume``) and set its total number of trials.
 
     New study: total = ``n_trials`` or ``search.n_trials``; the config's own point and
     ``search.enqueue_trials`` are queued first. Resumed: ``n_trials`` adds that many to
     the trials counted so far; without it the stored total stands (a study started with
     ``--n-trials 6`` resumes to 6), or ``search.n_trials`` for a study that stored none.
-    GridSampler's total never exceeds its grid.
+    GridSampler's total never exceeds its grid. ``storage``: one already opened from ``url``.
     """
     search = require_search(config)
-    storage = make_storage(url)
+    storage = storage if storage is not None else make_storage(url)
     lock = StudyLock(url, study_name)
     try:
         with lock:
             exists = _study_exists(storage, study_name)
             if exists and not resume:
-                raise UsageError(
-                    f"study `{study_name}` already exists in {mask_url(url)}; pass --resume to "
-                    "continue it, or choose another --study-name"
-                )
+                raise _exists_error(url, study_name)
             created = False
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -9,16 +9,17 @@ A retry continues from the ``last.pt`` of the trial it retries
 Counting, asking and sampling happen under the study lock (see ``locking``), so
 ``n_trials`` is exact however many workers share the storage.
 
-Ctrl-C ends the running trial as FAIL (``fail_reason: interrupted``) and queues
-it again, so ``--resume`` re-runs that point; an interrupt that arrives while the
-lock is held waits until the trial's params are stored.
+Ctrl-C is noted, not raised (:mod:`kubetune.search.interruption`): the running
+trial stops at its next batch, ends as FAIL (``fail_reason: interrupted``) and is
+queued again, so ``--resume`` re-runs that point. A worker stops too when the last
+few trials all failed with the same ``OSError`` (a full disk), instead of spending
+the budget on it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -30,10 +31,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.schema import Config
+from kubetune.errors import KubetuneError
 from kubetune.search.attributes import FAIL_REASON_ATTR, TRIAL_STEPS_ATTR, WORKER_ATTR
+from kubetune.search.interruption import INTERRUPTED_EXIT, check_stop, watch_interrupts
 from kubetune.search.ledger import budget, enqueue_retry
 from kubetune.search.locking import StudyLock
 from kubetune.search.optuna_internals import stored_trial
+from kubetune.search.outage import unreachable_in
 from kubetune.search.results import best_trial
 from kubetune.search.storage import heartbeat_settings
 from kubetune.search.study import load_search_study, take_sampler_session
@@ -43,39 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-class _DeferredInterrupt:
-    """SIGINT handling that can hold an interrupt back while the study lock is held."""
-
-    def __init__(self) -> None:
-        self.deferring = False
-        self.pending = False
-        self._previous: Any = None
-
-    def install(self) -> None:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.deferring:
-            self.pending = True
-            return
-        raise KeyboardInterrupt
-
-    def hold(self) -> None:
-        self.deferring = True
-
-    def let_go(self) -> None:
-        self.deferring = False
-        if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
+STOPPED_EXIT = 3  # a worker that stopped on a repeated OSError
 
 
 @dataclass
@@ -83,6 +55,7 @@ class WorkerResult:
     trials: int = 0
     interrupted: bool = False
     states: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None  # the OSError that failed the last trials, if that stopped it
 
 
 def pruned_at(trial: FrozenTrial, folds: int = 1) -> str:
@@ -136,16 +109,13 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
     lock = StudyLock(url, study_name)
     with lock:
         take_sampler_session(study, search)
-    interrupt = _DeferredInterrupt()
     result = WorkerResult()
     poll = heartbeat_settings()[0]
     folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
 
     def after_sampling(trial: optuna.Trial) -> None:
-        # Marks the trial as a heartbeat-sending worker's (budget.running_workers).
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         lock.release()
-        interrupt.let_go()
 
     def objective(trial: optuna.Trial) -> float:
         try:
@@ -162,43 +132,65 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         if progress:
             print(describe_trial(study, trial, search.metric, folds), file=sys.stderr, flush=True)
 
-    interrupt.install()
+    watch_interrupts()
+    next_stale_check = 0.0
     try:
         while True:
-            interrupt.hold()
+            check_stop()
             lock.acquire()
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
+                if time.monotonic() >= next_stale_check:  # heartbeats move once an interval
+                    next_stale_check = time.monotonic() + poll
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(study)
                 state = budget(study)
-                if interrupt.pending:
-                    interrupt.pending = False
-                    raise KeyboardInterrupt
+                if state.repeated_failure:
+                    result.stopped = state.repeated_failure
+                    break
                 if state.waiting or state.has_room:
-                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
+                    check_stop()
+                    try:
+                        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
+                    except Exception as exc:
+                        if (unreachable := unreachable_in(exc)) is not None:
+                            raise unreachable from None  # one line, not Optuna's aftermath
+                        raise
                     continue
             finally:
                 lock.release()
-                interrupt.let_go()
             if state.running_workers:
                 # Trials of other workers are still running; if one of them dies, its
                 # retry lands here. Wait rather than leave the study half-finished.
-                time.sleep(poll)
+                _wait(poll)
                 continue
             break
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
-        interrupt.uninstall()
         lock.close()
     return result
 
 
+def _wait(seconds: float) -> None:
+    """Sleep, looking for Ctrl-C several times a second."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        check_stop()
+        time.sleep(min(left, 0.2))
+
+
 def worker_process(config_data: dict[str, Any], url: str, study_name: str, quiet_epochs: bool,
-                   progress: bool, threads: int, log_level: int) -> None:
-    """Entry of one ``--n-jobs`` worker process (spawned: no state shared with the parent)."""
+                   progress: bool, threads: int, log_level: int, ready: Any = None) -> None:
+    """Entry of one ``--n-jobs`` worker process (spawned: no state shared with the parent).
+
+    ``ready`` (an Event) is set once Ctrl-C is watched for: the parent forwards exactly
+    one SIGINT after that, and the worker starts with SIGINT ignored until then.
+    """
     os.setpgrp()  # Ctrl-C reaches the parent, which forwards exactly one SIGINT here
+    watch_interrupts()
+    if ready is not None:
+        ready.set()
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING if log_level <= logging.DEBUG else optuna.logging.ERROR)
     from kubetune.config.loader import validate_config
@@ -210,5 +202,14 @@ def worker_process(config_data: dict[str, Any], url: str, study_name: str, quiet
     except ImportError:  # pragma: no cover
         pass
     config = validate_config(config_data)
-    outcome = run_worker(config, url, study_name, quiet_epochs=quiet_epochs, progress=progress)
-    sys.exit(130 if outcome.interrupted else 0)
+    try:
+        outcome = run_worker(config, url, study_name, quiet_epochs=quiet_epochs, progress=progress)
+    except KeyboardInterrupt:  # before the first trial: nothing to hand back
+        sys.exit(INTERRUPTED_EXIT)
+    except KubetuneError as exc:
+        print(f"ml-search worker {os.getpid()}: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if outcome.interrupted:
+        sys.exit(INTERRUPTED_EXIT)
+    # The parent reads why from the study and says it once for every worker.
+    sys.exit(STOPPED_EXIT if outcome.stopped else 0)

@@ -71,6 +71,13 @@ def _improves(entry: dict[str, float], best: dict[str, Any], monitor: str) -> bo
     return not best or sign * entry[monitor] > sign * best[monitor]
 
 
+def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+    return both
+
+
 def train(
     config: Config,
     *,
@@ -83,6 +90,7 @@ def train(
     resume: Path | None = None,
     run_id: str | None = None,
     searched: Sequence[str] = (),
+    stop_check: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train ``config`` and return its history.
 
@@ -104,7 +112,8 @@ def train(
     run sees other batch orders and per-item augmentations (it is still a sound
     continuation of the same training). ``run_id`` is stored in the checkpoints so a
     caller can tell its own from another run's. ``searched`` names the config keys a
-    search varies: TensorBoard's HParams tab shows those first.
+    search varies: TensorBoard's HParams tab shows those first. ``stop_check`` runs
+    before every epoch and after every batch; what it raises stops the training there.
     """
     settings = config.training
     device = resolve_device(settings.device)
@@ -144,11 +153,14 @@ def train(
     epochs = settings.num_epochs
     start = int(history[-1]["epoch"]) if history else 0
     bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines, done=start)
+    on_batch = bar.advance if stop_check is None else _then(bar.advance, stop_check)
     try:
         with bar, CheckpointWriter(run_dir) as checkpoints:
             for epoch in range(start + 1, epochs + 1):
+                if stop_check is not None:
+                    stop_check()
                 train_loss, train_acc = train_one_epoch(
-                    forward, train_loader, optimizer, criterion, precision, on_batch=bar.advance
+                    forward, train_loader, optimizer, criterion, precision, on_batch=on_batch
                 )
                 if not math.isfinite(train_loss):
                     raise TrainingDiverged(

@@ -1,0 +1,156 @@
+"""A storage outage is ridden out: nothing failed, lost, left RUNNING or written twice."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
+
+from kubetune.search.attributes import FAIL_REASON_ATTR
+from kubetune.search.outage import RidingStorage, StorageUnreachable
+from kubetune.search.storage import make_storage
+from tests.conftest import BIN
+from tests.polling import wait_until
+from tests.search.conftest import (
+    CLEAN_ENV,
+    search_section,
+    small_base,
+    start_search,
+    trials_now,
+    write_config,
+)
+from tests.search.own_postgres import OwnPostgres
+
+
+def _dropped_after_commit(monkeypatch, storage: RidingStorage, method: str) -> list[int]:
+    """``method`` commits, then its connection drops before the answer comes back (once)."""
+    real = getattr(storage.inner, method)
+    calls: list[int] = []
+
+    def commit_then_drop(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        return result
+    monkeypatch.setattr(storage.inner, method, commit_then_drop)
+    return calls
+
+
+@pytest.fixture
+def riding(tmp_path) -> RidingStorage:
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=False)
+    assert isinstance(storage, RidingStorage)
+    return storage
+
+
+def test_a_trial_whose_creation_landed_is_not_created_again(monkeypatch, riding):
+    study = optuna.create_study(storage=riding, study_name="s")
+    calls = _dropped_after_commit(monkeypatch, riding, "create_new_trial")
+    trial = study.ask()
+    assert len(calls) == 1  # looked for, found, not asked again
+    assert [t.number for t in study.get_trials()] == [trial.number]
+
+
+def test_a_tell_whose_commit_landed_is_not_told_again(monkeypatch, riding):
+    study = optuna.create_study(storage=riding, study_name="s")
+    trial = study.ask()
+    trial.report(0.5, 1)
+    calls = _dropped_after_commit(monkeypatch, riding, "set_trial_state_values")
+    study.tell(trial, 0.9)  # Optuna would raise UpdateFinishedTrialError on a blind repeat
+    assert len(calls) == 1
+    (told,) = study.get_trials()
+    assert told.state == TrialState.COMPLETE and told.value == 0.9
+
+
+def test_an_outage_past_the_bound_is_one_error(monkeypatch, riding):
+    monkeypatch.setattr(riding.outage, "limit", 0.3)
+
+    def down(*args, **kwargs):
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+    monkeypatch.setattr(riding.inner, "get_all_studies", down)
+    with pytest.raises(StorageUnreachable, match=r"unreachable for \d+ s .*connection refused"):
+        riding.get_all_studies()
+
+
+@pytest.fixture
+def own_postgres():
+    # Not under tmp_path: the server runs as the postgres user, which may not enter it.
+    folder = Path(tempfile.mkdtemp(prefix="kubetune-pg-"))
+    server = OwnPostgres(folder)
+    server.start()
+    yield server
+    server.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _assert_exact(url: str, study: str, n_trials: int, err: str) -> None:
+    trials = trials_now(url, study)
+    states = [t.state for t in trials]
+    assert len(trials) == n_trials, (states, err[-3000:])
+    assert states.count(TrialState.FAIL) == 0, ([t.user_attrs.get(FAIL_REASON_ATTR) for t in trials], err[-3000:])
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
+
+
+def test_a_database_restart_and_a_stop_mid_search_are_ridden_out(fast_config, tmp_path, own_postgres):
+    """A fast restart while trials run, then the server down for a few seconds: exactly
+    n_trials, none failed, none left RUNNING, and one line each way per worker."""
+    url = own_postgres.url
+    config = write_config(tmp_path / "c.yaml", small_base(fast_config, epochs=4, fraction=0.2),
+                          search_section(study_name="outage", n_trials=8))
+    proc = start_search(config, "--n-jobs", "2", cwd=tmp_path, env={"KUBETUNE_STORAGE_URL": url})
+    try:
+        wait_until(lambda: any(t.intermediate_values for t in trials_now(url, "outage")), timeout=300,
+                   what="a first epoch")
+        own_postgres.restart()
+        finished = len([t for t in trials_now(url, "outage") if t.state.is_finished()])
+        wait_until(lambda: len([t for t in trials_now(url, "outage") if t.state.is_finished()]) > finished,
+                   timeout=300, what="a trial to finish after the restart")
+        own_postgres.stop()
+        time.sleep(5)
+        own_postgres.start()
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "is unreachable" in err and "is back after" in err, err[-3000:]
+    _assert_exact(url, "outage", 8, err)
+
+
+def test_an_outage_past_the_bound_stops_with_one_line_and_resume_finishes(fast_config, tmp_path, own_postgres):
+    url = own_postgres.url
+    config = write_config(tmp_path / "c.yaml", small_base(fast_config, epochs=3, fraction=0.2),
+                          search_section(study_name="long-outage", n_trials=4))
+    env = {"KUBETUNE_STORAGE_URL": url, "KUBETUNE_STORAGE_OUTAGE": "2",
+           "KUBETUNE_HEARTBEAT_INTERVAL": "1", "KUBETUNE_HEARTBEAT_GRACE": "2"}
+    proc = start_search(config, cwd=tmp_path, env=env)
+    try:
+        wait_until(lambda: any(t.intermediate_values for t in trials_now(url, "long-outage")), timeout=300,
+                   what="a first epoch")
+        own_postgres.stop()
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("ml-search: error:")]
+    assert len(errors) == 1 and "unreachable for" in errors[0], err[-3000:]
+    own_postgres.start()
+    code = subprocess.run([str(BIN / "ml-search"), "--config", str(config), "--resume"], cwd=tmp_path,
+                          env={**os.environ, **CLEAN_ENV, **env}, capture_output=True, text=True, timeout=600)
+    assert code.returncode == 0, code.stderr[-3000:]
+    trials = trials_now(url, "long-outage")
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    counted = [t for t in trials if t.number not in retried]
+    assert len(counted) == 4 and all(t.state != TrialState.RUNNING for t in trials)

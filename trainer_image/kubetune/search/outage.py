@@ -1,0 +1,307 @@
+"""Ride out a storage outage: a database restart or a rescheduled PostgreSQL pod.
+
+Every call into the storage that fails because the connection did (the server went
+away, restarts, refuses connections while it starts) is tried again with backoff for
+up to ``$KUBETUNE_STORAGE_OUTAGE`` seconds (:data:`DEFAULT_OUTAGE` by default). One
+line says the storage is unreachable, one that it is back; past the bound,
+:class:`StorageUnreachable` ends the command with one line (exit 1), and the study
+is left for ``--resume``.
+
+Nothing is written twice. Optuna's writes are upserts (params, attributes,
+intermediate values, heartbeats) except three, each checked before it is repeated,
+since its commit may have landed before the connection dropped:
+
+- a new trial carries a one-off mark (:data:`~kubetune.search.attributes.ASK_MARK_ATTR`),
+  looked for before asking again;
+- a state change (a trial claimed or told) counts as done if the trial is in that
+  state now;
+- a new study counts as made if its name is there.
+
+A heartbeat that could not beat during an outage is not a dead worker: a trial is
+stale only if it is still stale a heartbeat interval after it was first seen so.
+Torch-free: the operator uses it through ``make_storage``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Container, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from kubetune.errors import ConfigError, KubetuneError
+from kubetune.search.attributes import ASK_MARK_ATTR
+from kubetune.search.optuna_internals import (
+    HeartbeatStorage,
+    cached_storage,
+    stale_trial_ids,
+    trial_id_of,
+)
+
+log = logging.getLogger(__name__)
+
+OUTAGE_ENV = "KUBETUNE_STORAGE_OUTAGE"
+DEFAULT_OUTAGE = 120  # seconds a storage may be unreachable before a command gives up
+MAX_BACKOFF = 2.0  # seconds between two tries, at most
+
+T = TypeVar("T")
+
+
+def outage_limit() -> float:
+    """Seconds to ride out: ``$KUBETUNE_STORAGE_OUTAGE`` or :data:`DEFAULT_OUTAGE`."""
+    raw = os.environ.get(OUTAGE_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_OUTAGE
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"${OUTAGE_ENV} must be a number of seconds (0 or more), but got {raw!r}")
+    return value
+
+
+class StorageUnreachable(KubetuneError):
+    """The storage did not answer for longer than the outage bound."""
+
+
+def unreachable_in(exc: BaseException) -> StorageUnreachable | None:
+    """The :class:`StorageUnreachable` behind ``exc``: Optuna's ``optimize`` may replace it
+    with an error of its own (an ``UnboundLocalError`` while it cleans up a trial)."""
+    seen: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and all(error is not e for e in seen):
+        if isinstance(error, StorageUnreachable):
+            return error
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a lost or refused database connection."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    seen: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and all(error is not e for e in seen):
+        seen.append(error)
+        if isinstance(error, OperationalError | InterfaceError):
+            return True
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+        if type(error).__module__.startswith("psycopg") and type(error).__name__ in ("OperationalError",
+                                                                                    "InterfaceError"):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class Outage:
+    """One process's view of the storage's outages: the retry loop and its two lines."""
+
+    def __init__(self, where: str, limit: float | None = None) -> None:
+        self.where = where
+        self.limit = outage_limit() if limit is None else limit
+        self._lock = threading.Lock()
+        self._since: float | None = None  # when this outage began (None: no outage)
+
+    def run(self, call: Callable[[], T], settled: Callable[[], tuple[bool, T]] | None = None) -> T:
+        """``call()``, tried again on connection errors; ``settled()`` first on every
+        retry: ``(True, result)`` when the failed try's commit landed after all."""
+        delay, began, tried = 0.1, None, False
+        while True:
+            try:
+                if tried and settled is not None:
+                    done, value = settled()
+                    if done:
+                        self._back()
+                        return value
+                result = call()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                now = time.monotonic()
+                began = began if began is not None else now
+                self._down(exc)
+                if now - began >= self.limit:
+                    raise StorageUnreachable(
+                        f"storage {self.where} unreachable for {now - began:.0f} s "
+                        f"(${OUTAGE_ENV}={self.limit:g}): {_first_line(exc)}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                tried = True
+                continue
+            self._back()
+            return result
+
+    def _down(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._since is None:
+                self._since = time.monotonic()
+                log.warning("storage %s is unreachable (%s); retrying for up to %g s",
+                            self.where, _first_line(exc), self.limit)
+
+    def _back(self) -> None:
+        if self._since is None:
+            return
+        with self._lock:
+            if self._since is not None:
+                log.warning("storage %s is back after %.1f s", self.where, time.monotonic() - self._since)
+                self._since = None
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0][:200]}" if text else type(cause).__name__
+
+
+class RidingStorage(HeartbeatStorage):
+    """An RDB storage (with Optuna's cache in front) whose calls ride out outages."""
+
+    def __init__(self, rdb: optuna.storages.RDBStorage, where: str, limit: float | None = None) -> None:
+        self.rdb = rdb
+        self.inner = cached_storage(rdb)
+        self.outage = Outage(where, limit)
+        self._suspects: dict[int, float] = {}  # stale trial id -> when first seen stale
+
+    def _ride(self, call: Callable[[], T], settled: Callable[[], tuple[bool, T]] | None = None) -> T:
+        return self.outage.run(call, settled)
+
+    # Writes that are checked before they are repeated -------------------------------
+
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        def settled() -> tuple[bool, int]:
+            if study_name is None:
+                return False, 0
+            try:
+                return True, self.inner.get_study_id_from_name(study_name)
+            except KeyError:
+                return False, 0
+        return self._ride(lambda: self.inner.create_new_study(directions, study_name), settled)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        mark = uuid.uuid4().hex
+        template = _marked(template_trial, mark)
+
+        def settled() -> tuple[bool, int]:
+            for trial in self.inner.get_all_trials(study_id, deepcopy=False):
+                if trial.system_attrs.get(ASK_MARK_ATTR) == mark:
+                    return True, trial_id_of(trial)
+            return False, 0
+        return self._ride(lambda: self.inner.create_new_trial(study_id, template), settled)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        def settled() -> tuple[bool, bool]:
+            return self.inner.get_trial(trial_id).state == state, True
+        return self._ride(lambda: self.inner.set_trial_state_values(trial_id, state, values), settled)
+
+    # Upserts and reads: tried again as they are ------------------------------------
+
+    def delete_study(self, study_id: int) -> None:
+        self._ride(lambda: self.inner.delete_study(study_id))
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._ride(lambda: self.inner.set_study_user_attr(study_id, key, value))
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._ride(lambda: self.inner.set_study_system_attr(study_id, key, value))
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._ride(lambda: self.inner.get_study_id_from_name(study_name))
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._ride(lambda: self.inner.get_study_name_from_id(study_id))
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._ride(lambda: self.inner.get_study_directions(study_id))
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._ride(lambda: self.inner.get_study_user_attrs(study_id))
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._ride(lambda: self.inner.get_study_system_attrs(study_id))
+
+    def get_all_studies(self) -> list[Any]:
+        return self._ride(self.inner.get_all_studies)
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: BaseDistribution) -> None:
+        self._ride(lambda: self.inner.set_trial_param(trial_id, param_name, param_value_internal, distribution))
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self._ride(lambda: self.inner.get_trial_id_from_study_id_trial_number(study_id, trial_number))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._ride(lambda: self.inner.set_trial_intermediate_value(trial_id, step, intermediate_value))
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._ride(lambda: self.inner.set_trial_user_attr(trial_id, key, value))
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._ride(lambda: self.inner.set_trial_system_attr(trial_id, key, value))
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._ride(lambda: self.inner.get_trial(trial_id))
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._ride(lambda: self.inner.get_all_trials(study_id, deepcopy=deepcopy, states=states))
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        return self._ride(lambda: self.inner.get_best_trial(study_id))
+
+    def remove_session(self) -> None:
+        self.inner.remove_session()
+
+    # Heartbeats ---------------------------------------------------------------------
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self._ride(lambda: self.rdb.record_heartbeat(trial_id))
+        except StorageUnreachable:
+            pass  # the heartbeat thread ends quietly; the trial's own thread says it, once
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.rdb.get_heartbeat_interval()
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self.rdb.get_heartbeat_stale_trial_callback()
+
+    def stale_trials(self, study_id: int) -> list[int]:
+        """Trials stale now and at a look at least a heartbeat interval (and a retry) ago:
+        a live worker's heartbeat lands by then, even right after an outage."""
+        stale = self._ride(lambda: stale_trial_ids(self.rdb, study_id))
+        now = time.monotonic()
+        settle = (self.get_heartbeat_interval() or 0) + MAX_BACKOFF
+        self._suspects = {t: self._suspects.get(t, now) for t in stale}
+        return [t for t, first in self._suspects.items() if now - first >= settle]
+
+
+def _marked(template: FrozenTrial | None, mark: str) -> FrozenTrial:
+    """``template`` (or a fresh RUNNING trial, what ``create_new_trial`` makes without one)
+    with the one-off mark that tells whether its creation landed."""
+    if template is None:
+        return FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
+                           datetime_complete=None, params={}, distributions={}, user_attrs={},
+                           system_attrs={ASK_MARK_ATTR: mark}, intermediate_values={}, trial_id=-1)
+    copy = FrozenTrial(number=template.number, state=template.state, value=None, values=template.values,
+                       datetime_start=template.datetime_start, datetime_complete=template.datetime_complete,
+                       params=template.params, distributions=template.distributions,
+                       user_attrs=template.user_attrs, system_attrs={**template.system_attrs, ASK_MARK_ATTR: mark},
+                       intermediate_values=template.intermediate_values, trial_id=trial_id_of(template))
+    return copy
