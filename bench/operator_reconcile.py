@@ -9,6 +9,13 @@ Timed here, against the same pass over an (almost) empty study:
 - a trial ended: its Job succeeded, the pass starts the next trial (study.ask with
   TPE over all finished trials, one Job created, the status written).
 
+The restart table times the first pass of a restarted operator (a new Runtime: no
+cached storage, no cached trials) over the ``--studyjobs`` StudyJobs, one after
+another, against the same pass with Optuna's own first read of each study (the
+baseline, in the same process; the operator reads a study's rows without Optuna's ORM).
+The StudyJobs' own first passes, which post the events of the trials filled in, come
+before; a timed pass has no news to post.
+
 The API server (``--api``, see bench/_operator_api.py):
 
 - ``kmock`` (default): kmock's emulator in a process of its own
@@ -24,6 +31,7 @@ database the bench creates and drops.
     .venv/bin/python bench/operator_reconcile.py
     .venv/bin/python bench/operator_reconcile.py --finished 2000 --running 100
     .venv/bin/python bench/operator_reconcile.py --api kube
+    .venv/bin/python bench/operator_reconcile.py --api kube --studyjobs 10 --running 5
 """
 
 from __future__ import annotations
@@ -160,12 +168,41 @@ def _measure(api, storage_url: str, name: str, steady: int, launches: int) -> di
             "launch": statistics.median(launch_times)}
 
 
+def _restarts(api, studyjobs: list[str], rounds: int) -> dict[str, float]:
+    """Median ms of a restarted operator's first passes over ``studyjobs``, with Optuna's
+    own first read of each study (``optuna``) and with the operator's (``kubetune``)."""
+    from kubetune_operator import studies
+    from kubetune_operator.reconcile import reconcile
+    from kubetune_operator.runtime import Options, Runtime
+
+    kube = api.admin
+    preload = studies.preload_trials
+    times: dict[str, list[float]] = {"optuna": [], "kubetune": []}
+    for _ in range(rounds):
+        for mode in times:
+            studies.preload_trials = preload if mode == "kubetune" else (lambda study: False)
+            rt = Runtime(api.operator_kube, Options(trial_image="bench-image"))
+            bodies = [kube.get_studyjob(NAMESPACE, name) for name in studyjobs]
+            start = time.perf_counter()
+            for body in bodies:
+                reconcile(rt, body)
+            times[mode].append((time.perf_counter() - start) * 1000)
+            rt.pool.shutdown()
+            for storage in rt._storages.values():
+                storage.engine.dispose()
+    studies.preload_trials = preload
+    return {mode: statistics.median(values) for mode, values in times.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--finished", type=int, default=1000, help="finished trials (default 1000)")
     parser.add_argument("--running", type=int, default=50, help="running trial Jobs (default 50)")
     parser.add_argument("--repeats", type=int, default=20, help="steady passes timed (default 20)")
     parser.add_argument("--launches", type=int, default=10, help="trial-ended passes timed (default 10)")
+    parser.add_argument("--studyjobs", type=int, default=1,
+                        help="StudyJobs of --finished + --running trials each, for the restart table (default 1)")
+    parser.add_argument("--rounds", type=int, default=5, help="restarts timed per read (default 5)")
     from bench._operator_api import BenchApi, add_api_option
 
     add_api_option(parser)
@@ -187,9 +224,16 @@ def main() -> int:
         _fill(storage_url, owner, big, args.finished, args.running, kube)
         print(f"filled: {args.finished} finished trials, {args.running} running Jobs "
               f"({time.perf_counter() - start:.0f} s), API {args.api}")
+        extra = [f"big-{i}" for i in range(1, args.studyjobs)]
+        for name in extra:
+            config = _config(name, total)
+            _fill(storage_url, _studyjob(kube, name, config, args.running, suspend=False), config,
+                  args.finished, args.running, kube)
         _studyjob(kube, "empty", _config("empty", total), 1, suspend=True)
         empty = _measure(api, storage_url, "empty", args.repeats, args.launches)
         loaded = _measure(api, storage_url, "big", args.repeats, args.launches)
+        _restarts(api, extra, 1)  # their own first passes (events of the filled trials) before the timing
+        restart = _restarts(api, ["big", *extra], args.rounds)
 
     print(f"\none reconcile pass (median ms)              empty study   "
           f"{args.finished} finished + {args.running} running   ratio")
@@ -198,6 +242,11 @@ def main() -> int:
             ("a trial ended: start the next one", "launch")]
     for label, key in rows:
         print(f"  {label:<40} {empty[key]:9.1f}   {loaded[key]:24.1f}   {loaded[key] / empty[key]:5.1f}x")
+    print(f"\nfirst passes after a restart over {args.studyjobs} StudyJob(s) of {args.finished} finished + "
+          f"{args.running} running (median of {args.rounds}, ms)")
+    print(f"  Optuna's own first read (baseline)   {restart['optuna']:9.1f}")
+    print(f"  kubetune's read                      {restart['kubetune']:9.1f}   "
+          f"{restart['optuna'] / restart['kubetune']:5.1f}x faster")
     return 0
 
 

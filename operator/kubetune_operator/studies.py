@@ -34,7 +34,12 @@ from kubetune.search.attributes import (
 )
 from kubetune.search.checks import changed_param, initial_points
 from kubetune.search.ledger import fail_trial
-from kubetune.search.optuna_internals import set_trial_user_attr, storage_of, study_id_of
+from kubetune.search.optuna_internals import (
+    preload_trials,
+    set_trial_user_attr,
+    storage_of,
+    study_id_of,
+)
 from kubetune.search.pruners import build_pruner
 from kubetune.search.space import distributions, grid_values
 from kubetune.search.study import name_metric, take_sampler_session
@@ -106,6 +111,7 @@ class StudyHandle:
             pruner=build_pruner(search),
             load_if_exists=True,
         )
+        preload_trials(self.study)  # a restart's first read of a large study, without the ORM
         trials = self.study.get_trials(deepcopy=False)
         if changed := changed_param(self.study, search, trials):  # before anything is written
             key, why = changed

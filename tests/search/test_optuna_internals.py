@@ -180,3 +180,63 @@ def test_a_heartbeat_storage_is_what_fail_stale_trials_asks():
 
     probe = SimpleNamespace(stale_trials=lambda study_id: [study_id])
     assert internals.HeartbeatStorage._get_stale_trial_ids(probe, 7) == [7]  # type: ignore[arg-type]
+
+
+def _assorted_trials(study: optuna.Study) -> None:
+    """Trials of every state, with every kind of row the RDB storage keeps."""
+    dists = {"x": DIST, "n": IntDistribution(1, 9, log=True), "c": CategoricalDistribution(["a", None, 2.5])}
+    study.add_trials([
+        optuna.trial.create_trial(state=TrialState.COMPLETE, params={"x": 0.5, "n": 3, "c": None}, distributions=dists,
+                                  value=float("inf"), intermediate_values={1: float("nan"), 2: float("-inf"), 3: 0.25},
+                                  user_attrs={"u": [1, "two"]}, system_attrs={"s": {"k": None}}),
+        optuna.trial.create_trial(state=TrialState.PRUNED, params={"x": 0.1}, distributions={"x": DIST},
+                                  intermediate_values={1: 0.1}),
+        optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"why": "OOMKilled"}),
+    ])
+    study.enqueue_trial({"x": 0.75}, user_attrs={"queued": True})
+    running = study.ask({"x": DIST})
+    running.report(0.5, 1)
+    running.set_user_attr("job", "j-0")
+
+
+def _reprs(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[Any, ...]]:
+    """Every field of each trial; intermediate values by repr, since NaN != NaN."""
+    return [(t.number, t.state, t.values, t.datetime_start, t.datetime_complete, t.params, t.distributions,
+             t.user_attrs, t.system_attrs, {k: repr(v) for k, v in t.intermediate_values.items()},
+             internals.trial_id_of(t)) for t in trials]
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_preload_trials_fills_the_cache_as_optunas_own_read(tmp_path, request, where):
+    url = f"sqlite:///{tmp_path / 's.db'}" if where == "sqlite" else request.getfixturevalue("postgres_url")
+    writer = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    _assorted_trials(writer)
+    expected = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+
+    reader = optuna.load_study(study_name="s", storage=url)
+    cache = _private(internals.storage_of(reader), "_studies")
+    assert internals.preload_trials(reader) is True
+    _expect(internals.study_id_of(reader) in cache, "_CachedStorage._studies (not keyed by study id)")
+    assert _reprs(reader.get_trials(deepcopy=False)) == _reprs(expected)
+    assert internals.preload_trials(reader) is False  # read once
+
+    # Later reads are Optuna's own, incremental: what changed since the preload shows.
+    running = next(t for t in expected if t.state == TrialState.RUNNING)
+    writer.tell(running.number, 0.9)
+    writer.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, params={"x": 0.2},
+                                               distributions={"x": DIST}, value=0.2))
+    assert _reprs(reader.get_trials(deepcopy=False)) == _reprs(
+        optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False))
+    assert reader.trials[running.number].state == TrialState.COMPLETE
+
+
+def test_preload_trials_reaches_the_cache_behind_kubetunes_storage(tmp_path):
+    # What the operator opens: make_storage's outage-riding storage, Optuna's cache inside.
+    from kubetune.search.storage import make_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    _assorted_trials(optuna.create_study(study_name="s", storage=url, direction="maximize"))
+    reader = optuna.load_study(study_name="s", storage=make_storage(url, heartbeat=False))
+    assert internals.preload_trials(reader) is True
+    assert _reprs(reader.get_trials(deepcopy=False)) == _reprs(
+        optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False))

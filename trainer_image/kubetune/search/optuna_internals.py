@@ -14,6 +14,9 @@ Torch-free: the operator imports it.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from collections import defaultdict
 from typing import Any
 
 import optuna
@@ -26,6 +29,7 @@ __all__ = [
     "HeartbeatStorage",
     "cached_storage",
     "contains",
+    "preload_trials",
     "set_trial_system_attr",
     "set_trial_user_attr",
     "stale_trial_ids",
@@ -108,3 +112,102 @@ class HeartbeatStorage(BaseStorage, BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         return self.stale_trials(study_id)
+
+
+def preload_trials(study: optuna.Study) -> bool:
+    """Fill the trial cache of the study's storage with one plain read of its rows.
+
+    Optuna's first read of a study builds an ORM object for every row of every trial
+    (params, values, attributes, each intermediate value); a plain SELECT per table
+    builds the same :class:`FrozenTrial` objects several times faster. Later reads then
+    fetch only the unfinished and the new trials, as after Optuna's own first read
+    (``_CachedStorage._studies``, ``_add_trials_to_cache``, ``RDBStorage.engine``,
+    ``optuna.storages._rdb.models``). False, reading nothing, when the storage is not
+    Optuna's cached RDB storage or its cache already holds the study.
+    """
+    from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+
+    storage = storage_of(study)
+    storage = getattr(storage, "inner", storage)  # kubetune's outage wrapper holds the cache as `inner`
+    study_id = study_id_of(study)
+    if not isinstance(storage, _CachedStorage) or not isinstance(storage._backend, optuna.storages.RDBStorage):
+        return False
+    with storage._lock:
+        if _has_read(storage._studies.get(study_id)):
+            return False
+    trials = _read_trials(storage._backend, study_id)
+    with storage._lock:
+        info = storage._studies.setdefault(study_id, _StudyInfo())  # its name and directions kept
+        if _has_read(info):  # another thread read the trials meanwhile: keep its copy
+            return False
+        storage._add_trials_to_cache(study_id, trials)
+        for trial in trials:  # as Optuna's own _read_trials_from_remote_storage keeps them
+            if trial.state.is_finished():
+                info.last_finished_trial_id = max(info.last_finished_trial_id, trial._trial_id)
+            else:
+                info.unfinished_trial_ids.add(trial._trial_id)
+    return True
+
+
+def _has_read(info: Any) -> bool:
+    """Whether the cache holds the study's trials (it may hold only its name and directions)."""
+    return info is not None and bool(info.trials or info.unfinished_trial_ids or info.last_finished_trial_id >= 0)
+
+
+def _read_trials(backend: optuna.storages.RDBStorage, study_id: int) -> list[FrozenTrial]:
+    """The study's trials, one SELECT per table and no ORM objects; child rows only of
+    the trials the first SELECT saw (a trial made meanwhile is read later, as unfinished)."""
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    trial_table = models.TrialModel.__table__
+    children = {
+        "params": models.TrialParamModel.__table__, "values": models.TrialValueModel.__table__,
+        "user": models.TrialUserAttributeModel.__table__, "system": models.TrialSystemAttributeModel.__table__,
+        "steps": models.TrialIntermediateValueModel.__table__,
+    }
+    rows: dict[str, dict[int, list[Any]]] = {}
+    with backend.engine.connect() as conn:
+        trials = conn.execute(
+            sa.select(trial_table.c.trial_id, trial_table.c.number, trial_table.c.state,
+                      trial_table.c.datetime_start, trial_table.c.datetime_complete)
+            .where(trial_table.c.study_id == study_id).order_by(trial_table.c.trial_id)).all()
+        for key, table in children.items():
+            grouped: dict[int, list[Any]] = defaultdict(list)
+            query = (sa.select(table).join(trial_table, table.c.trial_id == trial_table.c.trial_id)
+                     .where(trial_table.c.study_id == study_id))
+            if key == "params":
+                query = query.order_by(table.c.param_id)
+            for row in conn.execute(query).all():
+                grouped[row.trial_id].append(row)
+            rows[key] = grouped
+    dists: dict[str, optuna.distributions.BaseDistribution] = {}
+    value_of = models.TrialValueModel.stored_repr_to_value
+    step_of = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+    built = []
+    for trial_id, number, state, start, complete in trials:
+        params = rows["params"].get(trial_id, [])
+        for p in params:
+            if p.distribution_json not in dists:
+                dists[p.distribution_json] = optuna.distributions.json_to_distribution(p.distribution_json)
+        values = sorted(rows["values"].get(trial_id, []), key=lambda v: v.objective)
+        built.append(FrozenTrial(
+            number=number, state=state, value=None,
+            values=[value_of(v.value, v.value_type) for v in values] or None,
+            datetime_start=_local(start), datetime_complete=_local(complete),
+            params={p.param_name: dists[p.distribution_json].to_external_repr(p.param_value) for p in params},
+            distributions={p.param_name: dists[p.distribution_json] for p in params},
+            user_attrs={a.key: json.loads(a.value_json) for a in rows["user"].get(trial_id, [])},
+            system_attrs={a.key: json.loads(a.value_json) for a in rows["system"].get(trial_id, [])},
+            intermediate_values={v.step: step_of(v.intermediate_value, v.intermediate_value_type)
+                                 for v in rows["steps"].get(trial_id, [])},
+            trial_id=trial_id,
+        ))
+    return built
+
+
+def _local(stored: dt.datetime | None) -> dt.datetime | None:
+    """RDBStorage's naive UTC as the naive local time its FrozenTrials carry."""
+    if stored is None:
+        return None
+    return stored.replace(tzinfo=dt.timezone.utc).astimezone().replace(tzinfo=None)
