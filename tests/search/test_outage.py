@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
 from kubetune.search.attributes import FAIL_REASON_ATTR
-from kubetune.search.outage import RidingStorage, StorageUnreachable
+from kubetune.search.outage import RidingStorage, StorageUnreachable, server_refusal
 from kubetune.search.storage import make_storage
 from tests.conftest import BIN
 from tests.polling import wait_until
@@ -79,6 +79,27 @@ def test_an_outage_past_the_bound_is_one_error(monkeypatch, riding):
     monkeypatch.setattr(riding.inner, "get_all_studies", down)
     with pytest.raises(StorageUnreachable, match=r"unreachable for \d+ s .*connection refused"):
         riding.get_all_studies()
+
+
+@pytest.mark.postgres
+def test_a_database_dropped_under_a_storage_is_no_outage(postgres_server_url, postgres_url):
+    # The server answers and refuses the database: the user's to fix, not waited out for
+    # the outage bound (an operator pass would hold its thread, and its shutdown, that long).
+    import sqlalchemy
+
+    storage = make_storage(postgres_url, heartbeat=False)
+    assert isinstance(storage, RidingStorage) and storage.outage.limit >= 60
+    storage.rdb.engine.dispose()
+    admin = sqlalchemy.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        database = sqlalchemy.engine.make_url(postgres_url).database
+        conn.execute(sqlalchemy.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
+    admin.dispose()
+    began = time.monotonic()
+    with pytest.raises(Exception) as raised:  # noqa: B017 (Optuna wraps it; the cause names it)
+        storage.get_all_studies()
+    assert time.monotonic() - began < storage.outage.limit / 4
+    assert server_refusal(raised.value) == ("database", f'database "{database}" does not exist')
 
 
 @pytest.fixture

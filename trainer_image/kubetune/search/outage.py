@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -88,9 +89,12 @@ def unreachable_in(exc: BaseException) -> StorageUnreachable | None:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is a lost or refused database connection."""
+    """Whether ``exc`` (or what caused it) is a lost or refused database connection; a
+    server that answered and refused the URL's database or login is the user's to fix."""
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+    if server_refusal(exc) is not None:
+        return False
     seen: list[BaseException] = []
     error: BaseException | None = exc
     while error is not None and all(error is not e for e in seen):
@@ -104,6 +108,38 @@ def is_connection_error(exc: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+# SQLSTATEs of a server that answered and refused what the URL asks for: the user's to fix.
+_NO_DATABASE = "3D000"  # invalid_catalog_name
+_LOGIN_CLASS = "28"  # invalid_authorization_specification (28000), invalid_password (28P01)
+# libpq keeps no SQLSTATE for an error during connection start-up (psycopg's ``sqlstate`` is
+# None there), so for those the server's own wording is the only evidence left; these are its
+# messages for 3D000 and class 28 (postinit.c, auth.c). A server that words them in another
+# language (lc_messages) is reported as not answering, as before.
+_NO_DATABASE_TEXT = re.compile(r'FATAL:\s+database "[^"]*" does not exist')
+_LOGIN_TEXT = re.compile(
+    r'FATAL:\s+(\w+ authentication failed for user|role "[^"]*" (does not exist|is not permitted to log in)'
+    r"|no pg_hba\.conf entry|pg_hba\.conf rejects)"
+)
+
+
+def server_refusal(exc: BaseException) -> tuple[str, str] | None:
+    """``("database" | "login", server's reason)`` when a PostgreSQL server refused the URL's
+    database or login; None for everything else (no answer, timeouts, a full server)."""
+    chain: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = getattr(error, "orig", None) or error.__cause__ or error.__context__
+    text = next((str(e) for e in reversed(chain) if "FATAL:" in str(e)), "")
+    reason = text.split("FATAL:", 1)[1].strip().splitlines()[0] if text else ""
+    sqlstate = next((s for e in chain if isinstance(s := getattr(e, "sqlstate", None), str) and s), None)
+    if sqlstate is not None:
+        kind = "database" if sqlstate == _NO_DATABASE else "login" if sqlstate.startswith(_LOGIN_CLASS) else None
+    else:
+        kind = "database" if _NO_DATABASE_TEXT.search(text) else "login" if _LOGIN_TEXT.search(text) else None
+    return (kind, reason) if kind else None
 
 
 class Outage:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
 from kubetune.config.search_schema import DEFAULT_STORAGE, SearchConfig
 from kubetune.errors import ConfigError, KubetuneError, UsageError
-from kubetune.search.outage import RidingStorage
+from kubetune.search.outage import RidingStorage, server_refusal
 
 STORAGE_ENV = "KUBETUNE_STORAGE_URL"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
@@ -216,38 +216,6 @@ def _holds_optuna_tables(parsed: URL, url: str, source: str | None = None) -> bo
         engine.dispose()
 
 
-# SQLSTATEs of a server that answered and refused what the URL asks for: the user's to fix.
-_NO_DATABASE = "3D000"  # invalid_catalog_name
-_LOGIN_CLASS = "28"  # invalid_authorization_specification (28000), invalid_password (28P01)
-# libpq keeps no SQLSTATE for an error during connection start-up (psycopg's ``sqlstate`` is
-# None there), so for those the server's own wording is the only evidence left; these are its
-# messages for 3D000 and class 28 (postinit.c, auth.c). A server that words them in another
-# language (lc_messages) is reported as not answering, as before.
-_NO_DATABASE_TEXT = re.compile(r'FATAL:\s+database "[^"]*" does not exist')
-_LOGIN_TEXT = re.compile(
-    r'FATAL:\s+(\w+ authentication failed for user|role "[^"]*" (does not exist|is not permitted to log in)'
-    r"|no pg_hba\.conf entry|pg_hba\.conf rejects)"
-)
-
-
-def _server_refusal(exc: BaseException) -> tuple[str, str] | None:
-    """``("database" | "login", server's reason)`` when a PostgreSQL server refused the URL's
-    database or login; None for everything else (no answer, timeouts, a full server)."""
-    chain: list[BaseException] = []
-    error: BaseException | None = exc
-    while error is not None and all(error is not seen for seen in chain):
-        chain.append(error)
-        error = getattr(error, "orig", None) or error.__cause__ or error.__context__
-    text = next((str(e) for e in reversed(chain) if "FATAL:" in str(e)), "")
-    reason = text.split("FATAL:", 1)[1].strip().splitlines()[0] if text else ""
-    sqlstate = next((s for e in chain if isinstance(s := getattr(e, "sqlstate", None), str) and s), None)
-    if sqlstate is not None:
-        kind = "database" if sqlstate == _NO_DATABASE else "login" if sqlstate.startswith(_LOGIN_CLASS) else None
-    else:
-        kind = "database" if _NO_DATABASE_TEXT.search(text) else "login" if _LOGIN_TEXT.search(text) else None
-    return (kind, reason) if kind else None
-
-
 def _server(parsed: URL) -> str:
     """Where libpq connects: ``host:port``, or the socket folder of ``?host=/run/postgresql``."""
     host = parsed.host or parsed.query.get("host") or "localhost"
@@ -259,7 +227,7 @@ def _server(parsed: URL) -> str:
 def _refused(url: str, exc: BaseException, source: str | None) -> KubetuneError | None:
     """A PostgreSQL database that does not exist, or a login the server refuses: exit 2,
     blaming where the URL came from. None when the server did not refuse (exit 1 then)."""
-    refusal = _server_refusal(exc)
+    refusal = server_refusal(exc)
     if refusal is None:
         return None
     kind, reason = refusal
