@@ -276,7 +276,7 @@ def _progress(config: Config, url: str, study_name: str, target: int, live: bool
     from kubetune.search.worker import describe_trial
 
     search = require_search(config)
-    folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
+    folds = search.cross_validation.folds
     return LiveProgress(lambda: load_search_study(config, url, study_name, heartbeat=False), target, search.metric,
                         lambda study, trial: describe_trial(study, trial, search.metric, folds), sys.stderr)
 

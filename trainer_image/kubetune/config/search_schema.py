@@ -132,6 +132,11 @@ class CrossValidationConfig(_Section):
     n_folds: int = Field(5, ge=2)
     aggregation: Literal["mean", "median"] = "mean"
 
+    @property
+    def folds(self) -> int:
+        """The folds each trial trains: ``n_folds`` when enabled, else one."""
+        return self.n_folds if self.enabled else 1
+
 
 class SearchConfig(_Section):
     study_name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

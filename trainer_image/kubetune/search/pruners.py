@@ -229,7 +229,7 @@ def shortest_trial_steps(search: SearchConfig) -> int | None:
 
 def trial_steps(search: SearchConfig, epochs: int) -> int:
     """The steps a trial of ``epochs`` epochs reports: times the folds under cross-validation."""
-    folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
+    folds = search.cross_validation.folds
     return max(1, epochs) * folds
 
 

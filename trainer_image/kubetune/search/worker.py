@@ -111,7 +111,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         take_sampler_session(study, search)
     result = WorkerResult()
     poll = heartbeat_settings()[0]
-    folds = search.cross_validation.n_folds if search.cross_validation.enabled else 1
+    folds = search.cross_validation.folds
 
     def after_sampling(trial: optuna.Trial) -> None:
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
