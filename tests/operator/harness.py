@@ -129,8 +129,12 @@ class Cluster:
         def reached() -> dict[str, Any] | None:
             status = (self.get(STUDYJOBS, name) or {}).get("status") or {}
             return status if status.get("phase") == phase else None
-        return await wait_for(reached, timeout, f"StudyJob {name} to reach {phase} "
-                                                f"(status: {self.status(name)})")
+        status = await wait_for(reached, timeout, lambda: f"StudyJob {name} to reach {phase} "
+                                                          f"(status: {self.status(name)})")
+        # kopf posts events from a queue, after the status patch that changed the phase: the
+        # phase's own event comes last of its pass, so once it is here the pass's others are too.
+        await wait_for(lambda: self.events(phase), 30, f"the {phase} event")
+        return status
 
     def jobs(self, studyjob: str | None = None) -> dict[str, dict[str, Any]]:
         return {
