@@ -220,6 +220,8 @@ class FakeKubelet:
             fate = self.released.get(name) or self.release_all or "hold"
             if fate == "hold":
                 await asyncio.sleep(0.02)
+        if self.cluster.get("batch/v1/jobs", name) is None:
+            return  # deleted while held: its pod goes with it, as the garbage collector does
         pod = await self._create_pod(job)
         if fate == "run":
             code = await self._exec(job, pod)
@@ -369,7 +371,10 @@ class FakeKubelet:
             return 1
         digest = hashlib.sha256(json.dumps(trial.params, sort_keys=True).encode()).hexdigest()
         value = 0.5 + int(digest[:8], 16) % 400 / 1000
-        study.tell(number, value, skip_if_finished=True)
+        try:
+            study.tell(number, value, skip_if_finished=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return 1  # another pod of the trial told first, as the trainer reports it
         return 0
 
 
