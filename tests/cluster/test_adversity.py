@@ -1,5 +1,6 @@
 """A StudyJob under adversity on the real control plane: a flood that suspend and delete
-stop within one batch, and a StudyJob deleted and applied again at once.
+stop within one batch, a StudyJob deleted and applied again at once, and an operator
+process killed again and again.
 
 The test kubelet holds every trial pod in ContainerCreating (no training) where a test
 only counts Jobs; the re-applied StudyJob's trials train for real.
@@ -7,6 +8,11 @@ only counts Jobs; the re-applied StudyJob's trials train for real.
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import subprocess
+import sys
 import time
 
 import optuna
@@ -16,9 +22,18 @@ from optuna.trial import TrialState
 from kubetune.search.attributes import FAIL_REASON_ATTR, JOB_ATTR
 from kubetune_operator.kube import ApiError
 from kubetune_operator.observe import LAUNCH_BATCH
-from tests.cluster.cluster import STUDYJOB, Cluster, wait_until
+from tests.cluster.cluster import (
+    CPU_IMAGE,
+    STUDYJOB,
+    TRIAL_IMAGE,
+    Cluster,
+    install_operator,
+    wait_until,
+)
+from tests.cluster.controlplane import ControlPlane
 from tests.cluster.kubelet import TestKubelet
 from tests.operator.conftest import digits_spec
+from tests.polling import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -96,3 +111,51 @@ def _apply(kube: Cluster, name: str, spec: dict) -> dict | None:
         if exc.status == 409:
             return None
         raise
+
+
+KILLS = 9
+
+
+def test_operator_killed_nine_times_at_random_moments_loses_and_duplicates_nothing(
+        kube: Cluster, kubelet: TestKubelet, control_plane: ControlPlane, digits_claims, storage, tmp_path):
+    """``kill -9`` of the operator process (as a node failure or an OOM kill does it) while it
+    asks trials, creates Jobs and writes status: every trial still gets exactly one Job and
+    the study ends at its budget. Trials from 12 on wait in ContainerCreating until the last
+    kill, so every kill falls mid-study."""
+    credentials = install_operator(control_plane, [kube.namespace])
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig("operator-process", credentials))}
+    command = [sys.executable, "-m", "kubetune_operator.main", "-n", kube.namespace, "--liveness", "",
+               "--trial-image", TRIAL_IMAGE, "--cpu-image", CPU_IMAGE, "--resync-seconds", "2"]
+    log = (tmp_path / "operator.log").open("w")
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    n_trials, rng = 18, random.Random(KILLS)
+    kubelet.hold(lambda job: int(re.search(r"-trial-(\d+)", job)[1]) >= 12 if "-trial-" in job else False)
+    began = time.monotonic()
+    process = start()
+    kube.create_studyjob("kills", digits_spec(n_trials=n_trials, parallelism=6))
+    try:
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.5, 6.0))
+            assert kube.status("kills").get("phase") != "Succeeded", "the study ended before the last kill"
+            process.kill()
+            process.wait()
+            process = start()
+        kubelet.release()
+        status = wait_until(lambda: kube.status("kills") if kube.status("kills").get("phase") == "Succeeded"
+                            else None, scaled(600), lambda: f"the StudyJob to succeed ({kube.status('kills')})")
+    finally:
+        process.kill()
+        process.wait()
+        log.close()
+    trials = optuna.load_study(study_name="digits-op", storage=storage).trials
+    print(f"\n{KILLS} operator kills at parallelism 6: {n_trials} trials in {time.monotonic() - began:.0f} s, "
+          f"{len(kube.trial_jobs('kills'))} Jobs")
+    assert len(trials) == n_trials  # none asked twice
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)  # none lost or failed
+    assert sorted(kube.trial_jobs("kills")) == sorted(f"kills-trial-{n}" for n in range(n_trials))
+    assert [t.user_attrs[JOB_ATTR] for t in trials] == [f"kills-trial-{n}" for n in range(n_trials)]
+    assert status["trials"]["finished"] == n_trials and status["trials"]["failed"] == 0
+    assert status["progress"] == f"{n_trials}/{n_trials}"
