@@ -50,6 +50,14 @@ def _cached_state(architecture: str, model: nn.Module, image_size: int | None) -
     return state
 
 
+def _check_patches(architecture: str, image_size: int) -> None:
+    """A ViT cuts its images into square patches (vit_b_16: 16 pixels) and holds one embedding per patch."""
+    patch = int(architecture.rsplit("_", 1)[1])
+    if image_size % patch:
+        raise ConfigError(f"`data.image_size` must be a multiple of {architecture}'s {patch}-pixel patches, "
+                          f"but got {image_size}", path="data.image_size")
+
+
 def build_torchvision(cfg: ModelConfig, num_classes: int, in_channels: int,
                       image_size: int | None) -> nn.Module:
     """``cfg.architecture`` from torchvision's registry, fitted to the classes and channels."""
@@ -57,7 +65,7 @@ def build_torchvision(cfg: ModelConfig, num_classes: int, in_channels: int,
 
     kwargs = {**_DEFAULT_KWARGS.get(cfg.architecture, {}), **cfg.kwargs}
     if cfg.architecture.startswith("vit_") and image_size is not None:
-        kwargs.setdefault("image_size", image_size)  # its position embeddings are per patch
+        _check_patches(cfg.architecture, kwargs.setdefault("image_size", image_size))
     try:
         model = tvm.get_model(cfg.architecture, weights=None, **kwargs)
     except TypeError as exc:
