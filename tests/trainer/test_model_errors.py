@@ -259,3 +259,39 @@ def test_timm_pretrained_loads_the_hugging_face_cache(tmp_path, monkeypatch):
     assert torch.equal(model.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
     assert model.get_classifier().out_features == 3
     assert model.conv1[0].in_channels == 1
+
+
+# --- searching the architecture and the builder's own arguments ---
+
+def search_config(space: dict, kwargs: dict | None = None) -> dict:
+    return {"model": {"architecture": "digits_net:build", "kwargs": kwargs or {}}, "data": {"path": "data"},
+            "search": {"study_name": "s", "search_space": space}}
+
+
+def test_a_searched_builder_argument_must_have_the_configs_own_value():
+    config = validate_config(search_config({"model.kwargs.width": {"type": "categorical", "choices": [8, 16]}},
+                                           {"width": 16}))
+    assert config.model.kwargs == {"width": 16}
+    with pytest.raises(ConfigError) as info:
+        validate_config(search_config({"model.kwargs.widht": {"type": "int", "low": 4, "high": 8}}, {"width": 16}))
+    assert info.value.path == "search.search_space.model.kwargs.widht"
+    assert "must name a key of model.kwargs (did you mean `width`?)" in str(info.value)
+    assert "set model.kwargs.widht to the value ml-train uses" in str(info.value)
+
+
+def test_a_search_over_architectures_checks_every_choice_by_name():
+    from kubetune.search.checks import check_search
+
+    space = {"model.architecture": {"type": "categorical",
+                                    "choices": ["resnet18", "timm/resnet10t", "convnext_tiny", "resnet81"]}}
+    with pytest.raises(ConfigError, match=r"but 'resnet81' is not: .*did you mean `resnet18`"):
+        check_search(validate_config({**search_config(space), "model": {"architecture": "resnet18"}}))
+
+
+def test_set_reaches_one_builder_argument(tmp_path, fast_config):
+    fast_config["model"] = {"architecture": "resnet18", "kwargs": {"zero_init_residual": False}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(fast_config))
+    result = run_cli("ml-train", "--config", str(path), "--print-config", "--set", "model.kwargs.zero_init_residual=true")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["model"]["kwargs"] == {"zero_init_residual": True}

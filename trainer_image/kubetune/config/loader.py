@@ -33,8 +33,10 @@ ALIASES: dict[str, str] = {
     "device": "training.device",
 }
 
-# Fields whose keys are user data (a search space names config fields as keys).
-_FREE_KEYS = {"search.search_space", "search.enqueue_trials"}
+# Fields whose keys are user data (a search space names config fields as keys;
+# model.kwargs names the model builder's arguments).
+_FREE_KEYS = {"search.search_space", "search.enqueue_trials", "model.kwargs"}
+MODEL_KWARGS = "model.kwargs"
 
 
 def field_paths(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -183,12 +185,24 @@ def check_search_space_keys(config: Config) -> None:
         return
     leaves = leaf_paths()
     for key in config.search.search_space:
-        if key not in leaves:
+        if key.startswith(f"{MODEL_KWARGS}."):
+            check_searched_kwarg(config, key)
+        elif key not in leaves:
             hint = did_you_mean(key, leaves)
             path = f"search.search_space.{key}"
             raise ConfigError(
                 f"`{path}` does not name a config field{hint}", path=path
             )
+
+
+def check_searched_kwarg(config: Config, key: str) -> None:
+    """A searched ``model.kwargs.<name>`` needs the config's own value, which ml-train uses."""
+    name = key[len(MODEL_KWARGS) + 1:]
+    if name not in config.model.kwargs:
+        path = f"search.search_space.{key}"
+        hint = did_you_mean(name, config.model.kwargs)
+        raise ConfigError(f"`{path}` must name a key of model.kwargs{hint}, but model.kwargs has no "
+                          f"{name!r}; set model.kwargs.{name} to the value ml-train uses", path=path)
 
 
 def _count(n: int, noun: str) -> str:
