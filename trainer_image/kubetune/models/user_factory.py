@@ -39,7 +39,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
     if not callable(factory):
         raise ConfigError(f"`{_PATH}` {spec}: {function_name} must be a function, but it is a "
                           f"{type(factory).__name__}", path=_PATH)
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def build_from_factory(cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
