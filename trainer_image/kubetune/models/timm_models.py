@@ -18,6 +18,8 @@ _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _import_timm() -> Any:
+    # Nothing downloads in a kubetune process: Hugging Face's client reads this when imported.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import timm
     except ImportError:
