@@ -125,4 +125,4 @@ def test_the_quick_start_runs_from_the_wheel_in_a_clean_venv(wheel, tmp_path):
 
 def test_the_extras_are_met_here(wheel):
     # What the clean venv borrows from this environment covers the wheel's extras.
-    assert _unmet(wheel, ["optuna", "train", "dashboard", "operator"]) == []
+    assert _unmet(wheel, ["optuna", "train", "dashboard", "operator", "timm"]) == []

@@ -81,10 +81,10 @@ def test_trainer_has_a_cpu_target_and_builds_cuda_by_default():
     assert "chromium" in cpu_runs, "kaleido's PNG export needs Chromium in the CPU image"
 
 
-def test_trainer_installs_the_search_extra_and_checks_the_commands():
+def test_trainer_installs_the_search_and_timm_extras_and_checks_the_commands():
     for stage in stages(TRAINER):
         runs = " ".join(rest for word, rest in stage["body"] if word == "RUN")
-        assert '"/src[optuna]"' in runs
+        assert '"/src[optuna,timm]"' in runs  # model.architecture: timm/<name> works in a trial pod
         for command in ("ml-train", "ml-search", "ml-visualise"):
             assert f"{command} --help" in runs
 

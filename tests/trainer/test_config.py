@@ -65,7 +65,7 @@ def test_yaml_reads_exponent_floats():
         ({"data": {"path": "d"}, "training": {"num_epochs": 0}}, [], "greater than or equal to 1", "training.num_epochs"),
         ({"data": {"path": "d", "val_split": 1.5}}, [], "less than 1", "data.val_split"),
         ({"data": {"path": "d"}, "optimizer": {"type": "rmsprop"}}, [], "'sgd', 'adam' or 'adamw'", "optimizer.type"),
-        ({"data": {"path": "d"}, "model": {"architecture": "vgg"}}, [], "resnet18", "model.architecture"),
+        ({"data": {"path": "d"}, "model": {"architecture": "vgg"}}, [], "did you mean `vgg19`", "model.architecture"),
         ({}, [], "required", "data"),
         ({"data": {"path": "d"}}, ["search.search_space.optimizer.lr.low=0.5"],
          "a search-space entry is set whole, e.g. --set 'search.search_space.optimizer.lr={",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kubetune.config.schema import ARCHITECTURES, ModelConfig
+from kubetune.config.architectures import COMMON_ARCHITECTURES
+from kubetune.config.schema import ModelConfig
 from kubetune.errors import ConfigError
 from kubetune.models import build_model
-from kubetune.models.factory import cached_weights_path
+from kubetune.models.torchvision_models import cached_weights_path
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", COMMON_ARCHITECTURES)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_architecture_classifies_n_classes(architecture, channels):
     model = build_model(ModelConfig(architecture=architecture, dropout=0.3), 7, channels).eval()

@@ -104,10 +104,10 @@ def ask(values: TemplateValues) -> TemplateValues:
     """A few questions on a terminal; Enter keeps the suggestion."""
     from rich.prompt import IntPrompt, Prompt
 
-    from kubetune.config.schema import ARCHITECTURES
+    from kubetune.config.architectures import COMMON_ARCHITECTURES
 
     values.architecture = Prompt.ask(
-        "architecture", choices=list(ARCHITECTURES), default=values.architecture
+        "architecture", choices=list(COMMON_ARCHITECTURES), default=values.architecture
     )
     values.num_epochs = IntPrompt.ask("epochs", default=values.num_epochs)
     values.batch_size = IntPrompt.ask("batch size", default=values.batch_size)

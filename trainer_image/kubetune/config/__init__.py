@@ -1,5 +1,6 @@
 """Config models, loading, overrides and error formatting (no torch)."""
 
+from kubetune.config.architectures import COMMON_ARCHITECTURES
 from kubetune.config.loader import (
     ALIASES,
     apply_override,
@@ -11,12 +12,12 @@ from kubetune.config.loader import (
     validate_config,
     with_overrides,
 )
-from kubetune.config.schema import ARCHITECTURES, METRICS, Config
+from kubetune.config.schema import METRICS, Config
 from kubetune.config.search_schema import DEFAULT_STORAGE, ParamSpec, SearchConfig
 
 __all__ = [
     "ALIASES",
-    "ARCHITECTURES",
+    "COMMON_ARCHITECTURES",
     "Config",
     "DEFAULT_STORAGE",
     "METRICS",

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from kubetune.config.architectures import RESERVED_KWARGS, architecture_kind
 from kubetune.config.schema import Config
 from kubetune.config.search_schema import ParamSpec
 from kubetune.config.yaml_io import dump_yaml, parse_yaml, read_yaml_file
@@ -32,8 +33,10 @@ ALIASES: dict[str, str] = {
     "device": "training.device",
 }
 
-# Fields whose keys are user data (a search space names config fields as keys).
-_FREE_KEYS = {"search.search_space", "search.enqueue_trials"}
+# Fields whose keys are user data (a search space names config fields as keys;
+# model.kwargs names the model builder's arguments).
+_FREE_KEYS = {"search.search_space", "search.enqueue_trials", "model.kwargs"}
+MODEL_KWARGS = "model.kwargs"
 
 
 def field_paths(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -127,7 +130,9 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigErr
         return ConfigError(f"{target}{message}{more}", path=path or None)
     if not message.startswith("must"):
         message = f"is invalid: {message}"
-    return ConfigError(f"`{path}` {message}, but got {_format_input(first['input'])}{more}", path=path)
+    if ", but got " not in message:  # a check that names the value itself (model.architecture)
+        message = f"{message}, but got {_format_input(first['input'])}"
+    return ConfigError(f"`{path}` {message}{more}", path=path)
 
 
 def validate_config(data: Mapping[str, Any], source: str | None = None,
@@ -141,6 +146,7 @@ def validate_config(data: Mapping[str, Any], source: str | None = None,
         config = Config.model_validate(dict(data))
         check_search_space_keys(config)
         check_normalize_channels(config)
+        check_model(config)
         if searching:
             check_trial_epochs(config)
     except ValidationError as exc:
@@ -179,12 +185,24 @@ def check_search_space_keys(config: Config) -> None:
         return
     leaves = leaf_paths()
     for key in config.search.search_space:
-        if key not in leaves:
+        if key.startswith(f"{MODEL_KWARGS}."):
+            check_searched_kwarg(config, key)
+        elif key not in leaves:
             hint = did_you_mean(key, leaves)
             path = f"search.search_space.{key}"
             raise ConfigError(
                 f"`{path}` does not name a config field{hint}", path=path
             )
+
+
+def check_searched_kwarg(config: Config, key: str) -> None:
+    """A searched ``model.kwargs.<name>`` needs the config's own value, which ml-train uses."""
+    name = key[len(MODEL_KWARGS) + 1:]
+    if name not in config.model.kwargs:
+        path = f"search.search_space.{key}"
+        hint = did_you_mean(name, config.model.kwargs)
+        raise ConfigError(f"`{path}` must name a key of model.kwargs{hint}, but model.kwargs has no "
+                          f"{name!r}; set model.kwargs.{name} to the value ml-train uses", path=path)
 
 
 def _count(n: int, noun: str) -> str:
@@ -201,6 +219,24 @@ def check_normalize_channels(config: Config) -> None:
         raise ConfigError(
             f"`{path}` must hold {_count(channels, 'value')} for the {_count(channels, 'channel')} "
             f"of `data.channels`{either}, but got {_count(given, 'value')}", path=path)
+
+
+def check_model(config: Config) -> None:
+    """``model.kwargs`` leave kubetune's own arguments alone; a factory owns dropout and weights."""
+    model = config.model
+    reserved = sorted(set(model.kwargs) & set(RESERVED_KWARGS))
+    if reserved:
+        path = f"model.kwargs.{reserved[0]}"
+        raise ConfigError(f"`{path}` is set by kubetune (from the data and model.pretrained); remove it",
+                          path=path)
+    kind = architecture_kind(model.architecture)
+    if kind == "small_cnn" and model.kwargs:
+        raise ConfigError("`model.kwargs` must be empty for small_cnn, which takes none", path="model.kwargs")
+    if kind == "factory":
+        for path, value in (("model.dropout", model.dropout), ("model.pretrained", model.pretrained)):
+            if value:
+                raise ConfigError(f"`{path}` applies to torchvision and timm models, not to a factory; "
+                                  "pass your factory what it needs through model.kwargs", path=path)
 
 
 def check_trial_epochs(config: Config) -> None:

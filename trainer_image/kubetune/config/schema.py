@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from kubetune.config.architectures import architecture_kind
 from kubetune.config.search_schema import MAX_EPOCHS, SearchConfig
 
-ARCHITECTURES = (
-    "small_cnn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "efficientnet_b0",
-    "mobilenet_v3_small",
-)
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 
 # The largest float32: torch computes in 32-bit floats, and a larger learning rate
@@ -57,11 +50,30 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+def _known_architecture(value: str) -> str:
+    try:
+        architecture_kind(value)
+    except ValueError as exc:
+        raise PydanticCustomError("architecture", str(exc)) from None
+    return value
+
+
+# A name ``model.architecture`` accepts (kubetune.config.architectures).
+Architecture = Annotated[str, AfterValidator(_known_architecture)]
+
+
 class ModelConfig(Section):
-    architecture: Literal[ARCHITECTURES] = "small_cnn"  # type: ignore[valid-type]
-    pretrained: bool = Field(False, description="load ImageNet weights from the local torch cache only "
-                             "($TORCH_HOME/hub/checkpoints); nothing downloads")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
+    architecture: Architecture = Field(
+        "small_cnn", description="small_cnn, any torchvision classifier (resnet18, convnext_tiny, vit_b_16, ...), "
+        "timm/<name> for a timm model (the timm extra), or package.module:function for your own factory, "
+        "called as function(num_classes, in_channels, **model.kwargs)")
+    pretrained: bool = Field(False, description="load ImageNet weights from the local torch cache "
+                             "($TORCH_HOME/hub/checkpoints) or, for timm, the local Hugging Face cache only; "
+                             "nothing downloads")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier (torchvision and "
+                           "timm models; a factory takes its own through model.kwargs)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the model's "
+                                   "builder: the torchvision or timm builder, or your factory")
 
 
 class NormalizeConfig(Section):

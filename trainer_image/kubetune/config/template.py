@@ -32,7 +32,7 @@ _BODY = """\
 # Any key can be overridden: --set optimizer.momentum=0.95, or --lr 0.01 --batch_size 64.
 
 model:
-  architecture: {architecture}   # small_cnn, resnet18, resnet34, resnet50, efficientnet_b0, mobilenet_v3_small
+  architecture: {architecture}   # small_cnn, any torchvision classifier (resnet18, convnext_tiny, ...), timm/<name>, or my_models:build
   pretrained: false          # true loads ImageNet weights from the local torch cache only
   dropout: 0.1               # before the final linear layer
 

@@ -46,7 +46,7 @@ def get_value(config: Config, key: str) -> Any:
     """The value at dotted ``key`` of ``config``."""
     node: Any = config
     for part in key.split("."):
-        node = getattr(node, part)
+        node = node[part] if isinstance(node, dict) else getattr(node, part)  # model.kwargs.<name>
     return node
 
 
@@ -54,6 +54,8 @@ def _field_annotation(key: str) -> Any:
     model: Any = Config
     annotation: Any = None
     for part in key.split("."):
+        if not hasattr(model, "model_fields"):
+            return Any  # below a free-keyed field (model.kwargs.<name>): any type
         annotation = model.model_fields[part].annotation
         model = annotation
     return annotation

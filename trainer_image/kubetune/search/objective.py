@@ -202,7 +202,7 @@ class TrialTrainer:
         splits = self._splits(cfg)
         if self.search.cross_validation.enabled:
             self._fold_splits(cfg)
-        build_model(cfg.model, splits.num_classes, splits.channels)
+        build_model(cfg.model, splits.num_classes, splits.channels, cfg.data.image_size)
 
     def _splits(self, cfg: Config) -> DataSplits:
         from kubetune.data.datasets import load_splits

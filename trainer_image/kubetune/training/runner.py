@@ -121,7 +121,7 @@ def train(
     data = data if data is not None else load_splits(config.data, settings.seed)
     torch.manual_seed(settings.seed)  # the same weights whatever the data loading drew
     precision = build_precision(settings.trainer, device)
-    model = build_model(config.model, data.num_classes, data.channels)
+    model = build_model(config.model, data.num_classes, data.channels, config.data.image_size)
     model = model.to(device, memory_format=precision.memory_format)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     # The compiled module shares its parameters with ``model``; checkpoints save ``model``.
     forward = cast(nn.Module, torch.compile(model)) if settings.compile else model
