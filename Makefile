@@ -35,7 +35,7 @@ test:
 # core and the operator).
 lint:
 	./scripts/bootstrap
-	$(VENV)/ruff check trainer_image operator tests bench scripts
+	$(VENV)/ruff check trainer_image operator tests bench scripts examples
 	$(VENV)/mypy
 
 # The documentation site, built strictly into ./site; the generated references must be
