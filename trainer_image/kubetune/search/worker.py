@@ -38,6 +38,7 @@ from kubetune.search.ledger import budget, enqueue_retry
 from kubetune.search.locking import StudyLock
 from kubetune.search.optuna_internals import stored_trial
 from kubetune.search.outage import unreachable_in
+from kubetune.search.pareto import values_text
 from kubetune.search.results import best_trial
 from kubetune.search.storage import heartbeat_settings
 from kubetune.search.study import load_search_study, take_sampler_session
@@ -75,8 +76,9 @@ def pruned_at(trial: FrozenTrial, folds: int = 1) -> str:
 def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str, folds: int = 1) -> str:
     """``trial 4 COMPLETE val_acc=0.9611 {...} | 5/20 done | best val_acc=0.97 (trial 2)``."""
     parts = [f"trial {trial.number} {trial.state.name}"]
+    multi = len(study.directions) > 1
     if trial.state == TrialState.COMPLETE:
-        parts.append(f"{metric}={trial.value:.4f}")
+        parts.append(values_text(study, trial) if multi else f"{metric}={trial.value:.4f}")
     elif trial.state == TrialState.PRUNED:
         parts.append(pruned_at(trial, folds))
     elif trial.state == TrialState.FAIL:
@@ -86,8 +88,9 @@ def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str, folds: 
     line = " ".join(parts) + f" [{params}]"
     state = budget(study)
     line += f" | {state.finished}/{state.target} done"
-    best = best_trial(study)
-    if best is not None:
+    if multi:
+        line += f" | Pareto front: {len(study.best_trials)} trials"
+    elif (best := best_trial(study)) is not None:
         line += f" | best {metric}={best.value:.4f} (trial {best.number})"
     return line
 

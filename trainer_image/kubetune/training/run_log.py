@@ -86,6 +86,7 @@ class RunLog:
         self.run_dir = run_dir
         self._searched = list(searched)
         self.history: list[dict[str, float]] = list(history or [])
+        self.costs: dict[str, float] = {}  # what measuring the run's costs took
         (run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
         purge_step = self.history[-1]["epoch"] + 1 if continues_here and self.history else None
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
@@ -117,7 +118,8 @@ class RunLog:
         write_text_atomic(
             self.run_dir / "metrics.json",
             json.dumps(
-                {"status": status, "best": best, "epochs": self.history, "hparams": self._hparams},
+                {"status": status, "best": best, "epochs": self.history, "hparams": self._hparams,
+                 "cost_measurement": self.costs},
                 indent=2,
             ),
         )

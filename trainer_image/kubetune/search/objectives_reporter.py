@@ -1,0 +1,80 @@
+"""The epoch callback of a trial under ``search.objectives``: record, then ask the pruner.
+
+After every epoch the trial stores its objectives' running values
+(:class:`~kubetune.search.objectives.RunningValues`) in its system attribute
+``kubetune.values_<epoch>``, and the first objective's as Optuna's intermediate value
+(``Trial.report`` refuses a multi-objective study, its storage does not), so the
+trial's last step, optuna-dashboard's curves and a resumed trial's catch-up work as
+for one objective. Then :class:`~kubetune.search.pareto_pruner.ParetoHalvingPruner`
+judges it. Constraint values are written when the trial ends, pruned or complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import optuna
+
+from kubetune.config.search_schema import SearchConfig
+from kubetune.search.attributes import epoch_values
+from kubetune.search.objectives import (
+    FIXED_METRICS,
+    RunningValues,
+    feasible,
+    objectives_of,
+    record_constraints,
+)
+from kubetune.search.optuna_internals import set_trial_system_attr, storage_of, trial_id_of
+from kubetune.search.pareto_pruner import ParetoHalvingPruner
+
+
+class ObjectivesReporter:
+    """Keeps a trial's objective values per epoch and prunes it by the Pareto rule."""
+
+    def __init__(self, trial: optuna.Trial, search: SearchConfig, epochs: int, reported: Iterable[int] = ()) -> None:
+        self.trial, self.search, self.epochs = trial, search, epochs
+        self.running = RunningValues(objectives_of(search), epochs)
+        pruner = trial.study.pruner
+        self.pruner = pruner if isinstance(pruner, ParetoHalvingPruner) else None
+        self.fixed_bounds = {m: b for m, b in search.constraints.items() if m in FIXED_METRICS}
+        self.reported = set(reported)
+        self.where: str | None = None
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._update(epoch, metrics)
+        self._prune(epoch)
+
+    def _update(self, epoch: int, metrics: Mapping[str, float]) -> list[float]:
+        values = self.running.update(epoch, metrics)
+        self.where = f"epoch {epoch}"
+        if epoch not in self.reported:
+            study = self.trial.study
+            set_trial_system_attr(study, self.trial, epoch_values(epoch), values)
+            storage_of(study).set_trial_intermediate_value(trial_id_of(self.trial), epoch, values[0])
+            self.reported.add(epoch)
+        return values
+
+    def _prune(self, step: int) -> None:
+        if self.pruner is None:
+            return
+        measured = self.running.measured()
+        if self.pruner.judge(self.trial.study, self.trial, step, self.epochs, self.running.values(),
+                             feasible=feasible(self.search.constraints, measured),
+                             fixed_infeasible=not feasible(self.fixed_bounds, measured)):
+            record_constraints(self.trial, self.search.constraints, measured)
+            shown = ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.running.objectives,
+                                                                     self.running.values(), strict=True))
+            raise optuna.TrialPruned(f"pruned at {self.where} with {shown}")
+
+    def catch_up(self, history: list[dict[str, float]], values: Mapping[int, float]) -> None:
+        """Take over a resumed run's epochs (``values``: unused, every objective is recomputed
+        from ``history``), then ask the pruner once."""
+        for entry in history:
+            self._update(int(entry["epoch"]), entry)
+        if history:
+            self._prune(int(history[-1]["epoch"]))
+
+    def finish(self) -> list[float]:
+        """The trial's final values; its constraint values are written."""
+        record_constraints(self.trial, self.search.constraints, self.running.measured())
+        return self.running.values()
