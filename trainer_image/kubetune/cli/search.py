@@ -251,6 +251,12 @@ def _search(args: argparse.Namespace) -> int:
     completed = _export(config, start.study, output_dir, args.quiet)
     if outcome.interrupted:
         raise KeyboardInterrupt  # the one line that continues the search: _run's
+    from kubetune.search.checks import require_search
+    from kubetune.search.objectives import goal_trial
+
+    if (reached := goal_trial(start.study, require_search(config))) is not None:
+        print(f"study {study_name}: trial {reached.number} reached search.goal; no more trials were started")
+        return 0 if completed else 1
     return _verdict(start.study, args, outcome, completed)
 
 

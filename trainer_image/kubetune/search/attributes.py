@@ -120,3 +120,10 @@ def pareto_rung(rung: int) -> str:
 def epoch_values(step: int) -> str:
     """kubetune's system attribute for a multi-objective trial's values after ``step``."""
     return EPOCH_VALUES_ATTR.format(step)
+
+
+def last_epoch_values_step(system_attrs: dict[str, object]) -> int | None:
+    """The last step a multi-objective trial recorded values for; None before its first."""
+    prefix = EPOCH_VALUES_ATTR.format("")
+    steps = [int(k[len(prefix):]) for k in system_attrs if k.startswith(prefix)]
+    return max(steps, default=None)

@@ -25,8 +25,8 @@ from kubetune.config.schema import Config
 from kubetune.config.search_schema import ParamSpec, SearchConfig
 from kubetune.errors import ConfigError
 from kubetune.search.attributes import FIXED_PARAMS_ATTR, TRIAL_STEPS_ATTR
-from kubetune.search.pruners import trial_steps
 from kubetune.search.objectives import check_objectives
+from kubetune.search.pruners import trial_steps
 from kubetune.search.space import contains, distributions, grid_values
 
 _FLOAT_TYPES = ("uniform", "loguniform", "float")

@@ -41,6 +41,7 @@ from kubetune.search.attributes import (
     LR_DROP_ATTR,
     TIE_BREAK_ATTR,
     TRIAL_STEPS_ATTR,
+    last_epoch_values_step,
 )
 from kubetune.search.checks import overrides_for_trial, require_search
 from kubetune.search.interruption import Terminated, check_stop
@@ -314,7 +315,8 @@ class TrialTrainer:
         from kubetune.training import train
 
         frozen = stored_trial(trial.study, trial)
-        reporter = ObjectivesReporter(trial, self.search, cfg.training.num_epochs, frozen.intermediate_values)
+        done = last_epoch_values_step(frozen.system_attrs) or 0
+        reporter = ObjectivesReporter(trial, self.search, cfg.training.num_epochs, range(1, done + 1))
         self.reporter = reporter
         try:
             resume, run_id = self._resume(trial, frozen, cfg, reporter)

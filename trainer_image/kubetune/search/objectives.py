@@ -19,11 +19,13 @@ Torch-free: the operator validates configs with :func:`check_objectives`.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.search_schema import (
     COST_METRICS,
@@ -163,6 +165,16 @@ def goal_reached(search: SearchConfig, values: Sequence[float]) -> bool:
                for m, g in search.goal.items())
 
 
+def goal_trial(study: optuna.Study, search: SearchConfig) -> FrozenTrial | None:
+    """The first feasible COMPLETE trial that reached ``search.goal``; None if none has."""
+    if not search.goal:
+        return None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if all(v <= 0 for v in trial.constraints.values()) and goal_reached(search, trial.values):
+            return trial
+    return None
+
+
 class RunningValues:
     """A trial's running value of every objective after each epoch."""
 
@@ -198,7 +210,8 @@ class RunningValues:
 
 def record_constraints(trial: optuna.Trial, bounds: Mapping[str, BoundConfig],
                        metrics: Mapping[str, float]) -> None:
-    """Write Optuna's constraint values on ``trial`` (once: Optuna keeps the first)."""
-    for key, value in violations(bounds, metrics).items():
-        if f"constraints:{key}" not in trial.system_attrs:
+    """Write Optuna's constraint values on ``trial`` (Optuna keeps the first it gets)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a resumed trial's are already set
+        for key, value in violations(bounds, metrics).items():
             trial.set_constraint(key, value)

@@ -2,10 +2,9 @@
 
 After every epoch the trial stores its objectives' running values
 (:class:`~kubetune.search.objectives.RunningValues`) in its system attribute
-``kubetune.values_<epoch>``, and the first objective's as Optuna's intermediate value
-(``Trial.report`` refuses a multi-objective study, its storage does not), so the
-trial's last step, optuna-dashboard's curves and a resumed trial's catch-up work as
-for one objective. Then :class:`~kubetune.search.pareto_pruner.ParetoHalvingPruner`
+``kubetune.values_<epoch>``. Not as Optuna's intermediate values: ``Trial.report``
+refuses a multi-objective study, and Optuna's samplers rank a pruned multi-objective
+trial as one without them. Then :class:`~kubetune.search.pareto_pruner.ParetoHalvingPruner`
 judges it. Constraint values are written when the trial ends, pruned or complete.
 """
 
@@ -24,7 +23,7 @@ from kubetune.search.objectives import (
     objectives_of,
     record_constraints,
 )
-from kubetune.search.optuna_internals import set_trial_system_attr, storage_of, trial_id_of
+from kubetune.search.optuna_internals import set_trial_system_attr
 from kubetune.search.pareto_pruner import ParetoHalvingPruner
 
 
@@ -50,7 +49,6 @@ class ObjectivesReporter:
         if epoch not in self.reported:
             study = self.trial.study
             set_trial_system_attr(study, self.trial, epoch_values(epoch), values)
-            storage_of(study).set_trial_intermediate_value(trial_id_of(self.trial), epoch, values[0])
             self.reported.add(epoch)
         return values
 

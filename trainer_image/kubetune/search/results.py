@@ -18,7 +18,7 @@ from kubetune.config.loader import config_to_dict, with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.yaml_io import dump_yaml
 from kubetune.fileio import write_text_atomic
-from kubetune.search.attributes import FAIL_REASON_ATTR, RETRY_HISTORY_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, RETRY_HISTORY_ATTR, last_epoch_values_step
 from kubetune.search.ledger import retried_numbers
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
             "state": t.state.name,
             **{name: t.values[i] if t.values else None for i, name in enumerate(names)},
             **{key: t.params.get(key) for key in param_keys},
-            "epochs": t.last_step,
+            "epochs": t.last_step if t.last_step is not None else last_epoch_values_step(t.system_attrs),
             "duration_s": round(duration, 3) if duration is not None else None,
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
             "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
