@@ -186,6 +186,8 @@ class RunningValues:
     def update(self, epoch: int, metrics: Mapping[str, float]) -> list[float]:
         """Take one epoch's metrics; return the objectives' running values."""
         for o in self.objectives:
+            if o.metric not in metrics:  # a resumed run's history holds no costs
+                continue
             value = float(metrics[o.metric])
             if o.metric in CUMULATIVE_METRICS:
                 value = value / max(epoch, 1) * self.epochs
@@ -202,6 +204,10 @@ class RunningValues:
 
     def values(self) -> list[float]:
         return [self.best[o.metric] for o in self.objectives]
+
+    def complete(self) -> bool:
+        """Whether every objective has a value yet."""
+        return all(o.metric in self.best for o in self.objectives)
 
     def measured(self) -> dict[str, float]:
         """Every metric's value for constraints: the objectives' running values win."""

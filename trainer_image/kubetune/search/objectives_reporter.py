@@ -43,17 +43,16 @@ class ObjectivesReporter:
         self._update(epoch, metrics)
         self._prune(epoch)
 
-    def _update(self, epoch: int, metrics: Mapping[str, float]) -> list[float]:
+    def _update(self, epoch: int, metrics: Mapping[str, float]) -> None:
         values = self.running.update(epoch, metrics)
         self.where = f"epoch {epoch}"
-        if epoch not in self.reported:
+        if epoch not in self.reported and self.running.complete():
             study = self.trial.study
             set_trial_system_attr(study, self.trial, epoch_values(epoch), values)
             self.reported.add(epoch)
-        return values
 
     def _prune(self, step: int) -> None:
-        if self.pruner is None:
+        if self.pruner is None or not self.running.complete():
             return
         measured = self.running.measured()
         if self.pruner.judge(self.trial.study, self.trial, step, self.epochs, self.running.values(),

@@ -5,16 +5,13 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from kubetune.config.search_schema import COST_METRICS
-
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    """The epoch line's metrics; the costs stay in metrics.json and TensorBoard."""
     return " ".join(
-        f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" for k, v in metrics.items() if k not in COST_METRICS
+        f"{k}={v:.4g}" if k == "lr" else f"{k}={v:.4f}" for k, v in metrics.items()
     )
 
 

@@ -145,9 +145,12 @@ def train(
 
     plain_config = config_to_dict(config)
     history: list[dict[str, float]] = []
+    resumed_seconds = 0.0
     if resume is not None:
-        history = restore(load_checkpoint(resume), plain_config, model, optimizer, scheduler,
+        checkpoint = load_checkpoint(resume)
+        history = restore(checkpoint, plain_config, model, optimizer, scheduler,
                           precision.scaler, train_loader.generator)
+        resumed_seconds = float(checkpoint.get("metrics", {}).get("train_seconds", 0.0))
         run_dir = run_dir if run_dir is not None else resume.parent
     if run_dir is None:
         run_dir = new_run_dir(config)
@@ -163,8 +166,8 @@ def train(
     epochs = settings.num_epochs
     start = int(history[-1]["epoch"]) if history else 0
     costs = _measure(model, data, settings.batch_size, precision)
-    run_log.costs = {"measure_seconds": costs.pop("cost_seconds")}
-    train_seconds = float(history[-1].get("train_seconds", 0.0)) if history else 0.0
+    run_log.cost_measurement = {"seconds": costs.pop("cost_seconds")}
+    train_seconds = resumed_seconds
     bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines, done=start)
     on_batch = bar.advance if stop_check is None else _then(bar.advance, stop_check)
     try:
@@ -190,21 +193,22 @@ def train(
                     "lr": optimizer.param_groups[0]["lr"],
                 }
                 train_seconds += time.perf_counter() - epoch_start
-                metrics.update(costs)
-                metrics.update(run_costs(device, train_seconds))
+                # What the run costs so far: beside the history, not in it (timings differ
+                # between runs that learn exactly the same).
+                spent = {**costs, **run_costs(device, train_seconds)}
                 if scheduler is not None:
                     scheduler.step()
-                run_log.log_epoch(epoch, metrics)
+                run_log.log_epoch(epoch, metrics, spent)
                 bar.epoch_done(epoch, metrics)
                 improved = _improves(run_log.history[-1], best, monitor)
                 if improved:
                     best = dict(run_log.history[-1])
                 payload = checkpoint_payload(
-                    model, optimizer, epoch, metrics, plain_config, data.classes,
+                    model, optimizer, epoch, {**metrics, **spent}, plain_config, data.classes,
                     history=run_log.history, scheduler=scheduler, scaler=precision.scaler,
                     generator=train_loader.generator, run_id=run_id)
                 checkpoints.save(payload, best=improved)
-                if callback is not None and callback(epoch, metrics):
+                if callback is not None and callback(epoch, {**metrics, **spent}):
                     stopped = True
                     break
         status = "stopped" if stopped else "completed"
