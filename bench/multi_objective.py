@@ -26,7 +26,12 @@ known from the first epoch, as a model's latency is. The curve shapes follow wha
 digits search in bench/search_efficiency.py shows (early epochs rank learning rates,
 small learning rates converge late); figures: docs/benchmarks.md.
 
+``--measurement-cost`` instead trains small_cnn on the digits sample for 3 epochs at
+8x8 and 32x32 and prints what measuring its costs (latency above all) took against the
+run's training seconds.
+
     python bench/multi_objective.py --seeds 10
+    python bench/multi_objective.py --measurement-cost
 """
 
 from __future__ import annotations
@@ -126,11 +131,40 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, se
 
 
+def measurement_cost() -> None:
+    """Seconds the cost measurement takes per run, beside the run's own."""
+    import json
+    import tempfile
+
+    from kubetune.config.loader import validate_config
+    from kubetune.data.sample import write_digits
+    from kubetune.training import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "digits"
+        write_digits(root)
+        for size in (8, 32):
+            config = validate_config({
+                "data": {"path": str(root), "image_size": size, "channels": 1},
+                "training": {"num_epochs": 3, "batch_size": 64, "device": "cpu"},
+                "logging": {"output_dir": str(Path(tmp) / "runs")}})
+            result = train(config, progress=False, epoch_lines=False)
+            metrics = json.loads((result.run_dir / "metrics.json").read_text())
+            spent, costs = metrics["cost_measurement"]["seconds"], metrics["costs"]
+            print(f"small_cnn {size}x{size}: measuring {spent:.2f} s against {costs['train_seconds']:.2f} s "
+                  f"of 3 epochs ({spent / costs['train_seconds']:.1%}); latency_ms {costs['latency_ms']:.3f}, "
+                  f"latency_batch_ms {costs['latency_batch_ms']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=600, help="epochs per search (the last checkpoint is 300)")
+    parser.add_argument("--measurement-cost", action="store_true", help="time the cost measurement instead")
     args = parser.parse_args(argv)
+    if args.measurement_cost:
+        measurement_cost()
+        return 0
     methods = ("pruned", "tpe", "random")
     runs: dict[str, list[list[tuple[int, float, float]]]] = {
         m: [run(m, seed, args.budget) for seed in range(args.seeds)] for m in methods}
