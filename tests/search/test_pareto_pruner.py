@@ -90,3 +90,19 @@ def test_goal_needs_every_objective_at_once():
     assert goal_reached(search, [0.95, 900])
     assert not goal_reached(search, [0.95, 1100])
     assert not goal_reached(search, [0.85, 900])
+
+
+def test_a_resumed_trial_records_its_earlier_epochs_once_the_costs_come():
+    from kubetune.search.objectives_reporter import ObjectivesReporter
+
+    search = SearchConfig(study_name="r", objectives=[{"metric": "val_acc", "direction": "maximize"},
+                                                      {"metric": "params", "direction": "minimize"}])
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=ParetoHalvingPruner())
+    trial = study.ask()
+    reporter = ObjectivesReporter(trial, search, epochs=4)
+    reporter.catch_up([{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.7}], {})
+    reporter(3, {"val_acc": 0.6, "params": 100.0, "train_seconds": 3.0})
+    attrs = study.trials[0].system_attrs
+    assert [attrs[f"kubetune.values_{e}"] for e in (1, 2, 3)] == [[0.5, 100.0], [0.7, 100.0], [0.7, 100.0]]
+    assert attrs["kubetune.pareto_rung_0"]["values"] == [0.5, 100.0]  # the first rung (epoch 1) was judged
+    assert reporter.finish() == [0.7, 100.0]

@@ -38,8 +38,16 @@ class ObjectivesReporter:
         self.fixed_bounds = {m: b for m, b in search.constraints.items() if m in FIXED_METRICS}
         self.reported = set(reported)
         self.where: str | None = None
+        self.pending: list[dict[str, float]] = []  # a resumed run's epochs, until costs come
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.pending:
+            # A resumed run's history holds no costs; the fixed ones are the same every epoch.
+            fixed = {k: v for k, v in metrics.items() if k in FIXED_METRICS}
+            pending, self.pending = self.pending, []
+            for entry in pending:  # judged at their rungs, as a live run is
+                self._update(int(entry["epoch"]), {**entry, **fixed})
+                self._prune(int(entry["epoch"]))
         self._update(epoch, metrics)
         self._prune(epoch)
 
@@ -65,11 +73,8 @@ class ObjectivesReporter:
 
     def catch_up(self, history: list[dict[str, float]], values: Mapping[int, float]) -> None:
         """Take over a resumed run's epochs (``values``: unused, every objective is recomputed
-        from ``history``), then ask the pruner once."""
-        for entry in history:
-            self._update(int(entry["epoch"]), entry)
-        if history:
-            self._prune(int(history[-1]["epoch"]))
+        from ``history``) when the first epoch trained here brings the model's costs."""
+        self.pending = list(history)
 
     def finish(self) -> list[float]:
         """The trial's final values; its constraint values are written."""
