@@ -66,21 +66,12 @@ def objectives_of(search: SearchConfig) -> list[Objective]:
     return [Objective(search.metric, search.direction)]
 
 
-def is_multi_objective(search: SearchConfig) -> bool:
-    return len(objectives_of(search)) > 1
-
-
 def directions_of(search: SearchConfig) -> list[StudyDirection]:
     return [StudyDirection.MAXIMIZE if o.maximize else StudyDirection.MINIMIZE for o in objectives_of(search)]
 
 
 def metric_names(search: SearchConfig) -> list[str]:
     return [o.metric for o in objectives_of(search)]
-
-
-def pick_metric(search: SearchConfig) -> str:
-    """The objective ``best_config.yaml`` is best on: ``search.pick``, else the first."""
-    return search.pick or objectives_of(search)[0].metric
 
 
 def checkpoint_metric(search: SearchConfig) -> str:

@@ -28,7 +28,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from kubetune.search.attributes import PARETO_RUNG_ATTR, pareto_rung
+from kubetune.search.attributes import pareto_rung
 from kubetune.search.optuna_internals import set_trial_system_attr
 from kubetune.search.pruners import first_rung
 
@@ -95,8 +95,3 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
                   if t.number != trial.number and key in t.system_attrs and t.system_attrs[key].get("feasible", True)]
         return not survives(values, others, study.directions, self.reduction_factor)
 
-
-def rung_values(trial: FrozenTrial) -> dict[int, list[float]]:
-    """The values ``trial`` recorded at each rung it reached."""
-    prefix = PARETO_RUNG_ATTR.format("")
-    return {int(k[len(prefix):]): v["values"] for k, v in trial.system_attrs.items() if k.startswith(prefix)}
