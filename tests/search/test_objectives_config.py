@@ -49,3 +49,15 @@ def test_objectives_config_error_exits_2_and_writes_nothing(case, fast_config, t
     assert message in stderr, stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert not (tmp_path / "studies.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_study_keeps_its_objectives(fast_config, tmp_path, capsys):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    optuna.create_study(study_name="unit", storage=url, directions=["maximize", "minimize"])
+    config = write_config(tmp_path / "c.yaml", small_base(fast_config), search_section())
+    assert ml_search(["--config", str(config), "--storage", url, "--resume"]) == 2
+    stderr = capsys.readouterr().err
+    assert "`search.objectives` must have the directions ['maximize', 'minimize'] of study `unit`" in stderr, stderr
+    assert optuna.load_study(study_name="unit", storage=url).trials == []
