@@ -116,6 +116,16 @@ def test_what_ml_search_refuses_is_refused_before_any_trial(search, field, words
     assert error.field == f"spec.config.search.{field}" and words in str(error), (error.field, str(error))
 
 
+def test_several_objectives_are_refused_by_a_studyjob():
+    raw = _raw()
+    search = raw["config"]["search"]
+    search.pop("metric", None), search.pop("direction", None)
+    search["objectives"] = [{"metric": "val_acc", "direction": "maximize"}, {"metric": "params", "direction": "minimize"}]
+    search["pruner"] = {"type": "none"}
+    error = _error(raw)
+    assert error.field == "spec.config.search.objectives" and "is not supported by a StudyJob" in str(error)
+
+
 def test_mounts_replace_data_path_and_output_dir():
     spec = parse_spec(_raw(), "digits")
     config = resolve_config(spec.config, spec).config

@@ -33,7 +33,7 @@ CASES = {
     ),
     "unknown sampler": (
         {"sampler": {"type": "BayesSampler"}},
-        "`search.sampler.type` must be 'TPESampler', 'RandomSampler', 'CmaEsSampler' or 'GridSampler'",
+        "`search.sampler.type` must be 'TPESampler', 'RandomSampler', 'CmaEsSampler', 'GridSampler' or 'NSGAIISampler'",
     ),
     "unknown pruner": (
         {"pruner": {"type": "SuccessiveHalving"}},

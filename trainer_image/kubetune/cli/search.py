@@ -103,8 +103,15 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
     if not quiet:
         from kubetune.search.checks import config_point, require_search
+        from kubetune.search.pareto import front_table
 
-        console.print(top_trials_table(study, require_search(config).metric, own_params=config_point(config)))
+        search = require_search(config)
+        if search.objectives is not None:
+            console.print(front_table(study))
+        else:
+            console.print(top_trials_table(study, search.metric, own_params=config_point(config)))
+    if "pareto_" in " ".join(written):
+        print(f"Pareto-optimal configs: {Path(written['trials_csv']).parent / 'pareto'}")
     print(f"trials: {written['trials_csv']}")
     if "best_config" in written:
         print(f"best config: {written['best_config']} "
@@ -244,6 +251,12 @@ def _search(args: argparse.Namespace) -> int:
     completed = _export(config, start.study, output_dir, args.quiet)
     if outcome.interrupted:
         raise KeyboardInterrupt  # the one line that continues the search: _run's
+    from kubetune.search.checks import require_search
+    from kubetune.search.objectives import goal_trial
+
+    if (reached := goal_trial(start.study, require_search(config))) is not None:
+        print(f"study {study_name}: trial {reached.number} reached search.goal; no more trials were started")
+        return 0 if completed else 1
     return _verdict(start.study, args, outcome, completed)
 
 

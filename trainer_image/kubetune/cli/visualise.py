@@ -142,6 +142,8 @@ def _run_search(args: argparse.Namespace) -> int:
     study = open_study(url, study_name)
     params = resolve_params(args.params, study_param_names(study)) if args.params else None
     fmt = _resolve_format(args.format)
+    if len(study.directions) > 1:
+        return _report_pareto(study, output, fmt)
     try:
         report = render_study(
             study, output, plot_types=_plot_types(args.plot_type), params=params, fmt=fmt,
@@ -165,6 +167,21 @@ def _run_search(args: argparse.Namespace) -> int:
               f"(trial #{summary.best_trial.number}; {states})")
     for plot_type, reason in report.skipped.items():
         print(f"skipped {plot_type}: {reason}", file=sys.stderr)
+    print(f"wrote {len(report.files)} plot(s) ({fmt}) to {output}; report: {report.index}")
+    return 0
+
+
+def _report_pareto(study, output: Path, fmt: str) -> int:
+    """A study of several objectives: the Pareto front and per-objective plots."""
+    from kubetune.search.pareto import values_text
+    from kubetune.visualise.pareto_report import render_pareto
+
+    report = render_pareto(study, output, fmt)
+    print(f"study {study.study_name}: Pareto front of {len(report.front)} trial(s)")
+    for trial in report.front:
+        print(f"  trial #{trial.number}: {values_text(study, trial)}")
+    for stem, reason in report.skipped.items():
+        print(f"skipped {stem}: {reason}", file=sys.stderr)
     print(f"wrote {len(report.files)} plot(s) ({fmt}) to {output}; report: {report.index}")
     return 0
 

@@ -16,8 +16,14 @@ DEFAULT_STORAGE = "sqlite:///optuna_studies.db"
 MAX_TRIALS = 1_000_000
 MAX_EPOCHS = 100_000
 
-SAMPLERS = ("TPESampler", "RandomSampler", "CmaEsSampler", "GridSampler")
+SAMPLERS = ("TPESampler", "RandomSampler", "CmaEsSampler", "GridSampler", "NSGAIISampler")
 PRUNERS = ("SuccessiveHalvingPruner", "MedianPruner", "PercentilePruner", "HyperbandPruner", "none")
+# What every run measures: the training metrics each epoch, and what the model costs
+# (kubetune.training.costs). Any of them can be an objective, a constraint or a goal.
+TRAINING_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
+COST_METRICS = ("params", "flops", "latency_ms", "latency_batch_ms", "peak_memory_mb", "train_seconds",
+                "gpu_seconds")
+METRICS = TRAINING_METRICS + COST_METRICS
 
 
 class _Section(BaseModel):
@@ -87,6 +93,7 @@ class SamplerConfig(_Section):
             "RandomSampler": set(),
             "CmaEsSampler": {"n_startup_trials", "sigma0"},
             "GridSampler": set(),
+            "NSGAIISampler": set(),
         }[self.type]
         for name in ("n_startup_trials", "multivariate", "constant_liar", "n_ei_candidates", "sigma0"):
             if getattr(self, name) is not None and name not in allowed:
@@ -127,6 +134,28 @@ class PrunerConfig(_Section):
         return self
 
 
+class ObjectiveConfig(_Section):
+    """One entry of ``search.objectives``: ``{metric: latency_ms, direction: minimize}``."""
+
+    metric: Literal[METRICS]  # type: ignore[valid-type]
+    direction: Literal["maximize", "minimize"]
+
+
+class BoundConfig(_Section):
+    """A constraint on one metric: ``{max: 5}``, ``{min: 0.9}`` or both."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> BoundConfig:
+        if self.min is None and self.max is None:
+            raise ValueError("a constraint needs max, min or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min must be at most max, but got min={self.min}, max={self.max}")
+        return self
+
+
 class CrossValidationConfig(_Section):
     enabled: bool = False
     n_folds: int = Field(5, ge=2)
@@ -155,3 +184,8 @@ class SearchConfig(_Section):
     trial_train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     enqueue_config: bool = True
     enqueue_trials: list[dict[str, Any]] = Field(default_factory=list)
+    # Several objectives instead of metric/direction (kubetune.search.objectives checks them).
+    objectives: list[ObjectiveConfig] | None = None
+    constraints: dict[str, BoundConfig] = Field(default_factory=dict)
+    pick: str | None = None  # the objective best_config.yaml is best on (default: the first)
+    goal: dict[str, float] = Field(default_factory=dict)

@@ -84,7 +84,12 @@ SAMPLER_SESSIONS_ATTR = "kubetune.sampler_sessions"
 # a retry does not copy them.
 COMPLETED_RUNG_ATTR = "completed_rung_{}"  # Optuna's SuccessiveHalvingPruner
 TIE_BREAK_RUNG_ATTR = "kubetune.tie_break_rung_{}"
-RUNG_ATTR_PREFIXES = tuple(key.format("") for key in (COMPLETED_RUNG_ATTR, TIE_BREAK_RUNG_ATTR))
+# Under ``search.objectives``: the trial's objective values at a rung of the
+# non-dominated halving pruner (``{"values": [...], "feasible": bool}``), and after
+# every epoch (``[...]``, as Optuna's intermediate values for one objective).
+PARETO_RUNG_ATTR = "kubetune.pareto_rung_{}"
+EPOCH_VALUES_ATTR = "kubetune.values_{}"
+RUNG_ATTR_PREFIXES = tuple(key.format("") for key in (COMPLETED_RUNG_ATTR, TIE_BREAK_RUNG_ATTR, PARETO_RUNG_ATTR))
 # Optuna's marks on a retry (RetryHeartbeatStaleTrialCallback's): the trial it re-runs,
 # and every trial before it in the chain, oldest first. The ledger counts by them.
 FAILED_TRIAL_ATTR = "failed_trial"
@@ -105,3 +110,20 @@ def completed_rung(rung: int) -> str:
 def tie_break_rung(rung: int) -> str:
     """kubetune's system attribute for a trial's tie-breaking loss at ``rung``."""
     return TIE_BREAK_RUNG_ATTR.format(rung)
+
+
+def pareto_rung(rung: int) -> str:
+    """kubetune's system attribute for a trial's objective values at the Pareto pruner's ``rung``."""
+    return PARETO_RUNG_ATTR.format(rung)
+
+
+def epoch_values(step: int) -> str:
+    """kubetune's system attribute for a multi-objective trial's values after ``step``."""
+    return EPOCH_VALUES_ATTR.format(step)
+
+
+def last_epoch_values_step(system_attrs: dict[str, object]) -> int | None:
+    """The last step a multi-objective trial recorded values for; None before its first."""
+    prefix = EPOCH_VALUES_ATTR.format("")
+    steps = [int(k[len(prefix):]) for k in system_attrs if k.startswith(prefix)]
+    return max(steps, default=None)

@@ -25,6 +25,7 @@ from kubetune.config.schema import Config
 from kubetune.config.search_schema import ParamSpec, SearchConfig
 from kubetune.errors import ConfigError
 from kubetune.search.attributes import FIXED_PARAMS_ATTR, TRIAL_STEPS_ATTR
+from kubetune.search.objectives import check_objectives
 from kubetune.search.pruners import trial_steps
 from kubetune.search.space import contains, distributions, grid_values
 
@@ -117,8 +118,9 @@ def check_search(config: Config) -> SearchConfig:
             "`search.search_space` must name at least one config key to search, but it is empty",
             path="search.search_space",
         )
+    check_objectives(search)
     expected = "minimize" if search.metric.endswith("loss") else "maximize"
-    if search.direction != expected:
+    if search.objectives is None and search.direction != expected:
         raise ConfigError(
             f"`search.direction` must be '{expected}' for metric {search.metric}, "
             f"but got '{search.direction}'",

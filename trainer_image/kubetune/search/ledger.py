@@ -96,8 +96,9 @@ def ledger(trials: Sequence[FrozenTrial], *, maximize: bool = True) -> Ledger:
     best: FrozenTrial | None = None
     for trial in trials:
         counts[trial.state] += 1
-        if trial.state == TrialState.COMPLETE and trial.value is not None and (
-            best is None or (trial.value > best.value if maximize else trial.value < best.value)  # type: ignore[operator]
+        # Under several objectives: the best on the first.
+        if trial.state == TrialState.COMPLETE and trial.values and (
+            best is None or (trial.values[0] > best.values[0] if maximize else trial.values[0] < best.values[0])
         ):
             best = trial
     return Ledger(

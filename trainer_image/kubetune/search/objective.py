@@ -41,10 +41,13 @@ from kubetune.search.attributes import (
     LR_DROP_ATTR,
     TIE_BREAK_ATTR,
     TRIAL_STEPS_ATTR,
+    last_epoch_values_step,
 )
 from kubetune.search.checks import overrides_for_trial, require_search
 from kubetune.search.interruption import Terminated, check_stop
 from kubetune.search.ledger import record_fail_reason
+from kubetune.search.objectives import checkpoint_metric
+from kubetune.search.objectives_reporter import ObjectivesReporter
 from kubetune.search.optuna_internals import stored_trial
 from kubetune.search.pruners import reads_tie_break, tie_break_metric
 from kubetune.search.results import trial_run_dir
@@ -178,7 +181,7 @@ class TrialTrainer:
         self._base = config.model_copy(update={"search": None})
         self._data: dict[tuple[str, int], DataSplits] = {}
         self._folds: dict[tuple[str, int], list[DataSplits]] = {}
-        self.reporter: EpochReporter | None = None  # the running trial's
+        self.reporter: EpochReporter | ObjectivesReporter | None = None  # the running trial's
 
     def trial_config(self, params: Mapping[str, Any]) -> Config:
         """The config one trial trains: params and the trial-only shortcuts applied."""
@@ -233,7 +236,7 @@ class TrialTrainer:
         return self._folds[key]
 
     def objective(self, trial: optuna.Trial,
-                  after_sampling: Callable[[optuna.Trial], None] | None = None) -> float:
+                  after_sampling: Callable[[optuna.Trial], None] | None = None) -> float | list[float]:
         """Sample (or load) the params, then train; failures leave a ``fail_reason``.
 
         ``after_sampling(trial)`` runs once the params are stored (ml-search releases
@@ -257,8 +260,9 @@ class TrialTrainer:
                 log.warning("trial %d raised %s", trial.number, type(exc).__name__, exc_info=True)
             raise
 
-    def train_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> float:
-        """Train ``trial`` with ``params``; report every epoch; return its value.
+    def train_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> float | list[float]:
+        """Train ``trial`` with ``params``; report every epoch; return its value (its values
+        under ``search.objectives``).
 
         Without cross-validation a trial continues from its own ``last.pt`` or that of
         the trial it retries (:mod:`kubetune.search.resume`); a cross-validated trial
@@ -282,6 +286,8 @@ class TrialTrainer:
         drop = first_lr_drop(cfg.scheduler, cfg.training.num_epochs)
         if drop is not None:  # the median pruner's warm-up may end there
             trial.set_user_attr(LR_DROP_ATTR, drop)
+        if search.objectives is not None:
+            return self._train_objectives(trial, cfg, run_dir)
         done: list[float] = []
         frozen = stored_trial(trial.study, trial)  # what earlier pods reported
         try:
@@ -304,8 +310,26 @@ class TrialTrainer:
             _free_memory()
         return float(aggregate(done))
 
+    def _train_objectives(self, trial: optuna.Trial, cfg: Config, run_dir: Path) -> list[float]:
+        """Train one trial of ``search.objectives`` (:mod:`kubetune.search.objectives_reporter`)."""
+        from kubetune.training import train
+
+        frozen = stored_trial(trial.study, trial)
+        done = last_epoch_values_step(frozen.system_attrs) or 0
+        reporter = ObjectivesReporter(trial, self.search, cfg.training.num_epochs, range(1, done + 1))
+        self.reporter = reporter
+        try:
+            resume, run_id = self._resume(trial, frozen, cfg, reporter)
+            self._clear_interrupted(trial, frozen)
+            train(cfg, data=self._splits(cfg), run_dir=run_dir, monitor=checkpoint_metric(self.search),
+                  callback=reporter, progress=False, epoch_lines=not self.quiet_epochs, resume=resume,
+                  run_id=run_id, searched=list(self.dists), stop_check=check_stop)
+        finally:
+            _free_memory()
+        return reporter.finish()
+
     def _resume(self, trial: optuna.Trial, frozen: FrozenTrial, cfg: Config,
-                reporter: EpochReporter) -> tuple[Path | None, str]:
+                reporter: EpochReporter | ObjectivesReporter) -> tuple[Path | None, str]:
         """(checkpoint to continue from or None, the run id of ``trial``'s checkpoints)."""
         from kubetune.config.loader import config_to_dict
         from kubetune.search.resume import find_resume_point, trial_run_id

@@ -67,12 +67,12 @@ def render(counts: Counts, finished_at_start: int, elapsed: float) -> str:
 
 def count(trials: list[FrozenTrial], target: int, metric: str, direction: optuna.study.StudyDirection) -> Counts:
     states = [t.state for t in trials]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     best = None
-    if complete:
+    if complete:  # under several objectives: the best on the first
         pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
-        top = pick(complete, key=lambda t: t.value)  # type: ignore[arg-type,return-value]
-        best = f"{metric}={top.value:.4f} (trial {top.number})"
+        top = pick(complete, key=lambda t: t.values[0])
+        best = f"{metric}={top.values[0]:.4f} (trial {top.number})"
     finished = sum(s.is_finished() for s in states)
     return Counts(finished=finished, target=target, running=states.count(TrialState.RUNNING),
                   pruned=states.count(TrialState.PRUNED), failed=states.count(TrialState.FAIL), best=best)
@@ -115,7 +115,7 @@ class LiveProgress:
             if stopping or now - last_poll >= self._poll:
                 last_poll = now
                 trials = study.get_trials(deepcopy=False)
-                counts = count(trials, self._target, self._metric, study.direction)
+                counts = count(trials, self._target, self._metric, study.directions[0])
                 finished = [t for t in trials if t.state.is_finished() and t.number not in seen]
                 if first:  # trials of earlier sessions are not news
                     seen.update(t.number for t in finished)

@@ -237,6 +237,12 @@ def build_pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
     """Successive halving, Median, Percentile, Hyperband or no pruning; fields left out
     take kubetune's defaults."""
     cfg = search.pruner
+    if search.objectives is not None and cfg.type != "none":
+        from kubetune.search.pareto_pruner import ParetoHalvingPruner
+
+        return ParetoHalvingPruner(reduction_factor=cfg.reduction_factor or HALVING_REDUCTION_FACTOR,
+                                   min_resource=cfg.min_resource,
+                                   min_early_stopping_rate=cfg.min_early_stopping_rate or 0)
     if cfg.type == "SuccessiveHalvingPruner":
         factor = cfg.reduction_factor or HALVING_REDUCTION_FACTOR
         rate = cfg.min_early_stopping_rate or 0

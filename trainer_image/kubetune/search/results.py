@@ -18,7 +18,7 @@ from kubetune.config.loader import config_to_dict, with_overrides
 from kubetune.config.schema import Config
 from kubetune.config.yaml_io import dump_yaml
 from kubetune.fileio import write_text_atomic
-from kubetune.search.attributes import FAIL_REASON_ATTR, RETRY_HISTORY_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, RETRY_HISTORY_ATTR, last_epoch_values_step
 from kubetune.search.ledger import retried_numbers
 
 if TYPE_CHECKING:
@@ -46,7 +46,12 @@ def trial_run_dir(config: Config, study_name: str, number: int) -> Path:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial, or None when there is none yet."""
+    """The best COMPLETE trial, or None when there is none yet; under several
+    objectives the Pareto front's best on the first (:mod:`kubetune.search.pareto`)."""
+    if len(study.directions) > 1:
+        from kubetune.search.pareto import picked_trial
+
+        return picked_trial(study)
     try:
         return study.best_trial
     except ValueError:
@@ -77,7 +82,9 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
         for key in t.params:
             if key not in param_keys:
                 param_keys.append(key)
-    header = ["number", "state", "value", *param_keys, "epochs", "duration_s",
+    names = (study.metric_names or [f"value{i}" for i in range(len(study.directions))]) \
+        if len(study.directions) > 1 else ["value"]
+    header = ["number", "state", *names, *param_keys, "epochs", "duration_s",
               "datetime_start", "datetime_complete", FAIL_REASON_ATTR, "retry_of", "retried"]
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
@@ -85,9 +92,9 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
         rows.append({
             "number": t.number,
             "state": t.state.name,
-            "value": t.value if t.values else None,
+            **{name: t.values[i] if t.values else None for i, name in enumerate(names)},
             **{key: t.params.get(key) for key in param_keys},
-            "epochs": t.last_step,
+            "epochs": t.last_step if t.last_step is not None else last_epoch_values_step(t.system_attrs),
             "duration_s": round(duration, 3) if duration is not None else None,
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
             "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
@@ -115,6 +122,11 @@ def export_results(config: Config, study: optuna.Study, output_dir: Path | None 
     csv_path = target / "trials.csv"
     write_text_atomic(csv_path, trials_csv_text(study))
     written["trials_csv"] = csv_path
+    if config.search is not None and config.search.objectives is not None:
+        from kubetune.search.pareto import export_front
+
+        written.update(export_front(config, study, target, config.search.pick))
+        return written
     best = best_trial(study)
     if best is not None:
         path = target / "best_config.yaml"

@@ -34,7 +34,7 @@ def session_seed(seed: int | None, session: int) -> int | None:
 
 
 def build_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
-    """TPE, Random, CMA-ES or Grid, seeded by ``search.sampler.seed``."""
+    """TPE, Random, CMA-ES, NSGA-II or Grid, seeded by ``search.sampler.seed``."""
     cfg = search.sampler
     if cfg.type == "TPESampler":
         return optuna.samplers.TPESampler(
@@ -55,4 +55,6 @@ def build_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
             seed=cfg.seed,
             warn_independent_sampling=False,
         )
+    if cfg.type == "NSGAIISampler":
+        return optuna.samplers.NSGAIISampler(seed=cfg.seed)
     return optuna.samplers.GridSampler(grid_values(search.search_space), seed=cfg.seed)

@@ -103,7 +103,7 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, metric: str, state: TrialState,
-          value: float | None) -> int:
+          value: float | list[float] | None) -> int:
     """Record the outcome; 0 for COMPLETE or PRUNED, 1 for FAIL or when it cannot be recorded."""
     number = trial.number
     try:
@@ -115,5 +115,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial, metric: str, state: TrialSta
         print(f"trial {number}: could not record {state.name}: {exc}", file=sys.stderr)
         return 1
     if state == TrialState.COMPLETE:
-        print(f"trial {number} of {study.study_name} COMPLETE: {metric}={value:.4f}")
+        shown = f"{metric}={value:.4f}" if isinstance(value, float) else f"values={value}"
+        print(f"trial {number} of {study.study_name} COMPLETE: {shown}")
     return 0 if state in (TrialState.COMPLETE, TrialState.PRUNED) else 1

@@ -25,6 +25,7 @@ from kubetune.search.checks import (
 )
 from kubetune.search.ledger import budget, stored_target
 from kubetune.search.locking import StudyLock
+from kubetune.search.objectives import directions_of, metric_names
 from kubetune.search.pruners import build_pruner
 from kubetune.search.samplers import build_sampler, session_seed
 from kubetune.search.storage import make_storage, mask_url
@@ -71,10 +72,25 @@ def take_sampler_session(study: optuna.Study, search: SearchConfig) -> int:
 
 def name_metric(study: optuna.Study, metric: str) -> None:
     """Record ``metric`` as the objective's name (Optuna's plots and optuna-dashboard read it)."""
+    name_metrics(study, [metric])
+
+
+def name_metrics(study: optuna.Study, metrics: list[str]) -> None:
+    """Record the objectives' names (Optuna's plots and optuna-dashboard read them)."""
     if not study.metric_names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([metric])
+            study.set_metric_names(metrics)
+
+
+def direction_error(study: optuna.Study, search: SearchConfig) -> ConfigError:
+    """A resumed study's config asks for other directions than the study was created with."""
+    stored = [d.name.lower() for d in study.directions]
+    if search.objectives is None and len(stored) == 1:
+        return ConfigError(f"`search.direction` must be '{stored[0]}' like study `{study.study_name}`, "
+                           f"but got '{search.direction}'", path="search.direction")
+    return ConfigError(f"`search.objectives` must have the directions {stored} of study `{study.study_name}`, "
+                       f"but got {[d.name.lower() for d in directions_of(search)]}", path="search.objectives")
 
 
 def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
@@ -130,19 +146,15 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                                     "missing study, so every worker can be started the same way)",
                                     study_name, mask_url(url))
                     study = optuna.create_study(
-                        study_name=study_name, storage=storage, direction=search.direction,
+                        study_name=study_name, storage=storage, directions=directions_of(search),
                         sampler=build_sampler(search), pruner=build_pruner(search),
                     )
                     created = True
                 else:
                     study = optuna.load_study(study_name=study_name, storage=storage,
                                               sampler=build_sampler(search), pruner=build_pruner(search))
-            if not created and study.direction.name.lower() != search.direction:
-                raise ConfigError(
-                    f"`search.direction` must be '{study.direction.name.lower()}' like study "
-                    f"`{study_name}`, but got '{search.direction}'",
-                    path="search.direction",
-                )
+            if not created and study.directions != directions_of(search):
+                raise direction_error(study, search)
             if not created and (changed := changed_param(study, search)):
                 key, why = changed
                 raise ConfigError(
@@ -150,7 +162,7 @@ def start_study(config: Config, url: str, study_name: str, *, resume: bool,
                     "study (--study-name)", path=f"search.search_space.{key}")
             if not created and (length_warning := changed_length(study, config)):
                 log.warning(length_warning)
-            name_metric(study, search.metric)
+            name_metrics(study, metric_names(search))
             if created:
                 target = n_trials or search.n_trials
                 for point in initial_points(config)[:target]:

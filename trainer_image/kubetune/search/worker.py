@@ -32,12 +32,19 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.config.schema import Config
 from kubetune.errors import KubetuneError
-from kubetune.search.attributes import FAIL_REASON_ATTR, TRIAL_STEPS_ATTR, WORKER_ATTR
+from kubetune.search.attributes import (
+    FAIL_REASON_ATTR,
+    TRIAL_STEPS_ATTR,
+    WORKER_ATTR,
+    last_epoch_values_step,
+)
 from kubetune.search.interruption import INTERRUPTED_EXIT, check_stop, watch_interrupts
 from kubetune.search.ledger import budget, enqueue_retry
 from kubetune.search.locking import StudyLock
+from kubetune.search.objectives import goal_trial
 from kubetune.search.optuna_internals import stored_trial
 from kubetune.search.outage import unreachable_in
+from kubetune.search.pareto import values_text
 from kubetune.search.results import best_trial
 from kubetune.search.storage import heartbeat_settings
 from kubetune.search.study import load_search_study, take_sampler_session
@@ -56,12 +63,13 @@ class WorkerResult:
     interrupted: bool = False
     states: dict[str, int] = field(default_factory=dict)
     stopped: str | None = None  # the OSError that failed the last trials, if that stopped it
+    goal: int | None = None  # the trial that reached search.goal, if that stopped it
 
 
 def pruned_at(trial: FrozenTrial, folds: int = 1) -> str:
     """``after epoch 3/10``, or ``after epoch 2/4 of fold 3/5`` under cross-validation
     (a trial's steps are its epochs, fold after fold)."""
-    step = trial.last_step
+    step = trial.last_step if trial.last_step is not None else last_epoch_values_step(trial.system_attrs)
     if step is None:
         return "before its first epoch"
     total = trial.user_attrs.get(TRIAL_STEPS_ATTR)
@@ -75,8 +83,9 @@ def pruned_at(trial: FrozenTrial, folds: int = 1) -> str:
 def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str, folds: int = 1) -> str:
     """``trial 4 COMPLETE val_acc=0.9611 {...} | 5/20 done | best val_acc=0.97 (trial 2)``."""
     parts = [f"trial {trial.number} {trial.state.name}"]
+    multi = len(study.directions) > 1
     if trial.state == TrialState.COMPLETE:
-        parts.append(f"{metric}={trial.value:.4f}")
+        parts.append(values_text(study, trial) if multi else f"{metric}={trial.value:.4f}")
     elif trial.state == TrialState.PRUNED:
         parts.append(pruned_at(trial, folds))
     elif trial.state == TrialState.FAIL:
@@ -86,8 +95,9 @@ def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str, folds: 
     line = " ".join(parts) + f" [{params}]"
     state = budget(study)
     line += f" | {state.finished}/{state.target} done"
-    best = best_trial(study)
-    if best is not None:
+    if multi:
+        line += f" | Pareto front: {len(study.best_trials)} trials"
+    elif (best := best_trial(study)) is not None:
         line += f" | best {metric}={best.value:.4f} (trial {best.number})"
     return line
 
@@ -117,7 +127,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         lock.release()
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | list[float]:
         try:
             return trainer.objective(trial, after_sampling=after_sampling)
         except KeyboardInterrupt:
@@ -147,6 +157,9 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
                 state = budget(study)
                 if state.repeated_failure:
                     result.stopped = state.repeated_failure
+                    break
+                if (reached := goal_trial(study, search)) is not None:
+                    result.goal = reached.number
                     break
                 if state.waiting or state.has_room:
                     check_stop()

@@ -86,6 +86,8 @@ class RunLog:
         self.run_dir = run_dir
         self._searched = list(searched)
         self.history: list[dict[str, float]] = list(history or [])
+        self.costs: dict[str, float] = {}  # the run's latest costs (kubetune.training.costs)
+        self.cost_measurement: dict[str, float] = {}  # what measuring them took
         (run_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
         purge_step = self.history[-1]["epoch"] + 1 if continues_here and self.history else None
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
@@ -106,9 +108,13 @@ class RunLog:
             if key in SCALARS:
                 self.writer.add_scalar(f"hparam/{key}", value, epoch)
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Write one epoch's scalars (also under ``hparam/`` for the HParams tab)."""
+    def log_epoch(self, epoch: int, metrics: dict[str, float], costs: dict[str, float] | None = None) -> None:
+        """Write one epoch's scalars (also under ``hparam/`` for the HParams tab) and the
+        run's costs so far (scalars under ``cost/``; ``costs`` in metrics.json)."""
         self._scalars(epoch, metrics)
+        for key, value in (costs or {}).items():
+            self.writer.add_scalar(f"cost/{key}", value, epoch)
+        self.costs = dict(costs or {})
         self.writer.flush()
         self.history.append({"epoch": epoch, **metrics})
         self.write_metrics(status="running")
@@ -117,7 +123,8 @@ class RunLog:
         write_text_atomic(
             self.run_dir / "metrics.json",
             json.dumps(
-                {"status": status, "best": best, "epochs": self.history, "hparams": self._hparams},
+                {"status": status, "best": best, "epochs": self.history, "hparams": self._hparams,
+                 "costs": self.costs, "cost_measurement": self.cost_measurement},
                 indent=2,
             ),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,10 @@ from kubetune.training.checkpoint import (
     load_checkpoint,
     restore,
 )
+from kubetune.training.costs import run_costs, static_costs
 from kubetune.training.loop import evaluate, train_one_epoch
 from kubetune.training.optim import build_optimizer, build_scheduler
-from kubetune.training.precision import build_precision, resolve_device
+from kubetune.training.precision import Precision, build_precision, resolve_device
 from kubetune.training.progress import EpochProgress
 from kubetune.training.run_log import RunLog, new_run_dir
 
@@ -69,6 +71,14 @@ def _improves(entry: dict[str, float], best: dict[str, Any], monitor: str) -> bo
     """Whether ``entry`` beats ``best`` on ``monitor`` (``*_loss`` is minimised)."""
     sign = -1.0 if monitor.endswith("loss") else 1.0
     return not best or sign * entry[monitor] > sign * best[monitor]
+
+
+def _measure(model: nn.Module, data: DataSplits, batch_size: int, precision: Precision) -> dict[str, float]:
+    """The model's static costs (:func:`~kubetune.training.costs.static_costs`) on one
+    validation image; the RNGs are left as they were, so training draws what it would."""
+    image = data.val[0][0].unsqueeze(0).to(precision.device, memory_format=precision.memory_format)
+    with torch.random.fork_rng(devices=[]):
+        return static_costs(model, image, batch_size, precision.autocast)
 
 
 def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
@@ -135,9 +145,12 @@ def train(
 
     plain_config = config_to_dict(config)
     history: list[dict[str, float]] = []
+    resumed_seconds = 0.0
     if resume is not None:
-        history = restore(load_checkpoint(resume), plain_config, model, optimizer, scheduler,
+        checkpoint = load_checkpoint(resume)
+        history = restore(checkpoint, plain_config, model, optimizer, scheduler,
                           precision.scaler, train_loader.generator)
+        resumed_seconds = float(checkpoint.get("metrics", {}).get("train_seconds", 0.0))
         run_dir = run_dir if run_dir is not None else resume.parent
     if run_dir is None:
         run_dir = new_run_dir(config)
@@ -152,6 +165,9 @@ def train(
     status, stopped = "failed", False
     epochs = settings.num_epochs
     start = int(history[-1]["epoch"]) if history else 0
+    costs = _measure(model, data, settings.batch_size, precision)
+    run_log.cost_measurement = {"seconds": costs.pop("cost_seconds")}
+    train_seconds = resumed_seconds
     bar = EpochProgress(epochs, len(train_loader), enabled=progress, lines=epoch_lines, done=start)
     on_batch = bar.advance if stop_check is None else _then(bar.advance, stop_check)
     try:
@@ -159,6 +175,7 @@ def train(
             for epoch in range(start + 1, epochs + 1):
                 if stop_check is not None:
                     stop_check()
+                epoch_start = time.perf_counter()
                 train_loss, train_acc = train_one_epoch(
                     forward, train_loader, optimizer, criterion, precision, on_batch=on_batch
                 )
@@ -175,19 +192,23 @@ def train(
                     "val_acc": val_acc,
                     "lr": optimizer.param_groups[0]["lr"],
                 }
+                train_seconds += time.perf_counter() - epoch_start
+                # What the run costs so far: beside the history, not in it (timings differ
+                # between runs that learn exactly the same).
+                spent = {**costs, **run_costs(device, train_seconds)}
                 if scheduler is not None:
                     scheduler.step()
-                run_log.log_epoch(epoch, metrics)
+                run_log.log_epoch(epoch, metrics, spent)
                 bar.epoch_done(epoch, metrics)
                 improved = _improves(run_log.history[-1], best, monitor)
                 if improved:
                     best = dict(run_log.history[-1])
                 payload = checkpoint_payload(
-                    model, optimizer, epoch, metrics, plain_config, data.classes,
+                    model, optimizer, epoch, {**metrics, **spent}, plain_config, data.classes,
                     history=run_log.history, scheduler=scheduler, scaler=precision.scaler,
                     generator=train_loader.generator, run_id=run_id)
                 checkpoints.save(payload, best=improved)
-                if callback is not None and callback(epoch, metrics):
+                if callback is not None and callback(epoch, {**metrics, **spent}):
                     stopped = True
                     break
         status = "stopped" if stopped else "completed"
