@@ -40,6 +40,7 @@ from kubetune_operator.failures import (
 )
 from kubetune_operator.observe import Snapshot, current_job
 from kubetune_operator.studies import point_key, preempted
+from kubetune_operator.waiting import Waiting, waiting_trials
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ def steer(s: Snapshot, plan: Plan) -> None:
     _note_stuck(s, plan)
     counted_failed = books.failed - books.retried
     running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials)
+    waiting = waiting_trials(s)
+    plan.conditions.extend(waiting.conditions(s.old_status))
     best_config: dict[str, Any] | None = None
     if counted_failed > s.spec.trials.max_failed:
         phase = st.FAILED
@@ -229,7 +232,8 @@ def steer(s: Snapshot, plan: Plan) -> None:
         if s.spec.suspend:
             phase = st.SUSPENDED
         else:
-            _launch(s, plan, books, running)
+            if not waiting.pending:  # what is pending holds the rest back: nothing more would fit
+                _launch(s, plan, books, running)
             running += plan.launch
             phase = st.RUNNING if running or books.finished else st.PENDING
     suspend = s.spec.suspend
@@ -237,12 +241,15 @@ def steer(s: Snapshot, plan: Plan) -> None:
         st.SUSPENDED_CONDITION, suspend, "Suspended" if suspend else "NotSuspended",
         "spec.suspend is true: no new trials start" if suspend else ""))
     plan.phase = phase
-    plan.message = _message(s, plan, books, running)
+    held = len(waiting.pending) + len(waiting.queued)
+    plan.message = _message(s, plan, books, running - held, waiting)
     plan.status = {
         "study": s.study,
         "progress": f"{books.finished}/{s.n_trials}",
         "trials": {
-            "running": running,
+            "running": running - held,
+            "pending": len(waiting.pending),
+            "queued": len(waiting.queued),
             "waiting": books.waiting,
             "complete": books.complete,
             "pruned": books.pruned,
@@ -397,7 +404,7 @@ def old_condition(s: Snapshot, type_: str, reasons: Collection[str]) -> Mapping[
     return None
 
 
-def _message(s: Snapshot, plan: Plan, books: Ledger, running: int) -> str:
+def _message(s: Snapshot, plan: Plan, books: Ledger, running: int, waiting: Waiting) -> str:
     metric = s.metric
     best = f"; best {metric}={books.best.value:.4g} (trial {books.best.number})" if books.best else ""
     found = _blocked(plan)
@@ -405,7 +412,9 @@ def _message(s: Snapshot, plan: Plan, books: Ledger, running: int) -> str:
     stuck = next((c for c in plan.conditions if c.type == st.TRIALS_STUCK and c.status), None)
     if stuck is not None:
         why += f"; stuck: {stuck.message.partition(':')[0]}"
-    return f"{running} running, {books.finished} finished{best}{why}"
+    held = "".join(f", {n} {what}" for n, what in ((len(waiting.queued), "queued"), (len(waiting.pending), "pending"))
+                   if n)
+    return f"{running} running{held}, {books.finished} finished{best}{why}"
 
 
 # The end of a study -------------------------------------------------------------------

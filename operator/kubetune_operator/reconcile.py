@@ -201,7 +201,7 @@ def _observe(ref: StudyJobRef, study: _Study, memory: Memory) -> Snapshot:
     return Snapshot(
         namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
         config=study.config, n_trials=study.n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
-        trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, wanted),
+        trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, ref.name, wanted),
         results=study.results, old_status=study.old, memory=memory, now=now, max_jobs=rt.options.max_jobs)
 
 
