@@ -39,7 +39,7 @@ from kubetune_operator.failures import (
     vanished,
 )
 from kubetune_operator.observe import Snapshot, current_job
-from kubetune_operator.studies import point_key, preempted
+from kubetune_operator.studies import kueue_evictions, point_key, preempted
 from kubetune_operator.waiting import Waiting, waiting_trials
 
 
@@ -84,6 +84,7 @@ class Plan:
     announced: set[int] = field(default_factory=set)  # trials whose end has its event
     # Steering
     mark_lost: list[tuple[FrozenTrial, str, str]] = field(default_factory=list)  # (trial, its Job, the node)
+    mark_evicted: list[tuple[FrozenTrial, str, int]] = field(default_factory=list)  # (trial, its Job, evictions)
     delete_jobs: list[str] = field(default_factory=list)
     launch: int = 0  # new trials to ask for and start (at most one batch)
     more: bool = False  # more would start than one batch: the pass goes on unless the StudyJob changed
@@ -206,6 +207,7 @@ def steer(s: Snapshot, plan: Plan) -> None:
     _announce(s, plan, books)
     _note_blocked(s, plan)
     _note_stuck(s, plan)
+    evicted = _note_evicted(s, plan)
     counted_failed = books.failed - books.retried
     running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials)
     waiting = waiting_trials(s)
@@ -255,7 +257,8 @@ def steer(s: Snapshot, plan: Plan) -> None:
             "pruned": books.pruned,
             "failed": books.failed,
             "retried": books.retried,
-            "preempted": sum(preempted(t) for t in s.trials if s.owned(t)),
+            "preempted": sum(preempted(t) + sum(kueue_evictions(t).values()) for t in s.trials if s.owned(t))
+            + evicted,
             "finished": books.finished,
             "total": s.n_trials,
             "inherited": _inherited(s, plan, books),
@@ -376,6 +379,28 @@ def _note_stuck(s: Snapshot, plan: Plan) -> None:
                                             + _FREE_NODE.format(node=" / ".join(sorted(stuck)))))
     elif any(c.get("type") == st.TRIALS_STUCK for c in s.old_status.get("conditions") or []):
         plan.conditions.append(st.Condition(st.TRIALS_STUCK, False, "NoneStuck", ""))
+
+
+def _note_evicted(s: Snapshot, plan: Plan) -> int:
+    """Trials whose Job Kueue evicted since the last look: an event naming Kueue's reason and
+    a mark on the trial (the count of its Job's evictions). The trial stays RUNNING in the
+    same Job, which Kueue admits again; nothing counts against ``retries``. Returns the
+    evictions not yet marked on their trials."""
+    new = 0
+    for trial in s.trials:
+        if not s.owned(trial) or trial.state != TrialState.RUNNING:
+            continue
+        current, job = current_job(s.name, trial, s.trial_jobs)
+        said = s.kueue.get(current)
+        known = kueue_evictions(trial).get(current, 0)
+        if job is None or said is None or said.evictions <= known:
+            continue
+        new += said.evictions - known
+        plan.mark_evicted.append((trial, current, said.evictions))
+        plan.event("Warning", "TrialPreempted", f"trial {trial.number} was evicted by Kueue ({said.evicted}); it "
+                   f"resumes from its last checkpoint in Job {current} once Kueue admits it again",
+                   once=f"evicted:{current}:{said.evictions}")
+    return new
 
 
 # What frees a pod stuck on a lost node: only these end it while the node is away.

@@ -25,6 +25,7 @@ from kubetune_operator.names import MAX_JOBS
 from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import preempted
 from kubetune_operator.volumes import ResultsVolume
+from kubetune_operator.workloads import Kueued, by_job
 
 LAUNCH_BATCH = 10  # trial Jobs created between two looks at the StudyJob (suspend, delete)
 
@@ -60,7 +61,7 @@ class Snapshot:
     now: float = field(default_factory=time.time)
     max_jobs: int = MAX_JOBS  # the operator-wide cap on this StudyJob's running trial Jobs
     batch: int = LAUNCH_BATCH  # Jobs one round creates before the pass looks at the StudyJob again
-    admission: dict[str, str] = field(default_factory=dict)  # suspended Job -> Kueue's word on its Workload
+    kueue: dict[str, Kueued] = field(default_factory=dict)  # Job -> its Kueue Workload's word (queued Jobs)
 
     def owned(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get(OWNER_ATTR) == self.key
@@ -125,3 +126,13 @@ def read_pods(kube: Kube, namespace: str, studyjob: str, jobs: list[str]) -> dic
         if job in found:
             found[job].append(pod)
     return found
+
+
+def read_workloads(kube: Kube, namespace: str, jobs: Iterable[Mapping[str, Any]]) -> dict[str, Kueued]:
+    """Kueue's word on the Jobs that carry its queue label, if any of them is suspended (queued,
+    or evicted): one list call, none on a cluster where no Job waits for Kueue."""
+    queued = {job["metadata"]["name"]: job["metadata"].get("uid", "") for job in jobs
+              if names.LABEL_KUEUE_QUEUE in (job["metadata"].get("labels") or {})}
+    if not any((job.get("spec") or {}).get("suspend") for job in jobs if job["metadata"]["name"] in queued):
+        return {}
+    return by_job(kube.list_workloads(namespace), queued)

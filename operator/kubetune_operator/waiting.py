@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from kubetune_operator import status as st
 from kubetune_operator.failures import job_outcome, suspended, unstarted, waits_for_capacity
 from kubetune_operator.observe import Snapshot, current_job
+from kubetune_operator.workloads import NO_WORKLOAD
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def _trials(numbers: Mapping[int, Any]) -> str:
     return f"trial{'s' if len(ordered) > 1 else ''} {', '.join(map(str, ordered))}"
 
 
-QUEUED_MESSAGE = "the trial Job is suspended until Kueue admits its Workload"
+QUEUED_MESSAGE = "admitted; its pod is being created"
 
 
 def waiting_trials(s: Snapshot) -> Waiting:
@@ -62,7 +63,8 @@ def waiting_trials(s: Snapshot) -> Waiting:
         if job is None or job_outcome(job) is not None:
             continue
         if suspended(job):
-            queued[trial.number] = s.admission.get(name, "") or QUEUED_MESSAGE
+            said = s.kueue.get(name)
+            queued[trial.number] = (said.waiting or QUEUED_MESSAGE) if said is not None else NO_WORKLOAD
         elif unstarted(job):
             pods = s.pods.get(name, [])
             resources = sorted({r for pod in pods for r in waits_for_capacity(pod)})

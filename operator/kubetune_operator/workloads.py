@@ -20,6 +20,7 @@ class Kueued:
 
     waiting: str  # why it is not admitted ("" once it is)
     evicted: str  # "<reason>: <message>" of its last eviction, or ""
+    evictions: int = 0  # times Kueue evicted it after admitting it
 
 
 NO_WORKLOAD = ("no Kueue Workload exists for the Job yet (is Kueue installed, and does it manage "
@@ -42,7 +43,9 @@ def read(workload: Mapping[str, Any]) -> Kueued:
     said = ""
     if evicted.get("status") == "True" or evicted.get("reason"):
         said = f"{evicted.get('reason') or 'Evicted'}: {evicted.get('message') or ''}".rstrip(": ")
-    return Kueued(waiting, said)
+    stats = ((workload.get("status") or {}).get("schedulingStats") or {}).get("evictions") or []
+    count = sum(int(e.get("count") or 0) for e in stats)
+    return Kueued(waiting, said, count or int(evicted.get("status") == "True"))
 
 
 def by_job(workloads: Iterable[Mapping[str, Any]], jobs: Mapping[str, str]) -> dict[str, Kueued]:

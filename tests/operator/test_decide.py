@@ -11,12 +11,14 @@ from kubetune.search.attributes import (
     FAIL_REASON_ATTR,
     INTERRUPTED_ATTR,
     JOB_ATTR,
+    KUEUE_EVICTIONS_ATTR,
     NODE_LOST_ATTR,
     PREEMPTED_ATTR,
 )
 from kubetune.search.ledger import budget
 from kubetune_operator import status as st
 from kubetune_operator.decide import decide
+from kubetune_operator.workloads import Kueued
 from tests.operator.snapshots import EVICTED_POD, FAILED, NOW, job, snapshot, trial
 
 
@@ -227,8 +229,8 @@ def test_a_trial_job_suspended_for_kueue_is_queued_and_counts_towards_parallelis
     trials = [trial(0), trial(1)]
     queued = {**job(1, status={}), "spec": {"suspend": True}}
     snap = replace(snapshot(trials, {0: job(0), 1: queued}, n_trials=4, parallelism=2, startupTimeoutSeconds=5),
-                   admission={"sj-trial-1": "couldn't assign flavors to pod set main: insufficient quota for "
-                                            "nvidia.com/gpu in flavor default-flavor"})
+                   kueue={"sj-trial-1": Kueued("couldn't assign flavors to pod set main: insufficient quota for "
+                                               "nvidia.com/gpu in flavor default-flavor", "")})
     plan = decide(snap)
     assert not plan.fail and plan.launch == 0
     assert (plan.status["trials"]["running"], plan.status["trials"]["queued"]) == (1, 1)
@@ -236,3 +238,21 @@ def test_a_trial_job_suspended_for_kueue_is_queued_and_counts_towards_parallelis
     assert queued_condition.status and queued_condition.message == (
         "trial 1 queued in Kueue: couldn't assign flavors to pod set main: insufficient quota for nvidia.com/gpu "
         "in flavor default-flavor")
+
+
+def test_a_trial_kueue_evicts_stays_in_its_job_is_counted_preempted_and_never_against_retries():
+    evicted_job = {**job(0, status={}), "spec": {"suspend": True}}
+    said = Kueued("couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu",
+                  "Preempted: Preempted to accommodate a workload (UID: 42) due to prioritization in the ClusterQueue",
+                  1)
+    plan = decide(replace(snapshot([trial(0)], {0: evicted_job}, retries=0, parallelism=1), kueue={"sj-trial-0": said}))
+    assert not plan.fail and not plan.resume and plan.launch == 0
+    assert [(t.number, j, n) for t, j, n in plan.mark_evicted] == [(0, "sj-trial-0", 1)]
+    (event,) = [e for e in plan.events if e.reason == "TrialPreempted"]
+    assert "evicted by Kueue (Preempted: Preempted to accommodate" in event.message
+    assert (plan.status["trials"]["preempted"], plan.status["trials"]["queued"]) == (1, 1)
+    # Once marked on the trial: counted, not announced again.
+    marked = trial(0, **{KUEUE_EVICTIONS_ATTR: {"sj-trial-0": 1}})
+    again = decide(replace(snapshot([marked], {0: evicted_job}, retries=0, parallelism=1), kueue={"sj-trial-0": said}))
+    assert not again.mark_evicted and not [e for e in again.events if e.reason == "TrialPreempted"]
+    assert again.status["trials"]["preempted"] == 1

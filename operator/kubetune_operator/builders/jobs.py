@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import kopf
 
+from kubetune.search.interruption import TERMINATED_EXIT
 from kubetune_operator import names
 from kubetune_operator.builders.pods import container, fixed_resources, pod_spec, results_labels
 from kubetune_operator.spec import StudyJobSpec
@@ -118,11 +119,19 @@ def trial_job(
     trial = container(spec, "trial", image, trial_command(study_name, number, spec),
                       resources=spec.trials.resources.model_dump(exclude_defaults=True))
     pod = pod_spec(spec, studyjob, image, [trial], single_node=single_node)
-    return _job(
+    job = _job(
         owner, spec, names.trial_job_name(studyjob, number, resume), labels, annotations, pod,
         deadline if deadline is not None else spec.trials.active_deadline_seconds,
         spec.trials.ttl_seconds_after_finished,
     )
+    if spec.trials.queue_name:
+        # Kueue preempts by suspending the Job, whose controller then stops the pod: the
+        # trainer exits TERMINATED_EXIT (SIGTERM) with its trial RUNNING. That is no failure
+        # of the Job, which makes a new pod (resuming from the checkpoint) once re-admitted.
+        job["spec"]["podFailurePolicy"]["rules"].append(
+            {"action": "Ignore", "onExitCodes": {"containerName": "trial", "operator": "In",
+                                                 "values": [TERMINATED_EXIT]}})
+    return job
 
 
 def visualise_job(
