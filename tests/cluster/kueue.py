@@ -8,7 +8,8 @@ from the module's ``config/components/webhook/manifests.yaml``, called at
 ``https://127.0.0.1:<port>`` with a serving certificate from the test CA instead of a
 Service and cert-manager. The manager reads its metrics certificate from a fixed path,
 ``/etc/kueue/metrics/certs``: it runs in a mount namespace of its own with a folder of
-the test's bind-mounted there.
+the test's bind-mounted there. The visibility API server (the ``VisibilityOnDemand``
+feature, an aggregated API kubetune does not read) is off.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class Kueue:
             "internalCertManagement": {"enable": False},
             "manageJobsWithoutQueueName": False,
             "integrations": {"frameworks": ["batch/job"]},
-            "visibilityServer": {"bindAddress": "127.0.0.1", "bindPort": free_port()},
+            # The on-demand visibility API server (an aggregated API, nothing kubetune reads)
+            # wants a certificate at /visibility and an APIService in front of it: off.
+            "featureGates": {"VisibilityOnDemand": False},
         }))
         kubeconfig = self.plane.kubeconfig("kueue", self.plane.admin_credentials)
         Path(ETC).mkdir(parents=True, exist_ok=True)  # the mount point, left empty on the host
@@ -109,16 +112,27 @@ class Kueue:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
-    def _install_crds(self) -> None:
+    def _install_crds(self, timeout: float = 60) -> None:
+        """Create Kueue's CRDs and wait until the API server serves them all."""
         assert self.plane.admin is not None
-        for path in sorted((self.built / "crd").glob("*.yaml")):
-            for crd in _documents(path):
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        made = []
+        for file in sorted((self.built / "crd").glob("*.yaml")):
+            for crd in _documents(file):
+                made.append(crd["metadata"]["name"])
                 try:
-                    self.plane.admin.request(
-                        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=crd)
+                    self.plane.admin.request("POST", path, body=crd)
                 except ApiError as exc:
                     if exc.status != 409:
                         raise
+        deadline = time.monotonic() + timeout
+        for name in made:
+            while not any(c.get("type") == "Established" and c.get("status") == "True" for c in
+                          ((self.plane.admin.request("GET", f"{path}/{name}") or {}).get("status") or {})
+                          .get("conditions") or []):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"CRD {name} was not established after {timeout:.0f}s")
+                time.sleep(0.2)
 
     def _install_webhooks(self) -> None:
         """Kueue's webhook configurations for its objects and batch/v1 Jobs, at 127.0.0.1."""

@@ -15,12 +15,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kubetune.search.attributes import FAIL_REASON_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, PREEMPTED_ATTR
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.kube import ApiError
 from tests.cluster.cluster import Cluster, wait_until
 from tests.cluster.kueue import KUEUE, Kueue
+from tests.cluster.test_resume import EPOCHS, RESUMED, checkpoint_epoch
 from tests.operator.conftest import digits_spec
 
 pytestmark = pytest.mark.slow
@@ -28,13 +29,14 @@ pytestmark = pytest.mark.slow
 FLAVOR = "default-flavor"
 STARTUP_TIMEOUT = 5  # seconds; a queued trial waits far longer, and must not fail for it
 GPU = {"limits": {"nvidia.com/gpu": 1}}
+LONG = 4 * EPOCHS  # a preempted trial still trains while the higher-priority one is admitted
 
 
 def _time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _quota(kube: Cluster, gpus: int, queue: str = "team") -> str:
+def _quota(kube: Cluster, gpus: int, queue: str = "team", **spec: Any) -> str:
     """A ClusterQueue of ``gpus`` GPUs (CPU and memory to spare) and LocalQueue ``queue`` in
     the test's namespace pointing at it; the ClusterQueue's name."""
     try:
@@ -48,7 +50,7 @@ def _quota(kube: Cluster, gpus: int, queue: str = "team") -> str:
         "resourceGroups": [{"coveredResources": ["cpu", "memory", "nvidia.com/gpu"], "flavors": [{
             "name": FLAVOR, "resources": [{"name": "cpu", "nominalQuota": "64"},
                                           {"name": "memory", "nominalQuota": "256Gi"},
-                                          {"name": "nvidia.com/gpu", "nominalQuota": gpus}]}]}]}})
+                                          {"name": "nvidia.com/gpu", "nominalQuota": gpus}]}]}], **spec}})
     kube.create({"apiVersion": KUEUE, "kind": "LocalQueue", "metadata": {"name": queue},
                  "spec": {"clusterQueue": cluster_queue}})
     return cluster_queue
@@ -122,3 +124,42 @@ def test_a_queue_that_does_not_exist_is_a_clear_condition_and_fails_no_trial(
     trials = optuna.load_study(study_name="digits-op", storage=storage).trials
     assert all(t.state == TrialState.RUNNING and FAIL_REASON_ATTR not in t.user_attrs for t in trials)
     assert all(job["spec"]["suspend"] for job in kube.trial_jobs("lost").values())  # the operator never flips it
+
+
+def test_a_higher_priority_study_preempts_a_trial_that_resumes_in_the_same_job_from_its_checkpoint(
+        kueue: Kueue, kube: Cluster, kubelet, operator, digits_claims, storage):
+    for name, value in (("low", 100), ("high", 1000)):
+        try:
+            kube.create({"apiVersion": KUEUE, "kind": "WorkloadPriorityClass", "metadata": {"name": name},
+                         "value": value})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+    _quota(kube, gpus=1, preemption={"withinClusterQueue": "LowerPriority"})
+    low = digits_spec(n_trials=1, parallelism=1, study="low", queueName="team", workloadPriorityClassName="low",
+                      resources=GPU, output=True)
+    low["config"]["training"]["num_epochs"] = LONG
+    low["config"]["search"]["pruner"] = {"type": "none"}
+    kube.create_studyjob("low", low)
+    checkpoint = digits_claims["results"] / "low" / "trial-0" / "last.pt"
+    wait_until(lambda: checkpoint_epoch(checkpoint) >= 2, 180, "the low-priority trial's checkpoint of epoch 2")
+    at = checkpoint_epoch(checkpoint)
+
+    high = digits_spec(n_trials=1, parallelism=1, study="high", queueName="team", workloadPriorityClassName="high",
+                       resources=GPU)
+    kube.create_studyjob("high", high)
+    evicted = wait_until(lambda: kube.events("TrialPreempted"), 120, "the low-priority trial to be preempted")
+    assert "trial 0 was evicted by Kueue (Preempted" in evicted[0]["message"]
+    kube.wait_phase("high", "Succeeded", 600)
+    status = kube.wait_phase("low", "Succeeded", 600)
+
+    (trial,) = optuna.load_study(study_name="low", storage=storage).trials
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs.get(PREEMPTED_ATTR, 0) == 0
+    steps = sorted(trial.intermediate_values)
+    assert steps == list(range(steps[0], steps[0] + LONG))  # no epoch missing, none told twice
+    assert status["trials"]["preempted"] == 1 and status["trials"]["failed"] == 0
+    assert set(kube.trial_jobs("low")) == {"low-trial-0"}  # the same Job, admitted again
+    pods = sorted(kube.job_pods("low-trial-0"), key=lambda p: p["metadata"]["creationTimestamp"])
+    found = RESUMED.search(kubelet.logs(kube.namespace, pods[-1]["metadata"]["name"]))
+    assert len(pods) == 2 and found is not None and int(found.group(1)) >= at
+    print(f"\nkueue preemption: the trial resumed from epoch {found.group(1)} of {LONG} in the same Job")
