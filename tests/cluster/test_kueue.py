@@ -97,7 +97,8 @@ def test_gpu_trials_beyond_the_quota_wait_queued_and_run_one_at_a_time(
     assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert final["trials"]["failed"] == 0 and final["trials"]["queued"] == 0
     assert _condition(final, st.TRIALS_QUEUED)["status"] == "False"
-    jobs = kube.trial_jobs("queued")
+    jobs = wait_until(lambda: (found := kube.trial_jobs("queued")) and all(
+        j["status"].get("completionTime") for j in found.values()) and found, 60, "the trial Jobs to complete")
     assert all(job["metadata"]["labels"][names.LABEL_KUEUE_QUEUE] == "team" for job in jobs.values())
     # Kueue admitted one at a time: each Job started after the one before had ended.
     spans = sorted((_time(j["status"]["startTime"]), _time(j["status"]["completionTime"])) for j in jobs.values())
@@ -159,7 +160,7 @@ def test_a_higher_priority_study_preempts_a_trial_that_resumes_in_the_same_job_f
     assert steps == list(range(steps[0], steps[0] + LONG))  # no epoch missing, none told twice
     assert status["trials"]["preempted"] == 1 and status["trials"]["failed"] == 0
     assert set(kube.trial_jobs("low")) == {"low-trial-0"}  # the same Job, admitted again
-    pods = sorted(kube.job_pods("low-trial-0"), key=lambda p: p["metadata"]["creationTimestamp"])
+    pods = sorted(kube.job_pods("low-trial-0"), key=lambda p: p["metadata"]["creationTimestamp"])  # the new one
     found = RESUMED.search(kubelet.logs(kube.namespace, pods[-1]["metadata"]["name"]))
-    assert len(pods) == 2 and found is not None and int(found.group(1)) >= at
+    assert found is not None and int(found.group(1)) >= at  # the pod Kueue stopped is gone (deleted)
     print(f"\nkueue preemption: the trial resumed from epoch {found.group(1)} of {LONG} in the same Job")
