@@ -233,6 +233,7 @@ class Defaults:
             if not isinstance(trials, dict) or set(trials) - TRIAL_DEFAULT_KEYS:
                 raise ValueError("KUBETUNE_TRIAL_DEFAULTS must be a JSON object with "
                                  f"{', '.join(sorted(TRIAL_DEFAULT_KEYS))}, but got {text[:60]!r}")
+            trials = {k: v for k, v in trials.items() if v}  # the chart sends its empty defaults too
             try:
                 TrialsSpec.model_validate(trials)
             except ValidationError as exc:
@@ -241,7 +242,7 @@ class Defaults:
             storage_secret=env.get("KUBETUNE_STORAGE_SECRET") or cls.storage_secret,
             storage_key=env.get("KUBETUNE_STORAGE_SECRET_KEY") or cls.storage_key,
             results_pvc=env.get("KUBETUNE_RESULTS_PVC") or None,
-            trials={k: v for k, v in trials.items() if v},
+            trials=trials,
         )
 
     def apply(self, spec: Mapping[str, Any]) -> dict[str, Any]:
