@@ -36,8 +36,8 @@ def _time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _quota(kube: Cluster, gpus: int, queue: str = "team", **spec: Any) -> str:
-    """A ClusterQueue of ``gpus`` GPUs (CPU and memory to spare) and LocalQueue ``queue`` in
+def _quota(kube: Cluster, gpus: int, queues: tuple[str, ...] = ("team",), **spec: Any) -> str:
+    """A ClusterQueue of ``gpus`` GPUs (CPU and memory to spare) and LocalQueues ``queues`` in
     the test's namespace pointing at it; the ClusterQueue's name."""
     try:
         kube.create({"apiVersion": KUEUE, "kind": "ResourceFlavor", "metadata": {"name": FLAVOR}})
@@ -51,8 +51,9 @@ def _quota(kube: Cluster, gpus: int, queue: str = "team", **spec: Any) -> str:
             "name": FLAVOR, "resources": [{"name": "cpu", "nominalQuota": "64"},
                                           {"name": "memory", "nominalQuota": "256Gi"},
                                           {"name": "nvidia.com/gpu", "nominalQuota": gpus}]}]}], **spec}})
-    kube.create({"apiVersion": KUEUE, "kind": "LocalQueue", "metadata": {"name": queue},
-                 "spec": {"clusterQueue": cluster_queue}})
+    for queue in queues:
+        kube.create({"apiVersion": KUEUE, "kind": "LocalQueue", "metadata": {"name": queue},
+                     "spec": {"clusterQueue": cluster_queue}})
     return cluster_queue
 
 
@@ -106,6 +107,21 @@ def test_gpu_trials_beyond_the_quota_wait_queued_and_run_one_at_a_time(
     delays = [_admission_to_running(kube, job) for job in jobs.values()]
     print(f"\nkueue: 3 GPU trials through a 1-GPU ClusterQueue in {elapsed:.0f}s; admission to pod running "
           f"{min(delays):.0f}-{max(delays):.0f}s (startTime to container start, 1 s resolution)")
+
+
+def test_two_studyjobs_in_two_local_queues_sharing_one_gpu_both_progress(
+        kueue: Kueue, kube: Cluster, operator, digits_claims, storage):
+    _quota(kube, gpus=1, queues=("team-a", "team-b"))
+    for name in ("a", "b"):
+        kube.create_studyjob(name, digits_spec(n_trials=2, parallelism=2, study=name, queueName=f"team-{name}",
+                                               startupTimeoutSeconds=STARTUP_TIMEOUT, resources=GPU))
+    finals = {name: kube.wait_phase(name, "Succeeded", 900) for name in ("a", "b")}
+    for name, final in finals.items():
+        assert final["trials"]["failed"] == 0 and final["trials"]["finished"] == 2
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        assert [t.state.is_finished() and t.state != TrialState.FAIL for t in trials] == [True, True]
+        assert {j["metadata"]["labels"][names.LABEL_KUEUE_QUEUE] for j in kube.trial_jobs(name).values()} == {
+            f"team-{name}"}
 
 
 def test_a_queue_that_does_not_exist_is_a_clear_condition_and_fails_no_trial(
