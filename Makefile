@@ -28,6 +28,7 @@ demo:
 test:
 	./scripts/bootstrap
 	@if command -v go >/dev/null 2>&1; then ./scripts/build-kube >/dev/null || echo "make test: scripts/build-kube failed; tests/cluster will skip"; \
+	  ./scripts/build-kueue >/dev/null || echo "make test: scripts/build-kueue failed; tests/cluster/test_kueue.py will skip"; \
 	else echo "make test: Go not found; tests/cluster (the real Kubernetes control plane) will skip. Install Go 1.26+ to run them."; fi
 	$(VENV)/python -m pytest $(PYTEST_ARGS)
 

@@ -93,6 +93,8 @@ def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config
         raise JobRejected(plan.refused)
     for stuck, job, node in plan.mark_lost:
         handle.mark_node_lost(stuck, job, node)
+    for evicted, job, count in plan.mark_evicted:
+        handle.mark_evicted(evicted, job, count)
     for name in plan.delete_jobs:
         ref.rt.kube.delete_job(ref.namespace, name)
     if plan.launch:

@@ -25,8 +25,10 @@ from kubetune.config.search_schema import MAX_TRIALS
 from kubetune_operator import names
 from kubetune_operator.spec import (
     DAY,
+    DNS_SUBDOMAIN_PATTERN,
     ENV_NAME_PATTERN,
     IMAGE_PATTERN,
+    LABEL_VALUE_PATTERN,
     MAX_PARALLELISM,
     MAX_RETRIES,
     QUANTITY_PATTERN,
@@ -201,6 +203,15 @@ def spec_schema() -> dict[str, Any]:
                                       "the operator reads why a Job failed before it goes.",
                                       minimum=60, maximum=YEAR, default=86400),
         "serviceAccountName": _s("string"),
+        "queueName": _s("string", "Kueue's LocalQueue for every Job of the StudyJob (label "
+                        "kueue.x-k8s.io/queue-name); the Jobs are created suspended and start once Kueue "
+                        "admits them.", minLength=1, maxLength=63, pattern=LABEL_VALUE_PATTERN),
+        "priorityClassName": _s("string", "PriorityClass of the trial pods (the scheduler's, and Kueue's "
+                                "when workloadPriorityClassName is not set).", minLength=1, maxLength=253,
+                                pattern=DNS_SUBDOMAIN_PATTERN),
+        "workloadPriorityClassName": _s("string", "Kueue WorkloadPriorityClass of the Jobs (label "
+                                        "kueue.x-k8s.io/priority-class); only with queueName.", minLength=1,
+                                        maxLength=63, pattern=LABEL_VALUE_PATTERN),
         "env": _s("array", "Extra plain environment variables for the trainer.", items=_s(
             "object", required=["name"],
             properties={"name": _s("string", minLength=1, pattern=ENV_NAME_PATTERN), "value": _s("string")})),
@@ -248,9 +259,11 @@ def status_schema() -> dict[str, Any]:
         "progress": _s("string", "Finished trials / n_trials."),
         "announced": _s("string", "Trials whose end had its event (ranges of numbers), so that a "
                         "restarted operator announces the others."),
-        "trials": _s("object", properties={k: count for k in (
-            "running", "waiting", "complete", "pruned", "failed", "retried", "preempted", "finished",
-            "total", "inherited")}),
+        "trials": _s("object", "Trial counts: running (pods started or starting), pending (pods the "
+                     "scheduler cannot place for lack of free resources), queued (Jobs Kueue has not "
+                     "admitted), waiting (asked, no Job yet), and the finished ones.", properties={k: count for k in (
+            "running", "pending", "queued", "waiting", "complete", "pruned", "failed", "retried", "preempted",
+            "finished", "total", "inherited")}),
         "best": _s("object", properties={
             "trial": _s("integer"), "value": _s("number"),
             "params": _s("object", **{"x-kubernetes-preserve-unknown-fields": True})}),
@@ -273,6 +286,10 @@ def crd() -> dict[str, Any]:
          "description": "finished / total trials"},
         {"name": "Best", "type": "number", "jsonPath": ".status.best.value"},
         {"name": "Running", "type": "integer", "jsonPath": ".status.trials.running", "priority": 1},
+        {"name": "Pending", "type": "integer", "jsonPath": ".status.trials.pending", "priority": 1,
+         "description": "trials whose pods wait for free resources"},
+        {"name": "Queued", "type": "integer", "jsonPath": ".status.trials.queued",
+         "description": "trial Jobs waiting for Kueue to admit them"},
         {"name": "Study", "type": "string", "jsonPath": ".status.study", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

@@ -39,7 +39,8 @@ from kubetune_operator.failures import (
     vanished,
 )
 from kubetune_operator.observe import Snapshot, current_job
-from kubetune_operator.studies import point_key, preempted
+from kubetune_operator.studies import kueue_evictions, point_key, preempted
+from kubetune_operator.waiting import Waiting, waiting_trials
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Plan:
     announced: set[int] = field(default_factory=set)  # trials whose end has its event
     # Steering
     mark_lost: list[tuple[FrozenTrial, str, str]] = field(default_factory=list)  # (trial, its Job, the node)
+    mark_evicted: list[tuple[FrozenTrial, str, int]] = field(default_factory=list)  # (trial, its Job, evictions)
     delete_jobs: list[str] = field(default_factory=list)
     launch: int = 0  # new trials to ask for and start (at most one batch)
     more: bool = False  # more would start than one batch: the pass goes on unless the StudyJob changed
@@ -205,8 +207,11 @@ def steer(s: Snapshot, plan: Plan) -> None:
     _announce(s, plan, books)
     _note_blocked(s, plan)
     _note_stuck(s, plan)
+    evicted = _note_evicted(s, plan)
     counted_failed = books.failed - books.retried
     running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials)
+    waiting = waiting_trials(s)
+    plan.conditions.extend(waiting.conditions(s.old_status))
     best_config: dict[str, Any] | None = None
     if counted_failed > s.spec.trials.max_failed:
         phase = st.FAILED
@@ -229,7 +234,8 @@ def steer(s: Snapshot, plan: Plan) -> None:
         if s.spec.suspend:
             phase = st.SUSPENDED
         else:
-            _launch(s, plan, books, running)
+            if not waiting.pending:  # what is pending holds the rest back: nothing more would fit
+                _launch(s, plan, books, running)
             running += plan.launch
             phase = st.RUNNING if running or books.finished else st.PENDING
     suspend = s.spec.suspend
@@ -237,18 +243,22 @@ def steer(s: Snapshot, plan: Plan) -> None:
         st.SUSPENDED_CONDITION, suspend, "Suspended" if suspend else "NotSuspended",
         "spec.suspend is true: no new trials start" if suspend else ""))
     plan.phase = phase
-    plan.message = _message(s, plan, books, running)
+    held = len(waiting.pending) + len(waiting.queued)
+    plan.message = _message(s, plan, books, running - held, waiting)
     plan.status = {
         "study": s.study,
         "progress": f"{books.finished}/{s.n_trials}",
         "trials": {
-            "running": running,
+            "running": running - held,
+            "pending": len(waiting.pending),
+            "queued": len(waiting.queued),
             "waiting": books.waiting,
             "complete": books.complete,
             "pruned": books.pruned,
             "failed": books.failed,
             "retried": books.retried,
-            "preempted": sum(preempted(t) for t in s.trials if s.owned(t)),
+            "preempted": sum(preempted(t) + sum(kueue_evictions(t).values()) for t in s.trials if s.owned(t))
+            + evicted,
             "finished": books.finished,
             "total": s.n_trials,
             "inherited": _inherited(s, plan, books),
@@ -371,6 +381,28 @@ def _note_stuck(s: Snapshot, plan: Plan) -> None:
         plan.conditions.append(st.Condition(st.TRIALS_STUCK, False, "NoneStuck", ""))
 
 
+def _note_evicted(s: Snapshot, plan: Plan) -> int:
+    """Trials whose Job Kueue evicted since the last look: an event naming Kueue's reason and
+    a mark on the trial (the count of its Job's evictions). The trial stays RUNNING in the
+    same Job, which Kueue admits again; nothing counts against ``retries``. Returns the
+    evictions not yet marked on their trials."""
+    new = 0
+    for trial in s.trials:
+        if not s.owned(trial) or trial.state != TrialState.RUNNING:
+            continue
+        current, job = current_job(s.name, trial, s.trial_jobs)
+        said = s.kueue.get(current)
+        known = kueue_evictions(trial).get(current, 0)
+        if job is None or said is None or said.evictions <= known:
+            continue
+        new += said.evictions - known
+        plan.mark_evicted.append((trial, current, said.evictions))
+        plan.event("Warning", "TrialPreempted", f"trial {trial.number} was evicted by Kueue ({said.evicted}); it "
+                   f"resumes from its last checkpoint in Job {current} once Kueue admits it again",
+                   once=f"evicted:{current}:{said.evictions}")
+    return new
+
+
 # What frees a pod stuck on a lost node: only these end it while the node is away.
 _FREE_NODE = ("it resumes (NodeLost) once the pod is gone: delete the Node (kubectl delete node {node}), "
               "taint it node.kubernetes.io/out-of-service=nodeshutdown:NoExecute, or force-delete the pod")
@@ -397,7 +429,7 @@ def old_condition(s: Snapshot, type_: str, reasons: Collection[str]) -> Mapping[
     return None
 
 
-def _message(s: Snapshot, plan: Plan, books: Ledger, running: int) -> str:
+def _message(s: Snapshot, plan: Plan, books: Ledger, running: int, waiting: Waiting) -> str:
     metric = s.metric
     best = f"; best {metric}={books.best.value:.4g} (trial {books.best.number})" if books.best else ""
     found = _blocked(plan)
@@ -405,7 +437,9 @@ def _message(s: Snapshot, plan: Plan, books: Ledger, running: int) -> str:
     stuck = next((c for c in plan.conditions if c.type == st.TRIALS_STUCK and c.status), None)
     if stuck is not None:
         why += f"; stuck: {stuck.message.partition(':')[0]}"
-    return f"{running} running, {books.finished} finished{best}{why}"
+    held = "".join(f", {n} {what}" for n, what in ((len(waiting.queued), "queued"), (len(waiting.pending), "pending"))
+                   if n)
+    return f"{running} running{held}, {books.finished} finished{best}{why}"
 
 
 # The end of a study -------------------------------------------------------------------

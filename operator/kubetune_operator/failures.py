@@ -27,6 +27,7 @@ the others would fail again the same way (same params, same memory, same time).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -182,16 +183,75 @@ def _timestamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _age_seconds(obj: Mapping[str, Any], now: float) -> float:
-    created = (obj.get("metadata") or {}).get("creationTimestamp")
-    if not created:
-        return 0.0
-    return now - _timestamp(created)
-
-
 def _started(job: Mapping[str, Any]) -> bool:
     status = job.get("status") or {}
     return bool(status.get("ready") or status.get("succeeded") or status.get("failed"))
+
+
+def suspended(job: Mapping[str, Any]) -> bool:
+    """The Job is suspended (``spec.suspend``): Kueue holds it until its Workload is admitted."""
+    return bool((job.get("spec") or {}).get("suspend"))
+
+
+def unstarted(job: Mapping[str, Any]) -> bool:
+    """A Job not ended, not suspended, whose pod was never ready: its pods say why."""
+    return job_outcome(job) is None and not _started(job) and not suspended(job)
+
+
+def _scheduled_condition(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "PodScheduled"), {})
+
+
+# The scheduler's summary: "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption:
+# 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not
+# helpful for scheduling."
+_AVAILABLE = re.compile(r"0/(\d+) nodes are available: (.*)")
+_NOT_HELPFUL = re.compile(r"(\d+) Preemption is not helpful for scheduling")
+
+
+def waits_for_capacity(pod: Mapping[str, Any]) -> list[str]:
+    """The resources a pod waits for (``["nvidia.com/gpu"]``) when the scheduler could not
+    place it only for lack of free resources on nodes where it would fit once pods end;
+    empty otherwise (a node selector no node has, a request larger than every node)."""
+    condition = _scheduled_condition(pod)
+    if condition.get("status") != "False" or condition.get("reason") != "Unschedulable":
+        return []
+    head, _, preemption = str(condition.get("message") or "").partition(" preemption: ")
+    found = _AVAILABLE.search(head)
+    if found is None:
+        return []
+    resources, other = set(), False
+    for part in found.group(2).rstrip(". ").split(", "):
+        reason = part.partition(" ")[2]
+        if reason.startswith("Insufficient "):
+            resources.add(reason.removeprefix("Insufficient "))
+        elif reason == "Too many pods":
+            resources.add("pods")
+        else:
+            other = True
+    if not resources:
+        return []
+    # Nodes where preemption "is not helpful" would not fit the pod even when empty (or fail
+    # a rule that never changes); any other node only lacks free resources now.
+    hopeless = sum(int(n) for n in _NOT_HELPFUL.findall(preemption))
+    if preemption.startswith("0/"):
+        return sorted(resources) if hopeless < int(found.group(1)) else []
+    return [] if other else sorted(resources)
+
+
+def _since(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> float:
+    """When the startup timeout began: the Job's start (set again each time it is unsuspended,
+    so a Job queued by Kueue counts from admission), or the time its pod was scheduled, if later
+    (a pod that waited for free resources counts from when it got them)."""
+    status = job.get("status") or {}
+    began = status.get("startTime") or (job.get("metadata") or {}).get("creationTimestamp")
+    since = _timestamp(began) if began else 0.0
+    for pod in pods:
+        condition = _scheduled_condition(pod)
+        if condition.get("status") == "True" and condition.get("lastTransitionTime"):
+            since = max(since, _timestamp(condition["lastTransitionTime"]))
+    return since
 
 
 def _why_pending(pod: Mapping[str, Any]) -> Failure:
@@ -212,20 +272,24 @@ def _why_pending(pod: Mapping[str, Any]) -> Failure:
 
 
 def may_be_stuck(job: Mapping[str, Any], timeout: float, now: float | None = None) -> bool:
-    """A running Job, created over ``timeout`` seconds ago, with no pod ever ready: worth a look."""
+    """A running Job, started over ``timeout`` seconds ago, with no pod ever ready: worth a look."""
     now = time.time() if now is None else now
-    return job_outcome(job) is None and not _started(job) and _age_seconds(job, now) >= timeout
+    return unstarted(job) and now - _since(job, ()) >= timeout
 
 
 def startup_failure(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], timeout: float,
                     now: float | None = None) -> Failure | None:
-    """Why a Job's pod has not started ``timeout`` seconds after the Job was created, or None.
+    """Why a Job's pod has not started ``timeout`` seconds after the Job started (or its pod
+    was scheduled), or None.
 
     Pending pods never fail a Job by themselves (an image that cannot be pulled, no node
     that fits, a volume that does not mount, a quota that refuses the pod), so the
-    operator gives up on them after ``spec.trials.startupTimeoutSeconds``.
+    operator gives up on them after ``spec.trials.startupTimeoutSeconds``. A pod waiting
+    only for free resources (see :func:`waits_for_capacity`) and a Job suspended by Kueue
+    are waiting, not failing: neither ever times out.
     """
-    if not may_be_stuck(job, timeout, now):
+    now = time.time() if now is None else now
+    if not unstarted(job) or now - _since(job, pods) < timeout:
         return None
     waiting = f"after {timeout:.0f}s"
     if not pods:
@@ -233,7 +297,7 @@ def startup_failure(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], t
         return Failure("FailedCreate", f"no pod was created {waiting} (a ResourceQuota or admission may "
                                        f"refuse it; see kubectl describe job {name})")
     for pod in pods:
-        if (pod.get("status") or {}).get("phase") == "Running":
+        if (pod.get("status") or {}).get("phase") == "Running" or waits_for_capacity(pod):
             return None
     found = _why_pending(pods[0])
     return Failure(found.reason, f"{found.message} (not started {waiting})".strip())

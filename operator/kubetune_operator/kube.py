@@ -142,6 +142,22 @@ class Kube:
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return self.list_children("Pod", namespace, {"job-name": job})
 
+    def list_studyjob_pods(self, namespace: str, studyjob: str) -> list[dict[str, Any]]:
+        """The pods of all the StudyJob's Jobs (their templates carry its labels)."""
+        return self.list_children("Pod", namespace, {names.LABEL_MANAGED_BY: names.MANAGED_BY,
+                                                     names.LABEL_STUDYJOB: studyjob})
+
+    def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
+        """Kueue's Workloads in ``namespace``; none where Kueue is not installed (404) or the
+        operator may not read them (403)."""
+        try:
+            answer = self.request("GET", _path(names.KUEUE_API_VERSION, "workloads", namespace))
+        except ApiError as exc:
+            if exc.status == 403:
+                return []
+            raise
+        return list((answer or {}).get("items") or [])
+
     def create(self, obj: Mapping[str, Any], namespace: str, *, dry_run: bool = False) -> bool:
         """Create ``obj``; False if one of that name exists already. ``dry_run``: the API
         server validates and admits it (webhooks, quotas, policies) but stores nothing."""

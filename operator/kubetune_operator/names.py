@@ -26,6 +26,10 @@ LABEL_RESUME = "kubetune.dev/resume"  # 0 for a trial's first Job, k for its k-t
 # pods of a single-node claim require a node that runs another pod with this label.
 LABEL_RESULTS_CLAIM = "kubetune.dev/results-claim"
 MANAGED_BY = "kubetune-operator"
+# Kueue's labels on a Job: the LocalQueue it goes to, and its WorkloadPriorityClass.
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
+KUEUE_API_VERSION = "kueue.x-k8s.io/v1beta2"
 APP_NAME = "kubetune"
 
 ANNOTATION_STUDY = "kubetune.dev/study"

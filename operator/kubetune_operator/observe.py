@@ -19,12 +19,13 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.config import Config
 from kubetune.search.attributes import JOB_ATTR, OWNER_ATTR
 from kubetune_operator import names
-from kubetune_operator.failures import job_outcome, may_be_lost, may_be_stuck
+from kubetune_operator.failures import job_outcome, may_be_lost, may_be_stuck, unstarted
 from kubetune_operator.kube import Kube
 from kubetune_operator.names import MAX_JOBS
 from kubetune_operator.spec import StudyJobSpec
 from kubetune_operator.studies import preempted
 from kubetune_operator.volumes import ResultsVolume
+from kubetune_operator.workloads import Kueued, by_job
 
 LAUNCH_BATCH = 10  # trial Jobs created between two looks at the StudyJob (suspend, delete)
 
@@ -60,6 +61,7 @@ class Snapshot:
     now: float = field(default_factory=time.time)
     max_jobs: int = MAX_JOBS  # the operator-wide cap on this StudyJob's running trial Jobs
     batch: int = LAUNCH_BATCH  # Jobs one round creates before the pass looks at the StudyJob again
+    kueue: dict[str, Kueued] = field(default_factory=dict)  # Job -> its Kueue Workload's word (queued Jobs)
 
     def owned(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get(OWNER_ATTR) == self.key
@@ -95,8 +97,8 @@ def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs:
                  visualise: dict[str, Any] | None, timeout: float, now: float,
                  was_ready: frozenset[str] = frozenset()) -> list[str]:
     """The Jobs whose pods decide something: ended with their trial untold, not started
-    after ``timeout``, gone while their pods may still run, or with a pod that was
-    ready and is no more, or is being deleted (stuck on a lost node?)."""
+    (waiting for free resources, or stuck), gone while their pods may still run, or with
+    a pod that was ready and is no more, or is being deleted (stuck on a lost node?)."""
     wanted = []
     for trial in trials:
         if trial.user_attrs.get(OWNER_ATTR) != key or trial.state != TrialState.RUNNING:
@@ -105,7 +107,7 @@ def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs:
         if job is None:
             if trial.user_attrs.get(JOB_ATTR) == current:
                 wanted.append(current)  # vanished: are its pods gone too?
-        elif job_outcome(job) == "failed" or may_be_stuck(job, timeout, now):
+        elif job_outcome(job) == "failed" or unstarted(job):
             wanted.append(current)
         elif may_be_lost(job) and (current in was_ready or (job.get("status") or {}).get("terminating")):
             wanted.append(current)
@@ -114,5 +116,23 @@ def jobs_to_read(studyjob: str, trials: list[FrozenTrial], key: str, trial_jobs:
     return wanted
 
 
-def read_pods(kube: Kube, namespace: str, jobs: list[str]) -> dict[str, list[dict[str, Any]]]:
-    return {job: kube.list_job_pods(namespace, job) for job in jobs}
+def read_pods(kube: Kube, namespace: str, studyjob: str, jobs: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The pods of ``jobs``: one list call per Job for one or two, else one for the StudyJob's pods."""
+    if len(jobs) <= 2:
+        return {job: kube.list_job_pods(namespace, job) for job in jobs}
+    found: dict[str, list[dict[str, Any]]] = {job: [] for job in jobs}
+    for pod in kube.list_studyjob_pods(namespace, studyjob):
+        job = ((pod.get("metadata") or {}).get("labels") or {}).get("job-name")
+        if job in found:
+            found[job].append(pod)
+    return found
+
+
+def read_workloads(kube: Kube, namespace: str, jobs: Iterable[Mapping[str, Any]]) -> dict[str, Kueued]:
+    """Kueue's word on the Jobs that carry its queue label, if any of them is suspended (queued,
+    or evicted): one list call, none on a cluster where no Job waits for Kueue."""
+    queued = {job["metadata"]["name"]: job["metadata"].get("uid", "") for job in jobs
+              if names.LABEL_KUEUE_QUEUE in (job["metadata"].get("labels") or {})}
+    if not any((job.get("spec") or {}).get("suspend") for job in jobs if job["metadata"]["name"] in queued):
+        return {}
+    return by_job(kube.list_workloads(namespace), queued)

@@ -28,7 +28,14 @@ from kubetune_operator import status as st
 from kubetune_operator.act import JobRejected, StudyJobRef
 from kubetune_operator.decide import Event, Plan, decide
 from kubetune_operator.failures import Failure, job_outcome
-from kubetune_operator.observe import Memory, Snapshot, jobs_to_read, latest_trial_jobs, read_pods
+from kubetune_operator.observe import (
+    Memory,
+    Snapshot,
+    jobs_to_read,
+    latest_trial_jobs,
+    read_pods,
+    read_workloads,
+)
 from kubetune_operator.runtime import (
     Runtime,
     StorageProblem,
@@ -201,8 +208,9 @@ def _observe(ref: StudyJobRef, study: _Study, memory: Memory) -> Snapshot:
     return Snapshot(
         namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
         config=study.config, n_trials=study.n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
-        trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, wanted),
-        results=study.results, old_status=study.old, memory=memory, now=now, max_jobs=rt.options.max_jobs)
+        trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, ref.name, wanted),
+        results=study.results, old_status=study.old, memory=memory, now=now, max_jobs=rt.options.max_jobs,
+        kueue=read_workloads(rt.kube, ref.namespace, jobs))
 
 
 def _note_ready(state: StudyJobState, trial_jobs: Mapping[int, Mapping[str, Any]]) -> frozenset[str]:

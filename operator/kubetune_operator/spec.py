@@ -60,6 +60,8 @@ QUANTITY_PATTERN = (
     r"|(\.[0-9]+))))?$"
 )
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Sane maxima, so that a typo cannot ask for 10^9 pods; the operator's own cap
 # (--max-jobs-per-studyjob) bounds the Jobs that run at once below these.
 MAX_PARALLELISM = 10_000
@@ -82,6 +84,9 @@ ImageRef = Annotated[str, _form(IMAGE_PATTERN, "an image reference such as regis
                                                "(the path in lowercase)")]
 EnvName = Annotated[str, _form(ENV_NAME_PATTERN, "a variable name (letters, digits, '-', '.', '_'; "
                                                  "no digit first)")]
+LabelValue = Annotated[str, _form(LABEL_VALUE_PATTERN, "a label value (at most 63 letters, digits, '-', '_', '.', "
+                                                       "alphanumeric at both ends)")]
+ObjectName = Annotated[str, _form(DNS_SUBDOMAIN_PATTERN, "an object name (lowercase letters, digits, '-', '.')")]
 
 
 class _Model(BaseModel):
@@ -125,6 +130,12 @@ class TrialsSpec(_Model):
     ttl_seconds_after_finished: int | None = Field(default=86400, ge=60, le=YEAR, alias="ttlSecondsAfterFinished")
     service_account_name: str | None = Field(default=None, alias="serviceAccountName")
     env: list[EnvVar] = Field(default_factory=list)
+    # Kueue: the LocalQueue every Job of the StudyJob goes to (created suspended; Kueue admits it).
+    queue_name: LabelValue | None = Field(default=None, alias="queueName")
+    # The pods' PriorityClass (the scheduler's, and Kueue's when no WorkloadPriorityClass is named).
+    priority_class_name: ObjectName | None = Field(default=None, alias="priorityClassName", max_length=253)
+    # Kueue's WorkloadPriorityClass for the trial Jobs (label kueue.x-k8s.io/priority-class).
+    workload_priority_class_name: LabelValue | None = Field(default=None, alias="workloadPriorityClassName")
 
 
 class SecretRef(_Model):
@@ -188,14 +199,20 @@ def _format(exc: ValidationError, prefix: str) -> SpecError:
     return SpecError(str(error), field=error.path or path)
 
 
+# What the chart may default in spec.trials (KUBETUNE_TRIAL_DEFAULTS).
+TRIAL_DEFAULT_KEYS = frozenset({"resources", "nodeSelector", "tolerations", "queueName", "priorityClassName",
+                                "workloadPriorityClassName"})
+
+
 @dataclass(frozen=True)
 class Defaults:
     """What the operator fills in where a spec says nothing (the Helm chart sets these).
 
     From the environment: ``KUBETUNE_STORAGE_SECRET`` and ``KUBETUNE_STORAGE_SECRET_KEY``
     (``spec.storage.secretRef``), ``KUBETUNE_RESULTS_PVC`` (``spec.output``) and
-    ``KUBETUNE_TRIAL_DEFAULTS``, JSON with ``resources``, ``nodeSelector`` and
-    ``tolerations`` shaped as in ``spec.trials``.
+    ``KUBETUNE_TRIAL_DEFAULTS``, JSON with ``resources``, ``nodeSelector``, ``tolerations``,
+    ``queueName``, ``priorityClassName`` and ``workloadPriorityClassName`` shaped as in
+    ``spec.trials``.
     """
 
     storage_secret: str = "kubetune-postgres"
@@ -213,9 +230,10 @@ class Defaults:
                 trials = json.loads(text)
             except ValueError as exc:
                 raise ValueError(f"KUBETUNE_TRIAL_DEFAULTS must be JSON, but got {text[:60]!r}: {exc}") from None
-            if not isinstance(trials, dict) or set(trials) - {"resources", "nodeSelector", "tolerations"}:
-                raise ValueError("KUBETUNE_TRIAL_DEFAULTS must be a JSON object with resources, "
-                                 f"nodeSelector and tolerations, but got {text[:60]!r}")
+            if not isinstance(trials, dict) or set(trials) - TRIAL_DEFAULT_KEYS:
+                raise ValueError("KUBETUNE_TRIAL_DEFAULTS must be a JSON object with "
+                                 f"{', '.join(sorted(TRIAL_DEFAULT_KEYS))}, but got {text[:60]!r}")
+            trials = {k: v for k, v in trials.items() if v}  # the chart sends its empty defaults too
             try:
                 TrialsSpec.model_validate(trials)
             except ValidationError as exc:
@@ -224,7 +242,7 @@ class Defaults:
             storage_secret=env.get("KUBETUNE_STORAGE_SECRET") or cls.storage_secret,
             storage_key=env.get("KUBETUNE_STORAGE_SECRET_KEY") or cls.storage_key,
             results_pvc=env.get("KUBETUNE_RESULTS_PVC") or None,
-            trials={k: v for k, v in trials.items() if v},
+            trials=trials,
         )
 
     def apply(self, spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,10 +29,12 @@ VISUALISED = "Visualised"
 FAILED_CONDITION = "Failed"
 TRIALS_BLOCKED = "TrialsBlocked"  # a trial could not start (pod never started, Job refused)
 TRIALS_STUCK = "TrialsStuck"  # a trial's pod is stuck on a node that stopped answering
+TRIALS_PENDING = "TrialsPending"  # trial pods wait for free resources (the scheduler's Insufficient ...)
+TRIALS_QUEUED = "TrialsQueued"  # trial Jobs wait, suspended, for Kueue to admit their Workloads
 RESULTS_VOLUME = "ResultsVolume"  # where trials can write: any node, one node, or no claim yet
 DATA_VOLUME = "DataVolume"  # only while spec.data's claim is missing
-CONDITION_ORDER = (SPEC_VALID, DATA_VOLUME, RESULTS_VOLUME, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_BLOCKED, TRIALS_STUCK, TRIALS_DONE, VISUALISED,
-                   FAILED_CONDITION)
+CONDITION_ORDER = (SPEC_VALID, DATA_VOLUME, RESULTS_VOLUME, STORAGE_READY, SUSPENDED_CONDITION, TRIALS_QUEUED,
+                   TRIALS_PENDING, TRIALS_BLOCKED, TRIALS_STUCK, TRIALS_DONE, VISUALISED, FAILED_CONDITION)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from kubetune.config import Config
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.attributes import (
     JOB_ATTR,
+    KUEUE_EVICTIONS_ATTR,
     NODE_LOST_ATTR,
     OWNER_ATTR,
     PREEMPTED_ATTR,
@@ -201,6 +202,13 @@ class StudyHandle:
             set_trial_user_attr(self.study, trial, NODE_LOST_ATTR, [job, node])
 
     @_lost_as_error
+    def mark_evicted(self, trial: FrozenTrial, job: str, count: int) -> None:
+        """Record that Kueue evicted ``job`` ``count`` times."""
+        evictions = {**kueue_evictions(trial), job: count}
+        with contextlib.suppress(UpdateFinishedTrialError):
+            set_trial_user_attr(self.study, trial, KUEUE_EVICTIONS_ATTR, evictions)
+
+    @_lost_as_error
     def tell_fail(self, trial: optuna.Trial | FrozenTrial, failure: Failure) -> bool:
         """Fail a RUNNING trial with its reason; False if it finished meanwhile."""
         return fail_trial(self.study, trial, str(failure))
@@ -233,6 +241,12 @@ def point_key(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 def preempted(trial: FrozenTrial | optuna.Trial) -> int:
     """How many times the trial was disrupted and resumed: the index of its current Job."""
     return int(trial.user_attrs.get(PREEMPTED_ATTR, 0))
+
+
+def kueue_evictions(trial: FrozenTrial | optuna.Trial) -> dict[str, int]:
+    """How many times Kueue evicted each of the trial's Jobs (see KUEUE_EVICTIONS_ATTR)."""
+    found = trial.user_attrs.get(KUEUE_EVICTIONS_ATTR)
+    return {str(k): int(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def study_holder(study: optuna.Study) -> str | None:

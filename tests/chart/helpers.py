@@ -26,10 +26,16 @@ def gpu_values() -> dict:
     return yaml.safe_load((CHART / "values-gpu.yaml").read_text(encoding="utf-8"))
 
 
+def kueue_values() -> dict:
+    return yaml.safe_load((CHART / "values-kueue.yaml").read_text(encoding="utf-8"))
+
+
 # Value sets the chart must render for; the install commands of docs/kubernetes/install.md map onto these.
 SCENARIOS: dict[str, dict] = {
     "default": {},
     "gpu": gpu_values(),
+    "kueue": {**gpu_values(), "trials": {**gpu_values()["trials"], **kueue_values()["trials"],
+                                         "workloadPriorityClassName": "research"}},
     "external-postgres": {"postgresql": {"enabled": False}, "storage": {"existingSecret": "my-pg"}},
     "namespaced": {"rbac": {"namespaced": True}},
     "namespaced-two": {"rbac": {"namespaced": True}, "operator": {"watchNamespaces": ["ml-a", "ml-b"]}},

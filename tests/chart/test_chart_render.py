@@ -203,6 +203,23 @@ def test_gpu_values_switch_trials_to_cuda_on_gpu_nodes():
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
+def test_kueue_values_send_every_studyjob_to_the_local_queue():
+    from kubetune_operator.builders import trial_job
+    from kubetune_operator.spec import Defaults, parse_spec
+    from tests.operator.conftest import digits_spec
+
+    variables = env(container(operator_pod(render("kueue")), "operator"))
+    defaults = Defaults.from_environment({"KUBETUNE_TRIAL_DEFAULTS": variables["KUBETUNE_TRIAL_DEFAULTS"]["value"]})
+    assert defaults.trials["queueName"] == "team-queue" and "priorityClassName" not in defaults.trials
+    job = trial_job({"apiVersion": "kubetune.dev/v1alpha1", "kind": "StudyJob", "metadata": {"name": "sj", "uid": "u"}},
+                    parse_spec(digits_spec(), "sj", defaults), "digits", 0, "img")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-queue"
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "research" and job["spec"]["suspend"]
+    # The chart lets the operator read Kueue's Workloads.
+    rules = [r for role in find(render("kueue"), "ClusterRole") for r in role.get("rules") or []]
+    assert {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["list"]} in rules
+
+
 def test_external_postgres_uses_the_existing_secret_and_runs_no_database():
     objects = render("external-postgres")
     assert not find(objects, "StatefulSet") and not find(objects, "Secret")

@@ -52,6 +52,11 @@ KINDS: dict[tuple[str, str], tuple[bool, str]] = {
     ("v1", "Event"): (True, "events"),
     ("policy/v1", "PodDisruptionBudget"): (True, "poddisruptionbudgets"),
     (names.API_VERSION, names.KIND): (True, names.PLURAL),
+    (names.KUEUE_API_VERSION, "ResourceFlavor"): (False, "resourceflavors"),
+    (names.KUEUE_API_VERSION, "ClusterQueue"): (False, "clusterqueues"),
+    (names.KUEUE_API_VERSION, "LocalQueue"): (True, "localqueues"),
+    (names.KUEUE_API_VERSION, "Workload"): (True, "workloads"),
+    (names.KUEUE_API_VERSION, "WorkloadPriorityClass"): (False, "workloadpriorityclasses"),
 }
 
 

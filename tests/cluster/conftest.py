@@ -19,6 +19,7 @@ import pytest
 from tests.cluster.cluster import Cluster, InstalledOperator, install_operator, namespace
 from tests.cluster.controlplane import ControlPlane, build_binaries, environment_ok
 from tests.cluster.kubelet import NodeSpec, TestKubelet
+from tests.cluster.kueue import Kueue, build_kueue
 from tests.conftest import missing_service
 
 NODES = [
@@ -61,6 +62,23 @@ def kubelet(control_plane: ControlPlane, cluster_workdir: Path) -> Iterator[Test
     kubelet = TestKubelet(control_plane, cluster_workdir / "kubelet", NODES).start()
     yield kubelet
     kubelet.stop()
+
+
+@pytest.fixture(scope="session")
+def kueue(control_plane: ControlPlane, cluster_workdir: Path) -> Iterator[Kueue]:
+    """Kueue's controller-manager, built from source, with its CRDs and webhooks."""
+    if shutil.which("unshare") is None:
+        missing_service("unshare (util-linux) is not installed; Kueue runs in a mount namespace of its own")
+    try:
+        built = build_kueue()
+    except RuntimeError as exc:
+        missing_service(str(exc).splitlines()[0])
+    controller = Kueue(control_plane, cluster_workdir / "kueue", built)
+    try:
+        controller.start()
+        yield controller
+    finally:
+        controller.stop()
 
 
 @pytest.fixture

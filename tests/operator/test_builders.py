@@ -208,3 +208,23 @@ def test_best_config_map_is_a_complete_config():
     assert loaded.optimizer.lr == pytest.approx(0.0123) and loaded.training.batch_size == 32
     assert loaded.search is None
     assert body["metadata"]["annotations"][names.ANNOTATION_BEST_TRIAL] == "5"
+
+
+def test_jobs_for_kueue_name_the_queue_and_priority_and_are_created_suspended():
+    raw = _example("digits-studyjob.yaml")
+    raw["trials"] = {**raw.get("trials", {}), "queueName": "team-a", "priorityClassName": "research",
+                     "workloadPriorityClassName": "high"}
+    spec = parse_spec(raw, "digits-lr")
+    for job in (trial_job(OWNER, spec, "digits", 3, "trainer:1"), visualise_job(OWNER, spec, "digits", 4, "cpu:1")):
+        _validate(job)
+        labels = job["metadata"]["labels"]
+        assert labels[names.LABEL_KUEUE_QUEUE] == "team-a" and labels[names.LABEL_KUEUE_PRIORITY] == "high"
+        assert job["spec"]["suspend"] is True and _pods(job)["priorityClassName"] == "research"
+        assert names.LABEL_KUEUE_QUEUE not in job["spec"]["template"]["metadata"]["labels"]
+    # A pod Kueue stops by suspending the Job (SIGTERM, exit 143) does not fail the trial Job.
+    rules = trial_job(OWNER, spec, "digits", 3, "trainer:1")["spec"]["podFailurePolicy"]["rules"]
+    assert rules[-1] == {"action": "Ignore", "onExitCodes": {"containerName": "trial", "operator": "In",
+                                                             "values": [143]}}
+    plain = trial_job(OWNER, _spec()[0], "digits", 3, "trainer:1")
+    assert "suspend" not in plain["spec"] and "priorityClassName" not in _pods(plain)
+    assert not any(key.startswith("kueue.x-k8s.io/") for key in plain["metadata"]["labels"])

@@ -11,12 +11,14 @@ from kubetune.search.attributes import (
     FAIL_REASON_ATTR,
     INTERRUPTED_ATTR,
     JOB_ATTR,
+    KUEUE_EVICTIONS_ATTR,
     NODE_LOST_ATTR,
     PREEMPTED_ATTR,
 )
 from kubetune.search.ledger import budget
 from kubetune_operator import status as st
 from kubetune_operator.decide import decide
+from kubetune_operator.workloads import Kueued
 from tests.operator.snapshots import EVICTED_POD, FAILED, NOW, job, snapshot, trial
 
 
@@ -195,3 +197,62 @@ def test_finished_trials_found_in_the_study_at_the_first_look_are_inherited_and_
     later = decide(replace(snapshot([*found, trial(3, TrialState.COMPLETE, 0.6)], n_trials=8),
                            old_status={"study": "digits-op", "trials": plan.status["trials"]}))
     assert later.status["trials"]["inherited"] == 3 and not [e for e in later.events if e.reason == "StudyInherited"]
+
+
+GPU_BUSY = {"status": {"phase": "Pending", "conditions": [{
+    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
+               "1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling."}]}}
+
+
+def test_trials_waiting_for_a_free_gpu_are_pending_not_failed_and_hold_back_new_trials():
+    trials = [trial(n) for n in range(3)]
+    jobs = {0: job(0), 1: job(1, status={"active": 1}), 2: job(2, status={"active": 1})}  # made long ago
+    pods = {"sj-trial-1": [GPU_BUSY], "sj-trial-2": [GPU_BUSY]}
+    plan = decide(snapshot(trials, jobs, pods, n_trials=6, parallelism=4, startupTimeoutSeconds=20))
+    assert not plan.fail and plan.launch == 0  # a fourth trial would wait too
+    counts = plan.status["trials"]
+    assert (counts["running"], counts["pending"], counts["queued"]) == (1, 2, 0)
+    pending = next(c for c in plan.conditions if c.type == st.TRIALS_PENDING)
+    assert pending.status and pending.reason == "InsufficientResources"
+    assert pending.message.startswith("trials 1, 2 wait for free nvidia.com/gpu: 0/3 nodes are available")
+    assert plan.phase == st.RUNNING and plan.message.startswith("1 running, 2 pending, 0 finished")
+
+    # Once none waits, the condition turns False and new trials start again.
+    old = {"conditions": [{"type": st.TRIALS_PENDING, "status": "True"}]}
+    later = decide(replace(snapshot(trials[:1], {0: job(0)}, n_trials=6, parallelism=4), old_status=old))
+    assert later.launch == 3 and later.status["trials"]["pending"] == 0
+    assert [(c.status, c.reason) for c in later.conditions if c.type == st.TRIALS_PENDING] == [(False, "NonePending")]
+
+
+def test_a_trial_job_suspended_for_kueue_is_queued_and_counts_towards_parallelism():
+    trials = [trial(0), trial(1)]
+    queued = {**job(1, status={}), "spec": {"suspend": True}}
+    snap = replace(snapshot(trials, {0: job(0), 1: queued}, n_trials=4, parallelism=2, startupTimeoutSeconds=5),
+                   kueue={"sj-trial-1": Kueued("couldn't assign flavors to pod set main: insufficient quota for "
+                                               "nvidia.com/gpu in flavor default-flavor", "")})
+    plan = decide(snap)
+    assert not plan.fail and plan.launch == 0
+    assert (plan.status["trials"]["running"], plan.status["trials"]["queued"]) == (1, 1)
+    (queued_condition,) = [c for c in plan.conditions if c.type == st.TRIALS_QUEUED]
+    assert queued_condition.status and queued_condition.message == (
+        "trial 1 queued in Kueue: couldn't assign flavors to pod set main: insufficient quota for nvidia.com/gpu "
+        "in flavor default-flavor")
+
+
+def test_a_trial_kueue_evicts_stays_in_its_job_is_counted_preempted_and_never_against_retries():
+    evicted_job = {**job(0, status={}), "spec": {"suspend": True}}
+    said = Kueued("couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu",
+                  "Preempted: Preempted to accommodate a workload (UID: 42) due to prioritization in the ClusterQueue",
+                  1)
+    plan = decide(replace(snapshot([trial(0)], {0: evicted_job}, retries=0, parallelism=1), kueue={"sj-trial-0": said}))
+    assert not plan.fail and not plan.resume and plan.launch == 0
+    assert [(t.number, j, n) for t, j, n in plan.mark_evicted] == [(0, "sj-trial-0", 1)]
+    (event,) = [e for e in plan.events if e.reason == "TrialPreempted"]
+    assert "evicted by Kueue (Preempted: Preempted to accommodate" in event.message
+    assert (plan.status["trials"]["preempted"], plan.status["trials"]["queued"]) == (1, 1)
+    # Once marked on the trial: counted, not announced again.
+    marked = trial(0, **{KUEUE_EVICTIONS_ATTR: {"sj-trial-0": 1}})
+    again = decide(replace(snapshot([marked], {0: evicted_job}, retries=0, parallelism=1), kueue={"sj-trial-0": said}))
+    assert not again.mark_evicted and not [e for e in again.events if e.reason == "TrialPreempted"]
+    assert again.status["trials"]["preempted"] == 1

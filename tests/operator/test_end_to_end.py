@@ -126,9 +126,9 @@ async def test_digits_studyjob_end_to_end(cluster, storage_secret, start_operato
         assert study.trials[3].user_attrs[FAIL_REASON_ATTR].startswith("OOMKilled")
         assert study.trials[0].params == {"optimizer.lr": 0.05, "model.dropout": 0.1}
         assert all(study.trials[n].intermediate_values for n in (0, 1, 2))
-        assert status["trials"] == {"running": 0, "waiting": 0, "complete": 2, "pruned": 1,
-                                    "failed": 1, "retried": 0, "preempted": 0, "finished": 4, "total": 4,
-                                    "inherited": 0}
+        assert status["trials"] == {"running": 0, "pending": 0, "queued": 0, "waiting": 0, "complete": 2,
+                                    "pruned": 1, "failed": 1, "retried": 0, "preempted": 0, "finished": 4,
+                                    "total": 4, "inherited": 0}
         assert status["progress"] == "4/4"
         best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
         assert status["best"] == {"trial": best.number, "value": best.value, "params": best.params}

@@ -119,3 +119,59 @@ def test_which_api_answers_change_by_themselves(status, message, transient):
     from kubetune_operator.kube import ApiError
 
     assert ApiError(status, message).transient is transient
+
+
+def _unschedulable(message: str) -> dict:
+    return _pod(phase="Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                              "message": message}])
+
+
+GPU_BUSY = ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
+            "1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.")
+
+
+@pytest.mark.parametrize(("message", "resources"), [
+    (GPU_BUSY, ["nvidia.com/gpu"]),
+    ("0/3 nodes are available: 1 Insufficient cpu, 1 Insufficient memory, 1 node(s) had untolerated taint "
+     "{node-role.kubernetes.io/control-plane: }. preemption: 0/3 nodes are available: 2 No preemption victims "
+     "found for incoming pod, 1 Preemption is not helpful for scheduling.", ["cpu", "memory"]),
+    ("0/2 nodes are available: 2 Too many pods. preemption: not eligible due to preemptionPolicy=Never.", ["pods"]),
+    # Larger than every node: it would not fit even on an empty one.
+    ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
+     "3 Preemption is not helpful for scheduling.", []),
+    ("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are "
+     "available: 3 Preemption is not helpful for scheduling.", []),
+    ("0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes are "
+     "available: 3 Preemption is not helpful for scheduling.", []),
+    ("0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector. "
+     "preemption: not eligible due to preemptionPolicy=Never.", []),
+])
+def test_a_pod_waits_for_capacity_only_when_free_resources_are_all_it_lacks(message, resources):
+    from kubetune_operator.failures import waits_for_capacity
+
+    assert waits_for_capacity(_unschedulable(message)) == resources
+
+
+def test_waiting_for_capacity_never_times_out_and_the_timeout_counts_from_scheduling():
+    from kubetune_operator.failures import startup_failure
+
+    job = _pending_job(active=1)
+    assert startup_failure(job, [_unschedulable(GPU_BUSY)], timeout=60, now=START + 3600) is None
+    # Scheduled an hour late, then stuck in ContainerCreating: the timeout counts from scheduling.
+    creating = _pod(phase="Pending", conditions=[
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T01:00:00Z"}],
+        containerStatuses=[{"state": {"waiting": {"reason": "ContainerCreating"}}}])
+    assert startup_failure(job, [creating], timeout=60, now=START + 3630) is None
+    failure = startup_failure(job, [creating], timeout=60, now=START + 3661)
+    assert failure is not None and failure.reason == "FailedMount"
+
+
+def test_a_suspended_job_is_queued_and_its_timeout_counts_from_admission():
+    from kubetune_operator.failures import startup_failure
+
+    queued = {**_pending_job(), "spec": {"suspend": True}}
+    assert startup_failure(queued, [], timeout=60, now=START + 3600) is None
+    admitted = {**_pending_job(startTime="2026-01-01T01:00:00Z"), "spec": {"suspend": False}}
+    assert startup_failure(admitted, [], timeout=60, now=START + 3630) is None
+    failure = startup_failure(admitted, [], timeout=60, now=START + 3661)
+    assert failure is not None and failure.reason == "FailedCreate"

@@ -38,6 +38,11 @@ the operator disables kopf's CRD and namespace scanning. Put rules here, not in
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "delete", "list", "watch"]
+# Application, with Kueue: why a trial Job waits (its Workload's QuotaReserved message)
+# and why Kueue evicted it. Without Kueue the list answers 404 and the operator goes on.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list"]
 # Application: why a trial's pod failed (OOMKilled, evicted, ...).
 - apiGroups: [""]
   resources: ["pods"]

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import kopf
 
+from kubetune.search.interruption import TERMINATED_EXIT
 from kubetune_operator import names
 from kubetune_operator.builders.pods import container, fixed_resources, pod_spec, results_labels
 from kubetune_operator.spec import StudyJobSpec
@@ -54,8 +55,20 @@ def plots_command(studyjob: str) -> list[str]:
     ]
 
 
+def kueue_labels(spec: StudyJobSpec) -> dict[str, str]:
+    """Kueue's labels for the StudyJob's Jobs: none without ``spec.trials.queueName``."""
+    trials = spec.trials
+    if not trials.queue_name:
+        return {}
+    labels = {names.LABEL_KUEUE_QUEUE: trials.queue_name}
+    if trials.workload_priority_class_name:
+        labels[names.LABEL_KUEUE_PRIORITY] = trials.workload_priority_class_name
+    return labels
+
+
 def _job(
     owner: Mapping[str, Any],
+    spec: StudyJobSpec,
     name: str,
     labels: dict[str, str],
     annotations: dict[str, str],
@@ -74,10 +87,13 @@ def _job(
         job_spec["activeDeadlineSeconds"] = deadline
     if ttl is not None:
         job_spec["ttlSecondsAfterFinished"] = ttl
+    queue = kueue_labels(spec)
+    if queue:
+        job_spec["suspend"] = True
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "metadata": {"name": name, "labels": {**labels, **queue}, "annotations": annotations},
         "spec": job_spec,
     }
     kopf.adopt(job, owner=kopf.Body(cast(kopf.RawBody, dict(owner))))
@@ -103,11 +119,19 @@ def trial_job(
     trial = container(spec, "trial", image, trial_command(study_name, number, spec),
                       resources=spec.trials.resources.model_dump(exclude_defaults=True))
     pod = pod_spec(spec, studyjob, image, [trial], single_node=single_node)
-    return _job(
-        owner, names.trial_job_name(studyjob, number, resume), labels, annotations, pod,
+    job = _job(
+        owner, spec, names.trial_job_name(studyjob, number, resume), labels, annotations, pod,
         deadline if deadline is not None else spec.trials.active_deadline_seconds,
         spec.trials.ttl_seconds_after_finished,
     )
+    if spec.trials.queue_name:
+        # Kueue preempts by suspending the Job, whose controller then stops the pod: the
+        # trainer exits TERMINATED_EXIT (SIGTERM) with its trial RUNNING. That is no failure
+        # of the Job, which makes a new pod (resuming from the checkpoint) once re-admitted.
+        job["spec"]["podFailurePolicy"]["rules"].append(
+            {"action": "Ignore", "onExitCodes": {"containerName": "trial", "operator": "In",
+                                                 "values": [TERMINATED_EXIT]}})
+    return job
 
 
 def visualise_job(
@@ -130,6 +154,6 @@ def visualise_job(
     pod = pod_spec(spec, studyjob, image, [plots], init_containers=[export], node_selector=False,
                    single_node=single_node)
     return _job(
-        owner, names.visualise_job_name(studyjob), labels, annotations, pod,
+        owner, spec, names.visualise_job_name(studyjob), labels, annotations, pod,
         spec.trials.active_deadline_seconds,
     )

@@ -167,6 +167,8 @@ def pod_spec(
         body["initContainers"] = inits
     if trials.service_account_name:
         body["serviceAccountName"] = trials.service_account_name
+    if trials.priority_class_name:
+        body["priorityClassName"] = trials.priority_class_name
     if node_selector and trials.node_selector:
         body["nodeSelector"] = dict(trials.node_selector)
     if trials.tolerations:

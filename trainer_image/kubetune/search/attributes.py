@@ -63,6 +63,10 @@ PREEMPTED_ATTR = "kubetune.preempted"
 # answering (NotReady, unreachable). Written by the operator; when that Job ends
 # disrupted, the trial resumes as NodeLost.
 NODE_LOST_ATTR = "kubetune.node_lost"
+# ``{job: count}``: how many times Kueue evicted (suspended) each of the trial's Jobs after
+# admitting it; the trial goes on in the same Job once Kueue admits it again. Written by
+# the operator.
+KUEUE_EVICTIONS_ATTR = "kubetune.kueue_evictions"
 
 # Study user attributes -----------------------------------------------------------------
 
