@@ -200,7 +200,7 @@ def _search(args: argparse.Namespace) -> int:
         study = load_search_study(config, url, study_name, heartbeat=False)
         return 0 if _export(config, study, output_dir, args.quiet) else 1
 
-    from kubetune.search.objective import TrialTrainer
+    from kubetune.search.objective import trial_runner
     from kubetune.search.pruners import build_pruner
     from kubetune.search.samplers import build_sampler
     from kubetune.search.study import require_startable, start_study
@@ -212,7 +212,7 @@ def _search(args: argparse.Namespace) -> int:
     if storage is not None:
         require_startable(storage, url, study_name, resume=args.resume)
     check_stop()
-    trainer = TrialTrainer(config, study_name, quiet_epochs=not args.verbose)
+    trainer = trial_runner(config, study_name, quiet_epochs=not args.verbose, storage=url)
     trainer.prepare()  # data errors stop here, before the study is written
     check_stop()
 

@@ -155,3 +155,17 @@ class SearchConfig(_Section):
     trial_train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     enqueue_config: bool = True
     enqueue_trials: list[dict[str, Any]] = Field(default_factory=list)
+    # The user's own training script as each trial (``["python", "train.py"]``), run
+    # from ml-search's current directory; None: kubetune's own trainer.
+    command: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check_command(self) -> SearchConfig:
+        if self.command is not None:
+            if not self.command or not all(part.strip() for part in self.command):
+                raise ValueError("command must be a non-empty list of non-empty strings, "
+                                 "e.g. [python, train.py]")
+            if self.cross_validation.enabled:
+                raise ValueError("cross_validation does not apply to a command: "
+                                 "the script trains its own folds")
+        return self

@@ -166,6 +166,17 @@ class EpochReporter:
             self._prune(running)
 
 
+def trial_runner(config: Config, study_name: str, *, quiet_epochs: bool = False,
+                 storage: str | None = None) -> TrialTrainer:
+    """What trains the study's trials: the user's script (``search.command``) or kubetune's trainer."""
+    search = require_search(config)
+    if search.command is not None:
+        from kubetune.script.runner import ScriptTrials
+
+        return ScriptTrials(config, study_name, quiet_epochs=quiet_epochs, storage=storage)
+    return TrialTrainer(config, study_name, quiet_epochs=quiet_epochs)
+
+
 class TrialTrainer:
     """Trains trials of one study; data is loaded once per process and reused."""
 
