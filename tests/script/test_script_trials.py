@@ -15,14 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import run_cli
-from tests.search.conftest import (  # noqa: F401 - sqlite_url is a fixture
-    CLEAN_ENV,
-    load_trials,
-    search_section,
-    small_base,
-    sqlite_url,
-    write_config,
-)
+from tests.search.conftest import CLEAN_ENV, load_trials, search_section, small_base, write_config
 
 BLOCKER = """\
 import sys
