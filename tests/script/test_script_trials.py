@@ -6,15 +6,23 @@ kubetune``, so every run also proves the trial API needs none of them.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
-from tests.conftest import run_cli
+from kubetune.config import validate_config
+from kubetune.search.attributes import INTERRUPTED_ATTR
+from kubetune.search.space import distributions
+from tests.conftest import BIN, run_cli
 from tests.search.conftest import CLEAN_ENV, load_trials, search_section, small_base, write_config
 
 BLOCKER = """\
@@ -115,9 +123,58 @@ def test_run_alone_the_script_trains_the_configs_own_values(tmp_path, fast_confi
     script = tmp_path / "train.py"
     script.write_text(REPORTS_LR + "print(trial.number, trial.params, trial.final, trial.checkpoint_dir.is_dir())\n")
     result = subprocess.run([sys.executable, str(script), "--config", str(config)], capture_output=True,
-                            text=True, cwd=tmp_path, env={**__import__("os").environ, **CLEAN_ENV})
+                            text=True, cwd=tmp_path, env={**os.environ, **CLEAN_ENV})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["None", "{}", "0.05", "True"]
     missing = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.strip() == "kubetune.trial(): error: no config: pass --config PATH (or set $KUBETUNE_CONFIG)"
+
+
+# Keeps its own checkpoint (the last epoch it finished) and reports slowly enough to be stopped.
+CHECKPOINTED = BLOCKER + """\
+import json, time
+trial = kubetune.trial()
+state = trial.checkpoint_dir / "state.json"
+done = json.loads(state.read_text())["epoch"] if state.exists() else 0
+print("start", done, trial.resume_epoch(), flush=True)
+for epoch in range(done + 1, trial.config["training"]["num_epochs"] + 1):
+    time.sleep(0.3)
+    state.write_text(json.dumps({"epoch": epoch}))
+    trial.report(epoch, {"val_acc": epoch / 100})
+"""
+
+
+def test_a_sigtermed_trial_pod_leaves_the_trial_running_and_the_next_resumes(tmp_path, fast_config):
+    """What the operator's trial pod runs (``ml-train --trial``) with a ``search.command``."""
+    url = f"sqlite:///{tmp_path / 'op.db'}"
+    (tmp_path / "train.py").write_text(CHECKPOINTED, encoding="utf-8")
+    section = search_section(study_name="op", command=[sys.executable, "train.py"])
+    config_path = write_config(tmp_path / "c.yaml", small_base(fast_config, epochs=12), section)
+    study = optuna.create_study(study_name="op", storage=url, direction="maximize")
+    study.ask(distributions(validate_config(yaml.safe_load(config_path.read_text())).search.search_space))
+    env = {**os.environ, **CLEAN_ENV, "KUBETUNE_STORAGE_URL": url}
+    pod = subprocess.Popen([str(BIN / "ml-train"), "--config", str(config_path), "--trial", "op:0"], cwd=tmp_path,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    while len(study.get_trials()[0].intermediate_values) < 2:
+        assert pod.poll() is None, pod.communicate()
+        time.sleep(0.1)
+    pace = (time.monotonic() - started) / 2
+    pod.send_signal(signal.SIGTERM)
+    out, err = pod.communicate(timeout=30 + 10 * pace)
+    assert pod.returncode == 143, err
+    stopped = study.get_trials()[0]
+    assert stopped.state == TrialState.RUNNING
+    last = max(stopped.intermediate_values)
+    assert stopped.user_attrs[INTERRUPTED_ATTR] == f"terminated (SIGTERM) after epoch {last}"
+
+    again = subprocess.run([str(BIN / "ml-train"), "--config", str(config_path), "--trial", "op:0"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=60 + 30 * pace)
+    assert again.returncode == 0, again.stderr
+    start = next(line.split() for line in again.stdout.splitlines() if line.startswith("start"))
+    assert int(start[1]) >= last and int(start[2]) == last  # its own checkpoint; what the storage holds
+    done = study.get_trials()[0]
+    assert done.state == TrialState.COMPLETE and done.value == pytest.approx(0.12)
+    assert sorted(done.intermediate_values) == list(range(1, 13))
+    assert done.user_attrs[INTERRUPTED_ATTR] == ""  # the next pod trains it: no longer interrupted

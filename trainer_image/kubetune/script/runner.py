@@ -81,6 +81,11 @@ class ScriptTrials(TrialTrainer):
             raise ConfigError(f"`search.command` runs {program!r}, which is not found on PATH "
                               f"or from {Path.cwd()}", path="search.command")
 
+    def stopped_at(self, trial: optuna.Trial) -> str | None:
+        """The last epoch the script reported ("epoch 4"), None before its first."""
+        last = stored_trial(trial.study, trial).last_step
+        return None if last is None else f"epoch {last}"
+
     def train_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> float:
         """Run the script for ``trial``; its value, or TrialPruned, or ScriptFailed."""
         cfg = self.trial_config(params)
@@ -95,6 +100,7 @@ class ScriptTrials(TrialTrainer):
             if frozen.user_attrs.get(attr) is not None:
                 trial.set_user_attr(attr, None)
         _take_over_retried(trial, frozen, self.config, self.study_name, folder)
+        self._clear_interrupted(trial, frozen)
         env = os.environ | {
             handover.STORAGE_ENV: self.url,
             handover.STUDY_ENV: self.study_name,

@@ -191,6 +191,10 @@ class TrialTrainer:
         self._folds: dict[tuple[str, int], list[DataSplits]] = {}
         self.reporter: EpochReporter | None = None  # the running trial's
 
+    def stopped_at(self, trial: optuna.Trial) -> str | None:
+        """Where the running trial stopped training ("epoch 4"), None before its first epoch."""
+        return self.reporter.where if self.reporter else None
+
     def trial_config(self, params: Mapping[str, Any]) -> Config:
         """The config one trial trains: params and the trial-only shortcuts applied."""
         return with_overrides(self._base, overrides_for_trial(self.search, self._base, params))

@@ -86,7 +86,7 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
             state = TrialState.PRUNED
             print(f"trial {number}: {exc}", file=sys.stderr)
         except Terminated:
-            where = trainer.reporter.where if trainer.reporter else None
+            where = trainer.stopped_at(trial)
             # Stopped again before taking over the last pod's epochs: it stopped where that did.
             reason = f"{TERMINATED} after {where}" if where else \
                 frozen.user_attrs.get(INTERRUPTED_ATTR) or f"{TERMINATED} before its first epoch"
