@@ -89,6 +89,17 @@ def test_spec_trials_command_is_the_search_command_the_trial_pods_read():
         resolve_config(raw["config"], spec)
 
 
+def test_the_custom_script_studyjob_example_is_a_valid_spec():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "custom_script" / "studyjob.yaml"
+    raw = yaml.safe_load(path.read_text())["spec"]
+    spec = parse_spec(raw, "digits-script")
+    config = resolve_config(raw["config"], spec).config
+    assert config.search.command == ["python", "train.py"]
+    _validate(trial_job(OWNER, spec, "digits-script", 0, "default-image"))
+
+
 def test_trial_job_takes_the_storage_url_only_from_the_secret():
     spec, config = _spec()
     env = _pods(trial_job(OWNER, spec, "s", 0, "img"))["containers"][0]["env"]

@@ -118,6 +118,14 @@ def test_import_kubetune_loads_no_torch_plotting_or_kubernetes():
     assert result.stdout.strip() == "[]"  # Optuna and the config models load when trial() is called
 
 
+def test_what_runs_a_script_trial_in_a_pod_loads_no_torch_or_plotting():
+    """kubetune[script] in a user's image: ml-train --trial and the runner, without torch."""
+    code = BLOCKER + "import kubetune.cli.train, kubetune.search.single_trial, kubetune.script.runner\nprint('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 def test_run_alone_the_script_trains_the_configs_own_values(tmp_path, fast_config):
     config = write_config(tmp_path / "config.yaml", small_base(fast_config, epochs=2), None)
     script = tmp_path / "train.py"
