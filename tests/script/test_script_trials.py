@@ -111,6 +111,21 @@ def test_a_crashing_script_leaves_its_exit_code_and_last_stderr_lines(tmp_path, 
     assert "line 2" not in reason
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"command": []}, "`search.command`: must be a non-empty list of non-empty strings"),
+    ({"command": ["python", " "]}, "`search.command`: must be a non-empty list of non-empty strings"),
+    ({"command": ["python", "train.py"], "cross_validation": {"enabled": True}},
+     "cross_validation does not apply to a command"),
+    ({"command": ["no-such-program-here", "train.py"]}, "`search.command` runs 'no-such-program-here', which is not found"),
+])
+def test_a_bad_search_command_is_one_line_before_any_trial(tmp_path, fast_config, sqlite_url, change, message):
+    config = write_config(tmp_path / "config.yaml", small_base(fast_config), search_section(storage=sqlite_url, **change))
+    result = run_cli("ml-search", "--config", str(config), cwd=tmp_path, env=CLEAN_ENV)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "studies.db").exists()  # nothing written
+
+
 def test_import_kubetune_loads_no_torch_plotting_or_kubernetes():
     code = BLOCKER + "kubetune.trial, kubetune.Pruned\nprint(sorted(m for m in sys.modules if m.startswith(('optuna', 'pydantic'))))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
