@@ -68,8 +68,9 @@ def test_the_pruner_stops_a_script_trial_and_the_best_is_reported(tmp_path, fast
     assert by_lr[0.02].intermediate_values == {1: pytest.approx(0.02)}  # pruned at its first epoch
     assert by_lr[0.15].intermediate_values == {1: 0.15, 2: 0.15, 3: 0.15}
     assert len(trials) == 3  # the exact budget
-    best = (tmp_path / "runs" / "optuna_studies" / "unit" / "best_config.yaml").read_text()
-    assert "lr: 0.15" in best
+    best = tmp_path / "runs" / "optuna_studies" / "unit" / "best_config.yaml"
+    assert "lr: 0.15" in best.read_text()
+    assert f"(train it: {sys.executable} train.py --config {best})" in result.stdout
 
 
 def test_a_script_that_never_reports_fails_saying_so(tmp_path, fast_config, sqlite_url):

@@ -107,8 +107,10 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
         console.print(top_trials_table(study, require_search(config).metric, own_params=config_point(config)))
     print(f"trials: {written['trials_csv']}")
     if "best_config" in written:
+        command = config.search.command if config.search else None
+        trainer = shlex.join(command) if command else "ml-train"  # a script runs alone with --config
         print(f"best config: {written['best_config']} "
-              f"(train it: ml-train --config {written['best_config']})")
+              f"(train it: {trainer} --config {written['best_config']})")
         print(f"TensorBoard: tensorboard --logdir {Path(config.logging.output_dir) / study.study_name}")
         return True
     log.warning("no trial of study %s completed: no best_config.yaml in %s", study.study_name, folder)
