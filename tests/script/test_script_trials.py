@@ -73,6 +73,18 @@ def test_the_pruner_stops_a_script_trial_and_the_best_is_reported(tmp_path, fast
     assert f"(train it: {sys.executable} train.py --config {best})" in result.stdout
 
 
+def test_two_workers_run_exactly_the_studys_total_of_script_trials(tmp_path, fast_config, sqlite_url):
+    (tmp_path / "train.py").write_text(REPORTS_LR, encoding="utf-8")
+    section = search_section(storage=sqlite_url, n_trials=5, command=[sys.executable, "train.py"])
+    config = write_config(tmp_path / "config.yaml", small_base(fast_config, epochs=2), section)
+    result = run_cli("ml-search", "--config", str(config), "--n-jobs", "2", cwd=tmp_path, env=CLEAN_ENV)
+    assert result.returncode == 0, result.stderr
+    _, trials = load_trials(sqlite_url, "unit")
+    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+    workers = {t.user_attrs["kubetune.worker"] for t in trials}
+    assert len(workers) == 2  # both workers ran script trials
+
+
 def test_a_script_that_never_reports_fails_saying_so(tmp_path, fast_config, sqlite_url):
     result = _search(tmp_path, fast_config, sqlite_url, BLOCKER + "kubetune.trial()\n", n_trials=1)
     assert result.returncode == 1, result.stderr  # no trial completed
