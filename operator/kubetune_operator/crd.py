@@ -180,6 +180,10 @@ def spec_schema() -> dict[str, Any]:
                       "that it fails.", minimum=0, maximum=MAX_RETRIES, default=1),
         "image": _s("string", "Trainer image (default: the operator's --trial-image).", minLength=1,
                     pattern=IMAGE_PATTERN),
+        "command": _s("array", "The user's own training script as each trial, e.g. [python, train.py]: "
+                      "the config's search.command, run by kubetune in the trial image's working "
+                      "directory, which must hold kubetune and the script.", items=_s("string", minLength=1),
+                      minItems=1),
         "imagePullPolicy": _s("string", enum=["Always", "IfNotPresent", "Never"]),
         "imagePullSecrets": _s("array", "Names of Secrets to pull the image with.", items=_s("string")),
         "resources": _s("object", "Container resources of each trial (e.g. nvidia.com/gpu limits).",

@@ -116,6 +116,9 @@ class TrialsSpec(_Model):
     max_failed: int = Field(default=3, ge=0, le=MAX_TRIALS, alias="maxFailed")
     retries: int = Field(default=1, ge=0, le=MAX_RETRIES)
     image: ImageRef | None = None
+    # The user's own training script as each trial, run in the trial image by ml-train:
+    # it becomes the config's search.command (resolve_config).
+    command: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None, alias="imagePullPolicy"
     )
@@ -353,6 +356,8 @@ def resolve_config(raw: Mapping[str, Any], spec: StudyJobSpec) -> ResolvedConfig
     data.setdefault("logging", {})["output_dir"] = names.RESULTS_DIR
     search = data.get("search")
     dropped = bool(search and search.get("storage"))
+    if spec.trials.command is not None and isinstance(search, dict):
+        search["command"] = list(spec.trials.command)  # what the trial pods' ml-train runs
     if search and "storage" in search:
         # The storage comes from spec.storage's Secret: a URL here could carry a password.
         search.pop("storage")

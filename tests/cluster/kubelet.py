@@ -442,6 +442,8 @@ class PodWorker(threading.Thread):
                "HOSTNAME": self.name, "LANG": "C.UTF-8",
                "OMP_NUM_THREADS": "1",  # the node's share of a 2-core machine
                "KUBETUNE_TEST_KUBELET_NODE": self.node.name}
+        if os.environ.get("PYTHONPATH"):  # the "image" is the code under test (a worktree's included)
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         for source in container.get("envFrom") or []:
             for kind, key in (("configMapRef", "configmaps"), ("secretRef", "secrets")):
                 if kind in source:

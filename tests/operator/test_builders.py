@@ -9,7 +9,7 @@ import yaml
 from kubetune.config import validate_config
 from kubetune_operator import names
 from kubetune_operator.builders import best_config_map, config_map, trial_job, visualise_job
-from kubetune_operator.spec import parse_spec, resolve_config
+from kubetune_operator.spec import SpecError, parse_spec, resolve_config
 from tests.operator.schema_tools import EXAMPLES, example_documents
 
 OWNER = {
@@ -73,6 +73,31 @@ def test_trial_job_runs_one_trial_as_an_argv_list():
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"},
                                       "limits": {"cpu": "2", "memory": "2Gi"}}
     assert_restricted(pod)
+
+
+def test_spec_trials_command_is_the_search_command_the_trial_pods_read():
+    raw = _example("digits-studyjob.yaml")
+    raw["trials"].update(image="registry.example.com/team/train:1.0", command=["python", "train.py", "--amp"])
+    spec = parse_spec(raw, "digits-lr")
+    config = resolve_config(raw["config"], spec).config
+    read_by_pods = yaml.safe_load(config_map(OWNER, config)["data"][names.CONFIG_KEY])
+    assert read_by_pods["search"]["command"] == ["python", "train.py", "--amp"]
+    with pytest.raises(Exception, match="command"):
+        parse_spec({**raw, "trials": {**raw["trials"], "command": []}}, "digits-lr")
+    raw["config"]["search"]["cross_validation"] = {"enabled": True}
+    with pytest.raises(SpecError, match="cross_validation does not apply to a command"):
+        resolve_config(raw["config"], spec)
+
+
+def test_the_custom_script_studyjob_example_is_a_valid_spec():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "custom_script" / "studyjob.yaml"
+    raw = yaml.safe_load(path.read_text())["spec"]
+    spec = parse_spec(raw, "digits-script")
+    config = resolve_config(raw["config"], spec).config
+    assert config.search.command == ["python", "train.py"]
+    _validate(trial_job(OWNER, spec, "digits-script", 0, "default-image"))
 
 
 def test_trial_job_takes_the_storage_url_only_from_the_secret():

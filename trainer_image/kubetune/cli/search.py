@@ -114,8 +114,10 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
         print(f"Pareto-optimal configs: {Path(written['trials_csv']).parent / 'pareto'}")
     print(f"trials: {written['trials_csv']}")
     if "best_config" in written:
+        command = config.search.command if config.search else None
+        trainer = shlex.join(command) if command else "ml-train"  # a script runs alone with --config
         print(f"best config: {written['best_config']} "
-              f"(train it: ml-train --config {written['best_config']})")
+              f"(train it: {trainer} --config {written['best_config']})")
         print(f"TensorBoard: tensorboard --logdir {Path(config.logging.output_dir) / study.study_name}")
         return True
     log.warning("no trial of study %s completed: no best_config.yaml in %s", study.study_name, folder)
@@ -207,7 +209,7 @@ def _search(args: argparse.Namespace) -> int:
         study = load_search_study(config, url, study_name, heartbeat=False)
         return 0 if _export(config, study, output_dir, args.quiet) else 1
 
-    from kubetune.search.objective import TrialTrainer
+    from kubetune.search.objective import trial_runner
     from kubetune.search.pruners import build_pruner
     from kubetune.search.samplers import build_sampler
     from kubetune.search.study import require_startable, start_study
@@ -219,7 +221,7 @@ def _search(args: argparse.Namespace) -> int:
     if storage is not None:
         require_startable(storage, url, study_name, resume=args.resume)
     check_stop()
-    trainer = TrialTrainer(config, study_name, quiet_epochs=not args.verbose)
+    trainer = trial_runner(config, study_name, quiet_epochs=not args.verbose, storage=url)
     trainer.prepare()  # data errors stop here, before the study is written
     check_stop()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_STORAGE = "sqlite:///optuna_studies.db"
 # Sane maxima: a typo in a count must not ask for 2^63 trials (the StudyJob CRD states them too).
@@ -189,3 +189,19 @@ class SearchConfig(_Section):
     constraints: dict[str, BoundConfig] = Field(default_factory=dict)
     pick: str | None = None  # the objective best_config.yaml is best on (default: the first)
     goal: dict[str, float] = Field(default_factory=dict)
+    # The user's own training script as each trial (``["python", "train.py"]``), run
+    # from ml-search's current directory; None: kubetune's own trainer.
+    command: list[str] | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _command_words(cls, command: list[str] | None) -> list[str] | None:
+        if command is not None and (not command or not all(part.strip() for part in command)):
+            raise ValueError("must be a non-empty list of non-empty strings, e.g. [python, train.py]")
+        return command
+
+    @model_validator(mode="after")
+    def _command_without_folds(self) -> SearchConfig:
+        if self.command is not None and self.cross_validation.enabled:
+            raise ValueError("cross_validation does not apply to a command: the script trains its own folds")
+        return self

@@ -46,6 +46,11 @@ ENQUEUED = "enqueued"
 # new pod trains it again. Written by the trial pod; read by the operator, which
 # resumes the trial in a new Job or fails it.
 INTERRUPTED_ATTR = "kubetune.interrupted"
+# What a trial run by the user's own script (``search.command``) ended with, written by
+# the script through :mod:`kubetune.script`: its final value (a float), or why the pruner
+# stopped it. Read by whoever runs the script, which tells Optuna the outcome.
+FINAL_VALUE_ATTR = "kubetune.final_value"
+PRUNED_ATTR = "kubetune.pruned"
 # "<host>:<pid>" of the ``ml-search`` worker that runs the trial (it sends heartbeats).
 # Read by the ledger: such trials are the workers' to wait for.
 WORKER_ATTR = "kubetune.worker"

@@ -35,7 +35,9 @@ from optuna.trial import FrozenTrial, TrialState
 from kubetune.search.attributes import (
     FAIL_REASON_ATTR,
     FAILED_TRIAL_ATTR,
+    FINAL_VALUE_ATTR,
     INTERRUPTED_ATTR,
+    PRUNED_ATTR,
     RETRY_HISTORY_ATTR,
     RUNG_ATTR_PREFIXES,
     TARGET_ATTR,
@@ -128,7 +130,8 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, 
     system_attrs = {**kept, FAILED_TRIAL_ATTR: trial.number,
                     RETRY_HISTORY_ATTR: [*trial.system_attrs.get(RETRY_HISTORY_ATTR, ()), trial.number]}
     if user_attrs is None:
-        user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR)}
+        user_attrs = {k: v for k, v in trial.user_attrs.items()
+                      if k not in (WORKER_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR, FINAL_VALUE_ATTR, PRUNED_ATTR)}
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING,
         params=dict(params if params is not None else trial.params),

@@ -169,6 +169,17 @@ class EpochReporter:
             self._prune(running)
 
 
+def trial_runner(config: Config, study_name: str, *, quiet_epochs: bool = False,
+                 storage: str | None = None) -> TrialTrainer:
+    """What trains the study's trials: the user's script (``search.command``) or kubetune's trainer."""
+    search = require_search(config)
+    if search.command is not None:
+        from kubetune.script.runner import ScriptTrials
+
+        return ScriptTrials(config, study_name, quiet_epochs=quiet_epochs, storage=storage)
+    return TrialTrainer(config, study_name, quiet_epochs=quiet_epochs)
+
+
 class TrialTrainer:
     """Trains trials of one study; data is loaded once per process and reused."""
 
@@ -182,6 +193,10 @@ class TrialTrainer:
         self._data: dict[tuple[str, int], DataSplits] = {}
         self._folds: dict[tuple[str, int], list[DataSplits]] = {}
         self.reporter: EpochReporter | ObjectivesReporter | None = None  # the running trial's
+
+    def stopped_at(self, trial: optuna.Trial) -> str | None:
+        """Where the running trial stopped training ("epoch 4"), None before its first epoch."""
+        return self.reporter.where if self.reporter else None
 
     def trial_config(self, params: Mapping[str, Any]) -> Config:
         """The config one trial trains: params and the trial-only shortcuts applied."""

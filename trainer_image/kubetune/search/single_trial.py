@@ -53,7 +53,7 @@ def parse_trial_spec(spec: str) -> tuple[str, int]:
 
 def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
     """Train trial ``spec`` of its study; 0 for COMPLETE or PRUNED, 1 for FAIL, 143 for SIGTERM."""
-    from kubetune.search.objective import TrialTrainer, fail_reason
+    from kubetune.search.objective import fail_reason, trial_runner
 
     search = check_search(config)
     study_name, number = parse_trial_spec(spec)
@@ -72,7 +72,7 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
         raise UsageError(f"trial {number} of {study_name} was claimed by another worker")
 
     trial = optuna.trial.Trial(study, trial_id)
-    trainer = TrialTrainer(config, study_name)
+    trainer = trial_runner(config, study_name, storage=url)
     state, value = TrialState.FAIL, None
     with SigtermGuard() as guard:
         try:
@@ -86,7 +86,7 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
             state = TrialState.PRUNED
             print(f"trial {number}: {exc}", file=sys.stderr)
         except Terminated:
-            where = trainer.reporter.where if trainer.reporter else None
+            where = trainer.stopped_at(trial)
             # Stopped again before taking over the last pod's epochs: it stopped where that did.
             reason = f"{TERMINATED} after {where}" if where else \
                 frozen.user_attrs.get(INTERRUPTED_ATTR) or f"{TERMINATED} before its first epoch"

@@ -108,13 +108,13 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
 
     ``trainer`` (a prepared ``TrialTrainer``) saves loading the data a second time.
     """
-    from kubetune.search.objective import INTERRUPTED, TrialTrainer
+    from kubetune.search.objective import INTERRUPTED, trial_runner
 
     search = config.search
     assert search is not None
     study = load_search_study(config, url, study_name)
     if trainer is None:
-        trainer = TrialTrainer(config, study_name, quiet_epochs=quiet_epochs)
+        trainer = trial_runner(config, study_name, quiet_epochs=quiet_epochs, storage=url)
         trainer.prepare()
     lock = StudyLock(url, study_name)
     with lock:
