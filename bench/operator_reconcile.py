@@ -189,7 +189,7 @@ def _restarts(api, studyjobs: list[str], rounds: int) -> dict[str, float]:
             times[mode].append((time.perf_counter() - start) * 1000)
             rt.pool.shutdown()
             for storage in rt._storages.values():
-                storage.engine.dispose()
+                getattr(storage, "rdb", storage).engine.dispose()  # behind the outage-riding wrapper
     studies.preload_trials = preload
     return {mode: statistics.median(values) for mode, values in times.items()}
 
