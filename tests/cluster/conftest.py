@@ -21,6 +21,7 @@ from tests.cluster.controlplane import ControlPlane, build_binaries, environment
 from tests.cluster.kubelet import NodeSpec, TestKubelet
 from tests.cluster.kueue import Kueue, build_kueue
 from tests.conftest import missing_service
+from tests.search.own_postgres import OwnPostgres, missing_binaries, own_postgres_server
 
 NODES = [
     NodeSpec("node-a"),
@@ -133,3 +134,15 @@ def storage(kube: Cluster, postgres_url: str) -> str:
     """Secret ``kubetune-postgres`` (key ``url``) naming a fresh PostgreSQL database."""
     kube.secret("kubetune-postgres", {"url": postgres_url})
     return postgres_url
+
+
+@pytest.fixture
+def own_storage(kube: Cluster) -> Iterator[OwnPostgres]:
+    """Secret ``kubetune-postgres`` (key ``url``) naming a PostgreSQL server of the test's own,
+    which the test may stop and start (``storage`` names the shared one)."""
+    reason = missing_binaries()
+    if reason:
+        missing_service(f"{reason}; install the postgresql package")
+    with own_postgres_server() as server:
+        kube.secret("kubetune-postgres", {"url": server.url})
+        yield server

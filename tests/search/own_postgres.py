@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -15,6 +18,14 @@ def _bin(name: str) -> str:
     if not found:
         raise RuntimeError(f"no PostgreSQL {name} under /usr/lib/postgresql/*/bin")
     return found[-1]
+
+
+def missing_binaries() -> str | None:
+    """Why no server of a test's own can run here (no initdb or pg_ctl), or None."""
+    for name in ("initdb", "pg_ctl"):
+        if not glob.glob(f"/usr/lib/postgresql/*/bin/{name}"):
+            return f"no PostgreSQL {name} under /usr/lib/postgresql/*/bin"
+    return None
 
 
 def _free_port() -> int:
@@ -61,3 +72,19 @@ class OwnPostgres:
             self._run(_bin("pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate")
         except RuntimeError:
             pass  # already stopped
+
+
+@contextlib.contextmanager
+def own_postgres_server() -> Iterator[OwnPostgres]:
+    """A started :class:`OwnPostgres` in a folder of its own, stopped and removed afterwards."""
+    # Not under pytest's tmp_path: the server runs as the postgres user, which may not enter it.
+    folder = Path(tempfile.mkdtemp(prefix="kubetune-pg-"))
+    server: OwnPostgres | None = None
+    try:
+        server = OwnPostgres(folder)
+        server.start()
+        yield server
+    finally:
+        if server is not None:
+            server.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -35,6 +35,7 @@ from kubetune.search.checks import check_search
 from kubetune.search.interruption import TERMINATED_EXIT, SigtermGuard, Terminated
 from kubetune.search.ledger import record_fail_reason
 from kubetune.search.optuna_internals import storage_of, trial_id_by_number
+from kubetune.search.outage import Outage
 from kubetune.search.storage import mask_url, resolve_storage_url
 from kubetune.search.study import load_search_study
 
@@ -58,7 +59,9 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
     search = check_search(config)
     study_name, number = parse_trial_spec(spec)
     url = resolve_storage_url(storage, search)
-    study = load_search_study(config, url, study_name, heartbeat=False)
+    # The operator asked this trial while the storage answered: a pod that starts during
+    # an outage waits it out (up to $KUBETUNE_STORAGE_OUTAGE) instead of failing the trial.
+    study = Outage(mask_url(url)).run(lambda: load_search_study(config, url, study_name, heartbeat=False))
     stored = storage_of(study)
     try:
         trial_id = trial_id_by_number(study, number)
