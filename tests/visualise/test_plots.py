@@ -9,7 +9,7 @@ import warnings
 import optuna
 import pytest
 
-from kubetune.errors import KubetuneError, UsageError
+from kubetune.errors import UsageError
 from kubetune.visualise import (
     PLOT_TYPES,
     ChromiumMissing,
@@ -191,10 +191,3 @@ def test_png_sizes_grow_with_the_panels_a_plot_draws():
     assert png_size("contour", 2) == PNG_SIZE
     assert png_size("contour", 4) == (1280, 1280)
     assert png_size("contour", 40) == (3200, 3200)
-
-
-def test_a_multi_objective_study_is_refused(tmp_path):
-    study = optuna.create_study(storage=_storage(tmp_path), study_name="two", directions=["maximize", "minimize"])
-    study.add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))
-    with pytest.raises(KubetuneError, match="2 objectives"):
-        summarise(study)

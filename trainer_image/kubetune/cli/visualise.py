@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.add_argument("--config", "-c", help="kubetune config: study name, storage and output_dir")
     study.add_argument(
-        "--plot-type", nargs="+", action="extend", choices=(*PLOT_TYPES, "all"), metavar="TYPE",
-        help=f"one or more of: {', '.join(PLOT_TYPES)}, all (default: all)",
+        "--plot-type", nargs="+", action="extend", choices=(*PLOT_TYPES, "pareto_front", "all"), metavar="TYPE",
+        help=f"one or more of: {', '.join(PLOT_TYPES)}, pareto_front (several objectives; the others "
+             "are drawn once per objective), all (default: all)",
     )
     study.add_argument(
         "--params", nargs="+", metavar="NAME",
@@ -109,9 +110,10 @@ def _resolve_format(requested: str | None) -> str:
     return "both"
 
 
-def _plot_types(requested: list[str] | None) -> list[str]:
+def _plot_types(requested: list[str] | None) -> list[str] | None:
+    """The plot types asked for; None for every one the study's shape has."""
     if not requested or "all" in requested:
-        return list(PLOT_TYPES)
+        return None
     return list(dict.fromkeys(requested))
 
 
@@ -119,6 +121,7 @@ def _run_search(args: argparse.Namespace) -> int:
     import optuna
 
     from kubetune.config import resolve_config
+    from kubetune.search.pareto import values_text
     from kubetune.search.storage import resolve_storage_url
     from kubetune.visualise import open_study, render_study, resolve_params, study_param_names
     from kubetune.visualise.study_info import counts_text
@@ -142,8 +145,6 @@ def _run_search(args: argparse.Namespace) -> int:
     study = open_study(url, study_name)
     params = resolve_params(args.params, study_param_names(study)) if args.params else None
     fmt = _resolve_format(args.format)
-    if len(study.directions) > 1:
-        return _report_pareto(study, output, fmt)
     try:
         report = render_study(
             study, output, plot_types=_plot_types(args.plot_type), params=params, fmt=fmt,
@@ -160,28 +161,17 @@ def _run_search(args: argparse.Namespace) -> int:
         ) from None
     summary = report.summary
     states = f"{summary.n_trials} trial{'' if summary.n_trials == 1 else 's'}: {counts_text(summary.counts)}"
-    if summary.best_trial is None:
+    if summary.front is not None:
+        print(f"study {summary.name}: Pareto front of {len(summary.front)} trial(s) ({states})")
+        for trial in summary.front:
+            print(f"  trial #{trial.number}: {values_text(study, trial)}")
+    elif summary.best_trial is None:
         print(f"study {summary.name}: no completed trial yet ({states})")
     else:
         print(f"study {summary.name}: best {summary.metric}={summary.best_trial.value:.6g} "
               f"(trial #{summary.best_trial.number}; {states})")
     for plot_type, reason in report.skipped.items():
         print(f"skipped {plot_type}: {reason}", file=sys.stderr)
-    print(f"wrote {len(report.files)} plot(s) ({fmt}) to {output}; report: {report.index}")
-    return 0
-
-
-def _report_pareto(study, output: Path, fmt: str) -> int:
-    """A study of several objectives: the Pareto front and per-objective plots."""
-    from kubetune.search.pareto import values_text
-    from kubetune.visualise.pareto_report import render_pareto
-
-    report = render_pareto(study, output, fmt)
-    print(f"study {study.study_name}: Pareto front of {len(report.front)} trial(s)")
-    for trial in report.front:
-        print(f"  trial #{trial.number}: {values_text(study, trial)}")
-    for stem, reason in report.skipped.items():
-        print(f"skipped {stem}: {reason}", file=sys.stderr)
     print(f"wrote {len(report.files)} plot(s) ({fmt}) to {output}; report: {report.index}")
     return 0
 

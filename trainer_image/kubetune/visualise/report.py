@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 TITLES = {
+    "pareto_front": "Pareto front",
     "optimization_history": "Optimization history",
     "param_importances": "Parameter importances (fANOVA, beside optuna-dashboard's PED-ANOVA)",
     "slice": "Slice",
@@ -52,6 +53,26 @@ def _table(header: list[str], rows: list[list[Any]], numeric: set[int] | None = 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def title(name: str) -> str:
+    """A figure's heading: its plot type's title, with the objective for one of several."""
+    if name in TITLES:
+        return TITLES[name]
+    kind = next((k for k in TITLES if name.startswith(f"{k}_")), None)
+    return f"{TITLES[kind]}: {name[len(kind) + 1:]}" if kind else name
+
+
+def _front_html(summary: StudySummary) -> str:
+    front = summary.front or []
+    names = summary.param_names
+    rows = [[t.number, *t.values, *(t.params.get(p) for p in names)] for t in front]
+    numeric = set(range(1 + len(summary.objectives)))
+    table = _table(["trial", *summary.objectives, *names], rows, numeric)
+    return f"""<h2 id="front">Pareto front</h2>
+<p>{len(front)} Pareto-optimal trials ({html.escape(summary.direction)}): no other trial is as good on every
+objective and better on one.</p>
+{table}"""
+
+
 def _best_html(summary: StudySummary) -> str:
     best = summary.best_trial
     if best is None:
@@ -65,6 +86,12 @@ def _best_html(summary: StudySummary) -> str:
 
 def _summary_html(summary: StudySummary) -> str:
     counts = _table(["state", "trials"], [[s, n] for s, n in summary.counts.items()], {1})
+    if summary.front is not None:
+        return f"""
+{_front_html(summary)}
+<h2 id="trials">Trials by state</h2>
+<p>{summary.n_trials} trials in all.</p>
+{counts}"""
     names = summary.param_names
     rows = []
     for trial in summary.top_trials:
@@ -83,7 +110,7 @@ def _summary_html(summary: StudySummary) -> str:
 def _plot_section(
     plot_type: str, figure: go.Figure, files: Mapping[str, Path], embed_interactive: bool, stamp: str = "",
 ) -> str:
-    title = html.escape(TITLES.get(plot_type, plot_type))
+    heading = html.escape(title(plot_type))
     links = " · ".join(
         f'<a href="{html.escape(path.name)}">{kind.upper()}</a>' for kind, path in files.items()
     )
@@ -93,11 +120,11 @@ def _plot_section(
             config={"displaylogo": False},
         )
     elif "png" in files:
-        body = f'<img src="{html.escape(files["png"].name)}" alt="{title}" style="max-width:100%">'
+        body = f'<img src="{html.escape(files["png"].name)}" alt="{heading}" style="max-width:100%">'
     else:
         body = ""
     when = f'<span class="stamp">{html.escape(stamp)}</span> · ' if stamp else ""
-    return f'<section class="plot" id="{plot_type}"><h3>{title}</h3><p>{when}{links}</p>{body}</section>'
+    return f'<section class="plot" id="{plot_type}"><h3>{heading}</h3><p>{when}{links}</p>{body}</section>'
 
 
 def write_index(
@@ -129,7 +156,7 @@ def write_index(
         )
         skipped_html = f'<h2 id="skipped">Skipped plots</h2><ul>{items}</ul>'
     notes_html = "".join(f'<p class="skipped">{html.escape(n)}</p>' for n in notes or [])
-    nav = "".join(f'<a href="#{t}">{html.escape(TITLES.get(t, t))}</a>' for t in figures)
+    nav = "".join(f'<a href="#{t}">{html.escape(title(t))}</a>' for t in figures)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name = html.escape(summary.name)
     page = f"""<!DOCTYPE html>

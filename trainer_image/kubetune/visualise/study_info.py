@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from kubetune.errors import KubetuneError, UsageError
+from kubetune.errors import UsageError
 from kubetune.search.storage import make_storage, mask_url
 
 STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -63,6 +63,9 @@ class StudySummary:
     best_trial: FrozenTrial | None  # None until a trial completes
     top_trials: list[FrozenTrial]
     param_names: list[str]
+    # Several objectives: their names, and the Pareto-optimal trials (no best trial, no top).
+    objectives: list[str] = field(default_factory=list)
+    front: list[FrozenTrial] | None = None
 
     @property
     def n_trials(self) -> int:
@@ -73,14 +76,20 @@ def summarise(study: optuna.Study, top: int = 10, default_metric: str = "value")
     """Counts by state, the best trial and the ``top`` completed trials, best first.
 
     A study without a completed trial (all pruned, failed or still running) has no
-    best trial; the report says so and draws what it can.
+    best trial; the report says so and draws what it can. A study of several objectives
+    has its Pareto front instead of a best trial and a top.
     """
-    if len(study.directions) > 1:
-        raise KubetuneError(
-            f"study `{study.study_name}` has {len(study.directions)} objectives; "
-            "ml-visualise draws single-objective studies"
-        )
     trials = study.get_trials(deepcopy=False)
+    param_names = sorted({name for t in trials for name in t.params})
+    if len(study.directions) > 1:
+        from kubetune.search import pareto
+
+        names = pareto.objective_names(study)
+        return StudySummary(
+            name=study.study_name, direction=", ".join(d.name.lower() for d in study.directions),
+            metric=", ".join(names), counts=state_counts(trials), best_trial=None, top_trials=[],
+            param_names=param_names, objectives=names,
+            front=pareto.front(study))
     complete = [
         t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
     ]
@@ -93,7 +102,8 @@ def summarise(study: optuna.Study, top: int = 10, default_metric: str = "value")
         counts=state_counts(trials),
         best_trial=ranked[0] if ranked else None,
         top_trials=ranked[:top],
-        param_names=sorted({name for t in trials for name in t.params}),
+        param_names=param_names,
+        objectives=[metric_name(study, default_metric)],
     )
 
 

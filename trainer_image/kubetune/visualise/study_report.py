@@ -1,4 +1,9 @@
-"""Everything ``ml-visualise --mode search`` writes for one study, in one call."""
+"""Everything ``ml-visualise --mode search`` writes for one study, in one call.
+
+A study of several objectives is the same report: Optuna's Pareto-front plot, then
+each plot of an objective's values once per objective, and the front listed in place
+of the best trial.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from kubetune.visualise.export import (
     wants_png,
     write_figures,
 )
-from kubetune.visualise.plots import PLOT_TYPES, build_figures
+from kubetune.visualise.plots import PARETO_FRONT, PLOT_TYPES, build_figures, figure_names
 from kubetune.visualise.report import write_index
 from kubetune.visualise.study_info import StudySummary, summarise
 
@@ -70,7 +75,7 @@ def render_study(
     study: optuna.Study,
     output_dir: Path,
     *,
-    plot_types: Sequence[str] = PLOT_TYPES,
+    plot_types: Sequence[str] | None = None,
     params: Sequence[str] | None = None,
     fmt: str = "both",
     top: int = 10,
@@ -78,6 +83,9 @@ def render_study(
     keep_others: bool = False,
 ) -> StudyReport:
     """Write ``<type>.html``/``<type>.png`` for each drawable plot, and ``index.html``.
+
+    ``plot_types``: None for every plot the study's shape has; a study of several
+    objectives names a plot of one objective's values ``<type>_<objective>``.
 
     ``params`` are dotted keys; ``default_metric`` names the objective of a study that
     records no metric name (one the operator created from a config's ``search.metric``).
@@ -102,16 +110,16 @@ def render_study(
         raise NothingToPlot(f"no plot of study {summary.name} could be drawn: {why}", drawn.skipped)
     report = StudyReport(output_dir=ensure_output_dir(output_dir), summary=summary, skipped=drawn.skipped)
     jobs = [
-        PngJob(figure, output_dir / f"{plot_type}.png", *png_size(plot_type, len(drawn.params)))
-        for plot_type, figure in drawn.figures.items()
+        PngJob(figure, output_dir / f"{name}.png", *png_size(drawn.kinds[name], len(drawn.params)))
+        for name, figure in drawn.figures.items()
     ]
     report.files, png_error = write_figures(jobs, fmt, chromium)
     notes = [f"PNG files were not written: {png_error}"] if png_error else []
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     fresh = {name: report_state.record(figure, report.files.get(name, {}), now, summary.counts, drawn.params)
              for name, figure in drawn.figures.items()}
-    shown = report_state.merge(output_dir, report_state.load(output_dir), fresh, PLOT_TYPES,
-                               keep_others=keep_others)
+    order = figure_names(study, (PARETO_FRONT, *PLOT_TYPES))
+    shown = report_state.merge(output_dir, report_state.load(output_dir), fresh, order, keep_others=keep_others)
     report_state.save(output_dir, shown)
     figures = {name: drawn.figures[name] if name in drawn.figures else entry.load_figure()
                for name, entry in shown.items()}
