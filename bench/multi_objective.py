@@ -15,22 +15,35 @@ It prints the mean hypervolume of each method's front (Optuna's
 largest value, reference point (1, 1.05)) after 50, 100, 200 and 300 epochs with
 standard errors over the seeds, the difference of ``pruned`` and ``tpe`` with its
 standard error, and the ratio of the epochs ``pruned`` needs to reach the
-hypervolume ``tpe`` has at 300 epochs (mean over seeds that reach it).
+hypervolume ``tpe`` has at 300 epochs (mean over the seeds that reach it; how many
+reach it within 150 epochs, the target's half).
 
-The problem is a surrogate, not training: real training of 300 epochs x 3 methods x
-seeds does not fit the shared CPU this bench was written on. Each trial draws a
-learning rate (log 1e-4..1) and a width (8..128, log): its accuracy curve rises to a
-final accuracy that peaks at lr 0.05 and grows with the width, at a speed set by the
-learning rate, with per-epoch noise; its latency grows with the width squared and is
-known from the first epoch, as a model's latency is. The curve shapes follow what the
-digits search in bench/search_efficiency.py shows (early epochs rank learning rates,
-small learning rates converge late); figures: docs/benchmarks.md.
+The problems are surrogates, not training: real training of 300 epochs x 3 methods x
+seeds does not fit the shared CPU this bench was written on. In both, a trial's
+accuracy rises from chance towards a final accuracy with a time constant set by the
+learning rate, with per-epoch noise; a large learning rate leads in the first epochs
+and ends lower, so the curves cross (as the digits search in
+bench/search_efficiency.py shows: small learning rates converge late); latency grows
+with the width squared and is known from the first epoch, as a model's latency is.
+
+- ``lr-width``     a learning rate (log 1e-4..1) and a width (8..128, log): the final
+                   accuracy peaks at lr 0.05 and grows with the width
+- ``five-params``  also weight decay, dropout and the batch size; the best learning
+                   rate falls as the width grows and rises with the batch size, a
+                   learning rate 6 times too large diverges (accuracy stays at chance),
+                   weight decay and dropout have an optimum and slow the rise
+
+``--rule`` swaps the pruning rule for a comparison: ``sorted-halving`` keeps the best
+third of a rung's trials by non-dominated rank, then crowding distance (NSGA-II's
+order); ``front-only`` keeps only the rung's Pareto front. ``--min-resource`` moves the
+first rung.
 
 ``--measurement-cost`` instead trains small_cnn on the digits sample for 3 epochs at
 8x8 and 32x32 and prints what measuring its costs (latency above all) took against the
 run's training seconds.
 
-    python bench/multi_objective.py --seeds 10
+    python bench/multi_objective.py --seeds 20
+    python bench/multi_objective.py --seeds 20 --rule sorted-halving
     python bench/multi_objective.py --measurement-cost
 """
 
@@ -40,15 +53,19 @@ import argparse
 import math
 import statistics
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 from optuna._hypervolume import compute_hypervolume
+from optuna.study import StudyDirection
+from optuna.study._multi_objective import _fast_non_domination_rank
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer_image"))
 
-from kubetune.search.pareto_pruner import ParetoHalvingPruner  # noqa: E402
+from kubetune.search.pareto_pruner import ParetoHalvingPruner, dominates  # noqa: E402
 from kubetune.search.samplers import TPE_EI_CANDIDATES, TPE_STARTUP_TRIALS  # noqa: E402
 
 EPOCHS = 20
@@ -57,21 +74,92 @@ MAX_LATENCY = 0.05 + 1.0
 REFERENCE = np.array([1.0, 1.05])
 
 
-def final_accuracy(lr: float, width: int) -> float:
-    acc = 0.98 - 0.12 * math.log10(lr / 0.05) ** 2 - 0.12 * math.exp(-width / 24)
-    return min(0.99, max(0.1, acc))
+@dataclass(frozen=True)
+class Problem:
+    """A surrogate search: draws a trial's params, returns its accuracy per epoch and its latency."""
+
+    name: str
+    draw: Callable[[optuna.Trial, np.random.Generator], tuple[list[float], float]]
 
 
-def curve(lr: float, width: int, rng: np.random.Generator) -> list[float]:
-    """Accuracy after each epoch: slow to rise for a small learning rate."""
-    top = final_accuracy(lr, width)
-    tau = min(40.0, max(1.0, 2.0 * math.sqrt(0.05 / lr)))
-    return [float(min(0.999, 0.1 + (top - 0.1) * (1 - math.exp(-e / tau)) + rng.normal(0, 0.005)))
+def rising(top: float, tau: float, rng: np.random.Generator, noise: float = 0.005) -> list[float]:
+    """Accuracy after each epoch: from chance (0.1) towards ``top`` with time constant ``tau``."""
+    return [float(min(0.999, 0.1 + (top - 0.1) * (1 - math.exp(-e / tau)) + rng.normal(0, noise)))
             for e in range(1, EPOCHS + 1)]
 
 
 def latency(width: int) -> float:
     return 0.05 + (width / 128) ** 2
+
+
+def lr_width(trial: optuna.Trial, rng: np.random.Generator) -> tuple[list[float], float]:
+    """Two params: the final accuracy peaks at lr 0.05 and grows with the width; a small
+    learning rate is slow to rise, a large one leads early and ends lower."""
+    lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+    width = trial.suggest_int("width", 8, 128, log=True)
+    top = min(0.99, max(0.1, 0.98 - 0.12 * math.log10(lr / 0.05) ** 2 - 0.12 * math.exp(-width / 24)))
+    tau = min(40.0, max(1.0, 2.0 * math.sqrt(0.05 / lr)))
+    return rising(top, tau, rng), latency(width)
+
+
+def five_params(trial: optuna.Trial, rng: np.random.Generator) -> tuple[list[float], float]:
+    """Five params, as a real search space: the best learning rate falls as the width
+    grows, a learning rate too large diverges (accuracy stays at chance), weight decay
+    and dropout have an optimum and slow the rise, and the batch size barely matters."""
+    lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+    width = trial.suggest_int("width", 8, 128, log=True)
+    decay = trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)
+    dropout = trial.suggest_float("dropout", 0.0, 0.6)
+    batch = trial.suggest_categorical("batch_size", [32, 64, 128, 256])
+    best_lr = 0.05 * math.sqrt(32 / width) * math.sqrt(batch / 64)
+    if lr > 6 * best_lr:  # diverges: noise around chance
+        return [float(0.1 + abs(rng.normal(0, 0.01))) for _ in range(EPOCHS)], latency(width)
+    top = (0.98 - 0.12 * math.log10(lr / best_lr) ** 2 - 0.12 * math.exp(-width / 24)
+           - 0.015 * math.log10(decay / 1e-4) ** 2 - 0.2 * (dropout - 0.15) ** 2)
+    tau = min(40.0, max(1.0, 2.0 * math.sqrt(best_lr / lr) * (1 + dropout) * (1 + 20 * decay)))
+    return rising(min(0.99, max(0.1, top)), tau, rng, noise=0.01), latency(width)
+
+
+class FrontOnly(ParetoHalvingPruner):
+    """Stricter: a trial continues only on the rung's Pareto front."""
+
+    def continues(self, values: Sequence[float], others: Sequence[Sequence[float]],
+                  directions: Sequence[StudyDirection]) -> bool:
+        return not any(dominates(other, values, directions) for other in others)
+
+
+class SortedHalving(ParetoHalvingPruner):
+    """NSGA-II's order as successive halving: the best third of the rung's trials by
+    non-dominated rank, then crowding distance, continue."""
+
+    def continues(self, values: Sequence[float], others: Sequence[Sequence[float]],
+                  directions: Sequence[StudyDirection]) -> bool:
+        signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in directions]
+        losses = np.array([values, *others], dtype=float) * signs
+        keep = max(1, math.ceil(len(losses) / self.reduction_factor))
+        ranks = _fast_non_domination_rank(losses)
+        ahead = int(np.sum(ranks < ranks[0]))
+        same = np.flatnonzero(ranks == ranks[0])
+        if ahead + len(same) <= keep or ahead >= keep:
+            return ahead < keep
+        crowd = crowding(losses[same])
+        return ahead + int(np.sum(crowd > crowd[0])) < keep  # same[0] is this trial
+
+
+def crowding(losses: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance of each point among ``losses``."""
+    distance = np.zeros(len(losses))
+    for k in range(losses.shape[1]):
+        order = np.argsort(losses[:, k])
+        span = float(losses[order[-1], k] - losses[order[0], k]) or 1.0
+        distance[order[[0, -1]]] = np.inf
+        distance[order[1:-1]] += (losses[order[2:], k] - losses[order[:-2], k]) / span
+    return distance
+
+
+RULES: dict[str, type[ParetoHalvingPruner]] = {
+    "dominated-share": ParetoHalvingPruner, "front-only": FrontOnly, "sorted-halving": SortedHalving}
+PROBLEMS = {p.name: p for p in (Problem("lr-width", lr_width), Problem("five-params", five_params))}
 
 
 def hypervolume(points: list[tuple[float, float]]) -> float:
@@ -81,7 +169,8 @@ def hypervolume(points: list[tuple[float, float]]) -> float:
     return float(compute_hypervolume(losses, REFERENCE))
 
 
-def run(method: str, seed: int, budget: int) -> list[tuple[int, float, float]]:
+def run(method: str, seed: int, budget: int, problem: Problem = PROBLEMS["lr-width"],
+        pruner_of: Callable[[], ParetoHalvingPruner] = ParetoHalvingPruner) -> list[tuple[int, float, float]]:
     """(epochs spent when the trial ended, accuracy, latency) of every COMPLETE trial."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     sampler: optuna.samplers.BaseSampler
@@ -90,15 +179,13 @@ def run(method: str, seed: int, budget: int) -> list[tuple[int, float, float]]:
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                              n_startup_trials=TPE_STARTUP_TRIALS, n_ei_candidates=TPE_EI_CANDIDATES)
-    pruner = ParetoHalvingPruner() if method == "pruned" else None
+    pruner = pruner_of() if method == "pruned" else None
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     rng = np.random.default_rng(seed + 10_000)
     spent, done = 0, []
     while spent < budget:
         trial = study.ask()
-        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
-        width = trial.suggest_int("width", 8, 128, log=True)
-        accs, lat = curve(lr, width, rng), latency(width)
+        accs, lat = problem.draw(trial, rng)
         best, pruned = 0.0, False
         for epoch, acc in enumerate(accs, 1):
             spent += 1
@@ -156,19 +243,12 @@ def measurement_cost() -> None:
                   f"latency_batch_ms {costs['latency_batch_ms']:.2f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--budget", type=int, default=600, help="epochs per search (the last checkpoint is 300)")
-    parser.add_argument("--measurement-cost", action="store_true", help="time the cost measurement instead")
-    args = parser.parse_args(argv)
-    if args.measurement_cost:
-        measurement_cost()
-        return 0
+def compare(problem: Problem, seeds: int, budget: int, pruner_of: Callable[[], ParetoHalvingPruner]) -> None:
+    """Print the three methods' hypervolumes at the checkpoints and the epochs ratio."""
     methods = ("pruned", "tpe", "random")
     runs: dict[str, list[list[tuple[int, float, float]]]] = {
-        m: [run(m, seed, args.budget) for seed in range(args.seeds)] for m in methods}
-    print(f"hypervolume of the front (mean ± standard error over {args.seeds} seeds)")
+        m: [run(m, seed, budget, problem, pruner_of) for seed in range(seeds)] for m in methods}
+    print(f"{problem.name}: hypervolume of the front (mean ± standard error over {seeds} seeds)")
     print("epochs  " + "  ".join(f"{m:>15}" for m in methods) + "   pruned - tpe")
     for epochs in CHECKPOINTS:
         cells = []
@@ -185,8 +265,28 @@ def main(argv: list[str] | None = None) -> int:
             ratios.append(reached / 300)
     if ratios:
         mean, se = mean_se(ratios)
+        half = sum(r <= 0.5 for r in ratios)
         print(f"epochs pruned needs for tpe's hypervolume at 300 epochs: {mean:.2f} x 300 ± {se:.2f} "
-              f"({len(ratios)} of {args.seeds} seeds reach it within {args.budget})")
+              f"({len(ratios)} of {seeds} seeds reach it within {budget}, {half} within 150)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=600, help="epochs per search (the last checkpoint is 300)")
+    parser.add_argument("--problem", action="append", choices=sorted(PROBLEMS),
+                        help="the surrogate problem (repeatable; default: every one)")
+    parser.add_argument("--rule", choices=sorted(RULES), default="dominated-share",
+                        help="the pruning rule (dominated-share is kubetune's; the others are for comparison)")
+    parser.add_argument("--min-resource", type=int, help="the first rung's epoch (default: kubetune's, 2 of 20)")
+    parser.add_argument("--measurement-cost", action="store_true", help="time the cost measurement instead")
+    args = parser.parse_args(argv)
+    if args.measurement_cost:
+        measurement_cost()
+        return 0
+    for name in args.problem or list(PROBLEMS):
+        compare(PROBLEMS[name], args.seeds, args.budget,
+                lambda: RULES[args.rule](min_resource=args.min_resource))
     return 0
 
 

@@ -93,5 +93,10 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
             return True
         others = [t.system_attrs[key]["values"] for t in study.get_trials(deepcopy=False)
                   if t.number != trial.number and key in t.system_attrs and t.system_attrs[key].get("feasible", True)]
-        return not survives(values, others, study.directions, self.reduction_factor)
+        return not self.continues(values, others, study.directions)
+
+    def continues(self, values: Sequence[float], others: Sequence[Sequence[float]],
+                  directions: Sequence[StudyDirection]) -> bool:
+        """The rule: :func:`survives` (bench/multi_objective.py compares others by overriding it)."""
+        return survives(values, others, directions, self.reduction_factor)
 
