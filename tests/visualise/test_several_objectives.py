@@ -99,3 +99,36 @@ def test_pngs_of_a_multi_objective_study(tmp_path):
     assert sorted(report.files) == ["pareto_front", "slice_latency_ms", "slice_val_acc"]
     for paths in report.files.values():
         assert paths["png"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_each_objectives_importances_show_the_dashboards_values_for_it(tmp_path, monkeypatch):
+    import random
+
+    from optuna_dashboard import _importance
+    from optuna_dashboard._importance import get_param_importance_from_trials_cache
+    from optuna_dashboard._inmemory_cache import InMemoryCache
+
+    # optuna-dashboard caches importances by study id and trial count, process-wide.
+    monkeypatch.setattr(_importance, "param_importance_cache", {})
+
+    from kubetune.visualise.plots import DASHBOARD_METHOD, importances_figure
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(24):
+        lr, width = 10 ** rng.uniform(-4, 0), rng.randint(8, 128)
+        rows.append((lr, width, 0.95 - abs(lr - 0.05) + rng.uniform(0, 0.01), width ** 2 / 1000 + rng.uniform(0, 0.1)))
+    url = f"sqlite:///{tmp_path / 'mo.db'}"
+    study = _study(url, rows)
+    storage = optuna.storages.get_storage(url)
+    study_id = storage.get_study_id_from_name("mo")
+    for objective, name in enumerate(("val_acc", "latency_ms")):
+        fanova, ped = importances_figure(study, None, name, objective).data
+        assert DASHBOARD_METHOD in ped.name
+        shown = get_param_importance_from_trials_cache(InMemoryCache(), storage, study_id, objective,
+                                                       storage.get_all_trials(study_id))
+        assert dict(zip(ped.y, ped.x, strict=True)) == pytest.approx(
+            {item["name"]: item["importance"] for item in shown})
+    # The objectives rank the params apart: the lr decides val_acc, the width latency_ms.
+    assert list(importances_figure(study, None, "val_acc", 0).data[0].y)[-1] == "optimizer.lr"
+    assert list(importances_figure(study, None, "latency_ms", 1).data[0].y)[-1] == "model.width"

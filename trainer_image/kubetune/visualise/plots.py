@@ -80,13 +80,15 @@ REPORT_METHOD = "fANOVA"
 DASHBOARD_METHOD = "PED-ANOVA"
 
 
-def dashboard_importances(study: optuna.Study, params: Sequence[str] | None = None) -> dict[str, float]:
-    """The importances optuna-dashboard shows: PED-ANOVA with its defaults, the objective
-    turned into a loss for a maximised study as the dashboard does; empty when it cannot."""
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+def dashboard_importances(study: optuna.Study, params: Sequence[str] | None = None,
+                          objective: int = 0) -> dict[str, float]:
+    """The importances optuna-dashboard shows for the ``objective``-th objective: PED-ANOVA
+    with its defaults, the objective turned into a loss where it is maximised as the
+    dashboard does; empty when it cannot."""
+    sign = -1.0 if study.directions[objective] == optuna.study.StudyDirection.MAXIMIZE else 1.0
 
     def loss(trial: FrozenTrial) -> float:
-        return sign * float(trial.values[0])
+        return sign * float(trial.values[objective])
 
     try:
         with warnings.catch_warnings():
@@ -100,18 +102,18 @@ def dashboard_importances(study: optuna.Study, params: Sequence[str] | None = No
 
 
 def importances_figure(study: optuna.Study, params: Sequence[str] | None, target_name: str,
-                       target: Target | None = None) -> go.Figure:
+                       objective: int | None = None) -> go.Figure:
     """fANOVA's bars (the report's ranking, see :func:`importance_evaluator`) and, beside
     them, PED-ANOVA's, which optuna-dashboard shows: both named, so two views of one study
-    that rank differently say why. With ``target`` (one of several objectives) fANOVA's alone."""
+    that rank differently say why. ``objective``: which one, for a study of several."""
     figure = optuna.visualization.plot_param_importances(
         study, evaluator=importance_evaluator(), params=list(params) if params else None,
-        target=target, target_name=target_name)
+        target=None if objective is None else _value_of(objective), target_name=target_name)
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     bars = figure.data[0]
     bars.name = f"{REPORT_METHOD}: every completed trial (this report's ranking)"
     names = list(bars.y)
-    dashboard = dashboard_importances(study, params) if target is None else {}
+    dashboard = dashboard_importances(study, params, objective or 0)
     if dashboard:
         figure.add_bar(x=[dashboard.get(p, 0.0) for p in names], y=names, orientation="h",
                        name=f"{DASHBOARD_METHOD}: top 10 % against the rest (optuna-dashboard's view)",
@@ -247,7 +249,7 @@ def build_figure(plot_type: str, study: optuna.Study, params: Sequence[str] | No
     if plot_type == "optimization_history":
         return vis.plot_optimization_history(study, target=target, target_name=target_name)
     if plot_type == "param_importances":
-        return importances_figure(study, selected, target_name, target)
+        return importances_figure(study, selected, target_name, objective)
     if plot_type == "slice":
         return vis.plot_slice(study, params=selected, target=target, target_name=target_name)
     if plot_type == "contour":
