@@ -17,6 +17,10 @@ so they weigh from the first rung; times are projected to the trial's length. A
 trial that breaks a constraint on a fixed cost (``latency_ms: {max: 5}``) can never
 become feasible and is pruned at its first rung; infeasible trials dominate no one.
 As kubetune's other pruners, it never prunes at the trial's last step.
+
+Stricter rules (the best third by non-dominated rank and crowding, or the rung's front
+alone) stop good trials whose learning curves rise late; bench/multi_objective.py
+compares them (``--rule``), docs/concepts/multi-objective.md says why this one.
 """
 
 from __future__ import annotations
