@@ -15,6 +15,7 @@ import yaml
 from optuna.trial import TrialState
 
 from kubetune.config import validate_config
+from kubetune.search.checks import check_search
 from kubetune.search.pareto import front, picked_trial
 from kubetune_operator import names
 from tests.operator.conftest import digits_spec
@@ -58,6 +59,10 @@ async def test_a_two_objective_studyjob_leaves_its_front_in_status_and_config_ma
     assert status["best"]["trial"] == picked.number and status["best"]["value"] == picked.values[0]
     assert status["best"]["values"] == {"val_acc": picked.values[0], "params": picked.values[1]}
     assert "paretoPath" not in status["bestConfig"]  # no results volume: only the ConfigMap
+
+    # What every pod mounts: a config the trial pods' own checks accept.
+    mounted = cluster.get("v1/configmaps", names.config_map_name("mo"))["data"][names.CONFIG_KEY]
+    check_search(validate_config(yaml.safe_load(mounted)))
 
     config_map = cluster.get("v1/configmaps", names.best_config_map_name("mo"))
     data = config_map["data"]
