@@ -11,7 +11,7 @@ status (only if it changed) and the events. A Job the API server refuses raises
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,7 @@ def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config
                              single_node=s.results.single_node)
         ref.rt.kube.create(body, ref.namespace)
     if plan.best_config is not None:
-        write_best_config(ref, config, plan.best_config)
+        write_best_config(ref, config, plan.best_config, plan.front, s.study)
     ref.remember(plan.announced)
     status = dict(plan.status)
     if launched < plan.launch:  # a grid point another worker took meanwhile
@@ -211,29 +211,55 @@ def ensure_config_map(ref: StudyJobRef, config: Config, text: str) -> None:
     ref.state.config_written = text
 
 
-def write_best_config(ref: StudyJobRef, config: Config, best: FrozenTrial) -> None:
-    """Write ``<name>-best-config`` once per best trial."""
-    from kubetune.search.results import best_config_dict
-
-    assert best.value is not None
-    body = best_config_map(ref.owner, best_config_dict(config, dict(best.params)), best.number, best.value)
+def write_best_config(ref: StudyJobRef, config: Config, best: FrozenTrial, front: Sequence[FrozenTrial] = (),
+                      study: str = "") -> None:
+    """Write ``<name>-best-config`` once per best trial (and Pareto front, best first)."""
+    text, texts = _best_config_texts(config, best, front, study)
+    body = best_config_map(ref.owner, text, best.number, best.values[0], texts)
     name = body["metadata"]["name"]
-    text = body["data"][names.BEST_CONFIG_KEY]
-    if ref.state.best_written == text:
+    if ref.state.best_written == body["data"]:
         return
     _create_or_update(ref, body, {"data": body["data"], "metadata": {"annotations": body["metadata"]["annotations"]}})
-    ref.state.best_written = text
+    ref.state.best_written = body["data"]
     ref.post(Event("Normal", "BestConfig",
                    f"best config (trial {best.number}) in ConfigMap {name}, key {names.BEST_CONFIG_KEY}"))
+    kept = len(body["data"]) - 1
+    if kept < len(texts):
+        ref.post(Event("Warning", "ParetoConfigsCapped",
+                       f"ConfigMap {name} holds the configs of {kept} of the {len(texts)} Pareto-optimal trials "
+                       "(best on search.pick first) within its size limit; pareto/ on the results volume has all"))
+    elif texts:
+        ref.post(Event("Normal", "ParetoConfigs",
+                       f"the configs of the {kept} Pareto-optimal trials in ConfigMap {name}, keys "
+                       "pareto-trial-<trial>.yaml"))
+
+
+def _best_config_texts(config: Config, best: FrozenTrial, front: Sequence[FrozenTrial],
+                       study: str) -> tuple[Mapping[str, Any] | str, list[tuple[int, str]]]:
+    """The best config (the picked trial's YAML, as ml-search writes it, under
+    ``search.objectives``) and the front's configs."""
+    from kubetune.search.results import best_config_dict
+
+    search = config.search
+    if search is None or search.objectives is None:
+        return best_config_dict(config, dict(best.params)), []
+    from kubetune.search.objectives import metric_names
+    from kubetune.search.pareto import picked_what, trial_config_text
+
+    metrics = metric_names(search)
+    picked = trial_config_text(config, study, metrics, best, picked_what(metrics, search.pick))
+    return picked, [(t.number, trial_config_text(config, study, metrics, t, "Pareto-optimal")) for t in front]
 
 
 def _create_or_update(ref: StudyJobRef, body: dict[str, Any], patch: dict[str, Any]) -> None:
-    """Create the ConfigMap ``body``; if it exists with other data, apply ``patch`` to it."""
+    """Create the ConfigMap ``body``; if it exists with other data, apply ``patch`` to it
+    (keys the body lacks are removed)."""
     kube, name = ref.rt.kube, body["metadata"]["name"]
     if not kube.create(body, ref.namespace):
-        existing = kube.get("ConfigMap", ref.namespace, name) or {}
-        if (existing.get("data") or {}) != body["data"]:
-            kube.patch("ConfigMap", ref.namespace, name, patch)
+        existing = (kube.get("ConfigMap", ref.namespace, name) or {}).get("data") or {}
+        if existing != body["data"]:
+            dropped = {key: None for key in existing if key not in body["data"]}
+            kube.patch("ConfigMap", ref.namespace, name, {**patch, "data": {**dropped, **patch["data"]}})
 
 
 def write_status(ref: StudyJobRef, old: Mapping[str, Any], phase: str, message: str,

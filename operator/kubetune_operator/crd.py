@@ -268,11 +268,20 @@ def status_schema() -> dict[str, Any]:
                      "admitted), waiting (asked, no Job yet), and the finished ones.", properties={k: count for k in (
             "running", "pending", "queued", "waiting", "complete", "pruned", "failed", "retried", "preempted",
             "finished", "total", "inherited")}),
-        "best": _s("object", properties={
+        "best": _s("object", "The best trial; under search.objectives the picked one (the Pareto front's "
+                   "best on search.pick), its value that of the first objective.", properties={
             "trial": _s("integer"), "value": _s("number"),
+            "values": _s("object", "Every objective's value (search.objectives).",
+                         additionalProperties=_s("number")),
             "params": _s("object", **{"x-kubernetes-preserve-unknown-fields": True})}),
+        "front": _s("object", "The Pareto front (search.objectives): its size and, per objective, the "
+                    "front's best trial on it.", properties={
+            "size": count,
+            "best": _s("object", additionalProperties=_s("object", properties={
+                "trial": _s("integer"), "value": _s("number")}))}),
         "bestConfig": _s("object", properties={
             "configMap": _s("string"), "key": _s("string"), "path": _s("string"),
+            "paretoPath": _s("string", "The Pareto-optimal trials' configs on the results volume."),
             "trial": _s("integer")}),
         "conditions": _s("array", items=_s("object", required=["type", "status"], properties={
             "type": _s("string"), "status": _s("string", enum=["True", "False", "Unknown"]),
@@ -288,7 +297,10 @@ def crd() -> dict[str, Any]:
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Trials", "type": "string", "jsonPath": ".status.progress",
          "description": "finished / total trials"},
-        {"name": "Best", "type": "number", "jsonPath": ".status.best.value"},
+        {"name": "Best", "type": "number", "jsonPath": ".status.best.value",
+         "description": "the best trial's value; under search.objectives the picked trial's first objective"},
+        {"name": "Front", "type": "integer", "jsonPath": ".status.front.size", "priority": 1,
+         "description": "Pareto-optimal trials (search.objectives)"},
         {"name": "Running", "type": "integer", "jsonPath": ".status.trials.running", "priority": 1},
         {"name": "Pending", "type": "integer", "jsonPath": ".status.trials.pending", "priority": 1,
          "description": "trials whose pods wait for free resources"},

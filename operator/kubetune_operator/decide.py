@@ -39,6 +39,7 @@ from kubetune_operator.failures import (
     vanished,
 )
 from kubetune_operator.observe import Snapshot, current_job
+from kubetune_operator.standing import Standing, best_block, front_block, standing
 from kubetune_operator.studies import kueue_evictions, point_key, preempted
 from kubetune_operator.waiting import Waiting, waiting_trials
 
@@ -92,6 +93,7 @@ class Plan:
     refused: Failure | None = None  # this generation's Jobs were refused: launch nothing
     visualise: int | None = None  # create the visualisation Job for this many finished trials
     best_config: FrozenTrial | None = None  # write ConfigMap <name>-best-config from this trial
+    front: list[FrozenTrial] = field(default_factory=list)  # and these Pareto-optimal ones, best first
     phase: str = st.PENDING
     message: str = ""
     conditions: list[st.Condition] = field(default_factory=list)
@@ -204,7 +206,9 @@ def _resume(s: Snapshot, trial: FrozenTrial, failure: Failure, resume: int, dead
 
 def steer(s: Snapshot, plan: Plan) -> None:
     books = ledger(s.trials, maximize=s.maximize)
-    _announce(s, plan, books)
+    assert s.config.search is not None
+    stand = standing(s.config.search, s.trials, books)
+    _announce(s, plan, books, stand)
     _note_blocked(s, plan)
     _note_stuck(s, plan)
     evicted = _note_evicted(s, plan)
@@ -219,22 +223,20 @@ def steer(s: Snapshot, plan: Plan) -> None:
             st.FAILED_CONDITION, True, "MaxFailedExceeded",
             f"{counted_failed} trials failed, more than spec.trials.maxFailed={s.spec.trials.max_failed}; "
             "no new trials start"))
-    elif books.done(s.n_trials, running):
-        plan.conditions.append(st.Condition(
-            st.TRIALS_DONE, True, "AllTrialsFinished", f"{books.finished} of {s.n_trials} trials finished"))
-        if books.best is None:
+    elif books.done(s.n_trials, running) or (stand.goal is not None and running == 0):
+        plan.conditions.append(_trials_done(s, books, stand))
+        if stand.best is None:
             phase = st.FAILED
-            plan.conditions.append(st.Condition(
-                st.FAILED_CONDITION, True, "NoCompletedTrial", "every trial was pruned or failed"))
+            plan.conditions.append(_no_best(books))
         else:
-            phase, best_config = _finish(s, plan, books)
+            phase, best_config = _finish(s, plan, books, stand)
     else:
-        plan.conditions.append(st.Condition(
-            st.TRIALS_DONE, False, "TrialsRemaining", f"{books.finished} of {s.n_trials} trials finished"))
+        plan.conditions.append(_trials_done(s, books, stand, running))
         if s.spec.suspend:
             phase = st.SUSPENDED
         else:
-            if not waiting.pending:  # what is pending holds the rest back: nothing more would fit
+            # Once a trial reached search.goal no new trial starts; running ones finish.
+            if not waiting.pending and stand.goal is None:  # what is pending holds the rest back
                 _launch(s, plan, books, running)
             running += plan.launch
             phase = st.RUNNING if running or books.finished else st.PENDING
@@ -244,7 +246,7 @@ def steer(s: Snapshot, plan: Plan) -> None:
         "spec.suspend is true: no new trials start" if suspend else ""))
     plan.phase = phase
     held = len(waiting.pending) + len(waiting.queued)
-    plan.message = _message(s, plan, books, running - held, waiting)
+    plan.message = _message(s, plan, books, stand, running - held, waiting)
     plan.status = {
         "study": s.study,
         "progress": f"{books.finished}/{s.n_trials}",
@@ -263,7 +265,8 @@ def steer(s: Snapshot, plan: Plan) -> None:
             "total": s.n_trials,
             "inherited": _inherited(s, plan, books),
         },
-        "best": st.best_block(books.best),
+        "best": best_block(stand),
+        "front": front_block(stand),
         "bestConfig": best_config or s.old_status.get("bestConfig"),
         # Every finished trial has had its event by the end of this pass.
         "announced": st.ranges(t.number for t in s.trials if t.state.is_finished()),
@@ -312,7 +315,7 @@ def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
     plan.launch, plan.waiting = launch, min(queued, launch)
 
 
-def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
+def _announce(s: Snapshot, plan: Plan, books: Ledger, stand: Standing) -> None:
     """One event per newly finished trial, and one when the best trial changes."""
     finished = {t.number: t for t in s.trials if t.state.is_finished()}
     already: Collection[int] = s.memory.announced
@@ -325,12 +328,11 @@ def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
             plan.announced.update(finished)
             return
         already = recorded
-    metric = s.metric
     for number in sorted(set(finished) - set(already) - plan.announced):
         trial = finished[number]
         plan.announced.add(number)
         if trial.state == TrialState.COMPLETE:
-            plan.event("Normal", "TrialComplete", f"trial {number} complete: {metric}={trial.value:.4g}")
+            plan.event("Normal", "TrialComplete", f"trial {number} complete: {stand.values_text(trial)}")
         elif trial.state == TrialState.PRUNED:
             step = trial.last_step  # kubetune's trainer reports once per epoch
             at = f" at epoch {step}" if step is not None else ""
@@ -338,10 +340,12 @@ def _announce(s: Snapshot, plan: Plan, books: Ledger) -> None:
         else:
             reason = trial.user_attrs.get(FAIL_REASON_ATTR) or "no reason recorded"
             plan.event("Warning", "TrialFailed", f"trial {number} failed: {reason}")
-    best = books.best
+    best = stand.best
     old_best = (s.old_status.get("best") or {}).get("trial")
     if best is not None and best.number != old_best:
-        plan.event("Normal", "NewBest", f"trial {best.number} is the best so far: {metric}={best.value:.4g}")
+        what = (f"the picked trial (best {stand.pick or stand.names[0]} on the Pareto front of {len(stand.front)})"
+                if stand.several else "the best so far")
+        plan.event("Normal", "NewBest", f"trial {best.number} is {what}: {stand.values_text(best)}")
 
 
 def _note_blocked(s: Snapshot, plan: Plan) -> None:
@@ -429,9 +433,12 @@ def old_condition(s: Snapshot, type_: str, reasons: Collection[str]) -> Mapping[
     return None
 
 
-def _message(s: Snapshot, plan: Plan, books: Ledger, running: int, waiting: Waiting) -> str:
-    metric = s.metric
-    best = f"; best {metric}={books.best.value:.4g} (trial {books.best.number})" if books.best else ""
+def _message(s: Snapshot, plan: Plan, books: Ledger, stand: Standing, running: int, waiting: Waiting) -> str:
+    best = ""
+    if stand.best is not None and stand.several:
+        best = f"; picked trial {stand.best.number}: {stand.values_text(stand.best)} (front of {len(stand.front)})"
+    elif stand.best is not None:
+        best = f"; best {stand.values_text(stand.best)} (trial {stand.best.number})"
     found = _blocked(plan)
     why = f"; {found.message}" if found is not None else ""
     stuck = next((c for c in plan.conditions if c.type == st.TRIALS_STUCK and c.status), None)
@@ -444,7 +451,30 @@ def _message(s: Snapshot, plan: Plan, books: Ledger, running: int, waiting: Wait
 
 # The end of a study -------------------------------------------------------------------
 
-def _finish(s: Snapshot, plan: Plan, books: Ledger) -> tuple[str, dict[str, Any] | None]:
+def _trials_done(s: Snapshot, books: Ledger, stand: Standing, running: int | None = None) -> st.Condition:
+    """``TrialsDone``: True once nothing runs (``running`` None) and the ledger is done or a
+    trial reached ``search.goal``; False while trials remain (or still run after the goal)."""
+    finished = f"{books.finished} of {s.n_trials} trials finished"
+    if stand.goal is not None:
+        reached = f"trial {stand.goal.number} reached search.goal ({stand.values_text(stand.goal)})"
+        if running is None:
+            return st.Condition(st.TRIALS_DONE, True, "GoalReached", f"{reached}; {finished}")
+        return st.Condition(st.TRIALS_DONE, False, "GoalReached",
+                            f"{reached}; no new trial starts, {running} running finish; {finished}")
+    if running is None:
+        return st.Condition(st.TRIALS_DONE, True, "AllTrialsFinished", finished)
+    return st.Condition(st.TRIALS_DONE, False, "TrialsRemaining", finished)
+
+
+def _no_best(books: Ledger) -> st.Condition:
+    """Why a finished study has no best trial."""
+    if books.complete:  # under search.constraints: none of them is feasible
+        return st.Condition(st.FAILED_CONDITION, True, "NoFeasibleTrial",
+                            f"none of the {books.complete} complete trials meets search.constraints")
+    return st.Condition(st.FAILED_CONDITION, True, "NoCompletedTrial", "every trial was pruned or failed")
+
+
+def _finish(s: Snapshot, plan: Plan, books: Ledger, stand: Standing) -> tuple[str, dict[str, Any] | None]:
     """The phase and, once the plots are done (or not kept), ``status.bestConfig``.
 
     The visualisation Job writes best_config.yaml, trials.csv and every plot into
@@ -460,13 +490,16 @@ def _finish(s: Snapshot, plan: Plan, books: Ledger) -> tuple[str, dict[str, Any]
     else:
         plan.conditions.append(st.Condition(
             st.VISUALISED, False, "NoOutputVolume", "spec.output.persistentVolumeClaim is not set: no plots are kept"))
-    best = books.best
+    best = stand.best
     assert best is not None
     plan.best_config = best
+    plan.front = stand.ranked_front()
     result: dict[str, Any] = {"configMap": names.best_config_map_name(s.name), "key": names.BEST_CONFIG_KEY,
                               "trial": best.number}
     if output is not None and output.persistent_volume_claim:
         result["path"] = f"{names.RESULTS_DIR}/{s.name}/{names.BEST_CONFIG_KEY}"
+        if stand.several:
+            result["paretoPath"] = f"{names.RESULTS_DIR}/{s.name}/pareto"
     return st.SUCCEEDED, result
 
 

@@ -35,6 +35,7 @@ APP_NAME = "kubetune"
 ANNOTATION_STUDY = "kubetune.dev/study"
 ANNOTATION_FINISHED = "kubetune.dev/finished-trials"
 ANNOTATION_BEST_TRIAL = "kubetune.dev/best-trial"
+ANNOTATION_FRONT_CONFIGS = "kubetune.dev/pareto-configs"  # "<in the ConfigMap>/<on the front>"
 
 FINALIZER = "kubetune.dev/finalizer"
 
@@ -68,6 +69,11 @@ def visualise_job_name(studyjob: str) -> str:
 
 def config_map_name(studyjob: str) -> str:
     return f"{studyjob}-config"
+
+
+def front_config_key(trial: int) -> str:
+    """The best-config ConfigMap's key for a Pareto-optimal trial's config."""
+    return f"pareto-trial-{trial}.yaml"
 
 
 def best_config_map_name(studyjob: str) -> str:

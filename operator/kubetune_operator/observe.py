@@ -66,10 +66,6 @@ class Snapshot:
     def owned(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get(OWNER_ATTR) == self.key
 
-    @property
-    def metric(self) -> str:
-        return self.config.search.metric if self.config.search else "value"
-
 
 def latest_trial_jobs(jobs: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
     """Trial number -> its newest Job (a resumed trial has one per disruption)."""

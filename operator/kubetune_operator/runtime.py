@@ -81,7 +81,7 @@ class StudyJobState:
     resolved: tuple[str, ResolvedConfig, str] | None = None  # (spec fingerprint, config, its YAML)
     last_status: dict[str, Any] | None = None  # the status last written
     config_written: str | None = None  # the YAML in <name>-config
-    best_written: str | None = None  # the YAML in <name>-best-config
+    best_written: dict[str, str] | None = None  # the data of <name>-best-config
     jobs_checked: str | None = None  # the trial Job body the API server took in a dry run
     trials_seen: bool = False  # a pass looked at the trials: what ends from now on is news
     announced: set[int] = field(default_factory=set)  # trials whose end had its event

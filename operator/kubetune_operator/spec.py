@@ -390,11 +390,3 @@ def _check_search(config: Config, source: str) -> None:
     except ConfigError as exc:
         field = f"{source}.{exc.path}" if exc.path else source
         raise SpecError(f"{source}: {exc}", field=field) from None
-    search = config.search
-    assert search is not None
-    for key in ("objectives", "constraints", "goal", "pick"):
-        if key in search.model_fields_set:
-            # The operator's status, best trial and trial pods speak of one objective.
-            raise SpecError(f"`{source}.search.{key}` is not supported by a StudyJob; search several "
-                            "objectives with ml-search", field=f"{source}.search.{key}")
-

@@ -82,12 +82,6 @@ def same_status(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> boo
     return a == b and _strip_times(conditions_a) == _strip_times(conditions_b)
 
 
-def best_block(trial: Any) -> dict[str, Any] | None:
-    if trial is None:
-        return None
-    return {"trial": trial.number, "value": float(trial.value), "params": dict(trial.params)}
-
-
 def merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch that turns ``old`` status into ``new``: dropped keys become null."""
     patch = dict(new)

@@ -35,6 +35,7 @@ from kubetune.search.attributes import (
 )
 from kubetune.search.checks import changed_param, initial_points
 from kubetune.search.ledger import fail_trial
+from kubetune.search.objectives import directions_of, metric_names
 from kubetune.search.optuna_internals import (
     preload_trials,
     set_trial_user_attr,
@@ -43,7 +44,7 @@ from kubetune.search.optuna_internals import (
 )
 from kubetune.search.pruners import build_pruner
 from kubetune.search.space import distributions, grid_values
-from kubetune.search.study import name_metric, take_sampler_session
+from kubetune.search.study import direction_error, name_metrics, take_sampler_session
 from kubetune_operator.failures import Failure
 from kubetune_operator.spec import SpecError
 
@@ -108,7 +109,7 @@ class StudyHandle:
         self.study = optuna.create_study(
             storage=storage,
             study_name=search.study_name,
-            direction=search.direction,
+            directions=directions_of(search),
             pruner=build_pruner(search),
             load_if_exists=True,
         )
@@ -120,14 +121,12 @@ class StudyHandle:
                             "back, or give the study another name",
                             field=f"spec.config.search.search_space.{key}")
         claim_study(self.study, owner)
-        name_metric(self.study, search.metric)  # Optuna's plots and optuna-dashboard say val_acc
-        stored = self.study.direction.name.lower()
-        if stored != search.direction:
-            raise SpecError(
-                f"`spec.config.search.direction` must be {stored}, the direction study "
-                f"`{search.study_name}` was created with, but got {search.direction}",
-                field="spec.config.search.direction",
-            )
+        # Optuna's plots and optuna-dashboard name the objectives (val_acc, params).
+        name_metrics(self.study, metric_names(search))
+        if self.study.directions != directions_of(search):
+            error = direction_error(self.study, search)
+            raise SpecError(f"`spec.config.{error.path}`" + str(error).removeprefix(f"`{error.path}`"),
+                            field=f"spec.config.{error.path}")
         self.grid = grid_points(search) if search.sampler.type == "GridSampler" else None
         self._target: int | None = None
         if not trials:
@@ -141,7 +140,8 @@ class StudyHandle:
 
     @property
     def maximize(self) -> bool:
-        return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        """The (first) objective is maximised."""
+        return self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
     def _enqueue_initial(self, config: Config) -> None:
         """The points ml-search starts a new study with (none for a grid)."""

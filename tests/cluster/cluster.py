@@ -171,6 +171,15 @@ class Cluster:
                           timeout, lambda: f"StudyJob {name} to reach {phase} (status: {self.status(name)})",
                           interval=0.2)
 
+    def wait_succeeded(self, name: str, kubelet: Any, timeout: float = 600) -> dict[str, Any]:
+        """:meth:`wait_phase` Succeeded, printing every pod's phase and log tail on the way out."""
+        try:
+            return self.wait_phase(name, "Succeeded", timeout)
+        finally:
+            for pod in self.pods():
+                print(pod["metadata"]["name"], pod["spec"].get("nodeName"), pod["status"].get("phase"))
+                print(kubelet.logs(self.namespace, pod["metadata"]["name"])[-2000:])
+
     def trial_jobs(self, studyjob: str) -> dict[str, dict[str, Any]]:
         """The StudyJob's trial Jobs by name."""
         selector = f"{names.LABEL_STUDYJOB}={studyjob},{names.LABEL_TRIAL}"

@@ -23,12 +23,7 @@ def test_digits_studyjob_through_the_grpc_proxy(kube, operator, kubelet, digits_
     spec = digits_spec(n_trials=3, parallelism=2, study="digits-grpc")
     started = time.monotonic()
     kube.create_studyjob(NAME, spec)
-    try:
-        final = kube.wait_phase(NAME, "Succeeded", 600)
-    finally:
-        for pod in kube.pods():
-            print(pod["metadata"]["name"], pod["status"].get("phase"))
-            print(kubelet.logs(kube.namespace, pod["metadata"]["name"])[-2000:])
+    final = kube.wait_succeeded(NAME, kubelet)
     print(f"digits StudyJob through the gRPC proxy: {time.monotonic() - started:.1f} s")
 
     # Read behind the proxy: the trials are in PostgreSQL itself.

@@ -353,7 +353,7 @@ class FakeKubelet:
         return 0
 
     def _tell(self, job: dict[str, Any], fail_reason: str | None = None) -> int:
-        """Stand-in for a trial pod that trains: tell COMPLETE with a value from the params
+        """Stand-in for a trial pod that trains: tell COMPLETE with a value (each objective's) from the params
         (or FAIL with ``fail_reason``, as the trainer does on SIGTERM)."""
         import optuna
 
@@ -371,8 +371,10 @@ class FakeKubelet:
             return 1
         digest = hashlib.sha256(json.dumps(trial.params, sort_keys=True).encode()).hexdigest()
         value = 0.5 + int(digest[:8], 16) % 400 / 1000
+        # Several objectives (val_acc, then a cost): a second value from the params too.
+        values = [value, *(1000.0 + int(digest[8 * k:8 * k + 8], 16) % 9000 for k in range(1, len(study.directions)))]
         try:
-            study.tell(number, value, skip_if_finished=True)
+            study.tell(number, values if len(values) > 1 else value, skip_if_finished=True)
         except optuna.exceptions.UpdateFinishedTrialError:
             return 1  # another pod of the trial told first, as the trainer reports it
         return 0

@@ -21,16 +21,21 @@ DIST = {"optimizer.lr": FloatDistribution(1e-4, 0.3, log=True)}
 NOW = time.time()
 
 
-def trial(number: int, state: TrialState = TrialState.RUNNING, value: float | None = None,
-          started: float = NOW - 60, **attrs: Any) -> FrozenTrial:
+def trial(number: int, state: TrialState = TrialState.RUNNING, value: float | list[float] | None = None,
+          started: float = NOW - 60, constraints: dict[str, float] | None = None, **attrs: Any) -> FrozenTrial:
+    """A trial of the snapshot's study; ``value`` a list for several objectives, ``constraints``
+    as ``Trial.set_constraint`` records them."""
     user_attrs = {OWNER_ATTR: KEY, **attrs}
     if state == TrialState.RUNNING:
         user_attrs.setdefault(JOB_ATTR, names.trial_job_name("sj", number, attrs.get(PREEMPTED_ATTR, 0)))
+    several = isinstance(value, list)
     return FrozenTrial(
-        number=number, state=state, value=value,
+        number=number, state=state, value=None if several else value,  # type: ignore[arg-type]
+        values=value if several else None,  # type: ignore[arg-type]
         datetime_start=datetime.datetime.fromtimestamp(started),
         datetime_complete=None if state in (TrialState.RUNNING, TrialState.WAITING) else datetime.datetime.now(),
-        params={"optimizer.lr": 0.01}, distributions=DIST, user_attrs=user_attrs, system_attrs={},
+        params={"optimizer.lr": 0.01}, distributions=DIST, user_attrs=user_attrs,
+        system_attrs={f"constraints:{k}": v for k, v in (constraints or {}).items()},
         intermediate_values={}, trial_id=number,
     )
 
@@ -50,10 +55,18 @@ EVICTED_POD = {"status": {"phase": "Failed", "conditions": [
 
 def snapshot(trials: list[FrozenTrial], jobs: dict[int, dict] | None = None, pods: dict | None = None,
              n_trials: int = 4, modes: frozenset[str] = frozenset({"ReadWriteMany"}), first_pass: bool = False,
+             search: dict[str, Any] | None = None, old_status: dict[str, Any] | None = None,
              **trials_spec: Any) -> Snapshot:
-    spec = parse_spec(digits_spec(n_trials=n_trials, **trials_spec), "sj")
+    """``search``: what replaces keys of the config's search section."""
+    raw = digits_spec(n_trials=n_trials, **trials_spec)
+    for key, value in (search or {}).items():
+        if value is None:
+            raw["config"]["search"].pop(key, None)
+        else:
+            raw["config"]["search"][key] = value
+    spec = parse_spec(raw, "sj")
     config = resolve_config(spec.config, spec).config
     return Snapshot(namespace="kt", name="sj", key=KEY, generation=1, spec=spec, config=config, n_trials=n_trials,
                     study="digits-op", maximize=True, grid=None, trials=trials, trial_jobs=jobs or {}, visualise=None,
                     pods=pods or {}, results=ResultsVolume(None if not modes else "results", modes),
-                    old_status={}, memory=Memory(first_pass), now=NOW)
+                    old_status=old_status or {}, memory=Memory(first_pass), now=NOW)

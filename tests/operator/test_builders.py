@@ -235,6 +235,23 @@ def test_best_config_map_is_a_complete_config():
     assert body["metadata"]["annotations"][names.ANNOTATION_BEST_TRIAL] == "5"
 
 
+def test_best_config_map_holds_the_front_s_configs_within_a_size_cap():
+    from kubetune_operator.builders.configmaps import FRONT_CONFIGS_BYTES
+
+    front = [(7, "model: {dropout: 0.1}\n"), (3, "model: {dropout: 0.2}\n")]
+    body = best_config_map(OWNER, "# picked\nmodel: {dropout: 0.1}\n", trial=7, value=0.97, front=front)
+    _validate(body)
+    assert sorted(body["data"]) == ["best_config.yaml", "pareto-trial-3.yaml", "pareto-trial-7.yaml"]
+    assert body["data"]["best_config.yaml"].startswith("# picked")
+    assert body["metadata"]["annotations"][names.ANNOTATION_FRONT_CONFIGS] == "2/2"
+    # Configs past the cap stay out, best first kept; the whole stays under a ConfigMap's 1 MiB.
+    big = [(n, "x" * (FRONT_CONFIGS_BYTES // 3)) for n in range(5)]
+    capped = best_config_map(OWNER, "a: 1\n", trial=0, value=0.5, front=big)
+    assert sorted(capped["data"]) == ["best_config.yaml", *(f"pareto-trial-{n}.yaml" for n in range(3))]
+    assert capped["metadata"]["annotations"][names.ANNOTATION_FRONT_CONFIGS] == "3/5"
+    assert sum(len(v) for v in capped["data"].values()) < 1024 * 1024
+
+
 def test_jobs_for_kueue_name_the_queue_and_priority_and_are_created_suspended():
     raw = _example("digits-studyjob.yaml")
     raw["trials"] = {**raw.get("trials", {}), "queueName": "team-a", "priorityClassName": "research",

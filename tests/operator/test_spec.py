@@ -116,14 +116,38 @@ def test_what_ml_search_refuses_is_refused_before_any_trial(search, field, words
     assert error.field == f"spec.config.search.{field}" and words in str(error), (error.field, str(error))
 
 
-def test_several_objectives_are_refused_by_a_studyjob():
-    raw = _raw()
-    search = raw["config"]["search"]
-    search.pop("metric", None), search.pop("direction", None)
-    search["objectives"] = [{"metric": "val_acc", "direction": "maximize"}, {"metric": "params", "direction": "minimize"}]
-    search["pruner"] = {"type": "none"}
-    error = _error(raw)
-    assert error.field == "spec.config.search.objectives" and "is not supported by a StudyJob" in str(error)
+def _objectives(raw: dict, **search: object) -> dict:
+    found = raw["config"]["search"]
+    found.pop("metric", None), found.pop("direction", None)
+    found["objectives"] = [{"metric": "val_acc", "direction": "maximize"}, {"metric": "params", "direction": "minimize"}]
+    found["pruner"] = {"type": "SuccessiveHalvingPruner"}
+    found.update(search)
+    return raw
+
+
+def test_several_objectives_with_constraints_pick_and_goal_are_accepted():
+    raw = _objectives(_raw(), constraints={"latency_ms": {"max": 5}}, pick="params", goal={"val_acc": 0.9})
+    spec = parse_spec(raw, "digits")
+    search = resolve_config(spec.config, spec).config.search
+    assert [o.metric for o in search.objectives] == ["val_acc", "params"] and search.pick == "params"
+
+
+@pytest.mark.parametrize(("search", "field", "words"), [
+    ({"metric": "val_acc"}, "objectives", "`search.objectives` replaces `search.metric`"),
+    ({"objectives": [{"metric": "params", "direction": "maximize"}]}, "objectives[0].direction",
+     "must be 'minimize' for metric params"),
+    ({"pick": "latency_ms"}, "pick", "`search.pick` must be one of the objectives (val_acc, params)"),
+    ({"goal": {"val_loss": 0.1}}, "goal.val_loss", "must name an objective"),
+    ({"constraints": {"speed": {"max": 1}}}, "constraints.speed", "must name a measured metric"),
+    ({"sampler": {"type": "CmaEsSampler"}}, "sampler.type", "cannot search several objectives"),
+    ({"pruner": {"type": "MedianPruner"}}, "pruner.type", "cannot judge `search.objectives`"),
+    ({"cross_validation": {"enabled": True}}, "cross_validation.enabled",
+     "does not apply to `search.objectives`"),
+])
+def test_what_ml_search_refuses_of_several_objectives_a_studyjob_refuses_naming_the_key(search, field, words):
+    error = _error(_objectives(_raw(), **search))
+    assert error.field == f"spec.config.search.{field}" and words in str(error), (error.field, str(error))
+    assert "\n" not in str(error)
 
 
 def test_mounts_replace_data_path_and_output_dir():

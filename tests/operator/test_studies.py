@@ -161,3 +161,26 @@ def test_a_spec_edited_into_a_space_its_trials_cannot_continue_is_refused(tmp_pa
     raw["search"]["search_space"] = {**config.model_dump(mode="json")["search"]["search_space"],
                                      "optimizer.lr": {"type": "loguniform", "low": 1e-5, "high": 0.5}}
     StudyHandle(storage, validate_config(raw), owner=OWNER)
+
+
+def test_a_study_of_several_objectives_has_their_directions_and_names_and_keeps_them(tmp_path):
+    from kubetune_operator.spec import SpecError
+
+    raw = copy.deepcopy(DIGITS_CONFIG)
+    raw["data"]["path"] = "/data"
+    search = raw["search"]
+    search.pop("metric"), search.pop("direction")
+    search.update(objectives=[{"metric": "val_acc", "direction": "maximize"},
+                              {"metric": "params", "direction": "minimize"}],
+                  pruner={"type": "SuccessiveHalvingPruner"})
+    storage = make_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=False)
+    handle = StudyHandle(storage, validate_config(raw), owner=OWNER)
+    assert [d.name for d in handle.study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert handle.study.metric_names == ["val_acc", "params"] and handle.maximize
+    assert handle.ask(waiting=False) is not None
+    # The same study asked for with one objective: refused, naming the key, before any write.
+    with pytest.raises(SpecError) as info:
+        StudyHandle(storage, _config({"type": "RandomSampler"}), owner=OWNER)
+    assert info.value.field == "spec.config.search.objectives"
+    assert str(info.value).startswith("`spec.config.search.objectives` must have the directions "
+                                      "['maximize', 'minimize'] of study"), str(info.value)

@@ -61,3 +61,20 @@ def test_a_resumed_study_keeps_its_objectives(fast_config, tmp_path, capsys):
     stderr = capsys.readouterr().err
     assert "`search.objectives` must have the directions ['maximize', 'minimize'] of study `unit`" in stderr, stderr
     assert optuna.load_study(study_name="unit", storage=url).trials == []
+
+
+def test_a_resolved_config_of_several_objectives_reads_back(fast_config):
+    """What ml-train saves and what a StudyJob's pods mount: without the metric and
+    direction that search.objectives replaces."""
+    from kubetune.config import config_to_yaml, validate_config
+    from kubetune.config.yaml_io import parse_yaml
+    from kubetune.search.checks import check_search
+
+    raw = small_base(fast_config)
+    raw["search"] = {"study_name": "mo", "objectives": [ACC, LATENCY], "goal": {"val_acc": 0.9},
+                     "search_space": {"optimizer.lr": {"type": "loguniform", "low": 1e-3, "high": 0.1}}}
+    config = validate_config(raw)
+    text = config_to_yaml(config)
+    again = validate_config(parse_yaml(text, "dump"))
+    check_search(again)
+    assert again.search.objectives == config.search.objectives and again.search.goal == {"val_acc": 0.9}

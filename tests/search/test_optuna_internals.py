@@ -240,3 +240,14 @@ def test_preload_trials_reaches_the_cache_behind_kubetunes_storage(tmp_path):
     assert internals.preload_trials(reader) is True
     assert _reprs(reader.get_trials(deepcopy=False)) == _reprs(
         optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False))
+
+
+def test_pareto_front_is_study_best_trials_constraints_included():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values, violation in [([0.9, 5.0], -1.0), ([0.95, 9.0], -1.0), ([0.8, 8.0], -1.0), ([0.99, 1.0], 2.0)]:
+        trial = study.ask()
+        trial.set_constraint("latency_ms.max", violation)
+        study.tell(trial, values)
+    found = internals.pareto_front(study.get_trials(deepcopy=False), study.directions)
+    # Trial 3 beats every other but breaks its constraint.
+    assert sorted(t.number for t in found) == sorted(t.number for t in study.best_trials) == [0, 1]

@@ -333,6 +333,10 @@ def config_to_dict(config: Config, *, include_search: bool = True) -> dict[str, 
     data = config.model_dump(mode="json", exclude_none=False)
     if not include_search or data.get("search") is None:
         data.pop("search", None)
+    elif data["search"].get("objectives") is not None:
+        # Replaced by search.objectives: giving them too is an error when the dump is read back.
+        for key in ("metric", "direction"):
+            data["search"].pop(key, None)
     return data
 
 

@@ -126,7 +126,8 @@ def _check_objective_list(search: SearchConfig) -> None:
         raise ConfigError(f"`search.pruner.type` {search.pruner.type} cannot judge `search.objectives`; "
                           f"use {' or '.join(MULTI_OBJECTIVE_PRUNERS)}", path="search.pruner.type")
     if search.cross_validation.enabled:
-        raise ConfigError("`search.cross_validation` does not apply to `search.objectives`",
+        raise ConfigError("`search.cross_validation` does not apply to `search.objectives`: cross-validate "
+                          "one `search.metric`, or set `search.cross_validation.enabled: false`",
                           path="search.cross_validation.enabled")
 
 
@@ -160,8 +161,16 @@ def goal_trial(study: optuna.Study, search: SearchConfig) -> FrozenTrial | None:
     """The first feasible COMPLETE trial that reached ``search.goal``; None if none has."""
     if not search.goal:
         return None
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if all(v <= 0 for v in trial.constraints.values()) and goal_reached(search, trial.values):
+    return first_goal_trial(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), search)
+
+
+def first_goal_trial(trials: Sequence[FrozenTrial], search: SearchConfig) -> FrozenTrial | None:
+    """:func:`goal_trial` over trials already read (the operator's snapshot)."""
+    if not search.goal:
+        return None
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values()) \
+                and goal_reached(search, trial.values):
             return trial
     return None
 

@@ -17,18 +17,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
 __all__ = [
     "HeartbeatStorage",
     "cached_storage",
     "contains",
+    "pareto_front",
     "preload_trials",
     "set_trial_system_attr",
     "set_trial_user_attr",
@@ -82,6 +85,16 @@ def set_trial_user_attr(study: optuna.Study, trial: AnyTrial, key: str, value: A
 def set_trial_system_attr(study: optuna.Study, trial: AnyTrial, key: str, value: Any) -> None:
     """Write a system attribute on one of the study's trials (what a pruner keeps per trial)."""
     storage_of(study).set_trial_system_attr(trial_id_of(trial), key, value)
+
+
+def pareto_front(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> list[FrozenTrial]:
+    """``study.best_trials`` over trials already read (``_get_pareto_front_trials_by_trials``):
+    the COMPLETE trials no other dominates, only feasible ones once any trial has constraint values."""
+    from optuna.study._constrained_optimization import _is_constrained_optimization
+    from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+
+    return _get_pareto_front_trials_by_trials(trials, directions,
+                                              consider_constraint=_is_constrained_optimization(trials))
 
 
 def contains(dist: BaseDistribution, internal: float) -> bool:

@@ -8,6 +8,7 @@ first objective; ties go to the earlier trial.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from optuna.trial import FrozenTrial
 from kubetune.config.schema import Config
 from kubetune.config.yaml_io import dump_yaml
 from kubetune.fileio import write_text_atomic
+from kubetune.search.optuna_internals import pareto_front
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -29,31 +31,60 @@ def objective_names(study: optuna.Study) -> list[str]:
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """The Pareto-optimal trials, by trial number."""
-    return sorted(study.best_trials, key=lambda t: t.number)
+    return front_of(study.get_trials(deepcopy=False), study.directions)
+
+
+def front_of(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> list[FrozenTrial]:
+    """:func:`front` over trials already read (the operator's snapshot)."""
+    return sorted(pareto_front(trials, directions), key=lambda t: t.number)
 
 
 def picked_trial(study: optuna.Study, pick: str | None = None) -> FrozenTrial | None:
     """The front's best trial on objective ``pick`` (default: the first); None without one."""
-    trials = front(study)
-    if not trials:
-        return None
-    index = objective_names(study).index(pick) if pick else 0
-    sign = -1.0 if study.directions[index] == StudyDirection.MAXIMIZE else 1.0
-    return min(trials, key=lambda t: (sign * t.values[index], t.number))
+    return pick_from(front(study), objective_names(study), study.directions, pick)
+
+
+def ranked(trials: Sequence[FrozenTrial], names: Sequence[str], directions: Sequence[StudyDirection],
+           pick: str | None = None) -> list[FrozenTrial]:
+    """``trials`` best first on objective ``pick`` (default: the first), ties to the earlier trial."""
+    index = list(names).index(pick) if pick else 0
+    sign = -1.0 if directions[index] == StudyDirection.MAXIMIZE else 1.0
+    return sorted(trials, key=lambda t: (sign * t.values[index], t.number))
+
+
+def pick_from(trials: Sequence[FrozenTrial], names: Sequence[str], directions: Sequence[StudyDirection],
+              pick: str | None = None) -> FrozenTrial | None:
+    """The best of front ``trials`` on objective ``pick`` (default: the first); None if empty."""
+    return next(iter(ranked(trials, names, directions, pick)), None)
 
 
 def values_text(study: optuna.Study, trial: FrozenTrial) -> str:
     """``val_acc=0.9611 latency_ms=0.41``."""
-    return " ".join(f"{name}={value:.4g}" for name, value in zip(objective_names(study), trial.values, strict=True))
+    return format_values(objective_names(study), trial.values)
+
+
+def format_values(names: Sequence[str], values: Sequence[float]) -> str:
+    """``val_acc=0.9611 latency_ms=0.41``."""
+    return " ".join(f"{name}={value:.4g}" for name, value in zip(names, values, strict=True))
 
 
 def config_text(config: Config, study: optuna.Study, trial: FrozenTrial, what: str) -> str:
     """A complete config for ``trial`` with a header saying what it is."""
+    return trial_config_text(config, study.study_name, objective_names(study), trial, what)
+
+
+def trial_config_text(config: Config, study_name: str, names: Sequence[str], trial: FrozenTrial, what: str) -> str:
+    """:func:`config_text` for a study known by its name and objectives' names."""
     from kubetune.search.results import best_config_dict
 
-    header = (f"# {what} trial {trial.number} of study {study.study_name}: {values_text(study, trial)}.\n"
+    header = (f"# {what} trial {trial.number} of study {study_name}: {format_values(names, trial.values)}.\n"
               "# Train it: ml-train --config <this file>\n")
     return header + dump_yaml(best_config_dict(config, trial.params))
+
+
+def picked_what(names: Sequence[str], pick: str | None) -> str:
+    """What the picked trial's config header calls it."""
+    return f"Picked (best {pick or names[0]} on the Pareto front)"
 
 
 def export_front(config: Config, study: optuna.Study, target: Path, pick: str | None) -> dict[str, Path]:
@@ -71,8 +102,7 @@ def export_front(config: Config, study: optuna.Study, target: Path, pick: str | 
     best = picked_trial(study, pick)
     if best is not None:
         path = target / "best_config.yaml"
-        what = f"Picked (best {pick or objective_names(study)[0]} on the Pareto front)"
-        write_text_atomic(path, config_text(config, study, best, what))
+        write_text_atomic(path, config_text(config, study, best, picked_what(objective_names(study), pick)))
         written["best_config"] = path
     return written
 

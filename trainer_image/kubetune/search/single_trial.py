@@ -34,8 +34,10 @@ from kubetune.search.attributes import INTERRUPTED_ATTR
 from kubetune.search.checks import check_search
 from kubetune.search.interruption import TERMINATED_EXIT, SigtermGuard, Terminated
 from kubetune.search.ledger import record_fail_reason
+from kubetune.search.objectives import metric_names
 from kubetune.search.optuna_internals import storage_of, trial_id_by_number
 from kubetune.search.outage import Outage
+from kubetune.search.pareto import format_values
 from kubetune.search.storage import mask_url, resolve_storage_url
 from kubetune.search.study import load_search_study
 
@@ -102,10 +104,10 @@ def run_stored_trial(config: Config, spec: str, storage: str | None) -> int:
                 record_fail_reason(study, trial, fail_reason(exc))
             log.debug("trial %d failed", number, exc_info=True)
             print(f"trial {number} failed: {fail_reason(exc)}", file=sys.stderr)
-        return _tell(study, trial, search.metric, state, value)
+        return _tell(study, trial, metric_names(search), state, value)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, metric: str, state: TrialState,
+def _tell(study: optuna.Study, trial: optuna.Trial, metrics: list[str], state: TrialState,
           value: float | list[float] | None) -> int:
     """Record the outcome; 0 for COMPLETE or PRUNED, 1 for FAIL or when it cannot be recorded."""
     number = trial.number
@@ -118,6 +120,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial, metric: str, state: TrialSta
         print(f"trial {number}: could not record {state.name}: {exc}", file=sys.stderr)
         return 1
     if state == TrialState.COMPLETE:
-        shown = f"{metric}={value:.4f}" if isinstance(value, float) else f"values={value}"
+        shown = f"{metrics[0]}={value:.4f}" if isinstance(value, float) else format_values(metrics, value or [])
         print(f"trial {number} of {study.study_name} COMPLETE: {shown}")
     return 0 if state in (TrialState.COMPLETE, TrialState.PRUNED) else 1
