@@ -123,8 +123,14 @@ async def test_suspend_stops_launching_and_resume_continues(cluster, storage_sec
     async with make_kubelet(lambda job: "hold") as kubelet:
         await cluster.create_studyjob("pause", digits_spec(n_trials=4, parallelism=2))
         await wait_for(lambda: len(cluster.jobs("pause")) == 2, 30, "two Jobs")
+        await wait_for(lambda: _asked_ahead(storage_secret) == [2], 30, "trial 2 asked ahead")
         await cluster.patch(STUDYJOBS, "pause", {"spec": {"suspend": True}})
         await cluster.wait_phase("pause", "Suspended", timeout=30)
+        # Trial 2, asked ahead, is not left RUNNING: it fails unstarted and is queued again.
+        await wait_for(lambda: len(_study(storage_secret).trials) == 4, 30, "trial 2 released")
+        released, retry = _study(storage_secret).trials[2:]
+        assert released.state == TrialState.FAIL and released.user_attrs[FAIL_REASON_ATTR].startswith("NotStarted")
+        assert retry.state == TrialState.WAITING and retry.params == released.params
 
         # Running trials finish; nothing new starts.
         kubelet.release()
@@ -138,6 +144,9 @@ async def test_suspend_stops_launching_and_resume_continues(cluster, storage_sec
         await cluster.patch(STUDYJOBS, "pause", {"spec": {"suspend": False}})
         await cluster.wait_phase("pause", "Succeeded")
     assert len(cluster.jobs("pause")) == 4
+    trials = _study(storage_secret).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4 and trials[3].state == TrialState.COMPLETE
+    assert cluster.status("pause")["trials"]["failed"] - cluster.status("pause")["trials"]["retried"] == 0
     assert cluster.events("Suspended")
 
 
