@@ -116,7 +116,7 @@ class Plan:
     launch: int = 0  # new trials to ask for and start (at most one batch)
     ask_ahead: bool = False  # then ask the next trial ahead: the slots are full, the budget has room
     release: list[ReleaseTrial] = field(default_factory=list)
-    more: bool = False  # more would start than one batch: the pass goes on unless the StudyJob changed
+    more: bool = False  # more would start than one batch, or trials were released: decide again
     waiting: int = 0  # WAITING trials the asks pop first
     refused: Failure | None = None  # this generation's Jobs were refused: launch nothing
     visualise: int | None = None  # create the visualisation Job for this many finished trials
@@ -387,6 +387,7 @@ def _release(s: Snapshot, plan: Plan, books: Ledger, ahead: list[FrozenTrial]) -
         plan.release.append(ReleaseTrial(trial, Failure(NOT_STARTED, f"asked ahead, released before its Job was "
                                                                      f"made: {why}"), requeue))
         plan.announced.add(trial.number)  # no TrialFailed event: it never ran
+    plan.more = True  # decide again on the released trials: nothing else brings a pass
 
 
 def _unstarted(s: Snapshot) -> int:

@@ -311,6 +311,7 @@ def test_a_suspended_or_failed_studyjob_releases_its_trial_asked_ahead_into_the_
     [release] = suspended.release
     assert release.trial.number == 1 and release.requeue and release.failure.reason == "NotStarted"
     assert 1 in suspended.announced  # no TrialFailed event for a trial that never ran
+    assert suspended.more  # the pass decides again on the released trial
     failed = [trial(n, TrialState.FAIL, **{FAIL_REASON_ATTR: "OOMKilled"}) for n in range(2)]
     over = decide(snapshot([*failed, ahead], n_trials=6, maxFailed=1))
     assert over.phase == st.FAILED and [r.requeue for r in over.release] == [True]
