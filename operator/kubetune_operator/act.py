@@ -1,16 +1,18 @@
 """Act: make the calls a :class:`~kubetune_operator.decide.Plan` asks for.
 
 Storage first, then the API: trials are failed or resumed; missing Jobs are
-made; new trials are asked for and their Jobs created; Jobs that never started are
-deleted; the visualisation Job and the best-config ConfigMap are written; then the
-status (only if it changed) and the events. A Job the API server refuses raises
-:class:`JobRejected`; a Job-count quota and an earlier StudyJob's leftover Job raise
+made; trials asked ahead get their Jobs, then new trials are asked for and their Jobs
+created; Jobs that never started are deleted; the visualisation Job and the
+best-config ConfigMap are written; the next trial is asked ahead (after the launches:
+off their way); then the status (only if it changed) and the events. A Job the API
+server refuses raises :class:`JobRejected`; a Job-count quota and an earlier StudyJob's leftover Job raise
 ``kopf.TemporaryError`` (the trial stays unmarked and gets its Job on a later pass).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +90,9 @@ def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> No
 
 
 def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config: Config) -> None:
-    """Delete, launch, visualise and write the best config as the plan says; then the status."""
+    """Delete, launch, visualise, write the best config and ask ahead as the plan says; then the status."""
+    for release in plan.release:
+        handle.release_ahead(release.trial, release.failure, requeue=release.requeue)
     if plan.refused is not None:
         raise JobRejected(plan.refused)
     for stuck, job, node in plan.mark_lost:
@@ -97,8 +101,11 @@ def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config
         handle.mark_evicted(evicted, job, count)
     for name in plan.delete_jobs:
         ref.rt.kube.delete_job(ref.namespace, name)
-    if plan.launch:
+    if plan.launch or plan.launch_ahead:
         _check_jobs(ref, s)
+    for ahead in plan.launch_ahead:
+        start_job(ref, s, handle, ahead, 0)
+        handle.mark_launched(ahead, time.time())
     launched = 0
     for index in range(plan.launch):
         trial = handle.ask(waiting=index < plan.waiting)
@@ -119,6 +126,8 @@ def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config
         status["trials"] = {**status["trials"], "running": status["trials"]["running"] - plan.launch + launched}
     for event in plan.events:
         ref.post(event)
+    if plan.ask_ahead:  # after the launches, off their way; before the status, as any ask
+        handle.ask(waiting=False, ahead=True)  # None: the grid is covered
     write_status(ref, s.old_status, plan.phase, plan.message, plan.conditions, status)
 
 

@@ -199,6 +199,9 @@ def spec_schema() -> dict[str, Any]:
         })),
         "activeDeadlineSeconds": _s("integer", "Longest a trial may run before it fails with "
                                     "DeadlineExceeded.", minimum=1, maximum=YEAR),
+        "askAhead": _s("boolean", "While every slot is busy, ask the next trial ahead so its Job starts as "
+                       "soon as a slot frees (the sampler then picks it without the result of the trial "
+                       "that frees the slot).", default=True),
         "startupTimeoutSeconds": _s("integer", "A trial whose pod has not started after this long "
                                     "(image pull, scheduling, volume mounts, quota) fails with the reason.",
                                     minimum=1, maximum=DAY, default=300),

@@ -8,9 +8,17 @@ Pure: no API, no storage, no clock but the snapshot's. Two parts:
   and within ``activeDeadlineSeconds`` counted from the trial's start; anything else,
   or past that, fails it with the reason read from the Job and its pods. A RUNNING
   trial whose current Job was never made (the operator stopped in between) gets it.
-- **Steer** the StudyJob: how many new trials to start (the ledger's room, WAITING
-  trials first, ``parallelism``), the visualisation Job, the best config, the phase,
-  the conditions, the status and the events.
+- **Steer** the StudyJob: how many new trials to start (the ledger's room, a trial
+  asked ahead first, then WAITING ones, ``parallelism``), whether to ask the next
+  trial ahead, the visualisation Job, the best config, the phase, the conditions, the
+  status and the events.
+
+A trial asked ahead (:func:`asked_ahead`) is RUNNING without a Job: asked while the
+slots are full and the budget has room for it, it waits for the next free slot, which
+then only needs its Job. It counts towards ``n_trials`` like any RUNNING trial, never as
+running; one the StudyJob will not launch (suspended, failed, refused, its ``n_trials``
+lowered under it) is released: failed as NotStarted and, unless over the budget,
+queued again as a retry, so it costs no trial.
 
 When settling changes the storage, :func:`kubetune_operator.reconcile.reconcile` acts
 on it, observes again and decides anew, so the second part always sees settled trials.
@@ -25,8 +33,14 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from kubetune.search.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR, JOB_ATTR, NODE_LOST_ATTR
-from kubetune.search.ledger import Ledger, ledger
+from kubetune.search.attributes import (
+    AHEAD_ATTR,
+    FAIL_REASON_ATTR,
+    INTERRUPTED_ATTR,
+    JOB_ATTR,
+    NODE_LOST_ATTR,
+)
+from kubetune.search.ledger import Ledger, ledger, retried_numbers
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.failures import (
@@ -76,6 +90,18 @@ class StartJob:
     resume: int
 
 
+@dataclass(frozen=True)
+class ReleaseTrial:
+    """An asked-ahead trial that will not be launched: fail it, and queue its point again (``requeue``)."""
+
+    trial: FrozenTrial
+    failure: Failure
+    requeue: bool
+
+
+NOT_STARTED = "NotStarted"  # the fail reason of a released asked-ahead trial
+
+
 @dataclass
 class Plan:
     # Settling (changes the storage: the pass observes again after acting on it)
@@ -87,8 +113,11 @@ class Plan:
     mark_lost: list[tuple[FrozenTrial, str, str]] = field(default_factory=list)  # (trial, its Job, the node)
     mark_evicted: list[tuple[FrozenTrial, str, int]] = field(default_factory=list)  # (trial, its Job, evictions)
     delete_jobs: list[str] = field(default_factory=list)
+    launch_ahead: list[FrozenTrial] = field(default_factory=list)  # asked-ahead trials to start first
     launch: int = 0  # new trials to ask for and start (at most one batch)
-    more: bool = False  # more would start than one batch: the pass goes on unless the StudyJob changed
+    ask_ahead: bool = False  # then ask the next trial ahead: the slots are full, the budget has room
+    release: list[ReleaseTrial] = field(default_factory=list)
+    more: bool = False  # more would start than one batch, or trials were released: decide again
     waiting: int = 0  # WAITING trials the asks pop first
     refused: Failure | None = None  # this generation's Jobs were refused: launch nothing
     visualise: int | None = None  # create the visualisation Job for this many finished trials
@@ -138,6 +167,8 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
     current, job = current_job(s.name, trial, s.trial_jobs)
     stuck = None
     if job is None:
+        if asked_ahead(s, trial):
+            return  # steering launches it
         if trial.user_attrs.get(JOB_ATTR) != current:
             plan.start.append(StartJob(trial, resume))
             return
@@ -187,6 +218,9 @@ def _terminal(pod: Mapping[str, Any]) -> bool:
 def _deadline_left(s: Snapshot, trial: FrozenTrial) -> int | None:
     """Seconds of ``activeDeadlineSeconds`` the trial has left over all its Jobs; None: no deadline."""
     deadline = s.spec.trials.active_deadline_seconds
+    launched = trial.user_attrs.get(AHEAD_ATTR)  # an asked-ahead trial's time waiting is not its run's
+    if isinstance(launched, float):
+        return round(deadline - (s.now - launched)) if deadline else None
     if not deadline or trial.datetime_start is None:
         return deadline or None
     return round(deadline - (s.now - trial.datetime_start.timestamp()))  # Optuna's naive local time
@@ -212,8 +246,9 @@ def steer(s: Snapshot, plan: Plan) -> None:
     _note_blocked(s, plan)
     _note_stuck(s, plan)
     evicted = _note_evicted(s, plan)
-    counted_failed = books.failed - books.retried
-    running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials)
+    counted_failed = books.failed - books.retried - _unstarted(s)
+    ahead = [t for t in s.trials if asked_ahead(s, t)]
+    running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials) - len(ahead)
     waiting = waiting_trials(s)
     plan.conditions.extend(waiting.conditions(s.old_status))
     best_config: dict[str, Any] | None = None
@@ -223,7 +258,7 @@ def steer(s: Snapshot, plan: Plan) -> None:
             st.FAILED_CONDITION, True, "MaxFailedExceeded",
             f"{counted_failed} trials failed, more than spec.trials.maxFailed={s.spec.trials.max_failed}; "
             "no new trials start"))
-    elif books.done(s.n_trials, running) or (stand.goal is not None and running == 0):
+    elif books.done(s.n_trials, running + len(ahead)) or (stand.goal is not None and running == 0):
         plan.conditions.append(_trials_done(s, books, stand))
         if stand.best is None:
             phase = st.FAILED
@@ -237,14 +272,15 @@ def steer(s: Snapshot, plan: Plan) -> None:
         else:
             # Once a trial reached search.goal no new trial starts; running ones finish.
             if not waiting.pending and stand.goal is None:  # what is pending holds the rest back
-                _launch(s, plan, books, running)
-            running += plan.launch
+                _launch(s, plan, books, running, ahead)
+            running += len(plan.launch_ahead) + plan.launch
             phase = st.RUNNING if running or books.finished else st.PENDING
     suspend = s.spec.suspend
     plan.conditions.append(st.Condition(
         st.SUSPENDED_CONDITION, suspend, "Suspended" if suspend else "NotSuspended",
         "spec.suspend is true: no new trials start" if suspend else ""))
     plan.phase = phase
+    _release(s, plan, books, ahead, goal=stand.goal is not None)
     held = len(waiting.pending) + len(waiting.queued)
     plan.message = _message(s, plan, books, stand, running - held, waiting)
     plan.status = {
@@ -286,9 +322,10 @@ def _inherited(s: Snapshot, plan: Plan, books: Ledger) -> int:
     return books.finished
 
 
-def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
+def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int, ahead: list[FrozenTrial]) -> None:
     """As many new trials as ``parallelism``, the operator's Job cap and the ledger allow,
-    one batch at a time; WAITING ones go first."""
+    one batch at a time; those asked ahead go first, then WAITING ones. Then, if the
+    budget has room for one more, the next trial is asked ahead."""
     parallelism = 1 if s.results.one_pod else s.spec.trials.parallelism
     if parallelism > s.max_jobs:
         plan.event("Warning", "ParallelismCapped",
@@ -298,21 +335,73 @@ def _launch(s: Snapshot, plan: Plan, books: Ledger, running: int) -> None:
         parallelism = s.max_jobs
     active = sum(job_outcome(job) is None for job in s.trial_jobs.values())
     slots = max(0, parallelism - max(running, active))
-    queued = min(books.waiting, slots)  # WAITING trials are counted already
-    new = max(0, min(slots - queued, s.n_trials - books.counted))
+    # Asked ahead: counted already, but n_trials may have been lowered under them.
+    take = min(len(ahead), slots, s.batch, max(0, s.n_trials - books.counted + len(ahead)))
+    queued = min(books.waiting, slots - take)  # WAITING trials are counted already
+    new = max(0, min(slots - take - queued, s.n_trials - books.counted))
+    untaken = None
     if s.grid is not None:
         taken = {point_key(t.params) for t in s.trials}
-        new = min(new, sum(point_key(p) not in taken for p in s.grid))
+        untaken = sum(point_key(p) not in taken for p in s.grid)
+        new = min(new, untaken)
     launch = queued + new
-    if not launch:
-        return
-    refused = old_condition(s, st.FAILED_CONDITION, ("JobRejected",))
+    refused = _refused(s)
     if refused is not None:  # this generation's Jobs were refused: ask for no more trials
-        plan.refused = Failure("JobRejected", refused.get("message", "").partition(": ")[2])
+        if launch or take:
+            plan.refused = refused
         return
-    plan.more = launch > s.batch
-    launch = min(launch, s.batch)
+    plan.more = take + launch > s.batch
+    launch = min(launch, s.batch - take)
+    plan.launch_ahead = ahead[:take]
     plan.launch, plan.waiting = launch, min(queued, launch)
+    # Ahead: the slots are full now (whatever held a launch back holds this one too).
+    room = s.n_trials - books.counted - new
+    plan.ask_ahead = (s.spec.trials.ask_ahead and not plan.more and take == len(ahead)
+                      and queued == books.waiting and room > 0 and (untaken is None or untaken > new))
+
+
+def _refused(s: Snapshot) -> Failure | None:
+    """This generation's trial Jobs were refused (the last status says so)."""
+    refused = old_condition(s, st.FAILED_CONDITION, ("JobRejected",))
+    return None if refused is None else Failure("JobRejected", refused.get("message", "").partition(": ")[2])
+
+
+def asked_ahead(s: Snapshot, trial: FrozenTrial) -> bool:
+    """A trial this StudyJob asked ahead that waits for its first Job (see the module docstring)."""
+    return (s.owned(trial) and trial.state == TrialState.RUNNING and bool(trial.user_attrs.get(AHEAD_ATTR))
+            and not trial.user_attrs.get(JOB_ATTR) and trial.number not in s.trial_jobs)
+
+
+def _release(s: Snapshot, plan: Plan, books: Ledger, ahead: list[FrozenTrial], *, goal: bool) -> None:
+    """The asked-ahead trials this StudyJob will not launch: suspended, failed or refused, each
+    goes back to the queue; over a lowered ``n_trials`` (the newest) or once ``search.goal`` is
+    reached (all of them), they go without a retry."""
+    launched = {t.number for t in plan.launch_ahead}
+    left = [t for t in ahead if t.number not in launched]
+    if not left:
+        return
+    if goal:
+        why, requeue = "search.goal was reached", False
+    elif plan.phase in (st.RUNNING, st.PENDING) and plan.refused is None and _refused(s) is None:
+        over = books.counted - s.n_trials
+        why, requeue, left = f"the StudyJob's n_trials is now {s.n_trials}", False, left[-over:] if over > 0 else []
+    else:
+        why = {st.SUSPENDED: "the StudyJob was suspended", st.FAILED: "the StudyJob failed"}.get(
+            plan.phase, "the StudyJob's trial Jobs are refused")
+        requeue = True
+    for trial in left:
+        plan.release.append(ReleaseTrial(trial, Failure(NOT_STARTED, f"asked ahead, released before its Job was "
+                                                                     f"made: {why}"), requeue))
+        plan.announced.add(trial.number)  # no TrialFailed event: it never ran
+    plan.more = True  # decide again on the released trials: nothing else brings a pass
+
+
+def _unstarted(s: Snapshot) -> int:
+    """Released asked-ahead trials without a retry: none of them ran, so none counts against maxFailed."""
+    retried = retried_numbers(s.trials)
+    prefix = f"{NOT_STARTED}: "
+    return sum(t.state == TrialState.FAIL and t.number not in retried
+               and str(t.user_attrs.get(FAIL_REASON_ATTR) or "").startswith(prefix) for t in s.trials)
 
 
 def _announce(s: Snapshot, plan: Plan, books: Ledger, stand: Standing) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -110,12 +111,16 @@ def _pass(ref: StudyJobRef, body: Mapping[str, Any]) -> Outcome:
         handle, n_trials = _open_study(ref, config, url, preflight, conditions)
         act.ensure_config_map(ref, config, config_text)
         study = _Study(spec, config, n_trials, handle, results, old)
+        # Before each batch, the StudyJob as it is now: the body this pass began with may be
+        # older than a suspend or a delete, whose own pass then follows. For the first batch
+        # it is read while the pass observes, off the way from a Job's end to the next Job.
+        current: Future[dict[str, Any] | None] | None = ref.rt.pool.submit(
+            ref.rt.kube.get_studyjob, ref.namespace, ref.name)
         snapshot, plan = _settle(ref, study)
         while True:
-            # Before each batch, the StudyJob as it is now: the body this pass began with may
-            # be older than a suspend or a delete, whose own pass then follows.
-            if plan.launch and _interrupted(ref):
+            if (plan.launch or plan.launch_ahead or plan.ask_ahead) and _interrupted(ref, current):
                 return Outcome()
+            current = None
             plan.conditions[:0] = conditions
             act.steer(ref, snapshot, plan, handle, config)
             if not plan.more:
@@ -221,10 +226,10 @@ def _note_ready(state: StudyJobState, trial_jobs: Mapping[int, Mapping[str, Any]
     return frozenset(state.ready_jobs)
 
 
-def _interrupted(ref: StudyJobRef) -> bool:
-    """The StudyJob changed since the pass began (suspended, edited, deleted, replaced):
-    stop launching and leave the rest to the pass its change brings."""
-    current = ref.rt.kube.get_studyjob(ref.namespace, ref.name)
+def _interrupted(ref: StudyJobRef, read: Future[dict[str, Any] | None] | None = None) -> bool:
+    """The StudyJob (as ``read``, else read now) changed since the pass began (suspended,
+    edited, deleted, replaced): stop launching and leave the rest to the pass its change brings."""
+    current = read.result() if read is not None else ref.rt.kube.get_studyjob(ref.namespace, ref.name)
     if current is None:
         return True
     meta = current.get("metadata") or {}

@@ -128,6 +128,9 @@ class TrialsSpec(_Model):
     tolerations: list[Toleration] = Field(default_factory=list)
     active_deadline_seconds: int | None = Field(default=None, ge=1, le=YEAR, alias="activeDeadlineSeconds")
     # A trial whose pod has not started by then (image pull, scheduling, mounts, quota) fails.
+    # While every slot is busy, the next trial is asked ahead so its Job starts as soon as a slot
+    # frees; the sampler then picks it without the result of the trial that frees the slot.
+    ask_ahead: bool = Field(default=True, alias="askAhead")
     startup_timeout_seconds: int = Field(default=300, ge=1, le=DAY, alias="startupTimeoutSeconds")
     # Finished trial Jobs (and their pods' logs) are kept this long; the storage keeps the trial.
     ttl_seconds_after_finished: int | None = Field(default=86400, ge=60, le=YEAR, alias="ttlSecondsAfterFinished")

@@ -5,6 +5,9 @@ user attributes and then asked for, so the mark and the trial appear together:
 after a crash, a RUNNING trial with the mark but no Job is the operator's own.
 How trials count towards ``n_trials`` is :mod:`kubetune.search.ledger`'s, the same for ml-search and the operator.
 A disrupted trial resumed in a new Job carries ``kubetune.preempted`` (the new Job's index).
+A trial asked ahead (``ask(ahead=True)``) carries ``kubetune.ahead`` from the start, so the
+mark is there before the trial is: it waits RUNNING, counted, for its StudyJob's next free
+slot; one never launched is released (:meth:`StudyHandle.release_ahead`).
 A study deleted from the storage while its StudyJob runs raises :class:`StudyLost`
 rather than being made again empty under trial Jobs that still run.
 """
@@ -26,6 +29,7 @@ from optuna.trial import FrozenTrial
 from kubetune.config import Config
 from kubetune.config.search_schema import SearchConfig
 from kubetune.search.attributes import (
+    AHEAD_ATTR,
     JOB_ATTR,
     KUEUE_EVICTIONS_ATTR,
     NODE_LOST_ATTR,
@@ -34,7 +38,7 @@ from kubetune.search.attributes import (
     TARGET_ATTR,
 )
 from kubetune.search.checks import changed_param, initial_points
-from kubetune.search.ledger import fail_trial
+from kubetune.search.ledger import enqueue_retry, fail_trial
 from kubetune.search.objectives import directions_of, metric_names
 from kubetune.search.optuna_internals import (
     preload_trials,
@@ -148,31 +152,34 @@ class StudyHandle:
         for point in initial_points(config):
             self.study.enqueue_trial(point, user_attrs=self._attrs())
 
-    def _attrs(self) -> dict[str, Any]:
-        return {OWNER_ATTR: self.owner}
+    def _attrs(self, ahead: bool = False) -> dict[str, Any]:
+        return {OWNER_ATTR: self.owner, AHEAD_ATTR: True} if ahead else {OWNER_ATTR: self.owner}
 
     @_lost_as_error
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
 
     @_lost_as_error
-    def ask(self, *, waiting: bool) -> optuna.Trial | None:
+    def ask(self, *, waiting: bool, ahead: bool = False) -> optuna.Trial | None:
         """A new RUNNING trial with its params chosen, marked as this StudyJob's.
 
         A WAITING trial (the config's point, a retry) goes first; without one
         (``waiting`` is False) an empty one carrying the mark is queued and popped at
         once, and the sampler fills it in. A grid's next point is queued whole instead
         (GridSampler does not fill in queued trials); None once every point is taken.
+        ``ahead``: the trial is asked ahead of its Job (see AHEAD_ATTR), never from a
+        WAITING one.
         """
         if not waiting:
             point = self._next_grid_point() if self.grid is not None else {}
             if point is None:
                 return None
-            self.study.enqueue_trial(point, user_attrs=self._attrs())
+            self.study.enqueue_trial(point, user_attrs=self._attrs(ahead))
         trial = self.study.ask(self.distributions)
-        if trial.user_attrs.get(OWNER_ATTR) != self.owner:
-            # Someone else enqueued it; whoever pops a trial runs it.
-            trial.set_user_attr(OWNER_ATTR, self.owner)
+        for key, value in self._attrs(ahead and not waiting).items():
+            if trial.user_attrs.get(key) != value:
+                # Someone else enqueued it; whoever pops a trial runs it.
+                trial.set_user_attr(key, value)
         return trial
 
     def _next_grid_point(self) -> dict[str, Any] | None:
@@ -184,6 +191,19 @@ class StudyHandle:
     def mark_job(self, trial: optuna.Trial | FrozenTrial, job_name: str) -> None:
         """Record that the trial's Job is about to exist (a missing Job then means a lost one)."""
         set_trial_user_attr(self.study, trial, JOB_ATTR, job_name)
+
+    @_lost_as_error
+    def mark_launched(self, trial: optuna.Trial | FrozenTrial, when: float) -> None:
+        """Record when an asked-ahead trial's Job was made: its deadline counts from then."""
+        with contextlib.suppress(UpdateFinishedTrialError):
+            set_trial_user_attr(self.study, trial, AHEAD_ATTR, when)
+
+    @_lost_as_error
+    def release_ahead(self, trial: FrozenTrial, failure: Failure, *, requeue: bool) -> None:
+        """Close an asked-ahead trial whose Job was never made: FAIL it with ``failure`` and,
+        with ``requeue``, queue its point again as a retry, so that it costs no trial."""
+        if fail_trial(self.study, trial, str(failure)) and requeue:
+            enqueue_retry(self.study, trial, user_attrs={})  # unmarked, like a deleted StudyJob's
 
     @_lost_as_error
     def mark_preempted(self, trial: FrozenTrial, count: int) -> bool:

@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from kubetune.search.attributes import (
+    AHEAD_ATTR,
     FAIL_REASON_ATTR,
     INTERRUPTED_ATTR,
     JOB_ATTR,
@@ -256,3 +257,79 @@ def test_a_trial_kueue_evicts_stays_in_its_job_is_counted_preempted_and_never_ag
     again = decide(replace(snapshot([marked], {0: evicted_job}, retries=0, parallelism=1), kueue={"sj-trial-0": said}))
     assert not again.mark_evicted and not [e for e in again.events if e.reason == "TrialPreempted"]
     assert again.status["trials"]["preempted"] == 1
+
+
+# Asking ahead -------------------------------------------------------------------------
+
+def _ahead(number: int) -> optuna.trial.FrozenTrial:
+    """A trial asked ahead: RUNNING, marked, without a Job."""
+    ahead = trial(number, **{AHEAD_ATTR: True})
+    del ahead.user_attrs[JOB_ATTR]
+    return ahead
+
+
+def test_with_its_slots_full_and_room_in_the_budget_the_next_trial_is_asked_ahead():
+    plan = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5)], n_trials=4, parallelism=2))
+    assert plan.launch == 2 and plan.ask_ahead  # trials 1 and 2 start; 3 is asked ahead
+    last = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5)], n_trials=3, parallelism=2))
+    assert last.launch == 2 and not last.ask_ahead  # the budget has no room for a fourth
+    off = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5)], n_trials=4, parallelism=2, askAhead=False))
+    assert off.launch == 2 and not off.ask_ahead  # every trial asked when its slot frees
+
+
+def test_a_trial_asked_ahead_takes_the_next_free_slot_and_never_counts_as_running():
+    ahead = _ahead(2)
+    full = decide(snapshot([trial(0), trial(1), ahead], {0: job(0), 1: job(1)}, n_trials=6, parallelism=2))
+    assert not full.start and not full.launch_ahead and full.launch == 0 and not full.ask_ahead
+    assert full.status["trials"]["running"] == 2 and full.phase == st.RUNNING
+    freed = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5), trial(1), ahead], {1: job(1)},
+                            n_trials=6, parallelism=2))
+    assert [t.number for t in freed.launch_ahead] == [2] and freed.launch == 0 and freed.ask_ahead
+    assert freed.status["trials"]["running"] == 2
+
+
+def test_a_trial_asked_ahead_holds_its_place_in_the_budget():
+    # 3 finished + 1 running + 1 ahead = n_trials: the ahead one starts, nothing is asked
+    trials = [trial(n, TrialState.COMPLETE, 0.5) for n in range(3)] + [trial(3), _ahead(4)]
+    plan = decide(snapshot(trials, {3: job(3)}, n_trials=5, parallelism=2))
+    assert [t.number for t in plan.launch_ahead] == [4] and plan.launch == 0 and not plan.ask_ahead
+    assert plan.phase == st.RUNNING  # never done while a trial waits ahead
+    alone = decide(snapshot(trials[:3] + [_ahead(4)], n_trials=4, parallelism=1))
+    assert [t.number for t in alone.launch_ahead] == [4] and alone.phase == st.RUNNING
+
+
+def test_a_trial_asked_ahead_with_its_job_made_is_an_ordinary_trial():
+    # The operator stopped between creating the Job and marking the trial.
+    ahead = _ahead(1)
+    plan = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5), ahead], {1: job(1)}, n_trials=4, parallelism=1))
+    assert not plan.start and not plan.launch_ahead and plan.status["trials"]["running"] == 1
+
+
+def test_a_suspended_or_failed_studyjob_releases_its_trial_asked_ahead_into_the_queue():
+    ahead = _ahead(1)
+    running = snapshot([trial(0, TrialState.COMPLETE, 0.5), ahead], n_trials=4)
+    suspended = decide(replace(running, spec=running.spec.model_copy(update={"suspend": True})))
+    assert suspended.phase == st.SUSPENDED and not suspended.launch_ahead
+    [release] = suspended.release
+    assert release.trial.number == 1 and release.requeue and release.failure.reason == "NotStarted"
+    assert 1 in suspended.announced  # no TrialFailed event for a trial that never ran
+    assert suspended.more  # the pass decides again on the released trial
+    failed = [trial(n, TrialState.FAIL, **{FAIL_REASON_ATTR: "OOMKilled"}) for n in range(2)]
+    over = decide(snapshot([*failed, ahead], n_trials=6, maxFailed=1))
+    assert over.phase == st.FAILED and [r.requeue for r in over.release] == [True]
+
+
+def test_a_trial_asked_ahead_over_a_lowered_n_trials_is_released_and_no_failure_counts():
+    trials = [trial(n, TrialState.COMPLETE, 0.5) for n in range(3)] + [trial(3), _ahead(4)]
+    plan = decide(snapshot(trials, {3: job(3)}, n_trials=4, parallelism=2))
+    assert not plan.launch_ahead and [(r.trial.number, r.requeue) for r in plan.release] == [(4, False)]
+    released = trial(4, TrialState.FAIL, **{FAIL_REASON_ATTR: str(plan.release[0].failure)})
+    after = decide(snapshot([*trials[:4], released], {3: job(3)}, n_trials=4, parallelism=2, maxFailed=0))
+    assert after.phase == st.RUNNING  # a trial that never ran is no failure
+
+
+def test_a_resume_of_a_trial_asked_ahead_counts_its_deadline_from_its_job():
+    launched = trial(0, started=NOW - 700, **{AHEAD_ATTR: NOW - 100})  # waited 600 s for a slot
+    plan = decide(snapshot([launched], {0: job(0, status=FAILED)}, {"sj-trial-0": [EVICTED_POD]},
+                           activeDeadlineSeconds=600))
+    assert plan.resume[0].deadline == 500

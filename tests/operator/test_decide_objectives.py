@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from optuna.trial import TrialState
 
+from kubetune.search.attributes import AHEAD_ATTR, JOB_ATTR
 from kubetune_operator import status as st
 from kubetune_operator.decide import decide
 from tests.operator.snapshots import job, snapshot, trial
@@ -94,3 +95,13 @@ def test_a_single_objective_status_has_no_front():
     plan = decide(snapshot(trials, n_trials=2, modes=frozenset()))
     assert plan.status["front"] is None and plan.front == []
     assert plan.status["best"] == {"trial": 1, "value": 0.8, "params": {"optimizer.lr": 0.01}}
+
+
+def test_a_trial_asked_ahead_when_the_goal_is_reached_is_released_without_a_retry():
+    ahead = trial(2, **{AHEAD_ATTR: True})
+    del ahead.user_attrs[JOB_ATTR]
+    trials = [trial(0, TrialState.COMPLETE, 0.97), trial(1), ahead]
+    plan = decide(snapshot(trials, {1: job(1)}, n_trials=10, parallelism=1, search={"goal": {"val_acc": 0.96}}))
+    assert plan.phase == st.RUNNING and not plan.launch_ahead and not plan.ask_ahead
+    assert [(r.trial.number, r.requeue) for r in plan.release] == [(2, False)]
+    assert "search.goal was reached" in plan.release[0].failure.message

@@ -126,7 +126,12 @@ async def test_more_failures_than_max_failed_fail_the_studyjob(cluster, storage_
     failed = _condition(status, "Failed")
     assert failed["reason"] == "MaxFailedExceeded" and "spec.trials.maxFailed=1" in failed["message"]
     assert sorted(cluster.jobs("bad")) == ["bad-trial-0", "bad-trial-1"]
-    assert [t.state for t in _study(storage_secret).trials] == [TrialState.FAIL] * 2
+    # Trial 2, asked ahead, never ran: failed as NotStarted and queued again, costing no trial.
+    await wait_for(lambda: len(_study(storage_secret).trials) == 4, 10, "trial 2 released")
+    trials = _study(storage_secret).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3 + [TrialState.WAITING]
+    assert trials[2].user_attrs[FAIL_REASON_ATTR].startswith("NotStarted: ")
+    assert trials[3].params == trials[2].params
     await wait_for(lambda: cluster.events("Failed"), 10, "the Failed event")
     assert cluster.events("Failed")[0]["type"] == "Warning"
 

@@ -13,7 +13,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kubetune.search.attributes import FAIL_REASON_ATTR, OWNER_ATTR, TARGET_ATTR
+from kubetune.search.attributes import (
+    AHEAD_ATTR,
+    FAIL_REASON_ATTR,
+    JOB_ATTR,
+    OWNER_ATTR,
+    TARGET_ATTR,
+)
 from kubetune.search.storage import make_storage
 from kubetune_operator import names
 from kubetune_operator.observe import LAUNCH_BATCH
@@ -28,6 +34,12 @@ def _study(url: str) -> optuna.Study:
     return optuna.load_study(study_name="digits-op", storage=url)
 
 
+def _asked_ahead(url: str) -> list[int]:
+    """The trials asked ahead that wait for a Job."""
+    return [t.number for t in _study(url).trials
+            if t.state == TrialState.RUNNING and t.user_attrs.get(AHEAD_ATTR) and not t.user_attrs.get(JOB_ATTR)]
+
+
 def _running_jobs(cluster, name: str) -> list[str]:
     return sorted(n for n, job in cluster.jobs(name).items() if not (job.get("status") or {}).get("conditions"))
 
@@ -40,11 +52,13 @@ async def test_operator_killed_and_restarted_mid_study(cluster, storage_secret, 
     async with make_kubelet(lambda job: "hold") as kubelet:
         await cluster.create_studyjob("restart", spec)
         await wait_for(lambda: len(cluster.jobs("restart")) == 2, 30, "two trial Jobs")
+        await wait_for(lambda: _asked_ahead(storage_secret) == [2], 30, "trial 2 asked ahead")
         await first.stop()
 
         # While no operator runs: trial 0's pod finishes and tells, and a trial is asked
         # the way the operator asks (marked as this StudyJob's) but gets no Job, as if
-        # the operator died between ask() and creating the Job.
+        # the operator died between ask() and creating the Job. The restarted operator
+        # gives it its Job, and trial 2, asked ahead, the next free slot.
         kubelet.release("restart-trial-0", "tell")
         await wait_for(lambda: _study(storage_secret).trials[0].state == TrialState.COMPLETE, 30,
                        "trial 0 to complete")
@@ -52,10 +66,11 @@ async def test_operator_killed_and_restarted_mid_study(cluster, storage_secret, 
         handle = StudyHandle(make_storage(storage_secret, heartbeat=False),
                              resolve_config(spec["config"], parsed).config, owner=f"{NAMESPACE}/restart")
         orphan = handle.ask(waiting=False)
-        assert orphan.number == 2
+        assert orphan.number == 3
 
         await start_operator()
-        await wait_for(lambda: "restart-trial-2" in cluster.jobs("restart"), 30, "the orphan's Job")
+        await wait_for(lambda: "restart-trial-3" in cluster.jobs("restart"), 30, "the orphan's Job")
+        assert "restart-trial-2" not in cluster.jobs("restart")  # trials 1 and 3 fill the slots
         kubelet.release()
         status = await cluster.wait_phase("restart", "Succeeded")
 
@@ -108,8 +123,14 @@ async def test_suspend_stops_launching_and_resume_continues(cluster, storage_sec
     async with make_kubelet(lambda job: "hold") as kubelet:
         await cluster.create_studyjob("pause", digits_spec(n_trials=4, parallelism=2))
         await wait_for(lambda: len(cluster.jobs("pause")) == 2, 30, "two Jobs")
+        await wait_for(lambda: _asked_ahead(storage_secret) == [2], 30, "trial 2 asked ahead")
         await cluster.patch(STUDYJOBS, "pause", {"spec": {"suspend": True}})
         await cluster.wait_phase("pause", "Suspended", timeout=30)
+        # Trial 2, asked ahead, is not left RUNNING: it fails unstarted and is queued again.
+        await wait_for(lambda: len(_study(storage_secret).trials) == 4, 30, "trial 2 released")
+        released, retry = _study(storage_secret).trials[2:]
+        assert released.state == TrialState.FAIL and released.user_attrs[FAIL_REASON_ATTR].startswith("NotStarted")
+        assert retry.state == TrialState.WAITING and retry.params == released.params
 
         # Running trials finish; nothing new starts.
         kubelet.release()
@@ -123,6 +144,9 @@ async def test_suspend_stops_launching_and_resume_continues(cluster, storage_sec
         await cluster.patch(STUDYJOBS, "pause", {"spec": {"suspend": False}})
         await cluster.wait_phase("pause", "Succeeded")
     assert len(cluster.jobs("pause")) == 4
+    trials = _study(storage_secret).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4 and trials[3].state == TrialState.COMPLETE
+    assert cluster.status("pause")["trials"]["failed"] - cluster.status("pause")["trials"]["retried"] == 0
     assert cluster.events("Suspended")
 
 
@@ -141,9 +165,10 @@ async def test_grid_study_runs_each_point_once(cluster, storage_secret, start_op
     async with make_kubelet(lambda job: "hold") as kubelet:
         await cluster.create_studyjob("grid", spec)
         await wait_for(lambda: len(cluster.jobs("grid")) == 2, 30, "two trial Jobs")
+        await wait_for(lambda: _asked_ahead(storage_secret) == [2], 30, "trial 2 asked ahead")
         await first.stop()
         kubelet.release()
-        await wait_for(lambda: all(t.state == TrialState.COMPLETE for t in _study(storage_secret).trials),
+        await wait_for(lambda: all(t.state == TrialState.COMPLETE for t in _study(storage_secret).trials[:2]),
                        30, "the first two trials to complete")
         await start_operator()
         status = await cluster.wait_phase("grid", "Succeeded")
@@ -161,18 +186,20 @@ async def test_deleting_keeps_the_study_and_fails_its_running_trials(cluster, st
     async with make_kubelet(lambda job: "hold"):
         created = await cluster.create_studyjob("bye", digits_spec(n_trials=4, parallelism=2))
         await wait_for(lambda: len(cluster.jobs("bye")) == 2, 30, "two Jobs")
+        await wait_for(lambda: _asked_ahead(storage_secret) == [2], 30, "trial 2 asked ahead")
         for job in cluster.jobs("bye").values():
             assert job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
         await cluster.delete(STUDYJOBS, "bye")
         await wait_for(lambda: cluster.get(STUDYJOBS, "bye") is None, 30, "the StudyJob to go")
     # The garbage collector (emulated) removed the children by their ownerReferences.
     assert cluster.jobs("bye") == {} and cluster.get("v1/configmaps", "bye-config") is None
+    # The two running trials and the one asked ahead.
     trials = _study(storage_secret).trials
-    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
-    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials[:2])
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3 + [TrialState.WAITING] * 3
+    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials[:3])
     # Queued again, unmarked: a deletion costs no trial to whoever takes the study up.
-    assert [t.params for t in trials[2:]] == [t.params for t in trials[:2]]
-    assert all(OWNER_ATTR not in t.user_attrs for t in trials[2:])
+    assert [t.params for t in trials[3:]] == [t.params for t in trials[:3]]
+    assert all(OWNER_ATTR not in t.user_attrs and AHEAD_ATTR not in t.user_attrs for t in trials[3:])
 
 
 async def _delete_the_study_under(cluster, name: str, url: str, make_kubelet) -> dict:
@@ -232,17 +259,19 @@ async def test_deleting_after_an_edit_that_does_not_parse_still_closes_the_study
     async with make_kubelet(lambda job: "hold"):
         await cluster.create_studyjob("edited", digits_spec(n_trials=4, parallelism=2))
         await wait_for(lambda: len(cluster.jobs("edited")) == 2, 30, "two Jobs")
+        await wait_for(lambda: _asked_ahead(storage_secret) == [2], 30, "trial 2 asked ahead")
         await cluster.patch(STUDYJOBS, "edited", {"spec": {"data": {"persistentVolumeClaim": None}}})
         status = await cluster.wait_phase("edited", "Failed", 30)
         assert "`spec.data` must name either a persistentVolumeClaim or a sample" in status["message"]
         await cluster.delete(STUDYJOBS, "edited")
         await wait_for(lambda: cluster.get(STUDYJOBS, "edited") is None, 30, "the StudyJob to go")
+    # The two running trials and the one asked ahead.
     trials = _study(storage_secret).trials
-    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
-    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials[:2])
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3 + [TrialState.WAITING] * 3
+    assert all(t.user_attrs[FAIL_REASON_ATTR].startswith("StudyJobDeleted") for t in trials[:3])
     # Queued again, unmarked: a deletion costs no trial to whoever takes the study up.
-    assert [t.params for t in trials[2:]] == [t.params for t in trials[:2]]
-    assert all(OWNER_ATTR not in t.user_attrs for t in trials[2:])
+    assert [t.params for t in trials[3:]] == [t.params for t in trials[:3]]
+    assert all(OWNER_ATTR not in t.user_attrs and AHEAD_ATTR not in t.user_attrs for t in trials[3:])
     assert not _study(storage_secret).user_attrs[OWNER_ATTR]  # free for ml-search --resume
 
 

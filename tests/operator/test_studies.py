@@ -9,9 +9,11 @@ import pytest
 from optuna.trial import TrialState
 
 from kubetune.config import validate_config
-from kubetune.search.attributes import OWNER_ATTR
+from kubetune.search.attributes import AHEAD_ATTR, FAIL_REASON_ATTR, OWNER_ATTR
 from kubetune.search.checks import cap_to_grid
+from kubetune.search.ledger import ledger
 from kubetune.search.storage import make_storage
+from kubetune_operator.failures import Failure
 from kubetune_operator.studies import StudyHandle
 from tests.operator.conftest import DIGITS_CONFIG
 
@@ -184,3 +186,28 @@ def test_a_study_of_several_objectives_has_their_directions_and_names_and_keeps_
     assert info.value.field == "spec.config.search.objectives"
     assert str(info.value).startswith("`spec.config.search.objectives` must have the directions "
                                       "['maximize', 'minimize'] of study"), str(info.value)
+
+
+def test_a_trial_asked_ahead_carries_its_mark_and_a_released_one_costs_no_trial(tmp_path):
+    config = _config({"type": "TPESampler", "seed": 0})
+    handle = StudyHandle(make_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=False), config, owner=OWNER)
+    first = handle.ask(waiting=True)  # the config's own point
+    assert first is not None and not first.user_attrs.get(AHEAD_ATTR)
+    ahead = handle.ask(waiting=False, ahead=True)
+    assert ahead is not None and ahead.user_attrs[AHEAD_ATTR] is True and ahead.user_attrs[OWNER_ATTR] == OWNER
+    handle.mark_launched(ahead, 1234.5)
+    assert handle.study.trials[ahead.number].user_attrs[AHEAD_ATTR] == 1234.5
+    again = handle.ask(waiting=False, ahead=True)
+    assert again is not None
+    stored = handle.study.trials[again.number]
+    handle.release_ahead(stored, Failure("NotStarted", "the StudyJob was suspended"), requeue=True)
+    trials = handle.trials()
+    assert trials[again.number].state == TrialState.FAIL
+    assert trials[again.number].user_attrs[FAIL_REASON_ATTR] == "NotStarted: the StudyJob was suspended"
+    retry = trials[-1]
+    assert retry.state == TrialState.WAITING and retry.params == again.params
+    assert not retry.user_attrs.get(AHEAD_ATTR) and not retry.user_attrs.get(OWNER_ATTR)
+    books = ledger(trials)
+    assert books.counted == 3 and books.failed - books.retried == 0  # two asked, one queued again
+    popped = handle.ask(waiting=True)
+    assert popped is not None and popped.params == again.params and popped.user_attrs[OWNER_ATTR] == OWNER

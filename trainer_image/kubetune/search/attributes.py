@@ -61,6 +61,12 @@ OWNER_ATTR = "kubetune.owner"
 # The name of the trial's current Job, written just before the Job is created; a
 # RUNNING trial with it and no Job lost its Job.
 JOB_ATTR = "kubetune.job"
+# Set on a trial the operator asks ahead, while its StudyJob's slots are full, so that
+# the next free slot only creates a Job: the trial is RUNNING, counts towards
+# ``n_trials``, and has no JOB_ATTR until its Job is made. Once the Job exists, the time
+# it was made (Unix seconds), from which the trial's deadline counts. Written and read
+# by the operator.
+AHEAD_ATTR = "kubetune.ahead"
 # How many times the trial was disrupted and resumed in a new Job (the ``-r<k>`` of its
 # Job). Written by the operator before the new Job exists.
 PREEMPTED_ATTR = "kubetune.preempted"
