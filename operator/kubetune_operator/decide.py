@@ -40,6 +40,7 @@ from kubetune_operator.failures import (
 )
 from kubetune_operator.observe import Snapshot, current_job
 from kubetune_operator.studies import kueue_evictions, point_key, preempted
+from kubetune_operator.usage import account, usage_status
 from kubetune_operator.waiting import Waiting, waiting_trials
 
 
@@ -86,6 +87,7 @@ class Plan:
     mark_lost: list[tuple[FrozenTrial, str, str]] = field(default_factory=list)  # (trial, its Job, the node)
     mark_evicted: list[tuple[FrozenTrial, str, int]] = field(default_factory=list)  # (trial, its Job, evictions)
     delete_jobs: list[str] = field(default_factory=list)
+    usage: dict[int, dict[str, Any]] = field(default_factory=dict)  # trial -> its record with pods seen ended
     launch: int = 0  # new trials to ask for and start (at most one batch)
     more: bool = False  # more would start than one batch: the pass goes on unless the StudyJob changed
     waiting: int = 0  # WAITING trials the asks pop first
@@ -114,7 +116,7 @@ WAIT_FOR_PODS = 5.0  # seconds before a pass looks again at a deleted Job whose 
 def decide(s: Snapshot, *, settle_trials: bool = True) -> Plan:
     """The plan of one pass over ``s``: settling if there is any to do (and
     ``settle_trials``), else steering."""
-    plan = Plan()
+    plan = Plan(usage=account(s))
     if settle_trials:
         settle(s, plan)
         if plan.settles:
@@ -265,6 +267,7 @@ def steer(s: Snapshot, plan: Plan) -> None:
         },
         "best": st.best_block(books.best),
         "bestConfig": best_config or s.old_status.get("bestConfig"),
+        "usage": usage_status([t for t in s.trials if s.owned(t)], {**s.usage, **plan.usage}, books.best),
         # Every finished trial has had its event by the end of this pass.
         "announced": st.ranges(t.number for t in s.trials if t.state.is_finished()),
     }

@@ -46,6 +46,7 @@ from kubetune.search.space import distributions, grid_values
 from kubetune.search.study import name_metric, take_sampler_session
 from kubetune_operator.failures import Failure
 from kubetune_operator.spec import SpecError
+from kubetune_operator.usage import UsageBook
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -129,6 +130,7 @@ class StudyHandle:
                 field="spec.config.search.direction",
             )
         self.grid = grid_points(search) if search.sampler.type == "GridSampler" else None
+        self.usage = UsageBook(self.study)  # what the trials' pods held
         self._target: int | None = None
         if not trials:
             self._enqueue_initial(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -12,7 +12,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.errors import KubetuneError, UsageError
+from kubetune.search.results import usage_line
 from kubetune.search.storage import make_storage, mask_url
+from kubetune.search.usage import Usage, record_of, study_records, totals
 
 STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 _STATE_WORDS = {"FAIL": "failed"}  # "2 failed", not "2 fail"; the other names read as they are
@@ -63,6 +65,8 @@ class StudySummary:
     best_trial: FrozenTrial | None  # None until a trial completes
     top_trials: list[FrozenTrial]
     param_names: list[str]
+    usage_line: str | None = None  # kubetune.search.results.usage_line
+    usage: dict[int, Usage] = field(default_factory=dict)  # trial number -> what it held
 
     @property
     def n_trials(self) -> int:
@@ -86,6 +90,7 @@ def summarise(study: optuna.Study, top: int = 10, default_metric: str = "value")
     ]
     maximise = study.direction == StudyDirection.MAXIMIZE
     ranked = sorted(complete, key=lambda t: t.value, reverse=maximise)  # type: ignore[arg-type, return-value]
+    records = study_records(study.user_attrs)
     return StudySummary(
         name=study.study_name,
         direction="maximize" if maximise else "minimize",
@@ -94,6 +99,8 @@ def summarise(study: optuna.Study, top: int = 10, default_metric: str = "value")
         best_trial=ranked[0] if ranked else None,
         top_trials=ranked[:top],
         param_names=sorted({name for t in trials for name in t.params}),
+        usage_line=usage_line(study),
+        usage={t.number: totals(record_of(t, records)) for t in trials},
     )
 
 
