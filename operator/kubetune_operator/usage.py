@@ -8,8 +8,9 @@ pods of such a Job are read once more, after it ends, and never again. Records l
 study (:mod:`kubetune.search.usage`), so a restarted operator or a repeated pass never
 counts a pod twice.
 
-A pod deleted before the operator saw it end (Kueue deletes the pods of a Job it evicts)
-is not counted; the trial process's own record (the trial's ``usage``) still has it.
+A pod being deleted (Kueue deletes the pods of a Job it evicts; an eviction; a deleted
+Job) may be gone before the API shows it ended: while the operator sees it terminating it
+counts until then, and the exact end replaces that once seen.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class UsageBook:
                 records[number] = record
 
 
-def _time(text: Any) -> float | None:
+def timestamp(text: Any) -> float | None:
+    """An API time (RFC 3339) in epoch seconds; None for none."""
     if not text:
         return None
     return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
@@ -85,19 +87,21 @@ def ended(pod: Mapping[str, Any]) -> bool:
     return bool(containers) and all("terminated" in (c.get("state") or {}) for c in containers)
 
 
-def pod_attempt(pod: Mapping[str, Any]) -> dict[str, float] | None:
-    """The attempt of an ended pod; None while it runs (or never started: it held nothing)."""
-    if not ended(pod):
+def pod_attempt(pod: Mapping[str, Any], now: float | None = None) -> dict[str, float] | None:
+    """The attempt of an ended pod, or of one being deleted until ``now``; None while it runs
+    (or if it never started: it held nothing)."""
+    done = ended(pod)
+    if not done and (now is None or not (pod.get("metadata") or {}).get("deletionTimestamp")):
         return None
     status = pod.get("status") or {}
     terminated = [(c.get("state") or {}).get("terminated") or {}
                   for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]]
-    starts = [t for t in (_time(status.get("startTime")), *(_time(t.get("startedAt")) for t in terminated)) if t]
-    ends = [t for t in (_time(t.get("finishedAt")) for t in terminated) if t]
+    starts = [t for t in (timestamp(status.get("startTime")), *(timestamp(t.get("startedAt")) for t in terminated)) if t]
+    ends = [t for t in (timestamp(t.get("finishedAt")) for t in terminated) if t]
     if not starts:
         return None
     start = min(starts)
-    return attempt(start, max(ends, default=start), *requested(pod))
+    return attempt(start, max(ends, default=start) if done else max(start, now or start), *requested(pod))
 
 
 def accounted(records: Records, number: int) -> set[str]:
@@ -129,7 +133,7 @@ def account(s: Snapshot) -> dict[int, dict[str, Any]]:
             continue
         attempts, done = found.setdefault(number, ({}, set()))
         for pod in pods:
-            if (seen := pod_attempt(pod)) is not None:
+            if (seen := pod_attempt(pod, s.now)) is not None:
                 attempts[pod["metadata"]["name"]] = seen
         job = jobs.get(job_name)
         if job is not None and job_outcome(job) is not None and all(ended(pod) for pod in pods):

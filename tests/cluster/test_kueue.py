@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kubetune.search.attributes import FAIL_REASON_ATTR, PREEMPTED_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, PREEMPTED_ATTR, USAGE_STUDY_PREFIX
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.kube import ApiError
@@ -68,6 +68,39 @@ def _admission_to_running(kube: Cluster, job: dict[str, Any]) -> float:
     return _time(started) - _time(job["status"]["startTime"])
 
 
+def _pod_gpu_seconds(kube: Cluster, jobs: Any) -> dict[str, float]:
+    """Pod -> its GPUs times its run, from its startTime to its container's end, as the kubelet said."""
+    found = {}
+    for job in jobs:
+        for pod in kube.job_pods(job):
+            (container,) = pod["status"]["containerStatuses"]
+            gpus = int(pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+            ended = _time(container["state"]["terminated"]["finishedAt"])
+            found[pod["metadata"]["name"]] = gpus * (ended - _time(pod["status"]["startTime"]))
+    return found
+
+
+def _usage_matches_the_pods(kube: Cluster, name: str, storage: str, jobs: Any) -> dict[str, Any]:
+    """Once the operator saw every pod end: ``status.usage`` (and each trial's record in the study)
+    holds the pods' GPU seconds within a second; the status."""
+    pods = _pod_gpu_seconds(kube, jobs)
+
+    def settled() -> dict[str, Any] | None:
+        status = kube.status(name)
+        used = status.get("usage") or {}
+        return status if abs(used.get("gpuSeconds", -9) - sum(pods.values())) <= 1 else None
+
+    status = wait_until(settled, 60, lambda: f"status.usage {kube.status(name).get('usage')} to hold the pods' "
+                        f"{sum(pods.values()):.0f} GPU seconds")
+    attrs = optuna.load_study(study_name=status["study"], storage=storage).user_attrs
+    recorded = {pod: a for key, record in attrs.items() if key.startswith(USAGE_STUDY_PREFIX)
+                for pod, a in record["attempts"].items()}
+    assert set(recorded) == set(pods)  # every pod once
+    for pod, seconds in pods.items():
+        assert abs((recorded[pod]["end"] - recorded[pod]["start"]) * recorded[pod]["gpus"] - seconds) <= 1, pod
+    return status
+
+
 def test_gpu_trials_beyond_the_quota_wait_queued_and_run_one_at_a_time(
         kueue: Kueue, kube: Cluster, operator, digits_claims, storage):
     _quota(kube, gpus=1)
@@ -105,6 +138,8 @@ def test_gpu_trials_beyond_the_quota_wait_queued_and_run_one_at_a_time(
     spans = sorted((_time(j["status"]["startTime"]), _time(j["status"]["completionTime"])) for j in jobs.values())
     assert all(end <= start + 1 for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
     delays = [_admission_to_running(kube, job) for job in jobs.values()]
+    used = _usage_matches_the_pods(kube, "queued", storage, jobs)["usage"]
+    assert used["gpuSeconds"] > 0 and 0 < used["gpuHoursToBest"] <= used["gpuHours"]
     print(f"\nkueue: 3 GPU trials through a 1-GPU ClusterQueue in {elapsed:.0f}s; admission to pod running "
           f"{min(delays):.0f}-{max(delays):.0f}s (startTime to container start, 1 s resolution)")
 
@@ -143,7 +178,7 @@ def test_a_queue_that_does_not_exist_is_a_clear_condition_and_fails_no_trial(
     assert all(job["spec"]["suspend"] for job in kube.trial_jobs("lost").values())  # the operator never flips it
 
 
-def test_a_higher_priority_study_preempts_a_trial_that_resumes_in_the_same_job_from_its_checkpoint(
+def test_a_higher_priority_study_preempts_every_trial_once_and_each_resumes_in_its_job_from_its_checkpoint(
         kueue: Kueue, kube: Cluster, kubelet, operator, digits_claims, storage):
     for name, value in (("low", 100), ("high", 1000)):
         try:
@@ -152,31 +187,42 @@ def test_a_higher_priority_study_preempts_a_trial_that_resumes_in_the_same_job_f
         except ApiError as exc:
             if exc.status != 409:
                 raise
-    _quota(kube, gpus=1, preemption={"withinClusterQueue": "LowerPriority"})
-    low = digits_spec(n_trials=1, parallelism=1, study="low", queueName="team", workloadPriorityClassName="low",
+    _quota(kube, gpus=2, preemption={"withinClusterQueue": "LowerPriority"})
+    low = digits_spec(n_trials=2, parallelism=2, study="low", queueName="team", workloadPriorityClassName="low",
                       resources=GPU, output=True)
     low["config"]["training"]["num_epochs"] = LONG
     low["config"]["search"]["pruner"] = {"type": "none"}
     kube.create_studyjob("low", low)
-    checkpoint = digits_claims["results"] / "low" / "trial-0" / "last.pt"
-    wait_until(lambda: checkpoint_epoch(checkpoint) >= 2, 180, "the low-priority trial's checkpoint of epoch 2")
-    at = checkpoint_epoch(checkpoint)
+    checkpoints = [digits_claims["results"] / "low" / f"trial-{n}" / "last.pt" for n in (0, 1)]
+    wait_until(lambda: min(checkpoint_epoch(c) for c in checkpoints) >= 2, 240,
+               "both low-priority trials' checkpoints of epoch 2")
+    at = [checkpoint_epoch(c) for c in checkpoints]
 
-    high = digits_spec(n_trials=1, parallelism=1, study="high", queueName="team", workloadPriorityClassName="high",
+    high = digits_spec(n_trials=2, parallelism=2, study="high", queueName="team", workloadPriorityClassName="high",
                        resources=GPU)
     kube.create_studyjob("high", high)
-    evicted = wait_until(lambda: kube.events("TrialPreempted"), 120, "the low-priority trial to be preempted")
-    assert "trial 0 was evicted by Kueue (Preempted" in evicted[0]["message"]
+    evicted = wait_until(lambda: len(found := kube.events("TrialPreempted")) >= 2 and found, 120,
+                         "both low-priority trials to be preempted")
+    assert all("was evicted by Kueue (Preempted" in e["message"] for e in evicted)
     kube.wait_phase("high", "Succeeded", 600)
     status = kube.wait_phase("low", "Succeeded", 600)
 
-    (trial,) = optuna.load_study(study_name="low", storage=storage).trials
-    assert trial.state == TrialState.COMPLETE and trial.user_attrs.get(PREEMPTED_ATTR, 0) == 0
-    steps = sorted(trial.intermediate_values)
-    assert steps == list(range(steps[0], steps[0] + LONG))  # no epoch missing, none told twice
-    assert status["trials"]["preempted"] == 1 and status["trials"]["failed"] == 0
-    assert set(kube.trial_jobs("low")) == {"low-trial-0"}  # the same Job, admitted again
-    pods = sorted(kube.job_pods("low-trial-0"), key=lambda p: p["metadata"]["creationTimestamp"])  # the new one
-    found = RESUMED.search(kubelet.logs(kube.namespace, pods[-1]["metadata"]["name"]))
-    assert found is not None and int(found.group(1)) >= at  # the pod Kueue stopped is gone (deleted)
-    print(f"\nkueue preemption: the trial resumed from epoch {found.group(1)} of {LONG} in the same Job")
+    trials = optuna.load_study(study_name="low", storage=storage).trials
+    assert status["trials"]["preempted"] == 2 and status["trials"]["failed"] == 0
+    assert set(kube.trial_jobs("low")) == {"low-trial-0", "low-trial-1"}  # the same Jobs, admitted again
+    saved = []
+    for trial in trials:
+        assert trial.state == TrialState.COMPLETE and trial.user_attrs.get(PREEMPTED_ATTR, 0) == 0
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(steps[0], steps[0] + LONG))  # no epoch missing, none told twice
+        job = names.trial_job_name("low", trial.number)
+        pods = sorted(kube.job_pods(job), key=lambda p: p["metadata"]["creationTimestamp"])  # the new one
+        found = RESUMED.search(kubelet.logs(kube.namespace, pods[-1]["metadata"]["name"]))
+        assert found is not None and int(found.group(1)) >= at[trial.number]  # the pod Kueue stopped is gone
+        saved.append(int(found.group(1)))
+    ran = sum(_pod_gpu_seconds(kube, kube.trial_jobs("low")).values())  # the pods Kueue admitted again
+    used = wait_until(lambda: (found := kube.status("low").get("usage") or {}).get("gpuSeconds", 0) > ran and found,
+                      60, "status.usage to count the pods, the evicted ones too")
+    print(f"\nkueue preemption of every trial once: {len(trials)} trials resumed from epochs "
+          f"{', '.join(map(str, saved))} of {LONG} in the same Jobs: {sum(saved)} of {len(trials) * LONG} epochs "
+          f"not trained again; status.usage {used['gpuSeconds']:.0f} GPU seconds")

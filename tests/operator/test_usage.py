@@ -14,6 +14,7 @@ from kubetune_operator.usage import (
     account,
     cpu_quantity,
     pod_attempt,
+    timestamp,
     unaccounted_jobs,
     usage_status,
 )
@@ -37,6 +38,9 @@ def test_an_ended_pod_held_its_requests_from_its_start_to_its_end():
     assert found is not None
     assert found["end"] - found["start"] == 100 and found["gpus"] == 2 and found["cpus"] == 1.5
     assert pod_attempt(_pod("p", 0, "2026-01-01T00:00:00Z", None)) is None  # still running
+    going = _pod("p", 0, "2026-01-01T00:00:00Z", None)
+    going["metadata"]["deletionTimestamp"] = "2026-01-01T00:10:00Z"  # Kueue evicted it: it may vanish unseen
+    assert pod_attempt(going, now=timestamp("2026-01-01T00:00:50Z"))["end"] == timestamp("2026-01-01T00:00:50Z")
     assert cpu_quantity("2") == 2 and cpu_quantity("250m") == 0.25
 
 
