@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
+import optuna
 from optuna.trial import TrialState
 
 from kubetune.search.usage import with_attempts
 from kubetune_operator import names
 from kubetune_operator.decide import decide
 from kubetune_operator.usage import (
+    UsageBook,
     account,
     cpu_quantity,
     pod_attempt,
@@ -82,3 +84,10 @@ def test_decide_records_the_pods_and_puts_the_sums_in_the_status():
     plan = decide(snapshot([t], {0: job(0, status=COMPLETE)}, pods, n_trials=1))
     assert plan.usage[0]["gpu_seconds"] == 30
     assert plan.status["usage"]["gpuSeconds"] == 30
+
+
+def test_the_book_keeps_records_in_the_study_for_a_restarted_operator():
+    study = optuna.create_study()
+    record = with_attempts(None, {"pod": {"start": 0, "end": 10, "gpus": 1, "cpus": 1}}, jobs=["sj-trial-0"])
+    UsageBook(study).write({0: record})
+    assert UsageBook(study).records() == {0: record}  # a new process reads what the last one wrote
