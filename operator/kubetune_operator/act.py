@@ -71,7 +71,9 @@ class StudyJobRef:
 
 
 def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> None:
-    """Fail and resume the trials the plan names; make the Jobs it finds missing."""
+    """Record the pods seen ended; fail and resume the trials the plan names; make the Jobs it finds missing."""
+    if plan.usage:
+        handle.usage.write(plan.usage)
     for fail in plan.fail:
         if fail.delete_job is not None:
             ref.rt.kube.delete_job(ref.namespace, fail.delete_job)
@@ -95,6 +97,8 @@ def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config
         handle.release_ahead(release.trial, release.failure, requeue=release.requeue)
     if plan.refused is not None:
         raise JobRejected(plan.refused)
+    if plan.usage:
+        handle.usage.write(plan.usage)
     for stuck, job, node in plan.mark_lost:
         handle.mark_node_lost(stuck, job, node)
     for evicted, job, count in plan.mark_evicted:

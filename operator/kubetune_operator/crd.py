@@ -286,6 +286,10 @@ def status_schema() -> dict[str, Any]:
             "configMap": _s("string"), "key": _s("string"), "path": _s("string"),
             "paretoPath": _s("string", "The Pareto-optimal trials' configs on the results volume."),
             "trial": _s("integer")}),
+        "usage": _s("object", "What the trials' pods held (pruned and failed ones too): GPU and CPU "
+                    "seconds, from each pod's start to its end times what it requested; GPU-hours in all, and "
+                    "until the best trial completed.", properties={
+                        k: _s("number", minimum=0) for k in ("gpuSeconds", "cpuSeconds", "gpuHours", "gpuHoursToBest")}),
         "conditions": _s("array", items=_s("object", required=["type", "status"], properties={
             "type": _s("string"), "status": _s("string", enum=["True", "False", "Unknown"]),
             "reason": _s("string"), "message": _s("string"),
@@ -305,11 +309,13 @@ def crd() -> dict[str, Any]:
         {"name": "Front", "type": "integer", "jsonPath": ".status.front.size", "priority": 1,
          "description": "Pareto-optimal trials (search.objectives)"},
         {"name": "Running", "type": "integer", "jsonPath": ".status.trials.running", "priority": 1},
-        {"name": "Pending", "type": "integer", "jsonPath": ".status.trials.pending", "priority": 1,
-         "description": "trials whose pods wait for free resources"},
         {"name": "Queued", "type": "integer", "jsonPath": ".status.trials.queued",
          "description": "trial Jobs waiting for Kueue to admit them"},
+        {"name": "Pending", "type": "integer", "jsonPath": ".status.trials.pending",
+         "description": "trials whose pods wait for free resources"},
         {"name": "Study", "type": "string", "jsonPath": ".status.study", "priority": 1},
+        {"name": "GPU-Hours", "type": "number", "jsonPath": ".status.usage.gpuHours", "priority": 1,
+         "description": "GPU-hours the trials' pods held"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     schema = _s("object", required=["spec"], properties={

@@ -55,6 +55,7 @@ from kubetune_operator.failures import (
 from kubetune_operator.observe import Snapshot, current_job
 from kubetune_operator.standing import Standing, best_block, front_block, standing
 from kubetune_operator.studies import kueue_evictions, point_key, preempted
+from kubetune_operator.usage import account, usage_status
 from kubetune_operator.waiting import Waiting, waiting_trials
 
 
@@ -114,6 +115,7 @@ class Plan:
     mark_evicted: list[tuple[FrozenTrial, str, int]] = field(default_factory=list)  # (trial, its Job, evictions)
     delete_jobs: list[str] = field(default_factory=list)
     launch_ahead: list[FrozenTrial] = field(default_factory=list)  # asked-ahead trials to start first
+    usage: dict[int, dict[str, Any]] = field(default_factory=dict)  # trial -> its record with pods seen ended
     launch: int = 0  # new trials to ask for and start (at most one batch)
     ask_ahead: bool = False  # then ask the next trial ahead: the slots are full, the budget has room
     release: list[ReleaseTrial] = field(default_factory=list)
@@ -145,7 +147,7 @@ WAIT_FOR_PODS = 5.0  # seconds before a pass looks again at a deleted Job whose 
 def decide(s: Snapshot, *, settle_trials: bool = True) -> Plan:
     """The plan of one pass over ``s``: settling if there is any to do (and
     ``settle_trials``), else steering."""
-    plan = Plan()
+    plan = Plan(usage=account(s))
     if settle_trials:
         settle(s, plan)
         if plan.settles:
@@ -304,6 +306,7 @@ def steer(s: Snapshot, plan: Plan) -> None:
         "best": best_block(stand),
         "front": front_block(stand),
         "bestConfig": best_config or s.old_status.get("bestConfig"),
+        "usage": usage_status([t for t in s.trials if s.owned(t)], {**s.usage, **plan.usage}, stand.best),
         # Every finished trial has had its event by the end of this pass.
         "announced": st.ranges(t.number for t in s.trials if t.state.is_finished()),
     }

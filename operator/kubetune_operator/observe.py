@@ -62,6 +62,7 @@ class Snapshot:
     max_jobs: int = MAX_JOBS  # the operator-wide cap on this StudyJob's running trial Jobs
     batch: int = LAUNCH_BATCH  # Jobs one round creates before the pass looks at the StudyJob again
     kueue: dict[str, Kueued] = field(default_factory=dict)  # Job -> its Kueue Workload's word (queued Jobs)
+    usage: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # trial -> what its pods held (usage.py)
 
     def owned(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get(OWNER_ATTR) == self.key

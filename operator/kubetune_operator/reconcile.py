@@ -46,6 +46,7 @@ from kubetune_operator.runtime import (
 )
 from kubetune_operator.spec import SpecError, StudyJobSpec, parse_spec, read_config
 from kubetune_operator.studies import StudyHandle, StudyLost
+from kubetune_operator.usage import unaccounted_jobs
 from kubetune_operator.volumes import ResultsVolume, check_data_claim, results_volume
 
 logger = logging.getLogger("kubetune_operator")
@@ -210,12 +211,14 @@ def _observe(ref: StudyJobRef, study: _Study, memory: Memory) -> Snapshot:
     now = time.time()
     wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, spec.trials.startup_timeout_seconds, now,
                           memory.was_ready)
+    records = handle.usage.records()
+    wanted += [job for job in unaccounted_jobs(trials, ref.key, trial_jobs, records) if job not in wanted]
     return Snapshot(
         namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
         config=study.config, n_trials=study.n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
         trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, ref.name, wanted),
         results=study.results, old_status=study.old, memory=memory, now=now, max_jobs=rt.options.max_jobs,
-        kueue=read_workloads(rt.kube, ref.namespace, jobs))
+        kueue=read_workloads(rt.kube, ref.namespace, jobs), usage=records)
 
 
 def _note_ready(state: StudyJobState, trial_jobs: Mapping[int, Mapping[str, Any]]) -> frozenset[str]:

@@ -51,6 +51,7 @@ from kubetune.search.space import distributions, grid_values
 from kubetune.search.study import direction_error, name_metrics, take_sampler_session
 from kubetune_operator.failures import Failure
 from kubetune_operator.spec import SpecError
+from kubetune_operator.usage import UsageBook
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -132,6 +133,7 @@ class StudyHandle:
             raise SpecError(f"`spec.config.{error.path}`" + str(error).removeprefix(f"`{error.path}`"),
                             field=f"spec.config.{error.path}")
         self.grid = grid_points(search) if search.sampler.type == "GridSampler" else None
+        self.usage = UsageBook(self.study)  # what the trials' pods held
         self._target: int | None = None
         if not trials:
             self._enqueue_initial(config)

@@ -191,7 +191,8 @@ class PodWorker(threading.Thread):
         self.terminating = threading.Event()
         self.grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
         self.oom = False
-        self.started_at = now()
+        self.started_at = now()  # the pod's startTime: the node took it
+        self.container_started: dict[str, str] = {}  # container -> when it started running
         self.attached: list[str] = []
         self.envs: dict[str, dict[str, str]] = {}
 
@@ -265,12 +266,13 @@ class PodWorker(threading.Thread):
             self._end_unstarted(inits, mains)
             return
         for index, container in enumerate(inits):
+            self.container_started[container["name"]] = now()
             self.patch_status({"initContainerStatuses": [
-                self.container_status(c, {"running": {"startedAt": now()}} if i == index else
+                self.container_status(c, {"running": {"startedAt": self.container_started[c["name"]]}} if i == index else
                                       {"waiting": {"reason": "PodInitializing"}})
                 for i, c in enumerate(inits)]})
             code = self._wait([container], mounts)[container["name"]]
-            terminated = self._terminated(code)
+            terminated = self._terminated(code, container["name"])
             if code != 0:
                 self._finish(mains, {container["name"]: code}, inits, failed_init=True)
                 return
@@ -281,33 +283,37 @@ class PodWorker(threading.Thread):
         if self.terminating.is_set():
             self._finish(mains, {}, inits)
             return
+        self.container_started.update({c["name"]: now() for c in mains})
         self._start(mains, mounts)  # running before it is reported as Running
         self.patch_status({"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
                            "conditions": self.conditions(True),
                            "containerStatuses": [
-                               self.container_status(c, {"running": {"startedAt": now()}}) for c in mains]})
+                               self.container_status(c, {"running": {"startedAt": self.container_started[c["name"]]}})
+                               for c in mains]})
         codes = self._wait(mains)
         self._finish(mains, codes, inits)
 
-    def _terminated(self, code: int) -> dict[str, Any]:
+    def _terminated(self, code: int, container: str) -> dict[str, Any]:
+        """A container's end as a kubelet reports it: from when it started running until now."""
         if self.oom and code != 0:
             reason = "OOMKilled"
         else:
             reason = "Completed" if code == 0 else "Error"
-        return {"exitCode": code, "reason": reason, "startedAt": self.started_at, "finishedAt": now()}
+        return {"exitCode": code, "reason": reason, "startedAt": self.container_started.get(container, self.started_at),
+                "finishedAt": now()}
 
     def _finish(self, mains: list[dict[str, Any]], codes: dict[str, int], inits: list[dict[str, Any]],
                 failed_init: bool = False) -> None:
         # A container that never ran: its pod was deleted first, or an init container failed.
         never_ran = UNKNOWN if self.terminating.is_set() else {"waiting": {"reason": "PodInitializing"}}
-        statuses = [self.container_status(c, {"terminated": self._terminated(codes[c["name"]])}
+        statuses = [self.container_status(c, {"terminated": self._terminated(codes[c["name"]], c["name"])}
                                           if c["name"] in codes else never_ran) for c in mains]
         ok = not failed_init and len(codes) == len(mains) and all(code == 0 for code in codes.values())
         status: dict[str, Any] = {"phase": "Succeeded" if ok else "Failed",
                                   "conditions": self.conditions(False), "containerStatuses": statuses}
         if failed_init:
             status["initContainerStatuses"] = [
-                self.container_status(c, {"terminated": self._terminated(codes[c["name"]])})
+                self.container_status(c, {"terminated": self._terminated(codes[c["name"]], c["name"])})
                 for c in inits if c["name"] in codes]
         self.patch_status(status)
         if self.terminating.is_set():

@@ -15,11 +15,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kubetune.search.attributes import FAIL_REASON_ATTR, PREEMPTED_ATTR
+from kubetune.search.attributes import FAIL_REASON_ATTR, PREEMPTED_ATTR, USAGE_STUDY_PREFIX
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.kube import ApiError
-from tests.cluster.cluster import Cluster, wait_until
+from tests.cluster.cluster import STUDYJOB, Cluster, wait_until
 from tests.cluster.kueue import KUEUE, Kueue
 from tests.cluster.test_resume import EPOCHS, RESUMED, checkpoint_epoch
 from tests.operator.conftest import digits_spec
@@ -68,6 +68,49 @@ def _admission_to_running(kube: Cluster, job: dict[str, Any]) -> float:
     return _time(started) - _time(job["status"]["startTime"])
 
 
+def _pod_gpu_seconds(kube: Cluster, jobs: Any) -> dict[str, float]:
+    """Pod -> its GPUs times its run, from its startTime to its container's end, as the kubelet said."""
+    found = {}
+    for job in jobs:
+        for pod in kube.job_pods(job):
+            (container,) = pod["status"]["containerStatuses"]
+            gpus = int(pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+            ended = _time(container["state"]["terminated"]["finishedAt"])
+            found[pod["metadata"]["name"]] = gpus * (ended - _time(pod["status"]["startTime"]))
+    return found
+
+
+def _usage_matches_the_pods(kube: Cluster, name: str, storage: str, jobs: Any) -> dict[str, Any]:
+    """Once the operator saw every pod end: ``status.usage`` (and each trial's record in the study)
+    holds the pods' GPU seconds within a second; the status."""
+    pods = _pod_gpu_seconds(kube, jobs)
+
+    def settled() -> dict[str, Any] | None:
+        status = kube.status(name)
+        used = status.get("usage") or {}
+        return status if abs(used.get("gpuSeconds", -9) - sum(pods.values())) <= 1 else None
+
+    status = wait_until(settled, 60, lambda: f"status.usage {kube.status(name).get('usage')} to hold the pods' "
+                        f"{sum(pods.values()):.0f} GPU seconds")
+    attrs = optuna.load_study(study_name=status["study"], storage=storage).user_attrs
+    recorded = {pod: a for key, record in attrs.items() if key.startswith(USAGE_STUDY_PREFIX)
+                for pod, a in record["attempts"].items()}
+    assert set(recorded) == set(pods)  # every pod once
+    for pod, seconds in pods.items():
+        assert abs((recorded[pod]["end"] - recorded[pod]["start"]) * recorded[pod]["gpus"] - seconds) <= 1, pod
+    return status
+
+
+def _kueue_story(kube: Cluster) -> str:
+    """What the StudyJobs, their events and Kueue's Workloads say, for a failure's message."""
+    workloads = [(w["metadata"]["name"], [(c["type"], c["status"], c.get("reason")) for c in
+                                          (w.get("status") or {}).get("conditions") or []])
+                 for w in kube.list((KUEUE, "Workload"))]
+    messages = {sj["metadata"]["name"]: (sj.get("status") or {}).get("message") for sj in kube.list(STUDYJOB)}
+    events = [(e["reason"], e["message"]) for e in kube.events() if e["reason"].startswith("Trial")]
+    return f"StudyJobs {messages}; events {events}; workloads {workloads}"
+
+
 def test_gpu_trials_beyond_the_quota_wait_queued_and_run_one_at_a_time(
         kueue: Kueue, kube: Cluster, operator, digits_claims, storage):
     _quota(kube, gpus=1)
@@ -105,6 +148,8 @@ def test_gpu_trials_beyond_the_quota_wait_queued_and_run_one_at_a_time(
     spans = sorted((_time(j["status"]["startTime"]), _time(j["status"]["completionTime"])) for j in jobs.values())
     assert all(end <= start + 1 for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
     delays = [_admission_to_running(kube, job) for job in jobs.values()]
+    used = _usage_matches_the_pods(kube, "queued", storage, jobs)["usage"]
+    assert used["gpuSeconds"] > 0 and 0 < used["gpuHoursToBest"] <= used["gpuHours"]
     print(f"\nkueue: 3 GPU trials through a 1-GPU ClusterQueue in {elapsed:.0f}s; admission to pod running "
           f"{min(delays):.0f}-{max(delays):.0f}s (startTime to container start, 1 s resolution)")
 
@@ -165,7 +210,8 @@ def test_a_higher_priority_study_preempts_a_trial_that_resumes_in_the_same_job_f
     high = digits_spec(n_trials=1, parallelism=1, study="high", queueName="team", workloadPriorityClassName="high",
                        resources=GPU)
     kube.create_studyjob("high", high)
-    evicted = wait_until(lambda: kube.events("TrialPreempted"), 120, "the low-priority trial to be preempted")
+    evicted = wait_until(lambda: kube.events("TrialPreempted"), 120,
+                         lambda: f"the low-priority trial to be preempted ({_kueue_story(kube)})")
     assert "trial 0 was evicted by Kueue (Preempted" in evicted[0]["message"]
     kube.wait_phase("high", "Succeeded", 600)
     status = kube.wait_phase("low", "Succeeded", 600)
@@ -179,4 +225,9 @@ def test_a_higher_priority_study_preempts_a_trial_that_resumes_in_the_same_job_f
     pods = sorted(kube.job_pods("low-trial-0"), key=lambda p: p["metadata"]["creationTimestamp"])  # the new one
     found = RESUMED.search(kubelet.logs(kube.namespace, pods[-1]["metadata"]["name"]))
     assert found is not None and int(found.group(1)) >= at  # the pod Kueue stopped is gone (deleted)
-    print(f"\nkueue preemption: the trial resumed from epoch {found.group(1)} of {LONG} in the same Job")
+    ran = sum(_pod_gpu_seconds(kube, ["low-trial-0"]).values())  # the pod Kueue admitted again
+    used = wait_until(lambda: (seen := kube.status("low").get("usage") or {}).get("gpuSeconds", 0) > ran and seen,
+                      60, lambda: f"status.usage {kube.status('low').get('usage')} to count the evicted pod too")
+    print(f"\nkueue preemption of every trial once: the trial resumed from epoch {found.group(1)} of {LONG} in the "
+          f"same Job, {found.group(1)} epochs not trained again; status.usage {used['gpuSeconds']:.0f} GPU seconds, "
+          f"{ran:.0f} of them the resumed pod's")

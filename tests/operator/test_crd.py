@@ -40,7 +40,7 @@ def test_crd_identity_and_printer_columns():
     version = spec["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = {c["name"]: c for c in version["additionalPrinterColumns"] if not c.get("priority")}
-    assert list(columns) == ["Phase", "Trials", "Best", "Queued", "Age"]
+    assert list(columns) == ["Phase", "Trials", "Best", "Queued", "Pending", "Age"]
     assert columns["Trials"]["jsonPath"] == ".status.progress"
     assert columns["Best"]["jsonPath"] == ".status.best.value"
 

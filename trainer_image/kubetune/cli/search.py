@@ -92,7 +92,7 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
     """Write the results and print the top trials; False when no trial completed."""
     from rich.console import Console
 
-    from kubetune.search.results import export_results, study_dir, top_trials_table
+    from kubetune.search.results import export_results, study_dir, top_trials_table, usage_line
 
     folder = output_dir or study_dir(config, study.study_name)
     try:
@@ -113,6 +113,8 @@ def _export(config: Config, study, output_dir: Path | None, quiet: bool) -> bool
     if "pareto_" in " ".join(written):
         print(f"Pareto-optimal configs: {Path(written['trials_csv']).parent / 'pareto'}")
     print(f"trials: {written['trials_csv']}")
+    if (used := usage_line(study)) is not None:
+        print(used)
     if "best_config" in written:
         command = config.search.command if config.search else None
         trainer = shlex.join(command) if command else "ml-train"  # a script runs alone with --config

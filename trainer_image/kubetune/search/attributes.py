@@ -39,6 +39,10 @@ TIE_BREAK_ATTR = "tie_break"
 # ``search.enqueue_trials``). Written by ``ml-search`` when it creates a study.
 SOURCE_ATTR = "source"
 ENQUEUED = "enqueued"
+# What the trial held and for how long (:mod:`kubetune.search.usage`): wall, GPU and CPU
+# seconds over its attempts, and its device. Written by the trial process just before
+# the trial ends; shown in trials.csv, the report and the ``ml-search`` summary.
+USAGE_ATTR = "usage"
 
 # Trial user attributes for bookkeeping -------------------------------------------------
 
@@ -89,6 +93,10 @@ TARGET_ATTR = "kubetune.n_trials"
 # Counted up by ``ml-search`` workers (under the study lock) and by the operator each
 # time it opens the study.
 SAMPLER_SESSIONS_ATTR = "kubetune.sampler_sessions"
+# ``kubetune.usage.<trial number>``: what the trial's pods held, as the API says (the
+# record of USAGE_ATTR). Written by the operator when a pod ends (a finished trial takes
+# no user attributes); read by the operator (``status.usage``) and trials.csv.
+USAGE_STUDY_PREFIX = "kubetune.usage."
 # OWNER_ATTR on a study: the StudyJob that holds it ("" or absent: free). Written by
 # the operator when it claims or releases the study.
 

@@ -20,6 +20,7 @@ import gc
 import logging
 import math
 import statistics
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ from kubetune.search.optuna_internals import stored_trial
 from kubetune.search.pruners import reads_tie_break, tie_break_metric
 from kubetune.search.results import trial_run_dir
 from kubetune.search.space import distributions, value_range
+from kubetune.search.usage import record_trial
 
 if TYPE_CHECKING:
     from kubetune.data.datasets import DataSplits
@@ -255,8 +257,9 @@ class TrialTrainer:
         """Sample (or load) the params, then train; failures leave a ``fail_reason``.
 
         ``after_sampling(trial)`` runs once the params are stored (ml-search releases
-        the study lock there).
+        the study lock there). However it ends, the trial's ``usage`` gets this attempt.
         """
+        start, cpu_start = time.time(), time.process_time()
         try:
             params = suggest_params(trial, self.dists)
             if after_sampling is not None:
@@ -274,6 +277,9 @@ class TrialTrainer:
                 # Not a user mistake: keep the traceback (the search goes on regardless).
                 log.warning("trial %d raised %s", trial.number, type(exc).__name__, exc_info=True)
             raise
+        finally:
+            with contextlib.suppress(Exception):  # accounting never fails a trial
+                record_trial(trial, start, cpu_start, _device_name(self._base.training.device))
 
     def train_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> float | list[float]:
         """Train ``trial`` with ``params``; report every epoch; return its value (its values
@@ -364,6 +370,18 @@ class TrialTrainer:
         """The trial trains again: where an earlier pod stopped is history now."""
         if frozen.user_attrs.get(INTERRUPTED_ATTR):
             trial.set_user_attr(INTERRUPTED_ATTR, "")
+
+
+def _device_name(setting: str) -> str:
+    """The device a trial of ``training.device`` trains on: ``cpu``, ``cuda:<index>``, ``mps``."""
+    import torch
+
+    from kubetune.training.precision import resolve_device
+
+    device = resolve_device(setting)
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
 
 
 def _free_memory() -> None:

@@ -20,6 +20,7 @@ from kubetune.config.yaml_io import dump_yaml
 from kubetune.fileio import write_text_atomic
 from kubetune.search.attributes import FAIL_REASON_ATTR, RETRY_HISTORY_ATTR, last_epoch_values_step
 from kubetune.search.ledger import retried_numbers
+from kubetune.search.usage import record_of, spent, study_records, totals
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -84,11 +85,14 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
                 param_keys.append(key)
     names = (study.metric_names or [f"value{i}" for i in range(len(study.directions))]) \
         if len(study.directions) > 1 else ["value"]
-    header = ["number", "state", *names, *param_keys, "epochs", "duration_s",
+    header = ["number", "state", *names, *param_keys, "epochs", "duration_s", *USAGE_COLUMNS,
               "datetime_start", "datetime_complete", FAIL_REASON_ATTR, "retry_of", "retried"]
+    records = study_records(study.user_attrs)
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         duration = t.duration.total_seconds() if t.duration is not None else None
+        record = record_of(t, records)
+        used = totals(record)
         rows.append({
             "number": t.number,
             "state": t.state.name,
@@ -96,6 +100,8 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
             **{key: t.params.get(key) for key in param_keys},
             "epochs": t.last_step if t.last_step is not None else last_epoch_values_step(t.system_attrs),
             "duration_s": round(duration, 3) if duration is not None else None,
+            **({"wall_s": used.wall_seconds, "gpu_s": used.gpu_seconds, "cpu_s": used.cpu_seconds,
+                "device": used.device or None} if record else dict.fromkeys(USAGE_COLUMNS)),
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
             "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
             FAIL_REASON_ATTR: t.user_attrs.get(FAIL_REASON_ATTR),
@@ -103,6 +109,28 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
             "retried": t.number in retried,
         })
     return header, rows
+
+
+USAGE_COLUMNS = ("wall_s", "gpu_s", "cpu_s", "device")  # kubetune.search.usage's totals
+
+
+def usage_line(study: optuna.Study) -> str | None:
+    """``usage: 12 trials, 3.1 min, 0.052 GPU-hours (0.021 until the best trial, 7)``;
+    None when no trial recorded any."""
+    trials = study.get_trials(deepcopy=False)
+    records = study_records(study.user_attrs)
+    found = [r for r in (record_of(t, records) for t in trials) if r]
+    if not found:
+        return None
+    wall = sum(totals(r).wall_seconds for r in found)
+    gpu = spent(found)[0]
+    line = f"usage: {len(found)} trials, {wall / 60:.1f} min of trial time, {gpu / 3600:.3f} GPU-hours"
+    best = best_trial(study)
+    if best is not None and best.datetime_complete is not None:
+        line += (f" ({spent(found, best.datetime_complete.timestamp())[0] / 3600:.3f} "
+                 f"until the best trial, {best.number}, completed)")
+    devices = sorted({totals(r).device for r in found} - {""})
+    return line + (f" on {', '.join(devices)}" if devices else "")
 
 
 def trials_csv_text(study: optuna.Study) -> str:

@@ -96,12 +96,15 @@ def _summary_html(summary: StudySummary) -> str:
     rows = []
     for trial in summary.top_trials:
         row = trial_row(trial)
-        rows.append([row["number"], row["value"], row["duration_s"], *(row["params"].get(p) for p in names)])
-    top = _table(["trial", summary.metric, "seconds", *names], rows, {0, 1, 2})
+        used = summary.usage.get(trial.number)
+        rows.append([row["number"], row["value"], row["duration_s"], used.gpu_seconds if used else None,
+                     (used.device or None) if used else None, *(row["params"].get(p) for p in names)])
+    top = _table(["trial", summary.metric, "seconds", "GPU seconds", "device", *names], rows, {0, 1, 2, 3})
+    usage = f"\n<p>{html.escape(summary.usage_line)}</p>" if summary.usage_line else ""
     return f"""
 {_best_html(summary)}
 <h2 id="trials">Trials by state</h2>
-<p>{summary.n_trials} trials in all.</p>
+<p>{summary.n_trials} trials in all.</p>{usage}
 {counts}
 <h2 id="top">Top {len(summary.top_trials)} completed trials</h2>
 {top}"""

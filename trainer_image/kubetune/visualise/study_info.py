@@ -12,7 +12,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.errors import UsageError
+from kubetune.search.results import usage_line
 from kubetune.search.storage import make_storage, mask_url
+from kubetune.search.usage import Usage, record_of, study_records, totals
 
 STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 _STATE_WORDS = {"FAIL": "failed"}  # "2 failed", not "2 fail"; the other names read as they are
@@ -66,6 +68,8 @@ class StudySummary:
     # Several objectives: their names, and the Pareto-optimal trials (no best trial, no top).
     objectives: list[str] = field(default_factory=list)
     front: list[FrozenTrial] | None = None
+    usage_line: str | None = None  # kubetune.search.results.usage_line
+    usage: dict[int, Usage] = field(default_factory=dict)  # trial number -> what it held
 
     @property
     def n_trials(self) -> int:
@@ -81,6 +85,8 @@ def summarise(study: optuna.Study, top: int = 10, default_metric: str = "value")
     """
     trials = study.get_trials(deepcopy=False)
     param_names = sorted({name for t in trials for name in t.params})
+    records = study_records(study.user_attrs)
+    line, usage = usage_line(study), {t.number: totals(record_of(t, records)) for t in trials}
     if len(study.directions) > 1:
         from kubetune.search import pareto
 
@@ -89,7 +95,7 @@ def summarise(study: optuna.Study, top: int = 10, default_metric: str = "value")
             name=study.study_name, direction=", ".join(d.name.lower() for d in study.directions),
             metric=", ".join(names), counts=state_counts(trials), best_trial=None, top_trials=[],
             param_names=param_names, objectives=names,
-            front=pareto.front(study))
+            front=pareto.front(study), usage_line=line, usage=usage)
     complete = [
         t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
     ]
@@ -104,6 +110,8 @@ def summarise(study: optuna.Study, top: int = 10, default_metric: str = "value")
         top_trials=ranked[:top],
         param_names=param_names,
         objectives=[metric_name(study, default_metric)],
+        usage_line=line,
+        usage=usage,
     )
 
 
