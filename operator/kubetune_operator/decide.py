@@ -40,7 +40,7 @@ from kubetune.search.attributes import (
     JOB_ATTR,
     NODE_LOST_ATTR,
 )
-from kubetune.search.ledger import Ledger, ledger, retried_numbers
+from kubetune.search.ledger import NOT_STARTED, Ledger, ledger
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.failures import (
@@ -100,7 +100,6 @@ class ReleaseTrial:
     requeue: bool
 
 
-NOT_STARTED = "NotStarted"  # the fail reason of a released asked-ahead trial
 
 
 @dataclass
@@ -248,7 +247,7 @@ def steer(s: Snapshot, plan: Plan) -> None:
     _note_blocked(s, plan)
     _note_stuck(s, plan)
     evicted = _note_evicted(s, plan)
-    counted_failed = books.failed - books.retried - _unstarted(s)
+    counted_failed = books.failed - books.retried - books.released
     ahead = [t for t in s.trials if asked_ahead(s, t)]
     running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials) - len(ahead)
     waiting = waiting_trials(s)
@@ -397,14 +396,6 @@ def _release(s: Snapshot, plan: Plan, books: Ledger, ahead: list[FrozenTrial], *
                                                                      f"made: {why}"), requeue))
         plan.announced.add(trial.number)  # no TrialFailed event: it never ran
     plan.more = True  # decide again on the released trials: nothing else brings a pass
-
-
-def _unstarted(s: Snapshot) -> int:
-    """Released asked-ahead trials without a retry: none of them ran, so none counts against maxFailed."""
-    retried = retried_numbers(s.trials)
-    prefix = f"{NOT_STARTED}: "
-    return sum(t.state == TrialState.FAIL and t.number not in retried
-               and str(t.user_attrs.get(FAIL_REASON_ATTR) or "").startswith(prefix) for t in s.trials)
 
 
 def _announce(s: Snapshot, plan: Plan, books: Ledger, stand: Standing) -> None:

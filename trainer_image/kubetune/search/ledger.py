@@ -13,7 +13,9 @@ a point of the budget, and checks before each new trial:
 - a FAIL trial that has been *retried* does not count (its retry does): a worker
   SIGKILLed mid-trial, a Ctrl-C or an evicted pod does not cost the user a trial.
   A retry is a WAITING trial with the failed one's params and Optuna's own marks
-  (``failed_trial``, ``retry_history`` in its system attributes).
+  (``failed_trial``, ``retry_history`` in its system attributes);
+- a FAIL trial that never ran (the operator asked it ahead and released it, reason
+  ``NotStarted``) does not count either.
 
 A study is done when nothing is left to start (no room, nothing WAITING) and
 nothing of the caller's still runs. The study's total lives in its user attribute
@@ -45,6 +47,14 @@ from kubetune.search.attributes import (
 )
 from kubetune.search.optuna_internals import set_trial_user_attr
 
+NOT_STARTED = "NotStarted"  # the fail reason of a trial asked ahead and released before it ran
+
+
+def never_ran(trial: FrozenTrial) -> bool:
+    """A FAIL trial that was asked but released before anything ran it: it costs no trial."""
+    return trial.state == TrialState.FAIL and str(trial.user_attrs.get(FAIL_REASON_ATTR) or "").startswith(
+        f"{NOT_STARTED}: ")
+
 
 def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of trials that a later trial re-runs with the same params."""
@@ -57,7 +67,7 @@ def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
 def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The trials charged to ``n_trials`` (see the module docstring)."""
     retried = retried_numbers(trials)
-    return [t for t in trials if t.number not in retried]
+    return [t for t in trials if t.number not in retried and not never_ran(t)]
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class Ledger:
     pruned: int = 0
     failed: int = 0  # every FAIL trial, retried ones included
     retried: int = 0  # FAIL trials that a retry replaces
+    released: int = 0  # FAIL trials released before they ran, without a retry (:func:`never_ran`)
     running: int = 0
     waiting: int = 0  # WAITING trials: enqueued points, retries
     best: FrozenTrial | None = None  # the best COMPLETE trial
@@ -75,7 +86,7 @@ class Ledger:
     @property
     def finished(self) -> int:
         """Finished trials that count towards ``n_trials``."""
-        return self.complete + self.pruned + self.failed - self.retried
+        return self.complete + self.pruned + self.failed - self.retried - self.released
 
     @property
     def counted(self) -> int:
@@ -108,6 +119,7 @@ def ledger(trials: Sequence[FrozenTrial], *, maximize: bool = True) -> Ledger:
         pruned=counts[TrialState.PRUNED],
         failed=counts[TrialState.FAIL],
         retried=sum(t.state == TrialState.FAIL and t.number in retried for t in trials),
+        released=sum(never_ran(t) and t.number not in retried for t in trials),
         running=counts[TrialState.RUNNING],
         waiting=counts[TrialState.WAITING],
         best=best,
