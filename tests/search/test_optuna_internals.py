@@ -97,6 +97,43 @@ def test_set_trial_user_attr_writes_through_the_storage(study):
         internals.set_trial_user_attr(study, frozen, "c", 3)
 
 
+def test_set_trial_user_attrs_writes_them_in_one_transaction(tmp_path):
+    from sqlalchemy import event
+
+    from kubetune.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'm.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="m", storage=storage)
+    trial = study.ask({"x": DIST})
+    _private(trial, "_cached_frozen_trial")
+    commits = []
+    event.listen(storage.rdb.engine, "commit", lambda conn: commits.append(1))
+    internals.set_trial_user_attrs(study, trial, {"a": 1, "b": [2, 3]})
+    assert len(commits) == 1
+    assert trial.user_attrs == {"a": 1, "b": [2, 3]}  # the Trial's own copy too
+    assert internals.stored_trial(study, trial).user_attrs == {"a": 1, "b": [2, 3]}
+    _expect(internals.trial_view(trial).user_attrs == {"a": 1, "b": [2, 3]},
+            "Trial._cached_frozen_trial (no longer the Trial's view of itself)")
+    study.tell(trial, 0.5)
+    with pytest.raises(UpdateFinishedTrialError):
+        internals.set_trial_user_attrs(study, trial, {"c": 3})
+
+
+def test_set_trial_user_attrs_without_the_batch_writes_each(study):
+    trial = study.ask({"x": DIST})
+    internals.set_trial_user_attrs(study, trial, {"a": 1, "b": 2})
+    assert internals.stored_trial(study, trial).user_attrs == {"a": 1, "b": 2}
+
+
+def test_trial_view_is_a_copy_with_this_processs_writes(study):
+    trial = study.ask({"x": DIST})
+    trial.report(0.5, 1)
+    view = internals.trial_view(trial)
+    assert view.intermediate_values == {1: 0.5} and view.params == trial.params
+    view.user_attrs["z"] = 1
+    assert "z" not in trial.user_attrs
+
+
 def test_set_trial_system_attr_writes_through_the_storage(study):
     study.ask({"x": DIST})
     frozen = study.get_trials(deepcopy=False)[0]

@@ -14,6 +14,7 @@ Torch-free: the operator imports it.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from collections import defaultdict
@@ -32,12 +33,15 @@ __all__ = [
     "preload_trials",
     "set_trial_system_attr",
     "set_trial_user_attr",
+    "set_trial_user_attrs",
     "stale_trial_ids",
     "storage_of",
     "stored_trial",
     "study_id_of",
     "trial_id_by_number",
     "trial_id_of",
+    "trial_view",
+    "write_user_attrs",
 ]
 
 AnyTrial = optuna.Trial | FrozenTrial
@@ -77,6 +81,40 @@ def set_trial_user_attr(study: optuna.Study, trial: AnyTrial, key: str, value: A
         trial.set_user_attr(key, value)  # keeps the Trial's own copy of its attributes current
     else:
         storage_of(study).set_trial_user_attr(trial_id_of(trial), key, value)
+
+
+def set_trial_user_attrs(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Write several user attributes on the running ``trial``: one transaction where the
+    storage offers it (kubetune's own RDB storage), else one call each. The Trial's own
+    copy of its attributes (``Trial._cached_frozen_trial``) is kept current."""
+    if not attrs:
+        return
+    storage = storage_of(study)
+    many = getattr(storage, "set_trial_user_attrs", None)
+    if many is None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    many(trial_id_of(trial), attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+def write_user_attrs(rdb: RDBStorage, trial_id: int, attrs: dict[str, Any]) -> None:
+    """Upsert ``attrs`` as the trial's user attributes in one transaction
+    (``RDBStorage._set_trial_attr_without_commit``, ``optuna.storages._rdb.storage._create_scoped_session``)."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        for key, value in attrs.items():
+            rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+
+def trial_view(trial: optuna.Trial) -> FrozenTrial:
+    """A copy of the trial as this process holds it: the storage's copy read when the Trial
+    was made (``Trial._cached_frozen_trial``), with this process's writes since. What other
+    processes write meanwhile is not in it; make the Trial just before it is used."""
+    return copy.deepcopy(trial._cached_frozen_trial)
 
 
 def set_trial_system_attr(study: optuna.Study, trial: AnyTrial, key: str, value: Any) -> None:

@@ -25,6 +25,7 @@ Torch-free: the operator uses it through ``make_storage``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -46,6 +47,7 @@ from kubetune.search.optuna_internals import (
     cached_storage,
     stale_trial_ids,
     trial_id_of,
+    write_user_attrs,
 )
 
 log = logging.getLogger(__name__)
@@ -213,6 +215,7 @@ class RidingStorage(HeartbeatStorage):
         self.inner = cached_storage(rdb)
         self.outage = Outage(where, limit)
         self._suspects: dict[int, float] = {}  # stale trial id -> when first seen stale
+        self._looked: dict[int, float] = {}  # study id -> when its stale trials were last looked for
 
     def _ride(self, call: Callable[[], T], settled: Callable[[], tuple[bool, T]] | None = None) -> T:
         return self.outage.run(call, settled)
@@ -288,6 +291,10 @@ class RidingStorage(HeartbeatStorage):
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._ride(lambda: self.inner.set_trial_user_attr(trial_id, key, value))
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Several user attributes in one transaction (an upsert, tried again as it is)."""
+        self._ride(lambda: write_user_attrs(self.rdb, trial_id, attrs))
+
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._ride(lambda: self.inner.set_trial_system_attr(trial_id, key, value))
 
@@ -320,10 +327,18 @@ class RidingStorage(HeartbeatStorage):
 
     def stale_trials(self, study_id: int) -> list[int]:
         """Trials stale now and at a look at least a heartbeat interval (and a retry) ago:
-        a live worker's heartbeat lands by then, even right after an outage."""
+        a live worker's heartbeat lands by then, even right after an outage.
+
+        The storage is looked at once a heartbeat interval at most (Optuna asks before
+        every trial): heartbeats move no faster, and in between nothing is found."""
+        interval = self.get_heartbeat_interval() or 0
+        now = time.monotonic()
+        if now - self._looked.get(study_id, -math.inf) < interval:
+            return []
+        self._looked[study_id] = now
         stale = self._ride(lambda: stale_trial_ids(self.rdb, study_id))
         now = time.monotonic()
-        settle = (self.get_heartbeat_interval() or 0) + MAX_BACKOFF
+        settle = interval + MAX_BACKOFF
         self._suspects = {t: self._suspects.get(t, now) for t in stale}
         return [t for t, first in self._suspects.items() if now - first >= settle]
 
