@@ -16,7 +16,9 @@ the processes, so the study sizes match.
 Optuna doing the same work: 4 params, 10 steps of report and should_prune, a tell,
 a RandomSampler and a MedianPruner. The ml-search side is the real worker
 (``run_worker``: lock, stale-trial check, budget, ``TrialTrainer.objective`` with its
-attributes and epoch reporter), with training replaced by 10 empty epochs. It prints
+attributes and epoch reporter), with training replaced by 10 empty epochs. Both sides
+draw the same params (RandomSampler seeded per process as ml-search seeds its workers),
+so they prune alike; each cell runs on a database of its own. It prints
 commits per trial (the database's own count, ``pg_stat_database.xact_commit``: every
 transaction, reads included), milliseconds of a process per trial, trials/s, and the
 ratios against plain Optuna.
@@ -119,6 +121,7 @@ class _Postgres:
 
 
 STEPS = 10
+SEED = 7  # both sides draw the same params, so they prune alike and run the same steps
 SPACE = {
     "optimizer.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
     "optimizer.momentum": {"type": "uniform", "low": 0.5, "high": 0.99},
@@ -138,7 +141,7 @@ def _search_config(study_name: str, total: int):
         "scheduler": {"type": "step", "step_size": 5},
         "logging": {"output_dir": tempfile.mkdtemp(prefix="ktbench-")},
         "search": {"study_name": study_name, "n_trials": total, "storage": "unused",
-                   "sampler": {"type": "RandomSampler"},
+                   "sampler": {"type": "RandomSampler", "seed": SEED},
                    "pruner": {"type": "MedianPruner", "n_startup_trials": 3, "n_warmup_steps": 2},
                    "search_space": SPACE},
     })
@@ -157,7 +160,8 @@ def _fake_train(config, *, callback, **_):
     return TrainResult(Path("."), history, history[-1])
 
 
-def _round_trip_worker(url: str, study_name: str, path: str, share: int, total: int, ready, start, done) -> None:
+def _round_trip_worker(url: str, study_name: str, path: str, share: int, total: int, session: int,
+                       ready, start, done) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -177,11 +181,13 @@ def _round_trip_worker(url: str, study_name: str, path: str, share: int, total: 
         result = run_worker(config, url, study_name, progress=False, trainer=trainer)
         done.put((time.perf_counter() - began, result.trials))
         return
+    from kubetune.search.samplers import session_seed
     from kubetune.search.space import distributions
 
     dists = distributions(_search_config(study_name, total).search.search_space)  # type: ignore[union-attr]
+    # Seeded as ml-search seeds its sampler sessions, one per process.
     study = optuna.load_study(study_name=study_name, storage=optuna.storages.RDBStorage(url),
-                              sampler=optuna.samplers.RandomSampler(),
+                              sampler=optuna.samplers.RandomSampler(seed=session_seed(SEED, session)),
                               pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
     ready.put(os.getpid())
     start.wait()
@@ -221,8 +227,8 @@ def measure_round_trips(server: _Postgres, processes: int, total: int, path: str
         ctx = multiprocessing.get_context("spawn")
         ready, start, done = ctx.Queue(), ctx.Event(), ctx.Queue()
         share = total // processes
-        procs = [ctx.Process(target=_round_trip_worker, args=(url, name, path, share, total, ready, start, done))
-                 for _ in range(processes)]
+        procs = [ctx.Process(target=_round_trip_worker, args=(url, name, path, share, total, i, ready, start, done))
+                 for i in range(processes)]
         for proc in procs:
             proc.start()
         for _ in procs:

@@ -277,3 +277,34 @@ def test_preload_trials_reaches_the_cache_behind_kubetunes_storage(tmp_path):
     assert internals.preload_trials(reader) is True
     assert _reprs(reader.get_trials(deepcopy=False)) == _reprs(
         optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False))
+
+
+def test_a_count_then_an_ask_read_the_trials_once(tmp_path):
+    # ml-search counts the trials, then asks: ask's look for WAITING trials reuses the count's read.
+    from sqlalchemy import event
+
+    from kubetune.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="s", storage=storage)
+    reads: list[str] = []
+    event.listen(storage.rdb.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *rest: reads.append(sql) if "FROM trials" in sql else None)
+
+    def count_then_ask(reuse: bool) -> tuple[optuna.Trial, int]:
+        study.enqueue_trial({"x": 0.25})
+        study.get_trials(deepcopy=False)
+        waiting = internals.cached_trials(internals.storage_of(study).inner, internals.study_id_of(study),
+                                          False, (TrialState.WAITING,))
+        _expect(waiting == study.get_trials(deepcopy=False, states=(TrialState.WAITING,)),
+                "_CachedStorage._studies (no longer what get_all_trials returns)")
+        if reuse:
+            internals.reuse_trials_read(study)
+        reads.clear()
+        trial = study.ask({"x": DIST})
+        return trial, len(reads)
+
+    plain, plain_reads = count_then_ask(reuse=False)
+    reused, reused_reads = count_then_ask(reuse=True)
+    assert plain.params["x"] == reused.params["x"] == 0.25  # the queued trial, found both times
+    assert reused_reads < plain_reads

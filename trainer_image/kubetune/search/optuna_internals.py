@@ -18,19 +18,22 @@ import copy
 import datetime as dt
 import json
 from collections import defaultdict
+from collections.abc import Container
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "HeartbeatStorage",
     "cached_storage",
+    "cached_trials",
     "contains",
     "preload_trials",
+    "reuse_trials_read",
     "set_trial_system_attr",
     "set_trial_user_attr",
     "set_trial_user_attrs",
@@ -132,6 +135,32 @@ def cached_storage(rdb: RDBStorage) -> BaseStorage:
     """``rdb`` behind Optuna's cache of finished trials, as ``create_study`` would put it
     (``optuna.storages.get_storage``, documented for internal use)."""
     return optuna.storages.get_storage(rdb)
+
+
+def cached_trials(storage: BaseStorage, study_id: int, deepcopy: bool,
+                  states: Container[TrialState] | None) -> list[FrozenTrial] | None:
+    """What ``storage.get_all_trials`` returns, from Optuna's cache as its last read left it,
+    without reading the storage (``_CachedStorage._studies``, ``_lock``); None when the
+    storage is not Optuna's cache or it has not read the study."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    if not isinstance(storage, _CachedStorage):
+        return None
+    with storage._lock:
+        info = storage._studies.get(study_id)
+        if info is None or not _has_read(info):
+            return None
+        trials = sorted((t for t in info.trials.values() if states is None or t.state in states),
+                        key=lambda t: t.number)
+    return copy.deepcopy(trials) if deepcopy else trials
+
+
+def reuse_trials_read(study: optuna.Study) -> None:
+    """Let the study's next read of its trials (``ask``'s look for WAITING trials) reuse the
+    read just made, where the storage is kubetune's (``RidingStorage.reuse_next_read``)."""
+    reuse = getattr(storage_of(study), "reuse_next_read", None)
+    if reuse is not None:
+        reuse(study_id_of(study))
 
 
 def stale_trial_ids(rdb: RDBStorage, study_id: int) -> list[int]:

@@ -45,6 +45,7 @@ from kubetune.search.attributes import ASK_MARK_ATTR
 from kubetune.search.optuna_internals import (
     HeartbeatStorage,
     cached_storage,
+    cached_trials,
     stale_trial_ids,
     trial_id_of,
     write_user_attrs,
@@ -216,6 +217,12 @@ class RidingStorage(HeartbeatStorage):
         self.outage = Outage(where, limit)
         self._suspects: dict[int, float] = {}  # stale trial id -> when first seen stale
         self._looked: dict[int, float] = {}  # study id -> when its stale trials were last looked for
+        self._reuse: set[int] = set()  # studies whose next trials read is served by the last one
+
+    def reuse_next_read(self, study_id: int) -> None:
+        """Serve the study's next ``get_all_trials`` from the trials just read, unless a trial
+        is created or changes state here first: an ``ask`` right after a count of the trials."""
+        self._reuse.add(study_id)
 
     def _ride(self, call: Callable[[], T], settled: Callable[[], tuple[bool, T]] | None = None) -> T:
         return self.outage.run(call, settled)
@@ -233,6 +240,7 @@ class RidingStorage(HeartbeatStorage):
         return self._ride(lambda: self.inner.create_new_study(directions, study_name), settled)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        self._reuse.clear()
         mark = uuid.uuid4().hex
         template = _marked(template_trial, mark)
 
@@ -245,6 +253,8 @@ class RidingStorage(HeartbeatStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
+        self._reuse.clear()
+
         def settled() -> tuple[bool, bool]:
             return self.inner.get_trial(trial_id).state == state, True
         return self._ride(lambda: self.inner.set_trial_state_values(trial_id, state, values), settled)
@@ -303,6 +313,10 @@ class RidingStorage(HeartbeatStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        if study_id in self._reuse:
+            self._reuse.discard(study_id)
+            if (trials := cached_trials(self.inner, study_id, deepcopy, states)) is not None:
+                return trials
         return self._ride(lambda: self.inner.get_all_trials(study_id, deepcopy=deepcopy, states=states))
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:

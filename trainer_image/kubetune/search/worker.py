@@ -43,7 +43,7 @@ from kubetune.search.interruption import INTERRUPTED_EXIT, check_stop, watch_int
 from kubetune.search.ledger import budget, enqueue_retry, stored_target
 from kubetune.search.locking import StudyLock
 from kubetune.search.objectives import goal_trial
-from kubetune.search.optuna_internals import stored_trial
+from kubetune.search.optuna_internals import reuse_trials_read, stored_trial
 from kubetune.search.outage import unreachable_in
 from kubetune.search.pareto import values_text
 from kubetune.search.results import best_trial
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOPPED_EXIT = 3  # a worker that stopped on a repeated OSError
+FIRST_PAUSE = 0.5  # seconds a worker with nothing to start first waits for others' trials
 
 
 @dataclass
@@ -148,6 +149,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
             print(describe_trial(study, trial, search.metric, folds, target), file=sys.stderr, flush=True)
 
     watch_interrupts()
+    pause = FIRST_PAUSE
     try:
         while True:
             check_stop()
@@ -157,7 +159,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
                 state = budget(study, target)
-                if not (state.waiting or state.has_room) and (stored := stored_target(study) or 0) != target:
+                if state.done and (stored := stored_target(study) or 0) != target:
                     target = stored
                     state = replace(state, target=target)
                 if state.repeated_failure:
@@ -168,19 +170,23 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
                     break
                 if state.waiting or state.has_room:
                     check_stop()
+                    reuse_trials_read(study)  # ask's look for WAITING trials: the count's read
                     try:
                         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
                     except Exception as exc:
                         if (unreachable := unreachable_in(exc)) is not None:
                             raise unreachable from None  # one line, not Optuna's aftermath
                         raise
+                    pause = FIRST_PAUSE
                     continue
             finally:
                 lock.release()
             if state.running_workers:
                 # Trials of other workers are still running; if one of them dies, its
-                # retry lands here. Wait rather than leave the study half-finished.
-                _wait(poll)
+                # retry lands here. Wait rather than leave the study half-finished: briefly
+                # at first (short trials end soon), then a heartbeat interval at a time.
+                _wait(pause)
+                pause = min(2 * pause, poll)
                 continue
             break
     except KeyboardInterrupt:
