@@ -21,7 +21,8 @@ draw the same params (RandomSampler seeded per process as ml-search seeds its wo
 so they prune alike; each cell runs on a database of its own. It prints
 commits per trial (the database's own count, ``pg_stat_database.xact_commit``: every
 transaction, reads included), milliseconds of a process per trial, trials/s, and the
-ratios against plain Optuna.
+ratios against plain Optuna. Both sides are timed from opening the storage (ml-search's
+worker opens it, takes its sampler session and waits for the others' last trials).
 
     .venv/bin/python bench/storage_throughput.py --round-trips [--trials 160] [--processes 1,4,16]
 """
@@ -185,13 +186,13 @@ def _round_trip_worker(url: str, study_name: str, path: str, share: int, total: 
     from kubetune.search.space import distributions
 
     dists = distributions(_search_config(study_name, total).search.search_space)  # type: ignore[union-attr]
+    ready.put(os.getpid())
+    start.wait()
+    began = time.perf_counter()  # from opening the storage, as run_worker's time is
     # Seeded as ml-search seeds its sampler sessions, one per process.
     study = optuna.load_study(study_name=study_name, storage=optuna.storages.RDBStorage(url),
                               sampler=optuna.samplers.RandomSampler(seed=session_seed(SEED, session)),
                               pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
-    ready.put(os.getpid())
-    start.wait()
-    began = time.perf_counter()
     for _ in range(share):
         trial = study.ask(dists)
         value, state = 0.0, optuna.trial.TrialState.COMPLETE
@@ -214,8 +215,10 @@ def _commits(admin, database: str) -> int:
                                 {"d": database}).scalar_one())
 
 
-def measure_round_trips(server: _Postgres, processes: int, total: int, path: str) -> tuple[float, float, float]:
-    """(commits per trial, ms of a process per trial, trials/s) on a fresh database."""
+def measure_round_trips(server: _Postgres, processes: int, total: int,
+                        path: str) -> tuple[float, float, float, float]:
+    """(commits per trial, ms of a process per trial, trials/s, steps reported per trial)
+    on a fresh database."""
     import optuna
 
     from kubetune.search.attributes import TARGET_ATTR
@@ -245,7 +248,8 @@ def measure_round_trips(server: _Postgres, processes: int, total: int, path: str
         commits = _commits(server.admin, server.name) - before
         trials = sum(n for _, n in results)
         busy = sum(seconds for seconds, _ in results)
-        return commits / trials, 1000 * busy / trials, trials / wall
+        steps = sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
+        return commits / trials, 1000 * busy / trials, trials / wall, steps / trials
 
 
 def round_trips(args: argparse.Namespace) -> int:
@@ -253,12 +257,14 @@ def round_trips(args: argparse.Namespace) -> int:
     server = _Postgres(args.postgres)
     print(f"PostgreSQL, {args.trials} trials per cell, 4 params, {STEPS} report/prune steps, RandomSampler, "
           f"MedianPruner; cpu cores: {os.cpu_count()}")
-    print(f"{'processes':>9} {'path':<10} {'commits/trial':>13} {'ms/trial':>9} {'trials/s':>9}")
+    # steps/trial: the reports a trial made before it ended or was pruned; the sides' commits
+    # compare best where these match (with several processes, which trials get pruned varies).
+    print(f"{'processes':>9} {'path':<10} {'commits/trial':>13} {'ms/trial':>9} {'trials/s':>9} {'steps/trial':>11}")
     for n in counts:
         rows = {path: measure_round_trips(server, n, args.trials, path) for path in ("optuna", "ml-search")}
-        for path, (commits, ms, rate) in rows.items():
-            print(f"{n:>9} {path:<10} {commits:>13.1f} {ms:>9.1f} {rate:>9.1f}", flush=True)
-        (c0, m0, r0), (c1, m1, r1) = rows["optuna"], rows["ml-search"]
+        for path, (commits, ms, rate, steps) in rows.items():
+            print(f"{n:>9} {path:<10} {commits:>13.1f} {ms:>9.1f} {rate:>9.1f} {steps:>11.1f}", flush=True)
+        (c0, m0, r0, _), (c1, m1, r1, _) = rows["optuna"], rows["ml-search"]
         print(f"{n:>9} {'ratio':<10} {c1 / c0:>12.2f}x {m1 / m0:>8.2f}x {r1 / r0:>8.2f}x  (ml-search / optuna)",
               flush=True)
     return 0
