@@ -121,7 +121,9 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         trainer = trial_runner(config, study_name, quiet_epochs=quiet_epochs, storage=url)
         trainer.prepare()
     # What lives as long as the worker (modules, torch, the data) is left out of the
-    # collection after every trial, which would otherwise walk all of it each time.
+    # collection after every trial, which would otherwise walk all of it each time;
+    # the set-up's garbage (the model prepare() built) is collected first, not kept.
+    gc.collect()
     gc.freeze()
     lock = StudyLock(url, study_name)
     with lock:
