@@ -16,10 +16,13 @@ the processes, so the study sizes match.
 Optuna doing the same work: 4 params, 10 steps of report and should_prune, a tell,
 a RandomSampler and a MedianPruner. The ml-search side is the real worker
 (``run_worker``: lock, stale-trial check, budget, ``TrialTrainer.objective`` with its
-attributes and epoch reporter), with training replaced by 10 empty epochs. It prints
+attributes and epoch reporter), with training replaced by 10 empty epochs. Both sides
+draw the same params (RandomSampler seeded per process as ml-search seeds its workers),
+so they prune alike; each cell runs on a database of its own. It prints
 commits per trial (the database's own count, ``pg_stat_database.xact_commit``: every
 transaction, reads included), milliseconds of a process per trial, trials/s, and the
-ratios against plain Optuna.
+ratios against plain Optuna. Both sides are timed from opening the storage (ml-search's
+worker opens it, takes its sampler session and waits for the others' last trials).
 
     .venv/bin/python bench/storage_throughput.py --round-trips [--trials 160] [--processes 1,4,16]
 """
@@ -119,6 +122,7 @@ class _Postgres:
 
 
 STEPS = 10
+SEED = 7  # both sides draw the same params, so they prune alike and run the same steps
 SPACE = {
     "optimizer.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
     "optimizer.momentum": {"type": "uniform", "low": 0.5, "high": 0.99},
@@ -138,7 +142,7 @@ def _search_config(study_name: str, total: int):
         "scheduler": {"type": "step", "step_size": 5},
         "logging": {"output_dir": tempfile.mkdtemp(prefix="ktbench-")},
         "search": {"study_name": study_name, "n_trials": total, "storage": "unused",
-                   "sampler": {"type": "RandomSampler"},
+                   "sampler": {"type": "RandomSampler", "seed": SEED},
                    "pruner": {"type": "MedianPruner", "n_startup_trials": 3, "n_warmup_steps": 2},
                    "search_space": SPACE},
     })
@@ -157,7 +161,8 @@ def _fake_train(config, *, callback, **_):
     return TrainResult(Path("."), history, history[-1])
 
 
-def _round_trip_worker(url: str, study_name: str, path: str, share: int, total: int, ready, start, done) -> None:
+def _round_trip_worker(url: str, study_name: str, path: str, share: int, total: int, session: int,
+                       ready, start, done) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -177,15 +182,17 @@ def _round_trip_worker(url: str, study_name: str, path: str, share: int, total: 
         result = run_worker(config, url, study_name, progress=False, trainer=trainer)
         done.put((time.perf_counter() - began, result.trials))
         return
+    from kubetune.search.samplers import session_seed
     from kubetune.search.space import distributions
 
     dists = distributions(_search_config(study_name, total).search.search_space)  # type: ignore[union-attr]
-    study = optuna.load_study(study_name=study_name, storage=optuna.storages.RDBStorage(url),
-                              sampler=optuna.samplers.RandomSampler(),
-                              pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
     ready.put(os.getpid())
     start.wait()
-    began = time.perf_counter()
+    began = time.perf_counter()  # from opening the storage, as run_worker's time is
+    # Seeded as ml-search seeds its sampler sessions, one per process.
+    study = optuna.load_study(study_name=study_name, storage=optuna.storages.RDBStorage(url),
+                              sampler=optuna.samplers.RandomSampler(seed=session_seed(SEED, session)),
+                              pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
     for _ in range(share):
         trial = study.ask(dists)
         value, state = 0.0, optuna.trial.TrialState.COMPLETE
@@ -208,8 +215,10 @@ def _commits(admin, database: str) -> int:
                                 {"d": database}).scalar_one())
 
 
-def measure_round_trips(server: _Postgres, processes: int, total: int, path: str) -> tuple[float, float, float]:
-    """(commits per trial, ms of a process per trial, trials/s) on a fresh database."""
+def measure_round_trips(server: _Postgres, processes: int, total: int,
+                        path: str) -> tuple[float, float, float, float]:
+    """(commits per trial, ms of a process per trial, trials/s, steps reported per trial)
+    on a fresh database."""
     import optuna
 
     from kubetune.search.attributes import TARGET_ATTR
@@ -221,8 +230,8 @@ def measure_round_trips(server: _Postgres, processes: int, total: int, path: str
         ctx = multiprocessing.get_context("spawn")
         ready, start, done = ctx.Queue(), ctx.Event(), ctx.Queue()
         share = total // processes
-        procs = [ctx.Process(target=_round_trip_worker, args=(url, name, path, share, total, ready, start, done))
-                 for _ in range(processes)]
+        procs = [ctx.Process(target=_round_trip_worker, args=(url, name, path, share, total, i, ready, start, done))
+                 for i in range(processes)]
         for proc in procs:
             proc.start()
         for _ in procs:
@@ -239,7 +248,8 @@ def measure_round_trips(server: _Postgres, processes: int, total: int, path: str
         commits = _commits(server.admin, server.name) - before
         trials = sum(n for _, n in results)
         busy = sum(seconds for seconds, _ in results)
-        return commits / trials, 1000 * busy / trials, trials / wall
+        steps = sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
+        return commits / trials, 1000 * busy / trials, trials / wall, steps / trials
 
 
 def round_trips(args: argparse.Namespace) -> int:
@@ -247,12 +257,14 @@ def round_trips(args: argparse.Namespace) -> int:
     server = _Postgres(args.postgres)
     print(f"PostgreSQL, {args.trials} trials per cell, 4 params, {STEPS} report/prune steps, RandomSampler, "
           f"MedianPruner; cpu cores: {os.cpu_count()}")
-    print(f"{'processes':>9} {'path':<10} {'commits/trial':>13} {'ms/trial':>9} {'trials/s':>9}")
+    # steps/trial: the reports a trial made before it ended or was pruned; the sides' commits
+    # compare best where these match (with several processes, which trials get pruned varies).
+    print(f"{'processes':>9} {'path':<10} {'commits/trial':>13} {'ms/trial':>9} {'trials/s':>9} {'steps/trial':>11}")
     for n in counts:
         rows = {path: measure_round_trips(server, n, args.trials, path) for path in ("optuna", "ml-search")}
-        for path, (commits, ms, rate) in rows.items():
-            print(f"{n:>9} {path:<10} {commits:>13.1f} {ms:>9.1f} {rate:>9.1f}", flush=True)
-        (c0, m0, r0), (c1, m1, r1) = rows["optuna"], rows["ml-search"]
+        for path, (commits, ms, rate, steps) in rows.items():
+            print(f"{n:>9} {path:<10} {commits:>13.1f} {ms:>9.1f} {rate:>9.1f} {steps:>11.1f}", flush=True)
+        (c0, m0, r0, _), (c1, m1, r1, _) = rows["optuna"], rows["ml-search"]
         print(f"{n:>9} {'ratio':<10} {c1 / c0:>12.2f}x {m1 / m0:>8.2f}x {r1 / r0:>8.2f}x  (ml-search / optuna)",
               flush=True)
     return 0

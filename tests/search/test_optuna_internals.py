@@ -97,6 +97,43 @@ def test_set_trial_user_attr_writes_through_the_storage(study):
         internals.set_trial_user_attr(study, frozen, "c", 3)
 
 
+def test_set_trial_user_attrs_writes_them_in_one_transaction(tmp_path):
+    from sqlalchemy import event
+
+    from kubetune.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'm.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="m", storage=storage)
+    trial = study.ask({"x": DIST})
+    _private(trial, "_cached_frozen_trial")
+    commits = []
+    event.listen(storage.rdb.engine, "commit", lambda conn: commits.append(1))
+    internals.set_trial_user_attrs(study, trial, {"a": 1, "b": [2, 3]})
+    assert len(commits) == 1
+    assert trial.user_attrs == {"a": 1, "b": [2, 3]}  # the Trial's own copy too
+    assert internals.stored_trial(study, trial).user_attrs == {"a": 1, "b": [2, 3]}
+    _expect(internals.trial_view(trial).user_attrs == {"a": 1, "b": [2, 3]},
+            "Trial._cached_frozen_trial (no longer the Trial's view of itself)")
+    study.tell(trial, 0.5)
+    with pytest.raises(UpdateFinishedTrialError):
+        internals.set_trial_user_attrs(study, trial, {"c": 3})
+
+
+def test_set_trial_user_attrs_without_the_batch_writes_each(study):
+    trial = study.ask({"x": DIST})
+    internals.set_trial_user_attrs(study, trial, {"a": 1, "b": 2})
+    assert internals.stored_trial(study, trial).user_attrs == {"a": 1, "b": 2}
+
+
+def test_trial_view_is_a_copy_with_this_processs_writes(study):
+    trial = study.ask({"x": DIST})
+    trial.report(0.5, 1)
+    view = internals.trial_view(trial)
+    assert view.intermediate_values == {1: 0.5} and view.params == trial.params
+    view.user_attrs["z"] = 1
+    assert "z" not in trial.user_attrs
+
+
 def test_set_trial_system_attr_writes_through_the_storage(study):
     study.ask({"x": DIST})
     frozen = study.get_trials(deepcopy=False)[0]
@@ -251,3 +288,34 @@ def test_pareto_front_is_study_best_trials_constraints_included():
     found = internals.pareto_front(study.get_trials(deepcopy=False), study.directions)
     # Trial 3 beats every other but breaks its constraint.
     assert sorted(t.number for t in found) == sorted(t.number for t in study.best_trials) == [0, 1]
+
+
+def test_a_count_then_an_ask_read_the_trials_once(tmp_path):
+    # ml-search counts the trials, then asks: ask's look for WAITING trials reuses the count's read.
+    from sqlalchemy import event
+
+    from kubetune.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="s", storage=storage)
+    reads: list[str] = []
+    event.listen(storage.rdb.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *rest: reads.append(sql) if "FROM trials" in sql else None)
+
+    def count_then_ask(reuse: bool) -> tuple[optuna.Trial, int]:
+        study.enqueue_trial({"x": 0.25})
+        study.get_trials(deepcopy=False)
+        waiting = internals.cached_trials(internals.storage_of(study).inner, internals.study_id_of(study),
+                                          False, (TrialState.WAITING,))
+        _expect(waiting == study.get_trials(deepcopy=False, states=(TrialState.WAITING,)),
+                "_CachedStorage._studies (no longer what get_all_trials returns)")
+        if reuse:
+            internals.reuse_trials_read(study)
+        reads.clear()
+        trial = study.ask({"x": DIST})
+        return trial, len(reads)
+
+    plain, plain_reads = count_then_ask(reuse=False)
+    reused, reused_reads = count_then_ask(reuse=True)
+    assert plain.params["x"] == reused.params["x"] == 0.25  # the queued trial, found both times
+    assert reused_reads < plain_reads

@@ -71,6 +71,25 @@ def test_a_tell_whose_commit_landed_is_not_told_again(monkeypatch, riding):
     assert told.state == TrialState.COMPLETE and told.value == 0.9
 
 
+def test_stale_trials_are_looked_for_once_a_heartbeat_interval(monkeypatch, tmp_path):
+    import kubetune.search.outage as outage
+
+    monkeypatch.setenv("KUBETUNE_HEARTBEAT_INTERVAL", "5")
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    looks: list[int] = []
+    real = outage.stale_trial_ids
+    monkeypatch.setattr(outage, "stale_trial_ids", lambda rdb, sid: looks.append(sid) or real(rdb, sid))
+    now = [100.0]
+    monkeypatch.setattr(outage.time, "monotonic", lambda: now[0])
+    for _ in range(3):  # Optuna asks before every trial
+        optuna.storages.fail_stale_trials(study)
+    assert len(looks) == 1
+    now[0] += 5
+    optuna.storages.fail_stale_trials(study)
+    assert len(looks) == 2
+
+
 def test_an_outage_past_the_bound_is_one_error(monkeypatch, riding):
     monkeypatch.setattr(riding.outage, "limit", 0.3)
 

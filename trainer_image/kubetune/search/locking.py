@@ -7,7 +7,8 @@ sample its parameters", which makes ``n_trials`` exact across processes and
 machines. The lock dies with its holder (a closed connection, a closed file), so
 a SIGKILLed worker never blocks the others; taking it rides out a storage outage.
 
-- PostgreSQL: a session-level advisory lock keyed by the study name.
+- PostgreSQL: a transaction-level advisory lock keyed by the study name, on a
+  connection the lock keeps: taking and releasing it is one transaction.
 - SQLite: ``flock`` on the database file itself, so no lock file is left beside it.
   SQLite's own locks are POSIX record locks, which ``flock`` does not touch on a local
   filesystem (SQLite is local by nature).
@@ -75,15 +76,12 @@ class StudyLock:
         self._held = False
         try:
             if self._conn is not None:
-                conn, self._conn = self._conn, None
                 try:
-                    conn.execute(_sql("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+                    self._conn.commit()  # ends the transaction, and the lock with it
                 except Exception as exc:
+                    self._drop_connection()
                     if not is_connection_error(exc):
                         raise  # a lost connection took the lock with it
-                finally:
-                    with contextlib.suppress(Exception):
-                        conn.close()
             if self._file is not None:
                 import fcntl
 
@@ -95,6 +93,7 @@ class StudyLock:
 
     def close(self) -> None:
         self.release()
+        self._drop_connection()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -113,16 +112,22 @@ class StudyLock:
             url = self._url
             if url.drivername == "postgresql":
                 url = url.set(drivername="postgresql+psycopg")
-            self._engine = sqlalchemy.create_engine(
-                url, pool_pre_ping=True, isolation_level="AUTOCOMMIT", pool_size=1
-            )
-        conn = self._engine.connect()
+            self._engine = sqlalchemy.create_engine(url, pool_size=1)
+        if self._conn is None:
+            self._conn = self._engine.connect()
         try:
-            conn.execute(_sql("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+            # A connection that died meanwhile fails here; the outage retry reconnects.
+            self._conn.execute(_sql("SELECT pg_advisory_xact_lock(:key)"), {"key": self._key})
         except BaseException:
-            conn.close()
+            self._drop_connection()
             raise
-        self._conn = conn
+
+    def _drop_connection(self) -> None:
+        """Close the lock's connection (a transaction still open ends, its lock too)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _acquire_file(self, path: Path) -> None:
         import fcntl

@@ -49,7 +49,7 @@ from kubetune.search.interruption import Terminated, check_stop
 from kubetune.search.ledger import record_fail_reason
 from kubetune.search.objectives import checkpoint_metric
 from kubetune.search.objectives_reporter import ObjectivesReporter
-from kubetune.search.optuna_internals import stored_trial
+from kubetune.search.optuna_internals import set_trial_user_attrs, trial_view
 from kubetune.search.pruners import reads_tie_break, tie_break_metric
 from kubetune.search.results import trial_run_dir
 from kubetune.search.space import distributions, value_range
@@ -195,6 +195,8 @@ class TrialTrainer:
         self._data: dict[tuple[str, int], DataSplits] = {}
         self._folds: dict[tuple[str, int], list[DataSplits]] = {}
         self.reporter: EpochReporter | ObjectivesReporter | None = None  # the running trial's
+        # User attributes every trial gets, written with the trial's own in one transaction.
+        self.trial_attrs: dict[str, Any] = {}
 
     def stopped_at(self, trial: optuna.Trial) -> str | None:
         """Where the running trial stopped training ("epoch 4"), None before its first epoch."""
@@ -303,14 +305,15 @@ class TrialTrainer:
         else:
             folds, run_dirs = [self._splits(cfg)], [run_dir]
         # What kubetune's pruners time their first verdict by.
-        trial.set_user_attr(TRIAL_STEPS_ATTR, cfg.training.num_epochs * len(folds))
+        attrs = {TRIAL_STEPS_ATTR: cfg.training.num_epochs * len(folds)}
         drop = first_lr_drop(cfg.scheduler, cfg.training.num_epochs)
         if drop is not None:  # the median pruner's warm-up may end there
-            trial.set_user_attr(LR_DROP_ATTR, drop)
+            attrs[LR_DROP_ATTR] = drop
+        self.write_trial_attrs(trial, attrs)
         if search.objectives is not None:
             return self._train_objectives(trial, cfg, run_dir)
         done: list[float] = []
-        frozen = stored_trial(trial.study, trial)  # what earlier pods reported
+        frozen = trial_view(trial)  # what earlier pods reported
         try:
             for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
                 reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,
@@ -335,7 +338,7 @@ class TrialTrainer:
         """Train one trial of ``search.objectives`` (:mod:`kubetune.search.objectives_reporter`)."""
         from kubetune.training import train
 
-        frozen = stored_trial(trial.study, trial)
+        frozen = trial_view(trial)
         done = last_epoch_values_step(frozen.system_attrs) or 0
         reporter = ObjectivesReporter(trial, self.search, cfg.training.num_epochs, range(1, done + 1))
         self.reporter = reporter
@@ -348,6 +351,10 @@ class TrialTrainer:
         finally:
             _free_memory()
         return reporter.finish()
+
+    def write_trial_attrs(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+        """Write :attr:`trial_attrs` and ``attrs`` on ``trial``, one transaction for all."""
+        set_trial_user_attrs(trial.study, trial, {**self.trial_attrs, **attrs})
 
     def _resume(self, trial: optuna.Trial, frozen: FrozenTrial, cfg: Config,
                 reporter: EpochReporter | ObjectivesReporter) -> tuple[Path | None, str]:

@@ -14,10 +14,11 @@ Torch-free: the operator imports it.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 import optuna
@@ -25,22 +26,27 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "HeartbeatStorage",
     "cached_storage",
+    "cached_trials",
     "contains",
     "pareto_front",
     "preload_trials",
+    "reuse_trials_read",
     "set_trial_system_attr",
     "set_trial_user_attr",
+    "set_trial_user_attrs",
     "stale_trial_ids",
     "storage_of",
     "stored_trial",
     "study_id_of",
     "trial_id_by_number",
     "trial_id_of",
+    "trial_view",
+    "write_user_attrs",
 ]
 
 AnyTrial = optuna.Trial | FrozenTrial
@@ -82,6 +88,40 @@ def set_trial_user_attr(study: optuna.Study, trial: AnyTrial, key: str, value: A
         storage_of(study).set_trial_user_attr(trial_id_of(trial), key, value)
 
 
+def set_trial_user_attrs(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Write several user attributes on the running ``trial``: one transaction where the
+    storage offers it (kubetune's own RDB storage), else one call each. The Trial's own
+    copy of its attributes (``Trial._cached_frozen_trial``) is kept current."""
+    if not attrs:
+        return
+    storage = storage_of(study)
+    many = getattr(storage, "set_trial_user_attrs", None)
+    if many is None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    many(trial_id_of(trial), attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+def write_user_attrs(rdb: RDBStorage, trial_id: int, attrs: dict[str, Any]) -> None:
+    """Upsert ``attrs`` as the trial's user attributes in one transaction
+    (``RDBStorage._set_trial_attr_without_commit``, ``optuna.storages._rdb.storage._create_scoped_session``)."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        for key, value in attrs.items():
+            rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+
+def trial_view(trial: optuna.Trial) -> FrozenTrial:
+    """A copy of the trial as this process holds it: the storage's copy read when the Trial
+    was made (``Trial._cached_frozen_trial``), with this process's writes since. What other
+    processes write meanwhile is not in it; make the Trial just before it is used."""
+    return copy.deepcopy(trial._cached_frozen_trial)
+
+
 def set_trial_system_attr(study: optuna.Study, trial: AnyTrial, key: str, value: Any) -> None:
     """Write a system attribute on one of the study's trials (what a pruner keeps per trial)."""
     storage_of(study).set_trial_system_attr(trial_id_of(trial), key, value)
@@ -107,6 +147,32 @@ def cached_storage(rdb: RDBStorage) -> BaseStorage:
     """``rdb`` behind Optuna's cache of finished trials, as ``create_study`` would put it
     (``optuna.storages.get_storage``, documented for internal use)."""
     return optuna.storages.get_storage(rdb)
+
+
+def cached_trials(storage: BaseStorage, study_id: int, deepcopy: bool,
+                  states: Container[TrialState] | None) -> list[FrozenTrial] | None:
+    """What ``storage.get_all_trials`` returns, from Optuna's cache as its last read left it,
+    without reading the storage (``_CachedStorage._studies``, ``_lock``); None when the
+    storage is not Optuna's cache or it has not read the study."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    if not isinstance(storage, _CachedStorage):
+        return None
+    with storage._lock:
+        info = storage._studies.get(study_id)
+        if info is None or not _has_read(info):
+            return None
+        trials = sorted((t for t in info.trials.values() if states is None or t.state in states),
+                        key=lambda t: t.number)
+    return copy.deepcopy(trials) if deepcopy else trials
+
+
+def reuse_trials_read(study: optuna.Study) -> None:
+    """Let the study's next read of its trials (``ask``'s look for WAITING trials) reuse the
+    read just made, where the storage is kubetune's (``RidingStorage.reuse_next_read``)."""
+    reuse = getattr(storage_of(study), "reuse_next_read", None)
+    if reuse is not None:
+        reuse(study_id_of(study))
 
 
 def stale_trial_ids(rdb: RDBStorage, study_id: int) -> list[int]:

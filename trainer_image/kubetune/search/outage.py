@@ -25,6 +25,7 @@ Torch-free: the operator uses it through ``make_storage``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -44,8 +45,10 @@ from kubetune.search.attributes import ASK_MARK_ATTR
 from kubetune.search.optuna_internals import (
     HeartbeatStorage,
     cached_storage,
+    cached_trials,
     stale_trial_ids,
     trial_id_of,
+    write_user_attrs,
 )
 
 log = logging.getLogger(__name__)
@@ -213,6 +216,13 @@ class RidingStorage(HeartbeatStorage):
         self.inner = cached_storage(rdb)
         self.outage = Outage(where, limit)
         self._suspects: dict[int, float] = {}  # stale trial id -> when first seen stale
+        self._looked: dict[int, float] = {}  # study id -> when its stale trials were last looked for
+        self._reuse: set[int] = set()  # studies whose next trials read is served by the last one
+
+    def reuse_next_read(self, study_id: int) -> None:
+        """Serve the study's next ``get_all_trials`` from the trials just read, unless a trial
+        is created or changes state here first: an ``ask`` right after a count of the trials."""
+        self._reuse.add(study_id)
 
     def _ride(self, call: Callable[[], T], settled: Callable[[], tuple[bool, T]] | None = None) -> T:
         return self.outage.run(call, settled)
@@ -230,6 +240,7 @@ class RidingStorage(HeartbeatStorage):
         return self._ride(lambda: self.inner.create_new_study(directions, study_name), settled)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        self._reuse.clear()
         mark = uuid.uuid4().hex
         template = _marked(template_trial, mark)
 
@@ -242,6 +253,8 @@ class RidingStorage(HeartbeatStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
+        self._reuse.clear()
+
         def settled() -> tuple[bool, bool]:
             return self.inner.get_trial(trial_id).state == state, True
         return self._ride(lambda: self.inner.set_trial_state_values(trial_id, state, values), settled)
@@ -288,6 +301,10 @@ class RidingStorage(HeartbeatStorage):
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._ride(lambda: self.inner.set_trial_user_attr(trial_id, key, value))
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Several user attributes in one transaction (an upsert, tried again as it is)."""
+        self._ride(lambda: write_user_attrs(self.rdb, trial_id, attrs))
+
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._ride(lambda: self.inner.set_trial_system_attr(trial_id, key, value))
 
@@ -296,6 +313,10 @@ class RidingStorage(HeartbeatStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        if study_id in self._reuse:
+            self._reuse.discard(study_id)
+            if (trials := cached_trials(self.inner, study_id, deepcopy, states)) is not None:
+                return trials
         return self._ride(lambda: self.inner.get_all_trials(study_id, deepcopy=deepcopy, states=states))
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
@@ -320,10 +341,18 @@ class RidingStorage(HeartbeatStorage):
 
     def stale_trials(self, study_id: int) -> list[int]:
         """Trials stale now and at a look at least a heartbeat interval (and a retry) ago:
-        a live worker's heartbeat lands by then, even right after an outage."""
+        a live worker's heartbeat lands by then, even right after an outage.
+
+        The storage is looked at once a heartbeat interval at most (Optuna asks before
+        every trial): heartbeats move no faster, and in between nothing is found."""
+        interval = self.get_heartbeat_interval() or 0
+        now = time.monotonic()
+        if now - self._looked.get(study_id, -math.inf) < interval:
+            return []
+        self._looked[study_id] = now
         stale = self._ride(lambda: stale_trial_ids(self.rdb, study_id))
         now = time.monotonic()
-        settle = (self.get_heartbeat_interval() or 0) + MAX_BACKOFF
+        settle = interval + MAX_BACKOFF
         self._suspects = {t: self._suspects.get(t, now) for t in stale}
         return [t for t, first in self._suspects.items() if now - first >= settle]
 

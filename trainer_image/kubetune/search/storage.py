@@ -274,7 +274,7 @@ def _sqlite_open_error(exc: DatabaseError, db_file: Path, source: str | None) ->
 def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
                  source: str | None = None, pool_size: int = POOL_SIZE,
                  max_overflow: int = MAX_OVERFLOW) -> optuna.storages.BaseStorage:
-    """An RDB storage with pre-ping, heartbeats, bounded retries of stale trials, and
+    """An RDB storage with heartbeats, bounded retries of stale trials, and
     outages ridden out (:mod:`kubetune.search.outage`);
     or, for ``grpc://host:port``, Optuna's gRPC storage proxy. ``pool_size`` and
     ``max_overflow`` bound its PostgreSQL connections (the chart sizes max_connections on them).
@@ -290,7 +290,7 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
     if url.startswith("grpc://"):
         return make_grpc_storage(url, source)
     if must_exist:
-        require_existing(url, source)
+        require_existing(url, source)  # Optuna's tables are there: no CREATE TABLE round trips
     url = _normalise(url)
     db_file = sqlite_file(_parse(url, source))
     if db_file is not None:
@@ -299,15 +299,18 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
         # Several local worker processes share the file: wait for the lock instead of failing.
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
-        engine_kwargs = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": max_overflow}
-    extra = {}
+        # No pool_pre_ping: it costs a transaction of its own on every checkout, and a
+        # connection that died with the server fails its call, which is tried again on a
+        # fresh one (the pool drops every connection older than the failure).
+        engine_kwargs = {"pool_size": pool_size, "max_overflow": max_overflow}
+    extra: dict[str, Any] = {"skip_table_creation": must_exist}
     interval, grace = heartbeat_settings() if heartbeat else (0, 0)
     try:
         with warnings.catch_warnings():
             # Heartbeats are "experimental" in Optuna 5 and warn on every storage.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if heartbeat:
-                extra = {
+                extra |= {
                     "heartbeat_interval": interval,
                     "grace_period": grace,
                     "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(

@@ -18,13 +18,14 @@ the budget on it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -39,10 +40,10 @@ from kubetune.search.attributes import (
     last_epoch_values_step,
 )
 from kubetune.search.interruption import INTERRUPTED_EXIT, check_stop, watch_interrupts
-from kubetune.search.ledger import budget, enqueue_retry
+from kubetune.search.ledger import budget, enqueue_retry, stored_target
 from kubetune.search.locking import StudyLock
 from kubetune.search.objectives import goal_trial
-from kubetune.search.optuna_internals import stored_trial
+from kubetune.search.optuna_internals import reuse_trials_read, stored_trial
 from kubetune.search.outage import unreachable_in
 from kubetune.search.pareto import values_text
 from kubetune.search.results import best_trial
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOPPED_EXIT = 3  # a worker that stopped on a repeated OSError
+FIRST_PAUSE = 0.5  # seconds a worker with nothing to start first waits for others' trials
 
 
 @dataclass
@@ -80,8 +82,10 @@ def pruned_at(trial: FrozenTrial, folds: int = 1) -> str:
     return f"after epoch {step}" + (f"/{total}" if isinstance(total, int) else "")
 
 
-def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str, folds: int = 1) -> str:
-    """``trial 4 COMPLETE val_acc=0.9611 {...} | 5/20 done | best val_acc=0.97 (trial 2)``."""
+def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str, folds: int = 1,
+                   target: int | None = None) -> str:
+    """``trial 4 COMPLETE val_acc=0.9611 {...} | 5/20 done | best val_acc=0.97 (trial 2)``;
+    ``target``: the study's total (default: read from the storage)."""
     parts = [f"trial {trial.number} {trial.state.name}"]
     multi = len(study.directions) > 1
     if trial.state == TrialState.COMPLETE:
@@ -93,7 +97,7 @@ def describe_trial(study: optuna.Study, trial: FrozenTrial, metric: str, folds: 
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in trial.params.items())
     line = " ".join(parts) + f" [{params}]"
-    state = budget(study)
+    state = budget(study, target)
     line += f" | {state.finished}/{state.target} done"
     if multi:
         line += f" | Pareto front: {len(study.best_trials)} trials"
@@ -116,6 +120,11 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
     if trainer is None:
         trainer = trial_runner(config, study_name, quiet_epochs=quiet_epochs, storage=url)
         trainer.prepare()
+    # What lives as long as the worker (modules, torch, the data) is left out of the
+    # collection after every trial, which would otherwise walk all of it each time;
+    # the set-up's garbage (the model prepare() built) is collected first, not kept.
+    gc.collect()
+    gc.freeze()
     lock = StudyLock(url, study_name)
     with lock:
         take_sampler_session(study, search)
@@ -123,13 +132,12 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
     poll = heartbeat_settings()[0]
     folds = search.cross_validation.folds
 
-    def after_sampling(trial: optuna.Trial) -> None:
-        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
-        lock.release()
+    trainer.trial_attrs[WORKER_ATTR] = f"{socket.gethostname()}:{os.getpid()}"
+    target = stored_target(study) or 0  # re-read before stopping: only a resume changes it, upwards
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         try:
-            return trainer.objective(trial, after_sampling=after_sampling)
+            return trainer.objective(trial, after_sampling=lambda _: lock.release())
         except KeyboardInterrupt:
             frozen = stored_trial(study, trial)
             if frozen.user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED and set(frozen.params) == set(trainer.dists):
@@ -140,21 +148,22 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         result.trials += 1
         result.states[trial.state.name] = result.states.get(trial.state.name, 0) + 1
         if progress:
-            print(describe_trial(study, trial, search.metric, folds), file=sys.stderr, flush=True)
+            print(describe_trial(study, trial, search.metric, folds, target), file=sys.stderr, flush=True)
 
     watch_interrupts()
-    next_stale_check = 0.0
+    pause = FIRST_PAUSE
     try:
         while True:
             check_stop()
             lock.acquire()
             try:
-                if time.monotonic() >= next_stale_check:  # heartbeats move once an interval
-                    next_stale_check = time.monotonic() + poll
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                        optuna.storages.fail_stale_trials(study)
-                state = budget(study)
+                with warnings.catch_warnings():  # the storage looks once a heartbeat interval
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+                state = budget(study, target)
+                if state.done and (stored := stored_target(study) or 0) != target:
+                    target = stored
+                    state = replace(state, target=target)
                 if state.repeated_failure:
                     result.stopped = state.repeated_failure
                     break
@@ -163,19 +172,23 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
                     break
                 if state.waiting or state.has_room:
                     check_stop()
+                    reuse_trials_read(study)  # ask's look for WAITING trials: the count's read
                     try:
                         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
                     except Exception as exc:
                         if (unreachable := unreachable_in(exc)) is not None:
                             raise unreachable from None  # one line, not Optuna's aftermath
                         raise
+                    pause = FIRST_PAUSE
                     continue
             finally:
                 lock.release()
             if state.running_workers:
                 # Trials of other workers are still running; if one of them dies, its
-                # retry lands here. Wait rather than leave the study half-finished.
-                _wait(poll)
+                # retry lands here. Wait rather than leave the study half-finished: briefly
+                # at first (short trials end soon), then a heartbeat interval at a time.
+                _wait(pause)
+                pause = min(2 * pause, poll)
                 continue
             break
     except KeyboardInterrupt:
