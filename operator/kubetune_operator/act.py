@@ -71,9 +71,7 @@ class StudyJobRef:
 
 
 def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> None:
-    """Record the pods seen ended; fail and resume the trials the plan names; make the Jobs it finds missing."""
-    if plan.usage:
-        handle.usage.write(plan.usage)
+    """Fail and resume the trials the plan names; make the Jobs it finds missing."""
     for fail in plan.fail:
         if fail.delete_job is not None:
             ref.rt.kube.delete_job(ref.namespace, fail.delete_job)
@@ -92,13 +90,12 @@ def settle(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle) -> No
 
 
 def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config: Config) -> None:
-    """Delete, launch, visualise, write the best config and ask ahead as the plan says; then the status."""
+    """Delete, launch, record the pods seen ended, visualise, write the best config and ask ahead as
+    the plan says; then the status."""
     for release in plan.release:
         handle.release_ahead(release.trial, release.failure, requeue=release.requeue)
     if plan.refused is not None:
         raise JobRejected(plan.refused)
-    if plan.usage:
-        handle.usage.write(plan.usage)
     for stuck, job, node in plan.mark_lost:
         handle.mark_node_lost(stuck, job, node)
     for evicted, job, count in plan.mark_evicted:
@@ -117,6 +114,8 @@ def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config
             break  # the grid is covered
         start_job(ref, s, handle, trial, 0)
         launched += 1
+    if plan.usage:  # the pods seen ended: after the launches, off their way
+        handle.usage.write(plan.usage)
     if plan.visualise is not None:
         options = ref.rt.options
         body = visualise_job(ref.owner, s.spec, s.study, plan.visualise, options.cpu_image or options.trial_image,

@@ -46,7 +46,7 @@ from kubetune_operator.runtime import (
 )
 from kubetune_operator.spec import SpecError, StudyJobSpec, parse_spec, read_config
 from kubetune_operator.studies import StudyHandle, StudyLost
-from kubetune_operator.usage import unaccounted_jobs
+from kubetune_operator.usage import ended_unaccounted, unaccounted_jobs
 from kubetune_operator.volumes import ResultsVolume, check_data_claim, results_volume
 
 logger = logging.getLogger("kubetune_operator")
@@ -202,21 +202,28 @@ def _observe(ref: StudyJobRef, study: _Study, memory: Memory) -> Snapshot:
     # (Optuna refuses to change a finished trial), so a pod that told its result just
     # before its Job ended keeps that result.
     rt, spec, handle = ref.rt, study.spec, study.handle
-    listing = rt.pool.submit(rt.kube.list_jobs, ref.namespace, ref.name, ref.uid)
+    records = handle.usage.records()
+
+    def jobs_and_ended_pods() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        # The pods of the Jobs that ended unaccounted are read while the trials are.
+        jobs = rt.kube.list_jobs(ref.namespace, ref.name, ref.uid)
+        return jobs, read_pods(rt.kube, ref.namespace, ref.name, ended_unaccounted(latest_trial_jobs(jobs), records))
+
+    listing = rt.pool.submit(jobs_and_ended_pods)
     trials = handle.trials()
-    jobs = listing.result()
+    jobs, pods = listing.result()
     trial_jobs = latest_trial_jobs(jobs)
     memory = replace(memory, was_ready=_note_ready(ref.state, trial_jobs))
     visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(ref.name)), None)
     now = time.time()
     wanted = jobs_to_read(ref.name, trials, ref.key, trial_jobs, visualise, spec.trials.startup_timeout_seconds, now,
                           memory.was_ready)
-    records = handle.usage.records()
     wanted += [job for job in unaccounted_jobs(trials, ref.key, trial_jobs, records) if job not in wanted]
+    pods.update(read_pods(rt.kube, ref.namespace, ref.name, [job for job in wanted if job not in pods]))
     return Snapshot(
         namespace=ref.namespace, name=ref.name, key=ref.key, generation=ref.generation, spec=spec,
         config=study.config, n_trials=study.n_trials, study=handle.name, maximize=handle.maximize, grid=handle.grid,
-        trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=read_pods(rt.kube, ref.namespace, ref.name, wanted),
+        trials=trials, trial_jobs=trial_jobs, visualise=visualise, pods=pods,
         results=study.results, old_status=study.old, memory=memory, now=now, max_jobs=rt.options.max_jobs,
         kueue=read_workloads(rt.kube, ref.namespace, jobs), usage=records)
 

@@ -108,6 +108,13 @@ def accounted(records: Records, number: int) -> set[str]:
     return set((records.get(number) or {}).get("jobs") or [])
 
 
+def ended_unaccounted(trial_jobs: Mapping[int, Mapping[str, Any]], records: Records) -> list[str]:
+    """The ended Jobs among ``trial_jobs`` whose pods are not all recorded yet, known from the
+    Jobs alone (:func:`unaccounted_jobs` also checks the trials are the StudyJob's)."""
+    return [job["metadata"]["name"] for number, job in trial_jobs.items()
+            if job_outcome(job) is not None and job["metadata"]["name"] not in accounted(records, number)]
+
+
 def unaccounted_jobs(trials: Iterable[FrozenTrial], key: str, trial_jobs: Mapping[int, Mapping[str, Any]],
                      records: Records) -> list[str]:
     """The ended trial Jobs of the StudyJob's trials whose pods are not all recorded yet."""
