@@ -130,11 +130,18 @@ class EpochReporter:
         self.where = f"epoch {epoch}" + (f" of fold {self.fold + 1}" if self.folds > 1 else "")
         return self.aggregate([*self.done_folds, self.best]), self.fold * self.epochs + epoch
 
+    def unstored_tie_break(self) -> dict[str, float]:
+        """The fold's lowest tie-break loss as the attribute to write, if it changed since the
+        last write (it then counts as written); else nothing."""
+        if self.tie_stored or self.tie_best is None:
+            return {}
+        self.tie_stored = True
+        return {TIE_BREAK_ATTR: self.tie_best}
+
     def store_tie_break(self) -> None:
         """Write the fold's lowest tie-break loss, if it changed since the last write."""
-        if not self.tie_stored and self.tie_best is not None:
-            self.trial.set_user_attr(TIE_BREAK_ATTR, self.tie_best)
-            self.tie_stored = True
+        for key, value in self.unstored_tie_break().items():
+            self.trial.set_user_attr(key, value)
 
     def _prune(self, running: float) -> None:
         if self.tie_for_pruner:
@@ -195,6 +202,7 @@ class TrialTrainer:
         self._data: dict[tuple[str, int], DataSplits] = {}
         self._folds: dict[tuple[str, int], list[DataSplits]] = {}
         self.reporter: EpochReporter | ObjectivesReporter | None = None  # the running trial's
+        self.ending_attrs: dict[str, Any] = {}  # the running trial's last attributes, written with its usage
         # User attributes every trial gets, written with the trial's own in one transaction.
         self.trial_attrs: dict[str, Any] = {}
 
@@ -262,6 +270,7 @@ class TrialTrainer:
         the study lock there). However it ends, the trial's ``usage`` gets this attempt.
         """
         start, cpu_start = time.time(), time.process_time()
+        self.ending_attrs = {}
         try:
             params = suggest_params(trial, self.dists)
             if after_sampling is not None:
@@ -281,7 +290,7 @@ class TrialTrainer:
             raise
         finally:
             with contextlib.suppress(Exception):  # accounting never fails a trial
-                record_trial(trial, start, cpu_start, _device_name(self._base.training.device))
+                record_trial(trial, start, cpu_start, _device_name(self._base.training.device), self.ending_attrs)
 
     def train_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> float | list[float]:
         """Train ``trial`` with ``params``; report every epoch; return its value (its values
@@ -328,7 +337,7 @@ class TrialTrainer:
                                callback=reporter, progress=False,
                                epoch_lines=not self.quiet_epochs, resume=resume, run_id=run_id,
                                searched=list(self.dists), stop_check=check_stop)
-                reporter.store_tie_break()
+                self.ending_attrs.update(reporter.unstored_tie_break())
                 done.append(float(result.best[search.metric]))
         finally:
             _free_memory()

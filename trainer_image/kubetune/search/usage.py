@@ -32,6 +32,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from kubetune.search.attributes import USAGE_ATTR, USAGE_STUDY_PREFIX
+from kubetune.search.optuna_internals import set_trial_user_attrs
 
 __all__ = ["Usage", "attempt", "record_of", "record_trial", "spent", "study_records", "totals", "with_attempts"]
 
@@ -66,16 +67,18 @@ def with_attempts(record: Mapping[str, Any] | None, attempts: Mapping[str, Mappi
     return result
 
 
-def record_trial(trial: optuna.Trial, start: float, cpu_start: float, device: str) -> None:
+def record_trial(trial: optuna.Trial, start: float, cpu_start: float, device: str,
+                 extra: Mapping[str, Any] | None = None) -> None:
     """Add this process's attempt at ``trial`` to its ``usage``: from ``start`` (``time.time()``)
     until now on ``device``, one GPU unless it is the CPU, and the CPU time used since
-    ``cpu_start`` (``time.process_time()``) as the CPUs it held."""
+    ``cpu_start`` (``time.process_time()``) as the CPUs it held; ``extra`` user attributes
+    are written in the same transaction."""
     end = time.time()
     gpus = 0 if device in ("", "cpu") else 1
     cpus = (time.process_time() - cpu_start) / max(end - start, 1e-6)
     key = f"{socket.gethostname()}:{os.getpid()}:{start:.0f}"
-    trial.set_user_attr(USAGE_ATTR, with_attempts(trial.user_attrs.get(USAGE_ATTR),
-                                                  {key: attempt(start, end, gpus, cpus)}, device))
+    usage = with_attempts(trial.user_attrs.get(USAGE_ATTR), {key: attempt(start, end, gpus, cpus)}, device)
+    set_trial_user_attrs(trial.study, trial, {**(extra or {}), USAGE_ATTR: usage})
 
 
 def totals(record: Mapping[str, Any] | None) -> Usage:
