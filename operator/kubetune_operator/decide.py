@@ -40,7 +40,7 @@ from kubetune.search.attributes import (
     JOB_ATTR,
     NODE_LOST_ATTR,
 )
-from kubetune.search.ledger import NOT_STARTED, Ledger, ledger
+from kubetune.search.ledger import NOT_STARTED, Ledger, ledger, never_ran
 from kubetune_operator import names
 from kubetune_operator import status as st
 from kubetune_operator.failures import (
@@ -247,7 +247,7 @@ def steer(s: Snapshot, plan: Plan) -> None:
     _note_blocked(s, plan)
     _note_stuck(s, plan)
     evicted = _note_evicted(s, plan)
-    counted_failed = books.failed - books.retried - books.released
+    counted_failed = books.failed - books.retried
     ahead = [t for t in s.trials if asked_ahead(s, t)]
     running = sum(t.state == TrialState.RUNNING and s.owned(t) for t in s.trials) - len(ahead)
     waiting = waiting_trials(s)
@@ -395,7 +395,8 @@ def _release(s: Snapshot, plan: Plan, books: Ledger, ahead: list[FrozenTrial], *
         plan.release.append(ReleaseTrial(trial, Failure(NOT_STARTED, f"asked ahead, released before its Job was "
                                                                      f"made: {why}"), requeue))
         plan.announced.add(trial.number)  # no TrialFailed event: it never ran
-    plan.more = True  # decide again on the released trials: nothing else brings a pass
+    if left:
+        plan.more = True  # decide again on the released trials: nothing else brings a pass
 
 
 def _announce(s: Snapshot, plan: Plan, books: Ledger, stand: Standing) -> None:
@@ -434,7 +435,7 @@ def _announce(s: Snapshot, plan: Plan, books: Ledger, stand: Standing) -> None:
 def _note_blocked(s: Snapshot, plan: Plan) -> None:
     """While the latest trial to end is one whose pod never started, say so (a condition
     and the status message), from the storage alone: it holds across passes and restarts."""
-    ended = [t for t in s.trials if t.state.is_finished() and s.owned(t)]
+    ended = [t for t in s.trials if t.state.is_finished() and s.owned(t) and not never_ran(t)]
     if not ended:
         return
     last = max(ended, key=lambda t: (t.datetime_complete or t.datetime_start or datetime.min, t.number))

@@ -281,6 +281,7 @@ def test_a_trial_asked_ahead_takes_the_next_free_slot_and_never_counts_as_runnin
     ahead = _ahead(2)
     full = decide(snapshot([trial(0), trial(1), ahead], {0: job(0), 1: job(1)}, n_trials=6, parallelism=2))
     assert not full.start and not full.launch_ahead and full.launch == 0 and not full.ask_ahead
+    assert not full.more and not full.release  # it waits for a slot: the pass ends
     assert full.status["trials"]["running"] == 2 and full.phase == st.RUNNING
     freed = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5), trial(1), ahead], {1: job(1)},
                             n_trials=6, parallelism=2))

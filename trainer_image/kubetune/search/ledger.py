@@ -76,9 +76,9 @@ class Ledger:
 
     complete: int = 0
     pruned: int = 0
-    failed: int = 0  # every FAIL trial, retried ones included
-    retried: int = 0  # FAIL trials that a retry replaces
-    released: int = 0  # FAIL trials released before they ran, without a retry (:func:`never_ran`)
+    failed: int = 0  # every FAIL trial that ran, retried ones included
+    retried: int = 0  # FAIL trials that ran and that a retry replaces
+    released: int = 0  # FAIL trials released before they ran (:func:`never_ran`): no trial at all
     running: int = 0
     waiting: int = 0  # WAITING trials: enqueued points, retries
     best: FrozenTrial | None = None  # the best COMPLETE trial
@@ -86,7 +86,7 @@ class Ledger:
     @property
     def finished(self) -> int:
         """Finished trials that count towards ``n_trials``."""
-        return self.complete + self.pruned + self.failed - self.retried - self.released
+        return self.complete + self.pruned + self.failed - self.retried
 
     @property
     def counted(self) -> int:
@@ -107,7 +107,11 @@ def ledger(trials: Sequence[FrozenTrial], *, maximize: bool = True) -> Ledger:
     retried = retried_numbers(trials)
     counts = {state: 0 for state in TrialState}
     best: FrozenTrial | None = None
+    released = 0
     for trial in trials:
+        if never_ran(trial):
+            released += 1
+            continue
         counts[trial.state] += 1
         # Under several objectives: the best on the first.
         if trial.state == TrialState.COMPLETE and trial.values and (
@@ -118,8 +122,8 @@ def ledger(trials: Sequence[FrozenTrial], *, maximize: bool = True) -> Ledger:
         complete=counts[TrialState.COMPLETE],
         pruned=counts[TrialState.PRUNED],
         failed=counts[TrialState.FAIL],
-        retried=sum(t.state == TrialState.FAIL and t.number in retried for t in trials),
-        released=sum(never_ran(t) and t.number not in retried for t in trials),
+        retried=sum(t.state == TrialState.FAIL and t.number in retried and not never_ran(t) for t in trials),
+        released=released,
         running=counts[TrialState.RUNNING],
         waiting=counts[TrialState.WAITING],
         best=best,
