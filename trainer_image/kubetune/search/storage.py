@@ -325,12 +325,13 @@ def make_storage(url: str, *, heartbeat: bool = True, must_exist: bool = False,
             "{name} must be a sqlite://, postgresql:// or grpc:// URL (the drivers kubetune "
             f"ships), but got {mask_url(url)!r}, whose driver is not installed"
         )) from None
-    except DatabaseError as exc:
-        bad = _sqlite_open_error(exc, db_file, source) if db_file is not None else _refused(url, exc, source)
-        if bad is None:
-            raise _unreachable(url, exc) from None
-        raise bad from None
     except Exception as exc:  # a server that does not answer, a schema Optuna refuses, ...
+        # Optuna wraps an error raised inside its sessions in StorageInternalError.
+        cause = exc if isinstance(exc, DatabaseError) else exc.__cause__
+        if isinstance(cause, DatabaseError):
+            bad = _sqlite_open_error(cause, db_file, source) if db_file is not None else _refused(url, cause, source)
+            if bad is not None:
+                raise bad from None
         raise _unreachable(url, exc) from None
 
 
