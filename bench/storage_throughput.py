@@ -19,8 +19,8 @@ a RandomSampler and a MedianPruner. The ml-search side is the real worker
 attributes and epoch reporter), with training replaced by 10 empty epochs. Both sides
 draw the same params (RandomSampler seeded per process as ml-search seeds its workers),
 so they prune alike; each cell runs on a database of its own. It prints
-commits per trial (the database's own count, ``pg_stat_database.xact_commit``: every
-transaction, reads included), milliseconds of a process per trial, trials/s, and the
+transactions per trial (the database's own count, ``pg_stat_database.xact_commit`` plus
+``xact_rollback``: every transaction, reads included, however it ends), milliseconds of a process per trial, trials/s, and the
 ratios against plain Optuna. Both sides are timed from opening the storage (ml-search's
 worker opens it, takes its sampler session and waits for the others' last trials).
 
@@ -206,18 +206,20 @@ def _round_trip_worker(url: str, study_name: str, path: str, share: int, total: 
     done.put((time.perf_counter() - began, share))
 
 
-def _commits(admin, database: str) -> int:
+def _transactions(admin, database: str) -> int:
+    """Every transaction so far: a read that ends in ROLLBACK is as much a round trip as a COMMIT."""
     import sqlalchemy
 
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text("SELECT pg_stat_force_next_flush()"))
-        return int(conn.execute(sqlalchemy.text("SELECT xact_commit FROM pg_stat_database WHERE datname = :d"),
-                                {"d": database}).scalar_one())
+        return int(conn.execute(sqlalchemy.text(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = :d"),
+            {"d": database}).scalar_one())
 
 
 def measure_round_trips(server: _Postgres, processes: int, total: int,
                         path: str) -> tuple[float, float, float, float]:
-    """(commits per trial, ms of a process per trial, trials/s, steps reported per trial)
+    """(transactions per trial, ms of a process per trial, trials/s, steps reported per trial)
     on a fresh database."""
     import optuna
 
@@ -237,7 +239,7 @@ def measure_round_trips(server: _Postgres, processes: int, total: int,
         for _ in procs:
             ready.get(timeout=600)
         time.sleep(1.5)  # the statistics of the connections made so far are flushed
-        before = _commits(server.admin, server.name)
+        before = _transactions(server.admin, server.name)
         began = time.perf_counter()
         start.set()
         results = [done.get(timeout=1200) for _ in procs]
@@ -245,11 +247,11 @@ def measure_round_trips(server: _Postgres, processes: int, total: int,
         for proc in procs:
             proc.join()
         time.sleep(1.5)  # closed connections flush their counts
-        commits = _commits(server.admin, server.name) - before
+        xacts = _transactions(server.admin, server.name) - before
         trials = sum(n for _, n in results)
         busy = sum(seconds for seconds, _ in results)
         steps = sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
-        return commits / trials, 1000 * busy / trials, trials / wall, steps / trials
+        return xacts / trials, 1000 * busy / trials, trials / wall, steps / trials
 
 
 def round_trips(args: argparse.Namespace) -> int:
@@ -257,13 +259,13 @@ def round_trips(args: argparse.Namespace) -> int:
     server = _Postgres(args.postgres)
     print(f"PostgreSQL, {args.trials} trials per cell, 4 params, {STEPS} report/prune steps, RandomSampler, "
           f"MedianPruner; cpu cores: {os.cpu_count()}")
-    # steps/trial: the reports a trial made before it ended or was pruned; the sides' commits
+    # steps/trial: the reports a trial made before it ended or was pruned; the sides' xacts
     # compare best where these match (with several processes, which trials get pruned varies).
-    print(f"{'processes':>9} {'path':<10} {'commits/trial':>13} {'ms/trial':>9} {'trials/s':>9} {'steps/trial':>11}")
+    print(f"{'processes':>9} {'path':<10} {'xacts/trial':>13} {'ms/trial':>9} {'trials/s':>9} {'steps/trial':>11}")
     for n in counts:
         rows = {path: measure_round_trips(server, n, args.trials, path) for path in ("optuna", "ml-search")}
-        for path, (commits, ms, rate, steps) in rows.items():
-            print(f"{n:>9} {path:<10} {commits:>13.1f} {ms:>9.1f} {rate:>9.1f} {steps:>11.1f}", flush=True)
+        for path, (xacts, ms, rate, steps) in rows.items():
+            print(f"{n:>9} {path:<10} {xacts:>13.1f} {ms:>9.1f} {rate:>9.1f} {steps:>11.1f}", flush=True)
         (c0, m0, r0, _), (c1, m1, r1, _) = rows["optuna"], rows["ml-search"]
         print(f"{n:>9} {'ratio':<10} {c1 / c0:>12.2f}x {m1 / m0:>8.2f}x {r1 / r0:>8.2f}x  (ml-search / optuna)",
               flush=True)

@@ -97,7 +97,8 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         if not job_matters(type, body) and not (type != "DELETED" and state.note_readiness(body)):
             return
         studyjob = found[0]
-        outcome = reconcile(rt, studyjob)
+        ended = str(body["metadata"]["name"]) if type != "DELETED" and job_outcome(body) is not None else None
+        outcome = reconcile(rt, studyjob, ended)
         if outcome.retry_after is not None:
             logger.info("StudyJob %s/%s waits for its storage; the timer retries",
                         namespace, labels[names.LABEL_STUDYJOB])

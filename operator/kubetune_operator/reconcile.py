@@ -62,13 +62,14 @@ class Outcome:
     retry_after: float | None = None  # come back after this many seconds (storage, Secret, pods)
 
 
-def reconcile(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
-    """One pass over the StudyJob ``body``; serialised per StudyJob."""
+def reconcile(rt: Runtime, body: Mapping[str, Any], ended_job: str | None = None) -> Outcome:
+    """One pass over the StudyJob ``body``; serialised per StudyJob. ``ended_job``: a trial
+    Job whose end brought the pass, whose pods are read from the start, beside the trials."""
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return Outcome()  # the delete handler owns the rest
     with rt.lock(names.owner_key(meta["namespace"], meta["name"])) as state:
-        return _pass(_ref(rt, body, state), body)
+        return _pass(_ref(rt, body, state), body, ended_job)
 
 
 def _ref(rt: Runtime, body: Mapping[str, Any], state: StudyJobState) -> StudyJobRef:
@@ -94,7 +95,7 @@ class _Study:
     old: Mapping[str, Any]  # the last status
 
 
-def _pass(ref: StudyJobRef, body: Mapping[str, Any]) -> Outcome:
+def _pass(ref: StudyJobRef, body: Mapping[str, Any], ended_job: str | None = None) -> Outcome:
     """Check, open the study, settle the trials, steer; a pass stopped short says why in the status."""
     old = dict(ref.state.last_status or body.get("status") or {})
     conditions: list[st.Condition] = []
@@ -117,7 +118,7 @@ def _pass(ref: StudyJobRef, body: Mapping[str, Any]) -> Outcome:
         # it is read while the pass observes, off the way from a Job's end to the next Job.
         current: Future[dict[str, Any] | None] | None = ref.rt.pool.submit(
             ref.rt.kube.get_studyjob, ref.namespace, ref.name)
-        snapshot, plan = _settle(ref, study)
+        snapshot, plan = _settle(ref, study, ended_job)
         while True:
             if (plan.launch or plan.launch_ahead or plan.ask_ahead) and _interrupted(ref, current):
                 return Outcome()
@@ -182,12 +183,13 @@ def _open_study(ref: StudyJobRef, config: Config, url: str, preflight: bool,
     return handle, n_trials
 
 
-def _settle(ref: StudyJobRef, study: _Study) -> tuple[Snapshot, Plan]:
+def _settle(ref: StudyJobRef, study: _Study, ended_job: str | None = None) -> tuple[Snapshot, Plan]:
     """Observe, decide and act until the plan settles no more trials (at most MAX_ROUNDS):
     the snapshot and the plan that steering then follows."""
     first_pass = not ref.state.trials_seen
     for round_ in range(MAX_ROUNDS):
-        snapshot = _observe(ref, study, Memory(first_pass, frozenset(ref.state.announced)))
+        snapshot = _observe(ref, study, Memory(first_pass, frozenset(ref.state.announced)),
+                            ended_job if round_ == 0 else None)
         plan = decide(snapshot, settle_trials=round_ < MAX_ROUNDS - 1)
         act.settle(ref, snapshot, plan, study.handle)
         if not plan.settles:
@@ -195,23 +197,28 @@ def _settle(ref: StudyJobRef, study: _Study) -> tuple[Snapshot, Plan]:
     return snapshot, plan
 
 
-def _observe(ref: StudyJobRef, study: _Study, memory: Memory) -> Snapshot:
-    """One snapshot: the trials, the StudyJob's Jobs and the pods of those worth a look."""
+def _observe(ref: StudyJobRef, study: _Study, memory: Memory, ended_job: str | None = None) -> Snapshot:
+    """One snapshot: the trials, the StudyJob's Jobs and the pods of those worth a look
+    (``ended_job``'s read beside the Jobs, not after them: its usage is to be counted)."""
     # The Jobs (API) and the trials (storage) are read at the same time. Their order
     # does not matter: a trial is only failed while the storage still has it RUNNING
     # (Optuna refuses to change a finished trial), so a pod that told its result just
     # before its Job ended keeps that result.
     rt, spec, handle = ref.rt, study.spec, study.handle
     records = handle.usage.records()
+    early = rt.pool.submit(read_pods, rt.kube, ref.namespace, ref.name, [ended_job]) if ended_job else None
 
     def jobs_and_ended_pods() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
         # The pods of the Jobs that ended unaccounted are read while the trials are.
         jobs = rt.kube.list_jobs(ref.namespace, ref.name, ref.uid)
-        return jobs, read_pods(rt.kube, ref.namespace, ref.name, ended_unaccounted(latest_trial_jobs(jobs), records))
+        ended = [job for job in ended_unaccounted(latest_trial_jobs(jobs), records) if job != ended_job]
+        return jobs, read_pods(rt.kube, ref.namespace, ref.name, ended)
 
     listing = rt.pool.submit(jobs_and_ended_pods)
     trials = handle.trials()
     jobs, pods = listing.result()
+    if early is not None and ended_job in ended_unaccounted(latest_trial_jobs(jobs), records):
+        pods.update(early.result())
     trial_jobs = latest_trial_jobs(jobs)
     memory = replace(memory, was_ready=_note_ready(ref.state, trial_jobs))
     visualise = next((j for j in jobs if j["metadata"]["name"] == names.visualise_job_name(ref.name)), None)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import yaml
 
 from kubetune_operator.spec import (
     Defaults,
@@ -14,6 +16,8 @@ from kubetune_operator.spec import (
     resolve_config,
 )
 from tests.operator.conftest import DIGITS_CONFIG
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _raw(**change) -> dict:
@@ -222,3 +226,14 @@ def test_images_quantities_and_env_names_kubernetes_takes_are_taken():
               "env": [{"name": "OMP_NUM_THREADS", "value": "2"}, {"name": "my.var-x"}]}
     spec = parse_spec(_raw(trials=trials), "digits")
     assert spec.trials.image == trials["image"] and spec.trials.resources.limits["nvidia.com/gpu"] == 1
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "manifests" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_studyjob_is_a_spec_the_operator_takes(path):
+    objects = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    config_maps = {o["metadata"]["name"]: o.get("data") for o in objects if o["kind"] == "ConfigMap"}
+    for example in (o for o in objects if o["kind"] == "StudyJob"):
+        spec = parse_spec(example["spec"], example["metadata"]["name"])
+        raw = spec.config if spec.config is not None else config_from_configmap(
+            config_maps.get(spec.config_map_ref.name), spec.config_map_ref)
+        assert resolve_config(raw, spec).config.search is not None

@@ -279,6 +279,41 @@ def test_preload_trials_reaches_the_cache_behind_kubetunes_storage(tmp_path):
         optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False))
 
 
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_kubetunes_reads_of_the_trials_are_optunas_own_first_and_after_every_change(tmp_path, request, where):
+    from kubetune.search.storage import make_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}" if where == "sqlite" else request.getfixturevalue("postgres_url")
+    writer = optuna.create_study(study_name="s", storage=url, directions=["maximize", "minimize"])
+    reader = optuna.load_study(study_name="s", storage=make_storage(url, heartbeat=False))
+    assert reader.get_trials(deepcopy=False) == []  # no trials yet: an empty read, not an error
+
+    def optunas() -> list[tuple[Any, ...]]:
+        return _reprs(optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False))
+
+    dists = {"x": DIST, "n": IntDistribution(1, 9, log=True), "c": CategoricalDistribution(["a", None, 2.5])}
+    writer.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE, params={"x": 0.5, "n": 3, "c": None}, distributions=dists,
+        values=[float("inf"), float("-inf")], intermediate_values={1: float("nan"), 3: 0.25},
+        user_attrs={"u": [1, "two"]}, system_attrs={"s": {"k": None}}))
+    running = writer.ask(dists)
+    writer.enqueue_trial({"x": 0.75}, user_attrs={"queued": True})
+    assert _reprs(reader.get_trials(deepcopy=False)) == optunas()
+    # What changes on an unfinished trial, and trials that come after a finished one.
+    running.set_user_attr("job", "j-0")  # (a multi-objective trial reports no steps)
+    running.storage.set_trial_system_attr(running._trial_id, "rung", 1)
+    writer.tell(running, [0.9, 2.0])
+    writer.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={"x": 0.1},
+                                               distributions={"x": DIST}, intermediate_values={2: 0.1}))
+    writer.ask()  # pops the queued trial
+    assert _reprs(reader.get_trials(deepcopy=False)) == optunas()
+    assert [t.number for t in reader.get_trials(states=(TrialState.RUNNING,))] == [2]
+
+    optuna.delete_study(study_name="s", storage=url)
+    with pytest.raises(KeyError):  # what the operator's StudyLost looks for
+        reader.get_trials(deepcopy=False)
+
+
 def test_pareto_front_is_study_best_trials_constraints_included():
     study = optuna.create_study(directions=["maximize", "minimize"])
     for values, violation in [([0.9, 5.0], -1.0), ([0.95, 9.0], -1.0), ([0.8, 8.0], -1.0), ([0.99, 1.0], 2.0)]:
@@ -300,7 +335,7 @@ def test_a_count_then_an_ask_read_the_trials_once(tmp_path):
     study = optuna.create_study(study_name="s", storage=storage)
     reads: list[str] = []
     event.listen(storage.rdb.engine, "before_cursor_execute",
-                 lambda conn, cursor, sql, *rest: reads.append(sql) if "FROM trials" in sql else None)
+                 lambda conn, cursor, sql, *rest: reads.append(sql) if "JOIN trials" in sql or "FROM trials" in sql else None)
 
     def count_then_ask(reuse: bool) -> tuple[optuna.Trial, int]:
         study.enqueue_trial({"x": 0.25})

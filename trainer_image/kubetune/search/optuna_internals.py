@@ -35,6 +35,7 @@ __all__ = [
     "contains",
     "pareto_front",
     "preload_trials",
+    "read_trials",
     "reuse_trials_read",
     "set_trial_system_attr",
     "set_trial_user_attr",
@@ -219,13 +220,39 @@ def preload_trials(study: optuna.Study) -> bool:
         info = storage._studies.setdefault(study_id, _StudyInfo())  # its name and directions kept
         if _has_read(info):  # another thread read the trials meanwhile: keep its copy
             return False
-        storage._add_trials_to_cache(study_id, trials)
-        for trial in trials:  # as Optuna's own _read_trials_from_remote_storage keeps them
-            if trial.state.is_finished():
-                info.last_finished_trial_id = max(info.last_finished_trial_id, trial._trial_id)
-            else:
-                info.unfinished_trial_ids.add(trial._trial_id)
+        _keep_read(storage, study_id, info, trials)
     return True
+
+
+def read_trials(storage: BaseStorage, study_id: int, deepcopy: bool,
+                states: Container[TrialState] | None) -> list[FrozenTrial]:
+    """What ``storage.get_all_trials`` returns, read as Optuna's cache reads it (the
+    unfinished and the new trials; every trial the first time) but with one plain SELECT
+    per table instead of ORM objects; Optuna's own read where the storage is not its
+    cached RDB storage. KeyError for a study that does not exist, as Optuna's."""
+    from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+
+    if not isinstance(storage, _CachedStorage) or not isinstance(storage._backend, optuna.storages.RDBStorage):
+        return storage.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+    with storage._lock:  # held across the read, as Optuna's own read holds it
+        info = storage._studies.setdefault(study_id, _StudyInfo())
+        since = info.last_finished_trial_id
+        unfinished = {t for t in info.unfinished_trial_ids if t <= since}
+        _keep_read(storage, study_id, info, _read_trials(storage._backend, study_id, since, unfinished))
+        trials = sorted((t for t in info.trials.values() if states is None or t.state in states),
+                        key=lambda t: t.number)
+    return copy.deepcopy(trials) if deepcopy else trials
+
+
+def _keep_read(storage: Any, study_id: int, info: Any, trials: list[FrozenTrial]) -> None:
+    """Put the trials just read into the cache, as Optuna's ``_read_trials_from_remote_storage``."""
+    storage._add_trials_to_cache(study_id, trials)
+    for trial in trials:
+        if not trial.state.is_finished():
+            info.unfinished_trial_ids.add(trial._trial_id)
+            continue
+        info.last_finished_trial_id = max(info.last_finished_trial_id, trial._trial_id)
+        info.unfinished_trial_ids.discard(trial._trial_id)
 
 
 def _has_read(info: Any) -> bool:
@@ -233,56 +260,85 @@ def _has_read(info: Any) -> bool:
     return info is not None and bool(info.trials or info.unfinished_trial_ids or info.last_finished_trial_id >= 0)
 
 
-def _read_trials(backend: optuna.storages.RDBStorage, study_id: int) -> list[FrozenTrial]:
-    """The study's trials, one SELECT per table and no ORM objects; child rows only of
-    the trials the first SELECT saw (a trial made meanwhile is read later, as unfinished)."""
+def _read_trials(backend: optuna.storages.RDBStorage, study_id: int, since: int = -1,
+                 unfinished: set[int] | frozenset[int] = frozenset()) -> list[FrozenTrial]:
+    """The study's trials whose id is above ``since`` or in ``unfinished`` (every trial when
+    ``since`` is -1), one SELECT per table and no ORM objects; child rows only of the
+    trials the first SELECT saw (a trial made meanwhile is read later, as unfinished).
+    KeyError when the study does not exist."""
     import sqlalchemy as sa
     from optuna.storages._rdb import models
 
-    trial_table = models.TrialModel.__table__
-    children = {
-        "params": models.TrialParamModel.__table__, "values": models.TrialValueModel.__table__,
-        "user": models.TrialUserAttributeModel.__table__, "system": models.TrialSystemAttributeModel.__table__,
-        "steps": models.TrialIntermediateValueModel.__table__,
-    }
-    rows: dict[str, dict[int, list[Any]]] = {}
+    study_table, trial_table = models.StudyModel.__table__, models.TrialModel.__table__
+    wanted = trial_table.c.study_id == study_id
+    if since > -1:
+        newer = trial_table.c.trial_id > since
+        wanted = sa.and_(wanted, sa.or_(newer, trial_table.c.trial_id.in_(sorted(unfinished))) if unfinished
+                         else newer)
+    rows: dict[str, dict[int, list[Any]]] = defaultdict(lambda: defaultdict(list))
     with backend.engine.connect() as conn:
-        trials = conn.execute(
-            sa.select(trial_table.c.trial_id, trial_table.c.number, trial_table.c.state,
+        # The study's row, outer-joined: no row at all means no study.
+        found = conn.execute(
+            sa.select(study_table.c.study_id, trial_table.c.trial_id, trial_table.c.number, trial_table.c.state,
                       trial_table.c.datetime_start, trial_table.c.datetime_complete)
-            .where(trial_table.c.study_id == study_id).order_by(trial_table.c.trial_id)).all()
-        for key, table in children.items():
-            grouped: dict[int, list[Any]] = defaultdict(list)
-            query = (sa.select(table).join(trial_table, table.c.trial_id == trial_table.c.trial_id)
-                     .where(trial_table.c.study_id == study_id))
-            if key == "params":
-                query = query.order_by(table.c.param_id)
-            for row in conn.execute(query).all():
-                grouped[row.trial_id].append(row)
-            rows[key] = grouped
+            .select_from(study_table.outerjoin(trial_table, sa.and_(
+                trial_table.c.study_id == study_table.c.study_id, wanted)))
+            .where(study_table.c.study_id == study_id).order_by(trial_table.c.trial_id)).all()
+        if not found:
+            raise KeyError(f"No study with study_id {study_id} exists.")
+        trials = [row[1:] for row in found if row.trial_id is not None]
+        if trials:
+            for row in conn.execute(_child_rows(trial_table, wanted)).all():
+                rows[row.kind][row.trial_id].append(row)
     dists: dict[str, optuna.distributions.BaseDistribution] = {}
+    value_type = models.TrialValueModel.TrialValueType
     value_of = models.TrialValueModel.stored_repr_to_value
+    step_type = models.TrialIntermediateValueModel.TrialIntermediateValueType
     step_of = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
     built = []
     for trial_id, number, state, start, complete in trials:
-        params = rows["params"].get(trial_id, [])
+        params = rows["p"][trial_id]
         for p in params:
-            if p.distribution_json not in dists:
-                dists[p.distribution_json] = optuna.distributions.json_to_distribution(p.distribution_json)
-        values = sorted(rows["values"].get(trial_id, []), key=lambda v: v.objective)
+            if p.text not in dists:
+                dists[p.text] = optuna.distributions.json_to_distribution(p.text)
         built.append(FrozenTrial(
             number=number, state=state, value=None,
-            values=[value_of(v.value, v.value_type) for v in values] or None,
+            values=[value_of(v.num, value_type[v.text]) for v in rows["v"][trial_id]] or None,
             datetime_start=_local(start), datetime_complete=_local(complete),
-            params={p.param_name: dists[p.distribution_json].to_external_repr(p.param_value) for p in params},
-            distributions={p.param_name: dists[p.distribution_json] for p in params},
-            user_attrs={a.key: json.loads(a.value_json) for a in rows["user"].get(trial_id, [])},
-            system_attrs={a.key: json.loads(a.value_json) for a in rows["system"].get(trial_id, [])},
-            intermediate_values={v.step: step_of(v.intermediate_value, v.intermediate_value_type)
-                                 for v in rows["steps"].get(trial_id, [])},
+            params={p.key: dists[p.text].to_external_repr(p.num) for p in params},
+            distributions={p.key: dists[p.text] for p in params},
+            user_attrs={a.key: json.loads(a.text) for a in rows["u"][trial_id]},
+            system_attrs={a.key: json.loads(a.text) for a in rows["s"][trial_id]},
+            intermediate_values={v.pos: step_of(v.num, step_type[v.text]) for v in rows["i"][trial_id]},
             trial_id=trial_id,
         ))
     return built
+
+
+def _child_rows(trial_table: Any, wanted: Any) -> Any:
+    """One SELECT for the wanted trials' params (p), values (v), user (u) and system (s)
+    attributes and intermediate values (i), as rows of (kind, trial_id, key, num, pos,
+    text); ``pos`` orders them as Optuna does (params by id, values by objective)."""
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    def part(kind: str, table: Any, key: Any, num: Any, pos: Any, text: Any) -> Any:
+        return (sa.select(sa.literal(kind, sa.String(1)).label("kind"), table.c.trial_id, key.label("key"),
+                          num.label("num"), pos.label("pos"), text.label("text"))
+                .join(trial_table, table.c.trial_id == trial_table.c.trial_id).where(wanted))
+
+    no_key, no_num = sa.cast(sa.null(), sa.String(512)), sa.cast(sa.null(), sa.Float(precision=53))
+    p, v = models.TrialParamModel.__table__, models.TrialValueModel.__table__
+    u, s = models.TrialUserAttributeModel.__table__, models.TrialSystemAttributeModel.__table__
+    i = models.TrialIntermediateValueModel.__table__
+    union = sa.union_all(
+        part("p", p, p.c.param_name, p.c.param_value, p.c.param_id, p.c.distribution_json),
+        part("v", v, no_key, v.c.value, v.c.objective, sa.cast(v.c.value_type, sa.Text)),
+        part("u", u, u.c.key, no_num, u.c.trial_user_attribute_id, u.c.value_json),
+        part("s", s, s.c.key, no_num, s.c.trial_system_attribute_id, s.c.value_json),
+        part("i", i, no_key, i.c.intermediate_value, i.c.step, sa.cast(i.c.intermediate_value_type, sa.Text)),
+    ).subquery()
+    return sa.select(union).order_by(union.c.kind, union.c.trial_id, union.c.pos)
 
 
 def _local(stored: dt.datetime | None) -> dt.datetime | None:

@@ -46,6 +46,7 @@ from kubetune.search.optuna_internals import (
     HeartbeatStorage,
     cached_storage,
     cached_trials,
+    read_trials,
     stale_trial_ids,
     trial_id_of,
     write_user_attrs,
@@ -317,7 +318,7 @@ class RidingStorage(HeartbeatStorage):
             self._reuse.discard(study_id)
             if (trials := cached_trials(self.inner, study_id, deepcopy, states)) is not None:
                 return trials
-        return self._ride(lambda: self.inner.get_all_trials(study_id, deepcopy=deepcopy, states=states))
+        return self._ride(lambda: read_trials(self.inner, study_id, deepcopy, states))
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         return self._ride(lambda: self.inner.get_best_trial(study_id))
