@@ -55,7 +55,7 @@ from kubetune_operator.failures import (
 from kubetune_operator.observe import Snapshot, current_job
 from kubetune_operator.standing import Standing, best_block, front_block, standing
 from kubetune_operator.studies import kueue_evictions, point_key, preempted
-from kubetune_operator.usage import account, usage_status
+from kubetune_operator.usage import account, timestamp, usage_status
 from kubetune_operator.waiting import Waiting, waiting_trials
 
 
@@ -113,6 +113,9 @@ class Plan:
     mark_lost: list[tuple[FrozenTrial, str, str]] = field(default_factory=list)  # (trial, its Job, the node)
     mark_evicted: list[tuple[FrozenTrial, str, int]] = field(default_factory=list)  # (trial, its Job, evictions)
     delete_jobs: list[str] = field(default_factory=list)
+    # (trial, its Job, when an asked-ahead trial's Job was made): Jobs made by an operator
+    # stopped before it marked their trials
+    mark_jobs: list[tuple[FrozenTrial, str, float | None]] = field(default_factory=list)
     launch_ahead: list[FrozenTrial] = field(default_factory=list)  # asked-ahead trials to start first
     usage: dict[int, dict[str, Any]] = field(default_factory=dict)  # trial -> its record with pods seen ended
     launch: int = 0  # new trials to ask for and start (at most one batch)
@@ -178,6 +181,10 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
             return
         failure = vanished()
     else:
+        if trial.user_attrs.get(JOB_ATTR) != current:
+            ahead = trial.user_attrs.get(AHEAD_ATTR) is True
+            made = timestamp((job.get("metadata") or {}).get("creationTimestamp")) if ahead else None
+            plan.mark_jobs.append((trial, current, made if made is not None or not ahead else s.now))
         outcome = job_outcome(job)
         if outcome is None:
             found = startup_failure(job, s.pods.get(current, []), s.spec.trials.startup_timeout_seconds, s.now)

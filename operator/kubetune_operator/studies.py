@@ -191,8 +191,10 @@ class StudyHandle:
 
     @_lost_as_error
     def mark_job(self, trial: optuna.Trial | FrozenTrial, job_name: str) -> None:
-        """Record that the trial's Job is about to exist (a missing Job then means a lost one)."""
-        set_trial_user_attr(self.study, trial, JOB_ATTR, job_name)
+        """Record that the trial's Job exists (a missing Job then means a lost one); a trial
+        that finished meanwhile keeps what it has."""
+        with contextlib.suppress(UpdateFinishedTrialError):
+            set_trial_user_attr(self.study, trial, JOB_ATTR, job_name)
 
     @_lost_as_error
     def mark_launched(self, trial: optuna.Trial | FrozenTrial, when: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 import optuna
 from optuna.trial import TrialState
@@ -304,6 +305,17 @@ def test_a_trial_asked_ahead_with_its_job_made_is_an_ordinary_trial():
     ahead = _ahead(1)
     plan = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5), ahead], {1: job(1)}, n_trials=4, parallelism=1))
     assert not plan.start and not plan.launch_ahead and plan.status["trials"]["running"] == 1
+    # The mark and the launch time the stopped operator did not write: its deadline counts from the Job.
+    made = datetime.fromisoformat("2026-01-01T00:00:00+00:00").timestamp()
+    assert plan.mark_jobs == [(ahead, "sj-trial-1", made)]
+
+
+def test_a_trial_whose_job_was_made_by_an_operator_stopped_before_it_marked_the_trial_is_marked():
+    unmarked = trial(1)
+    del unmarked.user_attrs[JOB_ATTR]
+    plan = decide(snapshot([trial(0, TrialState.COMPLETE, 0.5), unmarked], {1: job(1)}, n_trials=4, parallelism=1))
+    assert plan.mark_jobs == [(unmarked, "sj-trial-1", None)] and not plan.start
+    assert not decide(snapshot([trial(0, TrialState.COMPLETE, 0.5), trial(1)], {1: job(1)}, n_trials=4)).mark_jobs
 
 
 def test_a_suspended_or_failed_studyjob_releases_its_trial_asked_ahead_into_the_queue():
