@@ -150,10 +150,7 @@ def main() -> int:
 
     add_api_option(parser)
     args = parser.parse_args()
-    from kubetune_operator.main import share_the_interpreter
     from tests.operator.harness import temporary_database
-
-    share_the_interpreter()  # as kubetune-operator does: the operator runs in this process
 
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp, temporary_database() as storage:
         with BenchApi(args.api, Path(tmp)) as api:

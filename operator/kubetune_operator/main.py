@@ -21,15 +21,6 @@ from kubetune_operator.runtime import DEFAULT_TRIAL_IMAGE
 
 PROG = "kubetune-operator"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-SWITCH_INTERVAL = 0.001  # seconds; Python's default is 0.005
-
-
-def share_the_interpreter() -> None:
-    """Let a handler thread whose API or storage answer came take the interpreter back within
-    1 ms instead of Python's default 5 ms (:func:`sys.setswitchinterval`): the operator's
-    threads mostly wait, and while one samples a trial ahead or parses a Job list, the
-    pass launching the next trial would otherwise wait up to 5 ms at each of its calls."""
-    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kubetune_operator.runtime import Options, Runtime
     from kubetune_operator.settings import configure
 
-    share_the_interpreter()
     runtime = Runtime(Kube.from_environment(), Options(
         trial_image=args.trial_image, cpu_image=args.cpu_image, resync_seconds=args.resync_seconds,
         defaults=defaults, workers=args.workers, max_jobs=args.max_jobs_per_studyjob))

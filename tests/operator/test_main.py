@@ -45,25 +45,3 @@ def test_the_operator_imports_no_torch():
 def test_malformed_defaults_from_the_chart_stop_the_operator_with_one_line():
     result = run_cli("kubetune-operator", "--all-namespaces", env={"KUBETUNE_TRIAL_DEFAULTS": "{oops"})
     assert result.returncode == 2 and "KUBETUNE_TRIAL_DEFAULTS must be JSON" in result.stderr
-
-
-def test_the_operator_runs_kopf_with_threads_that_take_the_interpreter_back_within_1_ms(monkeypatch):
-    import logging
-    import sys
-
-    import kopf
-
-    from kubetune_operator import main as operator_main
-    from kubetune_operator.kube import Kube
-
-    seen: list[float] = []
-    monkeypatch.setattr(kopf, "run", lambda **_: seen.append(sys.getswitchinterval()))
-    monkeypatch.setattr(kopf, "get_default_registry", kopf.OperatorRegistry)  # this process's stays bare
-    monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
-    monkeypatch.setattr(Kube, "from_environment", classmethod(lambda cls: Kube.from_host("http://127.0.0.1:1")))
-    default = sys.getswitchinterval()
-    try:
-        assert operator_main.main(["-n", "ml", "--liveness", ""]) == 0
-    finally:
-        sys.setswitchinterval(default)
-    assert seen == [operator_main.SWITCH_INTERVAL] and operator_main.SWITCH_INTERVAL < default
