@@ -198,8 +198,8 @@ def preload_trials(study: optuna.Study) -> bool:
     """Fill the trial cache of the study's storage with one plain read of its rows.
 
     Optuna's first read of a study builds an ORM object for every row of every trial
-    (params, values, attributes, each intermediate value); a plain SELECT per table
-    builds the same :class:`FrozenTrial` objects several times faster. Later reads then
+    (params, values, attributes, each intermediate value); two plain SELECTs (the
+    trials, then one UNION of their rows, see :func:`_read_trials`) build the same :class:`FrozenTrial` objects several times faster. Later reads then
     fetch only the unfinished and the new trials, as after Optuna's own first read
     (``_CachedStorage._studies``, ``_add_trials_to_cache``, ``RDBStorage.engine``,
     ``optuna.storages._rdb.models``). False, reading nothing, when the storage is not
@@ -227,8 +227,8 @@ def preload_trials(study: optuna.Study) -> bool:
 def read_trials(storage: BaseStorage, study_id: int, deepcopy: bool,
                 states: Container[TrialState] | None) -> list[FrozenTrial]:
     """What ``storage.get_all_trials`` returns, read as Optuna's cache reads it (the
-    unfinished and the new trials; every trial the first time) but with one plain SELECT
-    per table instead of ORM objects; Optuna's own read where the storage is not its
+    unfinished and the new trials; every trial the first time) but with two plain SELECTs
+    instead of seven that build ORM objects; Optuna's own read where the storage is not its
     cached RDB storage. KeyError for a study that does not exist, as Optuna's."""
     from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 
@@ -263,7 +263,7 @@ def _has_read(info: Any) -> bool:
 def _read_trials(backend: optuna.storages.RDBStorage, study_id: int, since: int = -1,
                  unfinished: set[int] | frozenset[int] = frozenset()) -> list[FrozenTrial]:
     """The study's trials whose id is above ``since`` or in ``unfinished`` (every trial when
-    ``since`` is -1), one SELECT per table and no ORM objects; child rows only of the
+    ``since`` is -1): one SELECT of the trials, one of their rows, no ORM objects; child rows only of the
     trials the first SELECT saw (a trial made meanwhile is read later, as unfinished).
     KeyError when the study does not exist."""
     import sqlalchemy as sa
