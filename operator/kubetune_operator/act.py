@@ -102,10 +102,10 @@ def steer(ref: StudyJobRef, s: Snapshot, plan: Plan, handle: StudyHandle, config
         handle.mark_evicted(evicted, job, count)
     for name in plan.delete_jobs:
         ref.rt.kube.delete_job(ref.namespace, name)
-    for trial, job, launched in plan.mark_jobs:
-        handle.mark_job(trial, job)
+    for unmarked, job, launched in plan.mark_jobs:
+        handle.mark_job(unmarked, job)
         if launched is not None:
-            handle.mark_launched(trial, launched)
+            handle.mark_launched(unmarked, launched)
     if plan.launch or plan.launch_ahead:
         _check_jobs(ref, s)
     for ahead in plan.launch_ahead:
