@@ -172,16 +172,22 @@ def _measure(api, storage_url: str, name: str, steady: int, launches: int) -> di
 def _restarts(api, studyjobs: list[str], rounds: int) -> dict[str, float]:
     """Median ms of a restarted operator's first passes over ``studyjobs``, with Optuna's
     own first read of each study (``optuna``) and with the operator's (``kubetune``)."""
+    from kubetune.search import outage
     from kubetune_operator import studies
     from kubetune_operator.reconcile import reconcile
     from kubetune_operator.runtime import Options, Runtime
 
     kube = api.admin
-    preload = studies.preload_trials
+    preload, read = studies.preload_trials, outage.read_trials
+
+    def optunas_read(storage, study_id, deepcopy, states):
+        return storage.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+
     times: dict[str, list[float]] = {"optuna": [], "kubetune": []}
     for _ in range(rounds):
         for mode in times:
             studies.preload_trials = preload if mode == "kubetune" else (lambda study: False)
+            outage.read_trials = read if mode == "kubetune" else optunas_read
             rt = Runtime(api.operator_kube, Options(trial_image="bench-image"))
             bodies = [kube.get_studyjob(NAMESPACE, name) for name in studyjobs]
             start = time.perf_counter()
@@ -191,7 +197,7 @@ def _restarts(api, studyjobs: list[str], rounds: int) -> dict[str, float]:
             rt.pool.shutdown()
             for storage in rt._storages.values():
                 getattr(storage, "rdb", storage).engine.dispose()  # behind the outage-riding wrapper
-    studies.preload_trials = preload
+    studies.preload_trials, outage.read_trials = preload, read
     return {mode: statistics.median(values) for mode, values in times.items()}
 
 

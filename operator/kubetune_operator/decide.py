@@ -182,9 +182,10 @@ def _running(s: Snapshot, plan: Plan, trial: FrozenTrial) -> None:
         failure = vanished()
     else:
         if trial.user_attrs.get(JOB_ATTR) != current:
-            ahead = trial.user_attrs.get(AHEAD_ATTR) is True
-            made = timestamp((job.get("metadata") or {}).get("creationTimestamp")) if ahead else None
-            plan.mark_jobs.append((trial, current, made if made is not None or not ahead else s.now))
+            launched = None  # an asked-ahead trial's deadline counts from its Job's creation
+            if trial.user_attrs.get(AHEAD_ATTR) is True:
+                launched = timestamp((job.get("metadata") or {}).get("creationTimestamp")) or s.now
+            plan.mark_jobs.append((trial, current, launched))
         outcome = job_outcome(job)
         if outcome is None:
             found = startup_failure(job, s.pods.get(current, []), s.spec.trials.startup_timeout_seconds, s.now)

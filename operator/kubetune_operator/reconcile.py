@@ -208,16 +208,17 @@ def _observe(ref: StudyJobRef, study: _Study, memory: Memory, ended_job: str | N
     records = handle.usage.records()
     early = rt.pool.submit(read_pods, rt.kube, ref.namespace, ref.name, [ended_job]) if ended_job else None
 
-    def jobs_and_ended_pods() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    def jobs_and_ended_pods() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], bool]:
         # The pods of the Jobs that ended unaccounted are read while the trials are.
         jobs = rt.kube.list_jobs(ref.namespace, ref.name, ref.uid)
-        ended = [job for job in ended_unaccounted(latest_trial_jobs(jobs), records) if job != ended_job]
-        return jobs, read_pods(rt.kube, ref.namespace, ref.name, ended)
+        ended = ended_unaccounted(latest_trial_jobs(jobs), records)
+        return jobs, read_pods(rt.kube, ref.namespace, ref.name, [j for j in ended if j != ended_job]), \
+            ended_job in ended
 
     listing = rt.pool.submit(jobs_and_ended_pods)
     trials = handle.trials()
-    jobs, pods = listing.result()
-    if early is not None and ended_job in ended_unaccounted(latest_trial_jobs(jobs), records):
+    jobs, pods, counts_ended_job = listing.result()
+    if early is not None and counts_ended_job:
         pods.update(early.result())
     trial_jobs = latest_trial_jobs(jobs)
     memory = replace(memory, was_ready=_note_ready(ref.state, trial_jobs))

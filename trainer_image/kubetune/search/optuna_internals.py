@@ -195,17 +195,16 @@ class HeartbeatStorage(BaseStorage, BaseHeartbeat):
 
 
 def preload_trials(study: optuna.Study) -> bool:
-    """Fill the trial cache of the study's storage with one plain read of its rows.
+    """Fill the trial cache of the study's storage with one plain read of its rows
+    (:func:`read_trials`, as every later read).
 
     Optuna's first read of a study builds an ORM object for every row of every trial
     (params, values, attributes, each intermediate value); two plain SELECTs (the
-    trials, then one UNION of their rows, see :func:`_read_trials`) build the same :class:`FrozenTrial` objects several times faster. Later reads then
-    fetch only the unfinished and the new trials, as after Optuna's own first read
-    (``_CachedStorage._studies``, ``_add_trials_to_cache``, ``RDBStorage.engine``,
-    ``optuna.storages._rdb.models``). False, reading nothing, when the storage is not
-    Optuna's cached RDB storage or its cache already holds the study.
+    trials, then one UNION of their rows, see :func:`_read_trials`) build the same
+    :class:`FrozenTrial` objects several times faster. False, reading nothing, when the
+    storage is not Optuna's cached RDB storage or its cache already holds the study.
     """
-    from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+    from optuna.storages._cached_storage import _CachedStorage
 
     storage = storage_of(study)
     storage = getattr(storage, "inner", storage)  # kubetune's outage wrapper holds the cache as `inner`
@@ -215,12 +214,7 @@ def preload_trials(study: optuna.Study) -> bool:
     with storage._lock:
         if _has_read(storage._studies.get(study_id)):
             return False
-    trials = _read_trials(storage._backend, study_id)
-    with storage._lock:
-        info = storage._studies.setdefault(study_id, _StudyInfo())  # its name and directions kept
-        if _has_read(info):  # another thread read the trials meanwhile: keep its copy
-            return False
-        _keep_read(storage, study_id, info, trials)
+    read_trials(storage, study_id, False, None)
     return True
 
 
@@ -262,10 +256,10 @@ def _has_read(info: Any) -> bool:
 
 def _read_trials(backend: optuna.storages.RDBStorage, study_id: int, since: int = -1,
                  unfinished: set[int] | frozenset[int] = frozenset()) -> list[FrozenTrial]:
-    """The study's trials whose id is above ``since`` or in ``unfinished`` (every trial when
-    ``since`` is -1): one SELECT of the trials, one of their rows, no ORM objects; child rows only of the
-    trials the first SELECT saw (a trial made meanwhile is read later, as unfinished).
-    KeyError when the study does not exist."""
+    """The study's trials whose id is above ``since`` or in ``unfinished`` (every trial
+    when ``since`` is -1): one SELECT of the trials, one of their rows, no ORM objects;
+    child rows only of the trials the first SELECT saw (a trial made meanwhile is read
+    later, as unfinished). KeyError when the study does not exist."""
     import sqlalchemy as sa
     from optuna.storages._rdb import models
 
