@@ -24,7 +24,7 @@ transactions per trial (the database's own count, ``pg_stat_database.xact_commit
 ratios against plain Optuna. Both sides are timed from opening the storage (ml-search's
 worker opens it, takes its sampler session and waits for the others' last trials).
 
-    .venv/bin/python bench/storage_throughput.py --round-trips [--trials 160] [--processes 1,4,16]
+    .venv/bin/python bench/storage_throughput.py --round-trips [--trials 160] [--processes 1,4,16] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -258,17 +259,25 @@ def round_trips(args: argparse.Namespace) -> int:
     counts = [int(n) for n in args.processes.split(",")]
     server = _Postgres(args.postgres)
     print(f"PostgreSQL, {args.trials} trials per cell, 4 params, {STEPS} report/prune steps, RandomSampler, "
-          f"MedianPruner; cpu cores: {os.cpu_count()}")
+          f"MedianPruner; {args.repeats} runs per cell, the sides alternating, medians shown; "
+          f"cpu cores: {os.cpu_count()}")
     # steps/trial: the reports a trial made before it ended or was pruned; the sides' xacts
     # compare best where these match (with several processes, which trials get pruned varies).
     print(f"{'processes':>9} {'path':<10} {'xacts/trial':>13} {'ms/trial':>9} {'trials/s':>9} {'steps/trial':>11}")
     for n in counts:
-        rows = {path: measure_round_trips(server, n, args.trials, path) for path in ("optuna", "ml-search")}
+        runs: dict[str, list[tuple[float, float, float, float]]] = {"optuna": [], "ml-search": []}
+        for run in range(args.repeats):
+            for path in ("optuna", "ml-search") if run % 2 == 0 else ("ml-search", "optuna"):
+                runs[path].append(measure_round_trips(server, n, args.trials, path))
+        rows = {path: tuple(statistics.median(column) for column in zip(*cells, strict=True))
+                for path, cells in runs.items()}
         for path, (xacts, ms, rate, steps) in rows.items():
             print(f"{n:>9} {path:<10} {xacts:>13.1f} {ms:>9.1f} {rate:>9.1f} {steps:>11.1f}", flush=True)
         (c0, m0, r0, _), (c1, m1, r1, _) = rows["optuna"], rows["ml-search"]
-        print(f"{n:>9} {'ratio':<10} {c1 / c0:>12.2f}x {m1 / m0:>8.2f}x {r1 / r0:>8.2f}x  (ml-search / optuna)",
-              flush=True)
+        # Each run's trials/s against the other side's run beside it: the spread of the ratio.
+        paired = sorted(a[2] / b[2] for a, b in zip(runs["ml-search"], runs["optuna"], strict=True))
+        print(f"{n:>9} {'ratio':<10} {c1 / c0:>12.2f}x {m1 / m0:>8.2f}x {r1 / r0:>8.2f}x  (ml-search / optuna; "
+              f"trials/s run by run {paired[0]:.2f}x-{paired[-1]:.2f}x)", flush=True)
     return 0
 
 
@@ -278,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--postgres", default=os.environ.get("KUBETUNE_TEST_POSTGRES_URL", DEFAULT_POSTGRES))
     parser.add_argument("--paths", default="ask/tell,kubetune")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per --round-trips cell (default 3)")
     parser.add_argument("--round-trips", action="store_true",
                         help="ml-search's whole trial against plain Optuna on PostgreSQL (default --processes 1,4,16)")
     args = parser.parse_args(argv)

@@ -119,6 +119,118 @@ def test_set_trial_user_attrs_writes_them_in_one_transaction(tmp_path):
         internals.set_trial_user_attrs(study, trial, {"c": 3})
 
 
+def _commits(storage) -> list[int]:
+    from sqlalchemy import event
+
+    commits: list[int] = []
+    event.listen(storage.rdb.engine, "commit", lambda conn: commits.append(1))
+    return commits
+
+
+def test_writes_together_stores_an_asks_params_and_attributes_in_one_transaction(tmp_path):
+    from kubetune.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'w.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="w", storage=storage)
+    trial = study.ask()
+    commits = _commits(storage)
+    with internals.writes_together(trial):
+        x = trial.suggest_float("x", 0, 1)
+        n = trial.suggest_int("n", 1, 8)
+        internals.set_trial_user_attrs(study, trial, {"steps": 10})
+        trial.set_user_attr("worker", "w1")
+        assert trial.params == {"x": x, "n": n} and trial.user_attrs == {"steps": 10, "worker": "w1"}
+        assert internals.stored_trial(study, trial).params == {}  # held until the block ends
+        commits.clear()  # the read's
+    assert len(commits) == 1
+    trial.set_user_attr("after", 1)  # writes after the block go as they are made
+    assert len(commits) == 2
+    stored = internals.stored_trial(study, trial)
+    assert stored.params == {"x": x, "n": n} and stored.user_attrs == {"steps": 10, "worker": "w1", "after": 1}
+
+
+def test_writes_together_keeps_the_params_of_a_block_that_raises(tmp_path):
+    from kubetune.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'r.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="r", storage=storage)
+    trial = study.ask()
+    with pytest.raises(RuntimeError), internals.writes_together(trial):
+        trial.suggest_float("x", 0, 1)
+        raise RuntimeError("the sampler failed")
+    assert set(internals.stored_trial(study, trial).params) == {"x"}
+
+
+def test_writes_together_is_a_no_op_where_the_storage_cannot_hold(study):
+    trial = study.ask()
+    with internals.writes_together(trial):
+        trial.suggest_float("x", 0, 1)
+        assert set(internals.stored_trial(study, trial).params) == {"x"}
+
+
+def test_attributes_written_with_the_outcome_share_its_transaction(tmp_path):
+    from kubetune.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="o", storage=storage)
+    trial, other = study.ask(), study.ask()
+    commits = _commits(storage)
+    internals.set_trial_user_attrs(study, trial, {"usage": {"wall_seconds": 1.5}}, with_outcome=True)
+    assert trial.user_attrs == {"usage": {"wall_seconds": 1.5}} and commits == []
+    assert internals.stored_trial(study, trial).user_attrs == {}
+    study.tell(trial, 0.5)
+    stored = internals.stored_trial(study, trial)
+    assert stored.state == TrialState.COMPLETE and stored.user_attrs == {"usage": {"wall_seconds": 1.5}}
+    # A trial finished elsewhere meanwhile: the tell fails as Optuna's does, nothing half-written.
+    internals.set_trial_user_attrs(study, other, {"usage": {"wall_seconds": 2}}, with_outcome=True)
+    optuna.load_study(study_name="o", storage=f"sqlite:///{tmp_path / 'o.db'}").tell(other.number, state=TrialState.FAIL)
+    with pytest.raises(UpdateFinishedTrialError):
+        storage.set_trial_state_values(internals.trial_id_of(other), TrialState.COMPLETE, [1.0])
+    assert internals.stored_trial(study, other).user_attrs == {}
+
+
+def test_write_outcome_commits_the_attributes_with_the_state_it_sets(tmp_path):
+    """RDBStorage.scoped_session hands the state's write the session the attributes are in."""
+    from kubetune.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'x.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="x", storage=storage)
+    trial = study.ask()
+    rdb = storage.rdb
+    _private(rdb, "scoped_session")
+    _private(rdb, "_set_trial_attr_without_commit")
+    commits = _commits(storage)
+    told = internals.write_outcome(rdb, rdb, internals.trial_id_of(trial), TrialState.PRUNED, None, {"a": 1})
+    assert told and len(commits) == 1
+    stored = internals.stored_trial(study, trial)
+    _expect(stored.state == TrialState.PRUNED and stored.user_attrs == {"a": 1},
+            "RDBStorage.scoped_session (no longer one session per thread)")
+
+
+def test_write_params_and_attrs_checks_each_param_as_optuna_does(tmp_path):
+    from kubetune.search.storage import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'p.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="p", storage=storage)
+    study.ask({"x": DIST})
+    trial = study.ask()
+    _private(storage.rdb, "_set_trial_param_without_commit")
+    with pytest.raises(ValueError):  # x is a float in the study: not a categorical here
+        internals.write_params_and_attrs(storage.rdb, internals.trial_id_of(trial),
+                                         [("y", 0.5, DIST), ("x", 0, CategoricalDistribution(["a"]))], {"k": 1}, {})
+    stored = internals.stored_trial(study, trial)
+    assert stored.params == {} and stored.user_attrs == {}
+    known: dict = {}
+    internals.write_params_and_attrs(storage.rdb, internals.trial_id_of(trial), [("x", 0.25, DIST), ("y", 0.5, DIST)],
+                                     {"k": 1}, known)
+    assert known == {"x": DIST, "y": DIST}  # looked up once, then taken as known
+    stored = internals.stored_trial(study, trial)
+    assert stored.params == {"x": 0.25, "y": 0.5} and stored.user_attrs == {"k": 1}
+    with pytest.raises(ValueError):  # checked against the known one, without a look
+        internals.write_params_and_attrs(storage.rdb, internals.trial_id_of(study.ask()),
+                                         [("y", 0, CategoricalDistribution(["a"]))], {}, {"y": DIST})
+
+
 def test_set_trial_user_attrs_without_the_batch_writes_each(study):
     trial = study.ask({"x": DIST})
     internals.set_trial_user_attrs(study, trial, {"a": 1, "b": 2})

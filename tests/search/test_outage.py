@@ -71,6 +71,54 @@ def test_a_tell_whose_commit_landed_is_not_told_again(monkeypatch, riding):
     assert told.state == TrialState.COMPLETE and told.value == 0.9
 
 
+def _function_dropped(monkeypatch, name: str, after_commit: bool) -> list[int]:
+    """``kubetune.search.outage.<name>`` loses its connection once, before or after its commit."""
+    import kubetune.search.outage as outage
+
+    real = getattr(outage, name)
+    calls: list[int] = []
+
+    def dropped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1 and not after_commit:
+            raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+        result = real(*args, **kwargs)
+        if len(calls) == 1:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        return result
+    monkeypatch.setattr(outage, name, dropped)
+    return calls
+
+
+@pytest.mark.parametrize("after_commit", [True, False])
+def test_params_written_together_are_written_once(monkeypatch, riding, after_commit):
+    from kubetune.search.optuna_internals import writes_together
+
+    study = optuna.create_study(storage=riding, study_name="s")
+    trial = study.ask()
+    calls = _function_dropped(monkeypatch, "write_params_and_attrs", after_commit)
+    with writes_together(trial):
+        x = trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("worker", "w1")
+    assert len(calls) == (1 if after_commit else 2)  # a commit that landed is found, not repeated
+    (stored,) = study.get_trials()
+    assert stored.params == {"x": x} and stored.user_attrs == {"worker": "w1"}
+
+
+@pytest.mark.parametrize("after_commit", [True, False])
+def test_attributes_told_with_the_outcome_are_written_once(monkeypatch, riding, after_commit):
+    from kubetune.search.optuna_internals import set_trial_user_attrs
+
+    study = optuna.create_study(storage=riding, study_name="s")
+    trial = study.ask()
+    set_trial_user_attrs(study, trial, {"usage": {"wall_seconds": 3.0}}, with_outcome=True)
+    calls = _function_dropped(monkeypatch, "write_outcome", after_commit)
+    study.tell(trial, 0.9)
+    assert len(calls) == (1 if after_commit else 2)
+    (told,) = study.get_trials()
+    assert told.state == TrialState.COMPLETE and told.user_attrs == {"usage": {"wall_seconds": 3.0}}
+
+
 def test_stale_trials_are_looked_for_once_a_heartbeat_interval(monkeypatch, tmp_path):
     import kubetune.search.outage as outage
 

@@ -86,6 +86,10 @@ class ScriptTrials(TrialTrainer):
         last = stored_trial(trial.study, trial).last_step
         return None if last is None else f"epoch {last}"
 
+    def start_attrs(self, cfg: Config) -> dict[str, Any]:
+        """A script trial's steps are its epochs (the script trains its own folds)."""
+        return {TRIAL_STEPS_ATTR: cfg.training.num_epochs}
+
     def train_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> float:
         """Run the script for ``trial``; its value, or TrialPruned, or ScriptFailed."""
         cfg = self.trial_config(params)
@@ -94,7 +98,7 @@ class ScriptTrials(TrialTrainer):
         data = config_to_dict(cfg) | {"search": config_to_dict(self.config)["search"]}
         config_file = folder / handover.CONFIG_FILE
         write_text_atomic(config_file, dump_yaml(data))
-        self.write_trial_attrs(trial, {TRIAL_STEPS_ATTR: cfg.training.num_epochs})
+        self.write_trial_attrs(trial, self.start_attrs(cfg))
         frozen = stored_trial(trial.study, trial)
         for attr in (FINAL_VALUE_ATTR, PRUNED_ATTR):  # an earlier pod's outcome, not told
             if frozen.user_attrs.get(attr) is not None:

@@ -49,7 +49,7 @@ from kubetune.search.interruption import Terminated, check_stop
 from kubetune.search.ledger import record_fail_reason
 from kubetune.search.objectives import checkpoint_metric
 from kubetune.search.objectives_reporter import ObjectivesReporter
-from kubetune.search.optuna_internals import set_trial_user_attrs, trial_view
+from kubetune.search.optuna_internals import set_trial_user_attrs, trial_view, writes_together
 from kubetune.search.pruners import reads_tie_break, tie_break_metric
 from kubetune.search.results import trial_run_dir
 from kubetune.search.space import distributions, value_range
@@ -205,6 +205,9 @@ class TrialTrainer:
         self.ending_attrs: dict[str, Any] = {}  # the running trial's last attributes, written with its usage
         # User attributes every trial gets, written with the trial's own in one transaction.
         self.trial_attrs: dict[str, Any] = {}
+        # Every trial is told in this process right after objective() (ml-search's workers):
+        # the trial's last attributes are written with its outcome, one transaction for both.
+        self.told_after = False
 
     def stopped_at(self, trial: optuna.Trial) -> str | None:
         """Where the running trial stopped training ("epoch 4"), None before its first epoch."""
@@ -272,7 +275,9 @@ class TrialTrainer:
         start, cpu_start = time.time(), time.process_time()
         self.ending_attrs = {}
         try:
-            params = suggest_params(trial, self.dists)
+            with writes_together(trial):  # the params and the first attributes: one transaction
+                params = suggest_params(trial, self.dists)
+                self.write_trial_attrs(trial, self.start_attrs(self.trial_config(params)))
             if after_sampling is not None:
                 after_sampling(trial)
             return self.train_trial(trial, params)
@@ -290,7 +295,8 @@ class TrialTrainer:
             raise
         finally:
             with contextlib.suppress(Exception):  # accounting never fails a trial
-                record_trial(trial, start, cpu_start, _device_name(self._base.training.device), self.ending_attrs)
+                record_trial(trial, start, cpu_start, _device_name(self._base.training.device), self.ending_attrs,
+                             with_outcome=self.told_after)
 
     def train_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> float | list[float]:
         """Train ``trial`` with ``params``; report every epoch; return its value (its values
@@ -301,7 +307,6 @@ class TrialTrainer:
         always starts from scratch (its folds keep no resume point).
         """
         from kubetune.training import train
-        from kubetune.training.optim import first_lr_drop
 
         cfg = self.trial_config(params)
         search = self.search
@@ -313,12 +318,7 @@ class TrialTrainer:
             run_dirs = [run_dir / f"fold-{k + 1}" for k in range(len(folds))]
         else:
             folds, run_dirs = [self._splits(cfg)], [run_dir]
-        # What kubetune's pruners time their first verdict by.
-        attrs = {TRIAL_STEPS_ATTR: cfg.training.num_epochs * len(folds)}
-        drop = first_lr_drop(cfg.scheduler, cfg.training.num_epochs)
-        if drop is not None:  # the median pruner's warm-up may end there
-            attrs[LR_DROP_ATTR] = drop
-        self.write_trial_attrs(trial, attrs)
+        self.write_trial_attrs(trial, self.start_attrs(cfg))
         if search.objectives is not None:
             return self._train_objectives(trial, cfg, run_dir)
         done: list[float] = []
@@ -361,9 +361,23 @@ class TrialTrainer:
             _free_memory()
         return reporter.finish()
 
+    def start_attrs(self, cfg: Config) -> dict[str, Any]:
+        """The user attributes a trial of ``cfg`` starts with: what kubetune's pruners time
+        their first verdict by."""
+        from kubetune.training.optim import first_lr_drop
+
+        attrs: dict[str, Any] = {TRIAL_STEPS_ATTR: cfg.training.num_epochs * self.search.cross_validation.folds}
+        drop = first_lr_drop(cfg.scheduler, cfg.training.num_epochs)
+        if drop is not None:  # the median pruner's warm-up may end there
+            attrs[LR_DROP_ATTR] = drop
+        return attrs
+
     def write_trial_attrs(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-        """Write :attr:`trial_attrs` and ``attrs`` on ``trial``, one transaction for all."""
-        set_trial_user_attrs(trial.study, trial, {**self.trial_attrs, **attrs})
+        """Write :attr:`trial_attrs` and ``attrs`` on ``trial``, one transaction for all; those
+        the trial holds already with the same value are left as they are."""
+        held = trial.user_attrs
+        changed = {k: v for k, v in {**self.trial_attrs, **attrs}.items() if k not in held or held[k] != v}
+        set_trial_user_attrs(trial.study, trial, changed)
 
     def _resume(self, trial: optuna.Trial, frozen: FrozenTrial, cfg: Config,
                 reporter: EpochReporter | ObjectivesReporter) -> tuple[Path | None, str]:

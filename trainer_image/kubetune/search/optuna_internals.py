@@ -18,7 +18,8 @@ import copy
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -47,7 +48,10 @@ __all__ = [
     "trial_id_by_number",
     "trial_id_of",
     "trial_view",
+    "write_outcome",
+    "write_params_and_attrs",
     "write_user_attrs",
+    "writes_together",
 ]
 
 AnyTrial = optuna.Trial | FrozenTrial
@@ -89,14 +93,20 @@ def set_trial_user_attr(study: optuna.Study, trial: AnyTrial, key: str, value: A
         storage_of(study).set_trial_user_attr(trial_id_of(trial), key, value)
 
 
-def set_trial_user_attrs(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+def set_trial_user_attrs(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any], *,
+                         with_outcome: bool = False) -> None:
     """Write several user attributes on the running ``trial``: one transaction where the
     storage offers it (kubetune's own RDB storage), else one call each. The Trial's own
-    copy of its attributes (``Trial._cached_frozen_trial``) is kept current."""
+    copy of its attributes (``Trial._cached_frozen_trial``) is kept current.
+
+    ``with_outcome``: the trial is told next in this process; the storage may write the
+    attributes in the transaction that records its state (they are lost if it is never told).
+    """
     if not attrs:
         return
     storage = storage_of(study)
-    many = getattr(storage, "set_trial_user_attrs", None)
+    later = getattr(storage, "set_trial_user_attrs_with_outcome", None) if with_outcome else None
+    many = later or getattr(storage, "set_trial_user_attrs", None)
     if many is None:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -105,15 +115,110 @@ def set_trial_user_attrs(study: optuna.Study, trial: optuna.Trial, attrs: dict[s
     trial._cached_frozen_trial.user_attrs.update(attrs)
 
 
+@contextmanager
+def writes_together(trial: optuna.Trial) -> Iterator[None]:
+    """The params and user attributes the block writes on ``trial`` reach the storage in one
+    transaction as it ends (an ask's params with the trial's first attributes), where the
+    storage can hold them (kubetune's RDB storage); elsewhere each as it is made. The Trial
+    itself sees every write at once (Optuna keeps its own copy)."""
+    hold = getattr(storage_of(trial.study), "writes_held", None)
+    if hold is None:
+        yield
+        return
+    with hold(trial_id_of(trial), study_id_of(trial.study)):
+        yield
+
+
+def write_params_and_attrs(rdb: RDBStorage, trial_id: int, params: Sequence[tuple[str, float, BaseDistribution]],
+                           attrs: dict[str, Any], known: dict[str, BaseDistribution]) -> None:
+    """Store params (name, internal value, distribution) and upsert user attributes of a
+    running trial in one transaction of three statements.
+
+    Each param's distribution must fit the one the study's other trials hold under its name,
+    as ``RDBStorage.set_trial_param`` checks; ``known``: those already looked up (it gains
+    the ones looked up here)."""
+    import sqlalchemy
+    from optuna.distributions import (
+        check_distribution_compatibility,
+        distribution_to_json,
+        json_to_distribution,
+    )
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session) as session:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        rdb.check_trial_is_updatable(trial_id, trial.state)
+        looked: dict[str, BaseDistribution] = {}
+        for name, _, distribution in params:
+            previous = known.get(name)
+            if previous is None:
+                stored = (session.query(models.TrialParamModel.distribution_json).join(models.TrialModel)
+                          .filter(models.TrialModel.study_id == trial.study_id)
+                          .filter(models.TrialParamModel.param_name == name).first())
+                previous = looked[name] = json_to_distribution(stored[0]) if stored else distribution
+            check_distribution_compatibility(previous, distribution)
+        if params:
+            session.execute(sqlalchemy.insert(models.TrialParamModel), [
+                {"trial_id": trial_id, "param_name": name, "param_value": value,
+                 "distribution_json": distribution_to_json(distribution)} for name, value, distribution in params])
+        _upsert_user_attrs(rdb, session, trial_id, attrs)
+    known.update(looked)
+
+
+def write_outcome(rdb: RDBStorage, storage: BaseStorage, trial_id: int, state: TrialState,
+                  values: Sequence[float] | None, attrs: dict[str, Any]) -> bool:
+    """``storage.set_trial_state_values`` (``storage``: ``rdb`` or Optuna's cache in front of
+    it) with ``attrs`` upserted in the same transaction. They go first into the thread's
+    session (``RDBStorage.scoped_session`` hands each thread one session), which the state's
+    write then commits. The trial is checked first, its row locked: Optuna's own check
+    reads a finished trial through that same session, which would commit the attributes."""
+    from optuna.storages._rdb import models
+
+    session = rdb.scoped_session()
+    try:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+        rdb.check_trial_is_updatable(trial_id, trial.state)
+        _upsert_user_attrs(rdb, session, trial_id, attrs)
+    except BaseException:
+        session.rollback()
+        session.close()
+        raise
+    return storage.set_trial_state_values(trial_id, state, values)
+
+
 def write_user_attrs(rdb: RDBStorage, trial_id: int, attrs: dict[str, Any]) -> None:
-    """Upsert ``attrs`` as the trial's user attributes in one transaction
-    (``RDBStorage._set_trial_attr_without_commit``, ``optuna.storages._rdb.storage._create_scoped_session``)."""
+    """Upsert ``attrs`` as the running trial's user attributes in one transaction
+    (``optuna.storages._rdb.storage._create_scoped_session``)."""
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
     with _create_scoped_session(rdb.scoped_session, True) as session:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        rdb.check_trial_is_updatable(trial_id, trial.state)
+        _upsert_user_attrs(rdb, session, trial_id, attrs)
+
+
+def _upsert_user_attrs(rdb: RDBStorage, session: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+    """One statement for all of ``attrs`` where the database has ``ON CONFLICT`` (PostgreSQL,
+    SQLite), else Optuna's own upsert per attribute (``RDBStorage._set_trial_attr_without_commit``)."""
+    import sqlite3
+
+    from optuna.storages._rdb import models
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if not attrs:
+        return
+    table = models.TrialUserAttributeModel
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(rdb.engine.name)
+    if dialect is None or (dialect is sqlite and sqlite3.sqlite_version_info < (3, 24, 0)):
         for key, value in attrs.items():
-            rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+            rdb._set_trial_attr_without_commit(session, table, trial_id, key, value)
+        return
+    stmt = dialect.insert(table).values([{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                                         for key, value in attrs.items()])
+    session.execute(stmt.on_conflict_do_update(index_elements=[table.trial_id, table.key],
+                                               set_={"value_json": stmt.excluded.value_json}))
 
 
 def trial_view(trial: optuna.Trial) -> FrozenTrial:

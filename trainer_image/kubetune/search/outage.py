@@ -17,6 +17,11 @@ since its commit may have landed before the connection dropped:
   state now;
 - a new study counts as made if its name is there.
 
+Writes a process makes together share a transaction: an ask's params with the trial's
+first attributes (:func:`~kubetune.search.optuna_internals.writes_together`; counted as
+landed if the params are there), and the attributes a trial ends with (its ``usage``)
+with the state it is told.
+
 A heartbeat that could not beat during an outage is not a dead worker: a trial is
 stale only if it is still stale a heartbeat interval after it was first seen so.
 Torch-free: the operator uses it through ``make_storage``.
@@ -31,7 +36,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -49,6 +56,8 @@ from kubetune.search.optuna_internals import (
     read_trials,
     stale_trial_ids,
     trial_id_of,
+    write_outcome,
+    write_params_and_attrs,
     write_user_attrs,
 )
 
@@ -209,6 +218,15 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0][:200]}" if text else type(cause).__name__
 
 
+@dataclass
+class _Held:
+    """A trial's writes held back to share one transaction."""
+
+    study_id: int
+    params: list[tuple[str, float, BaseDistribution]] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
 class RidingStorage(HeartbeatStorage):
     """An RDB storage (with Optuna's cache in front) whose calls ride out outages."""
 
@@ -219,6 +237,9 @@ class RidingStorage(HeartbeatStorage):
         self._suspects: dict[int, float] = {}  # stale trial id -> when first seen stale
         self._looked: dict[int, float] = {}  # study id -> when its stale trials were last looked for
         self._reuse: set[int] = set()  # studies whose next trials read is served by the last one
+        self._held: dict[int, _Held] = {}  # trial id -> its writes waiting for the end of writes_held
+        self._with_outcome: dict[int, dict[str, Any]] = {}  # trial id -> user attrs written when it is told
+        self._param_dists: dict[int, dict[str, BaseDistribution]] = {}  # study id -> its params' distributions
 
     def reuse_next_read(self, study_id: int) -> None:
         """Serve the study's next ``get_all_trials`` from the trials just read, unless a trial
@@ -255,10 +276,45 @@ class RidingStorage(HeartbeatStorage):
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
         self._reuse.clear()
+        attrs = self._with_outcome.pop(trial_id, None) if state.is_finished() else None
 
         def settled() -> tuple[bool, bool]:
             return self.inner.get_trial(trial_id).state == state, True
+        if attrs:
+            return self._ride(lambda: write_outcome(self.rdb, self.inner, trial_id, state, values, attrs), settled)
         return self._ride(lambda: self.inner.set_trial_state_values(trial_id, state, values), settled)
+
+    @contextmanager
+    def writes_held(self, trial_id: int, study_id: int) -> Iterator[None]:
+        """Hold the trial's param and user-attribute writes made in the block; write them in
+        one transaction as it ends (also when it raises: a trial that fails keeps what it had)."""
+        held = self._held[trial_id] = _Held(study_id)
+        try:
+            yield
+        except BaseException:
+            del self._held[trial_id]
+            try:
+                self._write_held(trial_id, held)
+            except Exception:  # the block's own error is the one to see
+                log.debug("writing trial %d's held params failed", trial_id, exc_info=True)
+            raise
+        del self._held[trial_id]
+        self._write_held(trial_id, held)
+
+    def _write_held(self, trial_id: int, held: _Held) -> None:
+        if not held.params and not held.attrs:
+            return
+        names = {name for name, _, _ in held.params}
+
+        def settled() -> tuple[bool, None]:  # the params are not an upsert: landed if they are there
+            return bool(names) and names <= set(self.inner.get_trial(trial_id).params), None
+        known = self._param_dists.setdefault(held.study_id, {})
+        self._ride(lambda: write_params_and_attrs(self.rdb, trial_id, held.params, held.attrs, known), settled)
+
+    def set_trial_user_attrs_with_outcome(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Write ``attrs`` in the transaction that tells the trial's outcome, which this
+        process does next."""
+        self._with_outcome.setdefault(trial_id, {}).update(attrs)
 
     # Upserts and reads: tried again as they are ------------------------------------
 
@@ -291,6 +347,9 @@ class RidingStorage(HeartbeatStorage):
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: BaseDistribution) -> None:
+        if (held := self._held.get(trial_id)) is not None:
+            held.params.append((param_name, param_value_internal, distribution))
+            return
         self._ride(lambda: self.inner.set_trial_param(trial_id, param_name, param_value_internal, distribution))
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
@@ -300,10 +359,13 @@ class RidingStorage(HeartbeatStorage):
         self._ride(lambda: self.inner.set_trial_intermediate_value(trial_id, step, intermediate_value))
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._ride(lambda: self.inner.set_trial_user_attr(trial_id, key, value))
+        self.set_trial_user_attrs(trial_id, {key: value})
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Several user attributes in one transaction (an upsert, tried again as it is)."""
+        if (held := self._held.get(trial_id)) is not None:
+            held.attrs.update(attrs)
+            return
         self._ride(lambda: write_user_attrs(self.rdb, trial_id, attrs))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:

@@ -8,8 +8,8 @@ nothing::
      "attempts": {"<key>": {"start": <epoch s>, "end": <epoch s>, "gpus": 1, "cpus": 2}}}
 
 - A trial process (an ``ml-search`` worker, a trial pod) writes the trial's user
-  attribute ``usage`` just before the trial ends: the seconds it trained, its device,
-  one GPU while on ``cuda``/``mps``, and the CPU time it used.
+  attribute ``usage`` as the trial ends (a worker in the tell's own transaction): the
+  seconds it trained, its device, one GPU while on ``cuda``/``mps``, and the CPU time it used.
 - The operator writes what the API says of every pod of the trial's Jobs: from the pod's
   ``startTime`` to its containers' end, times the ``nvidia.com/gpu`` and CPU the pod
   requested. A finished trial takes no more user attributes, so these records live in
@@ -68,17 +68,18 @@ def with_attempts(record: Mapping[str, Any] | None, attempts: Mapping[str, Mappi
 
 
 def record_trial(trial: optuna.Trial, start: float, cpu_start: float, device: str,
-                 extra: Mapping[str, Any] | None = None) -> None:
+                 extra: Mapping[str, Any] | None = None, *, with_outcome: bool = False) -> None:
     """Add this process's attempt at ``trial`` to its ``usage``: from ``start`` (``time.time()``)
     until now on ``device``, one GPU unless it is the CPU, and the CPU time used since
     ``cpu_start`` (``time.process_time()``) as the CPUs it held; ``extra`` user attributes
-    are written in the same transaction."""
+    are written in the same transaction; ``with_outcome``: in the one that tells the trial,
+    which this process does next."""
     end = time.time()
     gpus = 0 if device in ("", "cpu") else 1
     cpus = (time.process_time() - cpu_start) / max(end - start, 1e-6)
     key = f"{socket.gethostname()}:{os.getpid()}:{start:.0f}"
     usage = with_attempts(trial.user_attrs.get(USAGE_ATTR), {key: attempt(start, end, gpus, cpus)}, device)
-    set_trial_user_attrs(trial.study, trial, {**(extra or {}), USAGE_ATTR: usage})
+    set_trial_user_attrs(trial.study, trial, {**(extra or {}), USAGE_ATTR: usage}, with_outcome=with_outcome)
 
 
 def totals(record: Mapping[str, Any] | None) -> Usage:

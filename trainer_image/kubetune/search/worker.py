@@ -133,6 +133,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
     folds = search.cross_validation.folds
 
     trainer.trial_attrs[WORKER_ATTR] = f"{socket.gethostname()}:{os.getpid()}"
+    trainer.told_after = True  # study.optimize tells every trial however its objective ends
     target = stored_target(study) or 0  # re-read before stopping: only a resume changes it, upwards
 
     def objective(trial: optuna.Trial) -> float | list[float]:
