@@ -98,7 +98,6 @@ class ScriptTrials(TrialTrainer):
         data = config_to_dict(cfg) | {"search": config_to_dict(self.config)["search"]}
         config_file = folder / handover.CONFIG_FILE
         write_text_atomic(config_file, dump_yaml(data))
-        self.write_trial_attrs(trial, self.start_attrs(cfg))
         frozen = stored_trial(trial.study, trial)
         for attr in (FINAL_VALUE_ATTR, PRUNED_ATTR):  # an earlier pod's outcome, not told
             if frozen.user_attrs.get(attr) is not None:

@@ -318,7 +318,6 @@ class TrialTrainer:
             run_dirs = [run_dir / f"fold-{k + 1}" for k in range(len(folds))]
         else:
             folds, run_dirs = [self._splits(cfg)], [run_dir]
-        self.write_trial_attrs(trial, self.start_attrs(cfg))
         if search.objectives is not None:
             return self._train_objectives(trial, cfg, run_dir)
         done: list[float] = []
@@ -373,11 +372,8 @@ class TrialTrainer:
         return attrs
 
     def write_trial_attrs(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-        """Write :attr:`trial_attrs` and ``attrs`` on ``trial``, one transaction for all; those
-        the trial holds already with the same value are left as they are."""
-        held = trial.user_attrs
-        changed = {k: v for k, v in {**self.trial_attrs, **attrs}.items() if k not in held or held[k] != v}
-        set_trial_user_attrs(trial.study, trial, changed)
+        """Write :attr:`trial_attrs` and ``attrs`` on ``trial``, one transaction for all."""
+        set_trial_user_attrs(trial.study, trial, {**self.trial_attrs, **attrs})
 
     def _resume(self, trial: optuna.Trial, frozen: FrozenTrial, cfg: Config,
                 reporter: EpochReporter | ObjectivesReporter) -> tuple[Path | None, str]:
