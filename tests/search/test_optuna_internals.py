@@ -466,3 +466,31 @@ def test_a_count_then_an_ask_read_the_trials_once(tmp_path):
     reused, reused_reads = count_then_ask(reuse=True)
     assert plain.params["x"] == reused.params["x"] == 0.25  # the queued trial, found both times
     assert reused_reads < plain_reads
+
+
+def _heartbeat_of(rdb: optuna.storages.RDBStorage, trial_id: int) -> Any:
+    from optuna.storages._rdb import models
+
+    with _private(rdb, "scoped_session")() as session:
+        row = models.TrialHeartbeatModel.where_trial_id(trial_id, session)
+        return None if row is None else row.heartbeat
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_write_params_and_attrs_carries_a_heartbeat_as_optuna_records_it(tmp_path, request, where):
+    url = f"sqlite:///{tmp_path / 's.db'}" if where == "sqlite" else request.getfixturevalue("postgres_url")
+    rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=120)
+    assert internals.can_upsert(rdb)
+    study = optuna.create_study(storage=rdb)
+    first, second = study.ask(), study.ask()
+    first_id = internals.trial_id_of(first)
+    internals.write_params_and_attrs(rdb, first_id, [("x", 0.5, DIST)], {"u": 1}, {}, heartbeat=True)
+    beat = _heartbeat_of(rdb, first_id)
+    assert beat is not None and _heartbeat_of(rdb, internals.trial_id_of(second)) is None
+    rdb.record_heartbeat(first_id)  # Optuna's own beat finds the row and moves it on
+    assert _heartbeat_of(rdb, first_id) >= beat
+    internals.write_params_and_attrs(rdb, internals.trial_id_of(second), [("x", 0.25, DIST)], {}, {},
+                                     heartbeat=True)
+    rdb.record_heartbeat(internals.trial_id_of(second))
+    internals.write_params_and_attrs(rdb, first_id, [], {"u": 2}, {}, heartbeat=True)  # a row there: updated
+    assert internals.stale_trial_ids(rdb, internals.study_id_of(study)) == []

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -242,3 +243,53 @@ def test_an_outage_past_the_bound_stops_with_one_line_and_resume_finishes(fast_c
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
     counted = [t for t in trials if t.number not in retried]
     assert len(counted) == 4 and all(t.state != TrialState.RUNNING for t in trials)
+
+
+@pytest.fixture
+def beating(monkeypatch, tmp_path) -> tuple[RidingStorage, list[int]]:
+    """A storage with heartbeats; the trial ids Optuna's own ``record_heartbeat`` beat for."""
+    monkeypatch.setenv("KUBETUNE_HEARTBEAT_INTERVAL", "5")
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}")
+    assert isinstance(storage, RidingStorage)
+    beats: list[int] = []
+    real = storage.rdb.record_heartbeat
+    monkeypatch.setattr(storage.rdb, "record_heartbeat", lambda trial_id: beats.append(trial_id) or real(trial_id))
+    return storage, beats
+
+
+def test_a_new_trials_first_heartbeat_rides_with_its_params(beating):
+    from kubetune.search.optuna_internals import stale_trial_ids, trial_id_of, writes_together
+
+    storage, beats = beating
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    beat = threading.Thread(target=storage.record_heartbeat, args=(trial_id_of(trial),))
+    beat.start()  # as Optuna's heartbeat thread does when the trial starts
+    with writes_together(trial):
+        trial.suggest_float("x", 0, 1)
+    beat.join(timeout=5)
+    assert beats == []  # the params' transaction beat for it
+    assert stale_trial_ids(storage.rdb, study._study_id) == []
+    storage.record_heartbeat(trial_id_of(trial))  # the next beats are Optuna's own
+    assert beats == [trial_id_of(trial)]
+
+
+def test_a_first_heartbeat_without_params_in_time_beats_on_its_own(monkeypatch, beating):
+    import kubetune.search.outage as outage
+    from kubetune.search.optuna_internals import trial_id_of
+
+    monkeypatch.setattr(outage, "FIRST_BEAT_WAIT", 0.05)
+    storage, beats = beating
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    storage.record_heartbeat(trial_id_of(trial))  # a sampler slower than the wait
+    assert beats == [trial_id_of(trial)]
+
+    monkeypatch.setattr(outage, "FIRST_BEAT_WAIT", 30)
+    study.enqueue_trial({"x": 0.5})  # a queued trial claimed here is started here as well
+    queued = study.ask()
+    beat = threading.Thread(target=storage.record_heartbeat, args=(trial_id_of(queued),))
+    beat.start()
+    study.tell(queued, 0.5)  # it ends (its objective failed) before its params were written
+    beat.join(timeout=10)
+    assert not beat.is_alive() and beats == [trial_id_of(trial)]

@@ -33,6 +33,7 @@ __all__ = [
     "HeartbeatStorage",
     "cached_storage",
     "cached_trials",
+    "can_upsert",
     "contains",
     "pareto_front",
     "preload_trials",
@@ -130,9 +131,12 @@ def writes_together(trial: optuna.Trial) -> Iterator[None]:
 
 
 def write_params_and_attrs(rdb: RDBStorage, trial_id: int, params: Sequence[tuple[str, float, BaseDistribution]],
-                           attrs: dict[str, Any], known: dict[str, BaseDistribution]) -> None:
+                           attrs: dict[str, Any], known: dict[str, BaseDistribution], *,
+                           heartbeat: bool = False) -> None:
     """Store params (name, internal value, distribution) and upsert user attributes of a
-    running trial in one transaction of three statements.
+    running trial in one transaction of three statements (four with ``heartbeat``: the
+    trial's heartbeat upserted as ``RDBStorage.record_heartbeat`` records it; only where
+    :func:`can_upsert`).
 
     Each param's distribution must fit the one the study's other trials hold under its name,
     as ``RDBStorage.set_trial_param`` checks; ``known``: those already looked up (it gains
@@ -163,6 +167,8 @@ def write_params_and_attrs(rdb: RDBStorage, trial_id: int, params: Sequence[tupl
                 {"trial_id": trial_id, "param_name": name, "param_value": value,
                  "distribution_json": distribution_to_json(distribution)} for name, value, distribution in params])
         _upsert_user_attrs(rdb, session, trial_id, attrs)
+        if heartbeat:
+            _upsert_heartbeat(rdb, session, trial_id)
     known.update(looked)
 
 
@@ -199,23 +205,44 @@ def write_user_attrs(rdb: RDBStorage, trial_id: int, attrs: dict[str, Any]) -> N
         _upsert_user_attrs(rdb, session, trial_id, attrs)
 
 
+def can_upsert(rdb: RDBStorage) -> bool:
+    """Whether the database has ``INSERT … ON CONFLICT`` (PostgreSQL, SQLite 3.24 and later)."""
+    import sqlite3
+
+    return rdb.engine.name == "postgresql" or (rdb.engine.name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24))
+
+
+def _insert(rdb: RDBStorage, table: Any) -> Any:
+    """The dialect's INSERT, the one with ``on_conflict_do_update`` (where :func:`can_upsert`)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if rdb.engine.name == "postgresql" else sqlite).insert(table)
+
+
+def _upsert_heartbeat(rdb: RDBStorage, session: Any, trial_id: int) -> None:
+    """The trial's heartbeat row, now (``TrialHeartbeatModel``, one row per trial)."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    table = models.TrialHeartbeatModel
+    stmt = _insert(rdb, table).values(trial_id=trial_id, heartbeat=sqlalchemy.func.current_timestamp())
+    session.execute(stmt.on_conflict_do_update(index_elements=[table.trial_id],
+                                               set_={"heartbeat": stmt.excluded.heartbeat}))
+
+
 def _upsert_user_attrs(rdb: RDBStorage, session: Any, trial_id: int, attrs: dict[str, Any]) -> None:
     """One statement for all of ``attrs`` where the database has ``ON CONFLICT`` (PostgreSQL,
     SQLite), else Optuna's own upsert per attribute (``RDBStorage._set_trial_attr_without_commit``)."""
-    import sqlite3
-
     from optuna.storages._rdb import models
-    from sqlalchemy.dialects import postgresql, sqlite
 
     if not attrs:
         return
     table = models.TrialUserAttributeModel
-    dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(rdb.engine.name)
-    if dialect is None or (dialect is sqlite and sqlite3.sqlite_version_info < (3, 24, 0)):
+    if not can_upsert(rdb):
         for key, value in attrs.items():
             rdb._set_trial_attr_without_commit(session, table, trial_id, key, value)
         return
-    stmt = dialect.insert(table).values([{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+    stmt = _insert(rdb, table).values([{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                                          for key, value in attrs.items()])
     session.execute(stmt.on_conflict_do_update(index_elements=[table.trial_id, table.key],
                                                set_={"value_json": stmt.excluded.value_json}))

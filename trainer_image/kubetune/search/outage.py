@@ -18,9 +18,12 @@ since its commit may have landed before the connection dropped:
 - a new study counts as made if its name is there.
 
 Writes a process makes together share a transaction: an ask's params with the trial's
-first attributes (:func:`~kubetune.search.optuna_internals.writes_together`; counted as
-landed if the params are there), and the attributes a trial ends with (its ``usage``)
-with the state it is told.
+first attributes and its first heartbeat
+(:func:`~kubetune.search.optuna_internals.writes_together`; counted as landed if the
+params are there), and the attributes a trial ends with (its ``usage``) with the state
+it is told. Optuna's heartbeat thread waits up to :data:`FIRST_BEAT_WAIT` for that
+transaction to carry the first beat of a trial started here, and beats itself when it
+does not.
 
 A heartbeat that could not beat during an outage is not a dead worker: a trial is
 stale only if it is still stale a heartbeat interval after it was first seen so.
@@ -53,6 +56,7 @@ from kubetune.search.optuna_internals import (
     HeartbeatStorage,
     cached_storage,
     cached_trials,
+    can_upsert,
     read_trials,
     stale_trial_ids,
     trial_id_of,
@@ -66,6 +70,7 @@ log = logging.getLogger(__name__)
 OUTAGE_ENV = "KUBETUNE_STORAGE_OUTAGE"
 DEFAULT_OUTAGE = 120  # seconds a storage may be unreachable before a command gives up
 MAX_BACKOFF = 2.0  # seconds between two tries, at most
+FIRST_BEAT_WAIT = 1.0  # seconds a new trial's first heartbeat waits to share its params' transaction
 
 T = TypeVar("T")
 
@@ -227,6 +232,14 @@ class _Held:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _FirstBeat:
+    """A trial started here whose first heartbeat may ride with its params."""
+
+    settled: threading.Event = field(default_factory=threading.Event)  # set once it is written or needless
+    needed: bool = True  # False once written with the params, or once the trial ended
+
+
 class RidingStorage(HeartbeatStorage):
     """An RDB storage (with Optuna's cache in front) whose calls ride out outages."""
 
@@ -240,6 +253,7 @@ class RidingStorage(HeartbeatStorage):
         self._held: dict[int, _Held] = {}  # trial id -> its writes waiting for the end of writes_held
         self._with_outcome: dict[int, dict[str, Any]] = {}  # trial id -> user attrs written when it is told
         self._param_dists: dict[int, dict[str, BaseDistribution]] = {}  # study id -> its params' distributions
+        self._first_beats: dict[int, _FirstBeat] = {}  # trial id -> its first heartbeat, while pending
 
     def reuse_next_read(self, study_id: int) -> None:
         """Serve the study's next ``get_all_trials`` from the trials just read, unless a trial
@@ -271,7 +285,10 @@ class RidingStorage(HeartbeatStorage):
                 if trial.system_attrs.get(ASK_MARK_ATTR) == mark:
                     return True, trial_id_of(trial)
             return False, 0
-        return self._ride(lambda: self.inner.create_new_trial(study_id, template), settled)
+        trial_id = self._ride(lambda: self.inner.create_new_trial(study_id, template), settled)
+        if template.state == TrialState.RUNNING:
+            self._started(trial_id)
+        return trial_id
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
@@ -281,8 +298,20 @@ class RidingStorage(HeartbeatStorage):
         def settled() -> tuple[bool, bool]:
             return self.inner.get_trial(trial_id).state == state, True
         if attrs:
-            return self._ride(lambda: write_outcome(self.rdb, self.inner, trial_id, state, values, attrs), settled)
-        return self._ride(lambda: self.inner.set_trial_state_values(trial_id, state, values), settled)
+            changed = self._ride(lambda: write_outcome(self.rdb, self.inner, trial_id, state, values, attrs), settled)
+        else:
+            changed = self._ride(lambda: self.inner.set_trial_state_values(trial_id, state, values), settled)
+        if state == TrialState.RUNNING and changed:  # a WAITING trial claimed here
+            self._started(trial_id)
+        elif state.is_finished() and (first := self._first_beats.pop(trial_id, None)) is not None:
+            first.needed = False
+            first.settled.set()
+        return changed
+
+    def _started(self, trial_id: int) -> None:
+        """A trial starts running here: its first heartbeat may ride with its params."""
+        if self.get_heartbeat_interval() is not None and can_upsert(self.rdb):
+            self._first_beats[trial_id] = _FirstBeat()
 
     @contextmanager
     def writes_held(self, trial_id: int, study_id: int) -> Iterator[None]:
@@ -302,14 +331,23 @@ class RidingStorage(HeartbeatStorage):
         self._write_held(trial_id, held)
 
     def _write_held(self, trial_id: int, held: _Held) -> None:
-        if not held.params and not held.attrs:
-            return
-        names = {name for name, _, _ in held.params}
+        first = self._first_beats.get(trial_id)
+        try:
+            if not held.params and not held.attrs:
+                return
+            names = {name for name, _, _ in held.params}
+            beat = first is not None and not first.settled.is_set()
 
-        def settled() -> tuple[bool, None]:  # the params are not an upsert: landed if they are there
-            return bool(names) and names <= set(self.inner.get_trial(trial_id).params), None
-        known = self._param_dists.setdefault(held.study_id, {})
-        self._ride(lambda: write_params_and_attrs(self.rdb, trial_id, held.params, held.attrs, known), settled)
+            def settled() -> tuple[bool, None]:  # the params are not an upsert: landed if they are there
+                return bool(names) and names <= set(self.inner.get_trial(trial_id).params), None
+            known = self._param_dists.setdefault(held.study_id, {})
+            self._ride(lambda: write_params_and_attrs(self.rdb, trial_id, held.params, held.attrs, known,
+                                                      heartbeat=beat), settled)
+            if first is not None and beat:
+                first.needed = False
+        finally:
+            if first is not None:
+                first.settled.set()
 
     def set_trial_user_attrs_with_outcome(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Write ``attrs`` in the transaction that tells the trial's outcome, which this
@@ -391,6 +429,12 @@ class RidingStorage(HeartbeatStorage):
     # Heartbeats ---------------------------------------------------------------------
 
     def record_heartbeat(self, trial_id: int) -> None:
+        first = self._first_beats.get(trial_id)
+        if first is not None:  # a trial just started here: its params' transaction may carry the beat
+            first.settled.wait(FIRST_BEAT_WAIT)
+            self._first_beats.pop(trial_id, None)
+            if not first.needed:
+                return
         try:
             self._ride(lambda: self.rdb.record_heartbeat(trial_id))
         except StorageUnreachable:

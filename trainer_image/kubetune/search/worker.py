@@ -43,7 +43,12 @@ from kubetune.search.interruption import INTERRUPTED_EXIT, check_stop, watch_int
 from kubetune.search.ledger import budget, enqueue_retry, stored_target
 from kubetune.search.locking import StudyLock
 from kubetune.search.objectives import goal_trial
-from kubetune.search.optuna_internals import reuse_trials_read, stored_trial
+from kubetune.search.optuna_internals import (
+    reuse_trials_read,
+    storage_of,
+    stored_trial,
+    trial_id_of,
+)
 from kubetune.search.outage import unreachable_in
 from kubetune.search.pareto import values_text
 from kubetune.search.results import best_trial
@@ -136,20 +141,38 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
     trainer.told_after = True  # study.optimize tells every trial however its objective ends
     target = stored_target(study) or 0  # re-read before stopping: only a resume changes it, upwards
 
+    told: list[int] = []  # trials this worker ran, reported once a count under the lock has read them
+
+    def after_sampling(_: optuna.Trial) -> None:
+        lock.release()
+        report_told()
+
     def objective(trial: optuna.Trial) -> float | list[float]:
         try:
-            return trainer.objective(trial, after_sampling=lambda _: lock.release())
-        except KeyboardInterrupt:
+            value = trainer.objective(trial, after_sampling=after_sampling)
+        except KeyboardInterrupt:  # the interrupted trial gets the resume line, not its own
             frozen = stored_trial(study, trial)
             if frozen.user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED and set(frozen.params) == set(trainer.dists):
                 enqueue_retry(study, frozen, frozen.params, trainer.dists)
             raise
+        except BaseException:
+            told.append(trial_id_of(trial))
+            raise
+        told.append(trial_id_of(trial))
+        return value
 
-    def report(study: optuna.Study, trial: FrozenTrial) -> None:
-        result.trials += 1
-        result.states[trial.state.name] = result.states.get(trial.state.name, 0) + 1
-        if progress:
-            print(describe_trial(study, trial, search.metric, folds, target), file=sys.stderr, flush=True)
+    def report_told() -> None:
+        """Count and print the trials this worker ran since the last report. The count made
+        since (under the lock) read them, so Optuna's cache holds them: no read here, where
+        a callback of ``optimize`` would read each trial as it ends."""
+        while told:
+            trial = storage_of(study).get_trial(told.pop(0))
+            if not trial.state.is_finished():
+                continue
+            result.trials += 1
+            result.states[trial.state.name] = result.states.get(trial.state.name, 0) + 1
+            if progress:
+                print(describe_trial(study, trial, search.metric, folds, target), file=sys.stderr, flush=True)
 
     watch_interrupts()
     pause = FIRST_PAUSE
@@ -175,7 +198,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
                     check_stop()
                     reuse_trials_read(study)  # ask's look for WAITING trials: the count's read
                     try:
-                        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
+                        study.optimize(objective, n_trials=1, catch=(Exception,))
                     except Exception as exc:
                         if (unreachable := unreachable_in(exc)) is not None:
                             raise unreachable from None  # one line, not Optuna's aftermath
@@ -184,6 +207,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
                     continue
             finally:
                 lock.release()
+            report_told()
             if state.running_workers:
                 # Trials of other workers are still running; if one of them dies, its
                 # retry lands here. Wait rather than leave the study half-finished: briefly
@@ -192,8 +216,10 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
                 pause = min(2 * pause, poll)
                 continue
             break
+        report_told()
     except KeyboardInterrupt:
         result.interrupted = True
+        report_told()
     finally:
         lock.close()
     return result
