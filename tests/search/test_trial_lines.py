@@ -61,6 +61,10 @@ def test_a_worker_prints_each_trial_once_from_the_count_it_reads_anyway(fast_con
             finished_reads.append(trial.number)
         return trial
     monkeypatch.setattr(optuna.storages.RDBStorage, "get_trial", get_trial)
+    from kubetune.search.objective import TrialTrainer
+
+    freed: list[int] = []  # the accelerator's memory given back between trials, once each
+    monkeypatch.setattr(TrialTrainer, "free_memory", lambda self: freed.append(1))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as ml-search sets it: no "Best is trial" line
     try:
@@ -73,4 +77,4 @@ def test_a_worker_prints_each_trial_once_from_the_count_it_reads_anyway(fast_con
         ["trial", str(t.number), t.state.name] for t in trials]
     assert sum(result.states.values()) == 4 and result.states.get("PRUNED", 0) >= 1
     assert all(f"{t.number + 1}/4 done" in line for t, line in zip(trials, lines, strict=True))
-    assert finished_reads == []
+    assert finished_reads == [] and len(freed) == 4

@@ -104,3 +104,23 @@ def test_a_gpu_run_resumes_from_its_checkpoint(cuda_config):
                    callback=lambda epoch, _: trained.append(epoch))
     assert trained == [3, 4] and result.history[:2] == first.history
     assert result.final["val_acc"] > 0.8, result.history
+
+
+def test_a_workers_trials_give_the_gpu_memory_back(cuda_config, tmp_path):
+    import optuna
+
+    from kubetune.search.study import start_study
+    from kubetune.search.worker import run_worker
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cuda_config["search"] = {
+        "study_name": "gpu", "n_trials": 3, "storage": url, "sampler": {"type": "RandomSampler", "seed": 0},
+        "pruner": {"type": "SuccessiveHalvingPruner", "min_resource": 1},
+        "search_space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 0.5}},
+    }
+    config = validate_config(cuda_config)
+    start_study(config, url, "gpu", resume=False, n_trials=None)
+    before = torch.cuda.memory_allocated()
+    run_worker(config, url, "gpu", progress=False)
+    assert len(optuna.load_study(study_name="gpu", storage=url).trials) == 3
+    assert torch.cuda.memory_allocated() <= before  # no trial's model or batches left behind

@@ -209,6 +209,12 @@ class TrialTrainer:
         # the trial's last attributes are written with its outcome, one transaction for both.
         self.told_after = False
 
+    def free_memory(self) -> None:
+        """Free the accelerator memory of the trial just told (:func:`free_accelerator_memory`);
+        ml-search's worker calls it between trials, once Optuna has let go of the trial."""
+        with contextlib.suppress(KubetuneError):  # a device gone meanwhile: the next trial says it
+            free_accelerator_memory(self._base.training.device)
+
     def stopped_at(self, trial: optuna.Trial) -> str | None:
         """Where the running trial stopped training ("epoch 4"), None before its first epoch."""
         return self.reporter.where if self.reporter else None
@@ -322,24 +328,21 @@ class TrialTrainer:
             return self._train_objectives(trial, cfg, run_dir)
         done: list[float] = []
         frozen = trial_view(trial)  # what earlier pods reported
-        try:
-            for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
-                reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,
-                                         len(folds), cfg.training.num_epochs, frozen.intermediate_values)
-                self.reporter = reporter
-                resume, run_id = (None, None) if search.cross_validation.enabled else \
-                    self._resume(trial, frozen, cfg, reporter)
-                if fold == 0:
-                    self._clear_interrupted(trial, frozen)
-                # A quiet search prints one line per trial instead of the epoch lines.
-                result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
-                               callback=reporter, progress=False,
-                               epoch_lines=not self.quiet_epochs, resume=resume, run_id=run_id,
-                               searched=list(self.dists), stop_check=check_stop)
-                self.ending_attrs.update(reporter.unstored_tie_break())
-                done.append(float(result.best[search.metric]))
-        finally:
-            _free_memory()
+        for fold, (data, folder) in enumerate(zip(folds, run_dirs, strict=True)):
+            reporter = EpochReporter(trial, search.metric, maximize, aggregate, done, fold,
+                                     len(folds), cfg.training.num_epochs, frozen.intermediate_values)
+            self.reporter = reporter
+            resume, run_id = (None, None) if search.cross_validation.enabled else \
+                self._resume(trial, frozen, cfg, reporter)
+            if fold == 0:
+                self._clear_interrupted(trial, frozen)
+            # A quiet search prints one line per trial instead of the epoch lines.
+            result = train(cfg, data=data, run_dir=Path(folder), monitor=search.metric,
+                           callback=reporter, progress=False,
+                           epoch_lines=not self.quiet_epochs, resume=resume, run_id=run_id,
+                           searched=list(self.dists), stop_check=check_stop)
+            self.ending_attrs.update(reporter.unstored_tie_break())
+            done.append(float(result.best[search.metric]))
         return float(aggregate(done))
 
     def _train_objectives(self, trial: optuna.Trial, cfg: Config, run_dir: Path) -> list[float]:
@@ -350,14 +353,11 @@ class TrialTrainer:
         done = last_epoch_values_step(frozen.system_attrs) or 0
         reporter = ObjectivesReporter(trial, self.search, cfg.training.num_epochs, range(1, done + 1))
         self.reporter = reporter
-        try:
-            resume, run_id = self._resume(trial, frozen, cfg, reporter)
-            self._clear_interrupted(trial, frozen)
-            train(cfg, data=self._splits(cfg), run_dir=run_dir, monitor=checkpoint_metric(self.search),
-                  callback=reporter, progress=False, epoch_lines=not self.quiet_epochs, resume=resume,
-                  run_id=run_id, searched=list(self.dists), stop_check=check_stop)
-        finally:
-            _free_memory()
+        resume, run_id = self._resume(trial, frozen, cfg, reporter)
+        self._clear_interrupted(trial, frozen)
+        train(cfg, data=self._splits(cfg), run_dir=run_dir, monitor=checkpoint_metric(self.search),
+              callback=reporter, progress=False, epoch_lines=not self.quiet_epochs, resume=resume,
+              run_id=run_id, searched=list(self.dists), stop_check=check_stop)
         return reporter.finish()
 
     def start_attrs(self, cfg: Config) -> dict[str, Any]:
@@ -410,11 +410,21 @@ def _device_name(setting: str) -> str:
     return str(device)
 
 
-def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return
-    if torch.cuda.is_available():
+def free_accelerator_memory(setting: str) -> None:
+    """Give back the GPU (or MPS) memory a finished trial's tensors held, before the next
+    trial of this process allocates: the cycles that keep them (a pruned or failed trial's
+    traceback holds its frames, model included) are collected and the allocator's cache is
+    emptied. Python's collector counts objects, not the device memory behind them, so it
+    would get there late. On the CPU nothing is done: host memory goes back to Python's own
+    collections, which the next trial's allocations run."""
+    import torch
+
+    from kubetune.training.precision import resolve_device
+
+    kind = resolve_device(setting).type
+    if kind == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
+    elif kind == "mps":
+        gc.collect()
+        torch.mps.empty_cache()

@@ -203,6 +203,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
                         if (unreachable := unreachable_in(exc)) is not None:
                             raise unreachable from None  # one line, not Optuna's aftermath
                         raise
+                    trainer.free_memory()
                     pause = FIRST_PAUSE
                     continue
             finally:
