@@ -254,6 +254,7 @@ class RidingStorage(HeartbeatStorage):
         self._with_outcome: dict[int, dict[str, Any]] = {}  # trial id -> user attrs written when it is told
         self._param_dists: dict[int, dict[str, BaseDistribution]] = {}  # study id -> its params' distributions
         self._first_beats: dict[int, _FirstBeat] = {}  # trial id -> its first heartbeat, while pending
+        self._beats_ride = rdb.get_heartbeat_interval() is not None and can_upsert(rdb)  # with the params
 
     def reuse_next_read(self, study_id: int) -> None:
         """Serve the study's next ``get_all_trials`` from the trials just read, unless a trial
@@ -310,7 +311,7 @@ class RidingStorage(HeartbeatStorage):
 
     def _started(self, trial_id: int) -> None:
         """A trial starts running here: its first heartbeat may ride with its params."""
-        if self.get_heartbeat_interval() is not None and can_upsert(self.rdb):
+        if self._beats_ride:
             self._first_beats[trial_id] = _FirstBeat()
 
     @contextmanager
@@ -332,21 +333,20 @@ class RidingStorage(HeartbeatStorage):
 
     def _write_held(self, trial_id: int, held: _Held) -> None:
         first = self._first_beats.get(trial_id)
-        try:
-            if not held.params and not held.attrs:
-                return
-            names = {name for name, _, _ in held.params}
-            beat = first is not None and not first.settled.is_set()
+        beat = first is not None and first.needed
+        names = {name for name, _, _ in held.params}
 
-            def settled() -> tuple[bool, None]:  # the params are not an upsert: landed if they are there
-                return bool(names) and names <= set(self.inner.get_trial(trial_id).params), None
-            known = self._param_dists.setdefault(held.study_id, {})
-            self._ride(lambda: write_params_and_attrs(self.rdb, trial_id, held.params, held.attrs, known,
-                                                      heartbeat=beat), settled)
-            if first is not None and beat:
-                first.needed = False
+        def settled() -> tuple[bool, None]:  # the params are not an upsert: landed if they are there
+            return bool(names) and names <= set(self.inner.get_trial(trial_id).params), None
+        known = self._param_dists.setdefault(held.study_id, {})
+        try:
+            if held.params or held.attrs:
+                self._ride(lambda: write_params_and_attrs(self.rdb, trial_id, held.params, held.attrs, known,
+                                                          heartbeat=beat), settled)
+                if first is not None:
+                    first.needed = False
         finally:
-            if first is not None:
+            if first is not None:  # the heartbeat thread beats on its own if this did not
                 first.settled.set()
 
     def set_trial_user_attrs_with_outcome(self, trial_id: int, attrs: dict[str, Any]) -> None:

@@ -43,12 +43,7 @@ from kubetune.search.interruption import INTERRUPTED_EXIT, check_stop, watch_int
 from kubetune.search.ledger import budget, enqueue_retry, stored_target
 from kubetune.search.locking import StudyLock
 from kubetune.search.objectives import goal_trial
-from kubetune.search.optuna_internals import (
-    reuse_trials_read,
-    storage_of,
-    stored_trial,
-    trial_id_of,
-)
+from kubetune.search.optuna_internals import reuse_trials_read, stored_trial
 from kubetune.search.outage import unreachable_in
 from kubetune.search.pareto import values_text
 from kubetune.search.results import best_trial
@@ -141,7 +136,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
     trainer.told_after = True  # study.optimize tells every trial however its objective ends
     target = stored_target(study) or 0  # re-read before stopping: only a resume changes it, upwards
 
-    told: list[int] = []  # trials this worker ran, reported once a count under the lock has read them
+    told: list[optuna.Trial] = []  # trials this worker ran, reported once a count under the lock has read them
 
     def after_sampling(_: optuna.Trial) -> None:
         lock.release()
@@ -156,9 +151,9 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
                 enqueue_retry(study, frozen, frozen.params, trainer.dists)
             raise
         except BaseException:
-            told.append(trial_id_of(trial))
+            told.append(trial)
             raise
-        told.append(trial_id_of(trial))
+        told.append(trial)
         return value
 
     def report_told() -> None:
@@ -166,7 +161,7 @@ def run_worker(config: Config, url: str, study_name: str, *, quiet_epochs: bool 
         since (under the lock) read them, so Optuna's cache holds them: no read here, where
         a callback of ``optimize`` would read each trial as it ends."""
         while told:
-            trial = storage_of(study).get_trial(told.pop(0))
+            trial = stored_trial(study, told.pop(0))
             if not trial.state.is_finished():
                 continue
             result.trials += 1
