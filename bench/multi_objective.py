@@ -1,26 +1,31 @@
 """Multi-objective search: non-dominated halving against unpruned TPE and random search.
 
-Three methods search the same two objectives (accuracy up, latency down) until an
-epoch budget is spent, each with its own sampler seeds; a pruned trial costs the
-epochs it ran, and only COMPLETE trials make the front:
+Three methods search the same two objectives (accuracy up, a cost down) for 300
+epochs (``pruned`` until ``--budget``), each with its own sampler seeds; a pruned trial
+costs the epochs it ran, and only COMPLETE trials make the front:
 
 - ``pruned``  kubetune's multi-objective search: multivariate TPE (kubetune's
               defaults) and :class:`~kubetune.search.pareto_pruner.ParetoHalvingPruner`
               (rungs at epochs 2, 6 and 18 of 20)
 - ``tpe``     Optuna's multi-objective TPE with the same settings, no pruning
 - ``random``  ``RandomSampler``, no pruning
+- ``oracle``  a bound, not a method: the same TPE with a pruner that knows each
+              trial's final values and stops, after its first epoch, every trial
+              that a completed trial already dominates. A rule that sees only the
+              epochs run cannot tell sooner which trials will not join the front,
+              so the oracle's epochs are a floor for every rule that keeps the
+              trials that will (up to how the pruned trials steer TPE)
 
 It prints the mean hypervolume of each method's front (Optuna's
-``compute_hypervolume``, objectives as losses: 1 - accuracy and latency over its
+``compute_hypervolume``, objectives as losses: 1 - accuracy and the cost over its
 largest value, reference point (1, 1.05)) after 50, 100, 200 and 300 epochs with
 standard errors over the seeds, the difference of ``pruned`` and ``tpe`` with its
-standard error, and the ratio of the epochs ``pruned`` needs to reach the
-hypervolume ``tpe`` has at 300 epochs (mean over the seeds that reach it; how many
-reach it within 150 epochs, the target's half).
+standard error, and the ratio of the epochs ``pruned`` (and ``oracle``) needs to
+reach the hypervolume ``tpe`` has at 300 epochs (mean over the seeds that reach it;
+how many reach it within 150 epochs, the half).
 
-The problems are surrogates, not training: real training of 300 epochs x 3 methods x
-seeds does not fit the shared CPU this bench was written on. In both, a trial's
-accuracy rises from chance towards a final accuracy with a time constant set by the
+Two problems are surrogates, which run in seconds; one trains for real. In the
+surrogates, a trial's accuracy rises from chance towards a final accuracy with a time constant set by the
 learning rate, with per-epoch noise; a large learning rate leads in the first epochs
 and ends lower, so the curves cross (as the digits search in
 bench/search_efficiency.py shows: small learning rates converge late); latency grows
@@ -32,6 +37,13 @@ with the width squared and is known from the first epoch, as a model's latency i
                    rate falls as the width grows and rises with the batch size, a
                    learning rate 6 times too large diverges (accuracy stays at chance),
                    weight decay and dropout have an optimum and slow the rise
+- ``digits-mlp``   real training, one thread of the CPU: an MLP with one hidden layer
+                   of ``width`` units (4..256, log) on scikit-learn's 8x8 digits (1437
+                   images to train, 360 to validate), SGD with momentum 0.9, batch
+                   128, a learning rate (log 1e-4..3) and weight decay (log
+                   1e-6..0.1); the accuracy is measured on the validation images after
+                   each epoch and the cost is the parameter count. Only the epochs a
+                   trial runs are trained (the oracle trains its trials' every epoch)
 
 ``--rule`` swaps the pruning rule for a comparison: ``sorted-halving`` keeps the best
 third of a rung's trials by non-dominated rank, then crowding distance (NSGA-II's
@@ -43,6 +55,7 @@ first rung.
 run's training seconds.
 
     python bench/multi_objective.py --seeds 20
+    python bench/multi_objective.py --seeds 10 --problem digits-mlp
     python bench/multi_objective.py --seeds 20 --rule sorted-halving
     python bench/multi_objective.py --measurement-cost
 """
@@ -50,12 +63,14 @@ run's training seconds.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -70,16 +85,18 @@ from kubetune.search.samplers import TPE_EI_CANDIDATES, TPE_STARTUP_TRIALS  # no
 
 EPOCHS = 20
 CHECKPOINTS = (50, 100, 200, 300)
-MAX_LATENCY = 0.05 + 1.0
 REFERENCE = np.array([1.0, 1.05])
+DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)
 
 
 @dataclass(frozen=True)
 class Problem:
-    """A surrogate search: draws a trial's params, returns its accuracy per epoch and its latency."""
+    """A search: draws a trial's params, returns its accuracy per epoch (a list, or an
+    iterator that trains as it goes) and its cost, known before the first epoch."""
 
     name: str
-    draw: Callable[[optuna.Trial, np.random.Generator], tuple[list[float], float]]
+    draw: Callable[[optuna.Trial, np.random.Generator], tuple[Iterable[float], float]]
+    max_cost: float
 
 
 def rising(top: float, tau: float, rng: np.random.Generator, noise: float = 0.005) -> list[float]:
@@ -90,6 +107,9 @@ def rising(top: float, tau: float, rng: np.random.Generator, noise: float = 0.00
 
 def latency(width: int) -> float:
     return 0.05 + (width / 128) ** 2
+
+
+MAX_LATENCY = latency(128)
 
 
 def lr_width(trial: optuna.Trial, rng: np.random.Generator) -> tuple[list[float], float]:
@@ -118,6 +138,57 @@ def five_params(trial: optuna.Trial, rng: np.random.Generator) -> tuple[list[flo
            - 0.015 * math.log10(decay / 1e-4) ** 2 - 0.2 * (dropout - 0.15) ** 2)
     tau = min(40.0, max(1.0, 2.0 * math.sqrt(best_lr / lr) * (1 + dropout) * (1 + 20 * decay)))
     return rising(min(0.99, max(0.1, top)), tau, rng, noise=0.01), latency(width)
+
+
+MLP_WIDTHS = (4, 256)
+
+
+def mlp_params(width: int) -> int:
+    return 64 * width + width + width * 10 + 10
+
+
+@functools.cache
+def digits_split() -> tuple[Any, Any, Any, Any]:
+    """scikit-learn's 8x8 digits as tensors: 1437 training images, 360 for validation."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    x, y = torch.tensor(images / 16.0, dtype=torch.float32), torch.tensor(labels)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[order[:1437]], y[order[:1437]], x[order[1437:]], y[order[1437:]]
+
+
+def mlp_curve(lr: float, width: int, decay: float, seed: int) -> Iterator[float]:
+    """Train a one-hidden-layer MLP on the digits, yielding its validation accuracy after each epoch."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    x_train, y_train, x_val, y_val = digits_split()
+    model = torch.nn.Sequential(torch.nn.Linear(64, width), torch.nn.ReLU(), torch.nn.Linear(width, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=decay)
+    for _ in range(EPOCHS):
+        order = torch.randperm(len(x_train))
+        for start in range(0, len(order), 128):
+            batch = order[start:start + 128]
+            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
+            if not torch.isfinite(loss):
+                break  # diverged: the rest of the epoch cannot recover
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            yield float((model(x_val).argmax(1) == y_val).float().mean())
+
+
+def digits_mlp(trial: optuna.Trial, rng: np.random.Generator) -> tuple[Iterator[float], float]:
+    """Real training: a learning rate, a width and weight decay for an MLP on the digits;
+    the cost is its parameter count."""
+    lr = trial.suggest_float("lr", 1e-4, 3.0, log=True)
+    width = trial.suggest_int("width", *MLP_WIDTHS, log=True)
+    decay = trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)
+    return mlp_curve(lr, width, decay, int(rng.integers(1 << 31))), mlp_params(width)
 
 
 class FrontOnly(ParetoHalvingPruner):
@@ -159,19 +230,23 @@ def crowding(losses: np.ndarray) -> np.ndarray:
 
 RULES: dict[str, type[ParetoHalvingPruner]] = {
     "dominated-share": ParetoHalvingPruner, "front-only": FrontOnly, "sorted-halving": SortedHalving}
-PROBLEMS = {p.name: p for p in (Problem("lr-width", lr_width), Problem("five-params", five_params))}
+PROBLEMS = {p.name: p for p in (Problem("lr-width", lr_width, MAX_LATENCY),
+                                 Problem("five-params", five_params, MAX_LATENCY),
+                                 Problem("digits-mlp", digits_mlp, mlp_params(MLP_WIDTHS[1])))}
+SURROGATES = ("lr-width", "five-params")
 
 
 def hypervolume(points: list[tuple[float, float]]) -> float:
+    """Of (accuracy, cost as a share of the largest) points."""
     if not points:
         return 0.0
-    losses = np.array([[1.0 - acc, lat / MAX_LATENCY] for acc, lat in points])
+    losses = np.array([[1.0 - acc, cost] for acc, cost in points])
     return float(compute_hypervolume(losses, REFERENCE))
 
 
 def run(method: str, seed: int, budget: int, problem: Problem = PROBLEMS["lr-width"],
         pruner_of: Callable[[], ParetoHalvingPruner] = ParetoHalvingPruner) -> list[tuple[int, float, float]]:
-    """(epochs spent when the trial ended, accuracy, latency) of every COMPLETE trial."""
+    """(epochs spent when the trial ended, accuracy, cost share) of every COMPLETE trial."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     sampler: optuna.samplers.BaseSampler
     if method == "random":
@@ -185,7 +260,14 @@ def run(method: str, seed: int, budget: int, problem: Problem = PROBLEMS["lr-wid
     spent, done = 0, []
     while spent < budget:
         trial = study.ask()
-        accs, lat = problem.draw(trial, rng)
+        accs, raw_cost = problem.draw(trial, rng)
+        lat = raw_cost / problem.max_cost
+        if method == "oracle":
+            accs = list(accs)
+            if any(dominates((acc, cost), (max(accs), lat), DIRECTIONS) for _, acc, cost in done):
+                spent += 1
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
         best, pruned = 0.0, False
         for epoch, acc in enumerate(accs, 1):
             spent += 1
@@ -247,7 +329,8 @@ def compare(problem: Problem, seeds: int, budget: int, pruner_of: Callable[[], P
     """Print the three methods' hypervolumes at the checkpoints and the epochs ratio."""
     methods = ("pruned", "tpe", "random")
     runs: dict[str, list[list[tuple[int, float, float]]]] = {
-        m: [run(m, seed, budget, problem, pruner_of) for seed in range(seeds)] for m in methods}
+        m: [run(m, seed, budget if m == "pruned" else CHECKPOINTS[-1], problem, pruner_of) for seed in range(seeds)]
+        for m in methods}
     print(f"{problem.name}: hypervolume of the front (mean ± standard error over {seeds} seeds)")
     print("epochs  " + "  ".join(f"{m:>15}" for m in methods) + "   pruned - tpe")
     for epochs in CHECKPOINTS:
@@ -258,24 +341,24 @@ def compare(problem: Problem, seeds: int, budget: int, pruner_of: Callable[[], P
         diff = [hv_at(p, epochs) - hv_at(t, epochs) for p, t in zip(runs["pruned"], runs["tpe"], strict=True)]
         mean, se = mean_se(diff)
         print(f"{epochs:6d}  " + "  ".join(cells) + f"   {mean:+.4f} ± {se:.4f}")
-    ratios = []
-    for p, t in zip(runs["pruned"], runs["tpe"], strict=True):
-        reached = epochs_to(p, hv_at(t, 300))
-        if reached is not None:
-            ratios.append(reached / 300)
-    if ratios:
-        mean, se = mean_se(ratios)
-        half = sum(r <= 0.5 for r in ratios)
-        print(f"epochs pruned needs for tpe's hypervolume at 300 epochs: {mean:.2f} x 300 ± {se:.2f} "
-              f"({len(ratios)} of {seeds} seeds reach it within {budget}, {half} within 150)")
+    runs["oracle"] = [run("oracle", seed, budget, problem) for seed in range(seeds)]
+    for m in ("pruned", "oracle"):
+        ratios = [reached / 300 for p, t in zip(runs[m], runs["tpe"], strict=True)
+                  if (reached := epochs_to(p, hv_at(t, 300))) is not None]
+        if ratios:
+            mean, se = mean_se(ratios)
+            half = sum(r <= 0.5 for r in ratios)
+            print(f"epochs {m} needs for tpe's hypervolume at 300 epochs: {mean:.2f} x 300 ± {se:.2f} "
+                  f"({len(ratios)} of {seeds} seeds reach it within {budget}, {half} within 150)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--budget", type=int, default=600, help="epochs per search (the last checkpoint is 300)")
+    parser.add_argument("--budget", type=int, default=600,
+                        help="epochs per pruned search, to find how many it needs (the last checkpoint is 300)")
     parser.add_argument("--problem", action="append", choices=sorted(PROBLEMS),
-                        help="the surrogate problem (repeatable; default: every one)")
+                        help="the problem (repeatable; default: the surrogates)")
     parser.add_argument("--rule", choices=sorted(RULES), default="dominated-share",
                         help="the pruning rule (dominated-share is kubetune's; the others are for comparison)")
     parser.add_argument("--min-resource", type=int, help="the first rung's epoch (default: kubetune's, 2 of 20)")
@@ -284,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measurement_cost:
         measurement_cost()
         return 0
-    for name in args.problem or list(PROBLEMS):
+    for name in args.problem or SURROGATES:
         compare(PROBLEMS[name], args.seeds, args.budget,
                 lambda: RULES[args.rule](min_resource=args.min_resource))
     return 0

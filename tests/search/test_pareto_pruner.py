@@ -7,8 +7,14 @@ import pytest
 from optuna.study import StudyDirection
 
 from kubetune.config.search_schema import BoundConfig, SearchConfig
-from kubetune.search.objectives import Objective, RunningValues, goal_reached, violations
-from kubetune.search.pareto_pruner import ParetoHalvingPruner, dominates, survives
+from kubetune.search.objectives import (
+    Objective,
+    RunningValues,
+    goal_reached,
+    record_constraints,
+    violations,
+)
+from kubetune.search.pareto_pruner import ParetoHalvingPruner, dominates, out_of_reach, survives
 
 MAX_MIN = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
 
@@ -59,6 +65,38 @@ def test_judge_records_the_rung_and_never_prunes_at_the_last_step():
     assert not pruner.judge(study, trial, 3, 20, [0.1, 9.0])  # step 3 is no rung
     assert not pruner.judge(study, study.ask(), 2, 2, [0.1, 9.0])  # its last step
     assert study.trials[2].system_attrs["kubetune.pareto_rung_0"] == {"values": [0.1, 9.0], "feasible": True}
+
+
+def test_out_of_reach_adds_the_largest_gain_a_completed_trial_made_after_the_rung():
+    # Completed trials: (values at the rung, final values). The most gained: 0.3 of accuracy; costs fixed.
+    completed = [([0.6, 1.0], [0.9, 1.0]), ([0.5, 2.0], [0.7, 2.0])]
+    assert out_of_reach([0.55, 1.5], completed, MAX_MIN)  # 0.85 at a cost of 1.5: 0.9 at 1.0 dominates it
+    assert not out_of_reach([0.65, 1.5], completed, MAX_MIN)  # could still reach 0.95: beyond the front
+    assert not out_of_reach([0.2, 0.5], completed, MAX_MIN)  # cheaper than every completed trial
+    assert not out_of_reach([0.1, 9.0], [], MAX_MIN)  # nothing completed: nothing to measure the gain on
+    # A cost that fell after the rung in a completed trial counts as a gain too.
+    assert not out_of_reach([0.55, 1.5], [([0.6, 3.0], [0.9, 1.0])], MAX_MIN)
+
+
+def _completed(study: optuna.Study, pruner: ParetoHalvingPruner, at_rung: list[float], final: list[float],
+               latency_ms: float = 1.0) -> None:
+    trial = study.ask()
+    assert not pruner.judge(study, trial, 2, 20, at_rung)
+    record_constraints(trial, {"latency_ms": BoundConfig(max=5)}, {"latency_ms": latency_ms})
+    study.tell(trial, final)
+
+
+@pytest.mark.parametrize("latency_ms, pruned", [(1.0, True), (9.0, False)])
+def test_judge_stops_a_surviving_trial_that_cannot_catch_up_with_a_completed_one(latency_ms, pruned):
+    pruner = ParetoHalvingPruner(reduction_factor=2)
+    # Two running trials, cheaper and worse than what follows: they dominate no one.
+    study = _study_with_rung([[0.3, 0.2], [0.35, 0.3]], pruner)
+    _completed(study, pruner, [0.5, 1.0], [0.6, 1.0], latency_ms)  # gained 0.1 after its rung
+    # Dominated by 1 of the 4 trials at the rung, which half of 4 allows: the rung alone lets it go
+    # on. But 0.4 + 0.1 stays below the completed 0.6, at a higher cost: out of reach, unless that
+    # trial broke a constraint (a latency of 9 ms against 5), as infeasible trials measure no one.
+    assert pruner.judge(study, study.ask(), 2, 20, [0.4, 2.0]) is pruned
+    assert not pruner.judge(study, study.ask(), 2, 20, [0.45, 0.5])  # cheaper: may join the front
 
 
 def test_a_broken_fixed_cost_is_pruned_at_the_first_rung_and_dominates_no_one():

@@ -12,7 +12,14 @@ that reached the rung *dominate* it (at least as good on every objective, better
 one), where ``places`` is the rung's share, ``max(1, (n + 1) // reduction_factor)`` of
 its ``n + 1`` trials. So every trial on the rung's Pareto front continues, and a trial
 behind many others on every objective stops: with one objective this is successive
-halving itself. Cost objectives (size, FLOPs, latency) are fixed from the first epoch,
+halving itself.
+
+A trial that survives its rung still stops there when it is out of reach: if it gained
+from the rung to its end, on every objective, the most that any completed trial gained
+from that rung to its end, a completed feasible trial would still dominate it. Such a
+trial could join the front only by learning faster than every trial that finished.
+
+Cost objectives (size, FLOPs, latency) are fixed from the first epoch,
 so they weigh from the first rung; times are projected to the trial's length. A
 trial that breaks a constraint on a fixed cost (``latency_ms: {max: 5}``) can never
 become feasible and is pruned at its first rung; infeasible trials dominate no one.
@@ -30,7 +37,7 @@ from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.search.attributes import pareto_rung
 from kubetune.search.optuna_internals import set_trial_system_attr
@@ -59,6 +66,19 @@ def survives(values: Sequence[float], others: Sequence[Sequence[float]], directi
     """Whether a trial with ``values`` continues among ``others`` recorded at the same rung."""
     ahead = sum(dominates(other, values, directions) for other in others)
     return ahead < places(len(others) + 1, reduction_factor)
+
+
+def out_of_reach(values: Sequence[float], completed: Sequence[tuple[Sequence[float], Sequence[float]]],
+                 directions: Sequence[StudyDirection]) -> bool:
+    """Whether a trial with ``values`` at a rung stays dominated by a ``completed`` trial's
+    final values even if it gains, on every objective, the most that any of them gained
+    from that rung to its end. ``completed``: (values at the rung, final values) pairs."""
+    if not completed:
+        return False
+    signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in directions]
+    reach = [value + sign * max(0.0, *(sign * (final[k] - at[k]) for at, final in completed))
+             for k, (value, sign) in enumerate(zip(values, signs, strict=True))]
+    return any(dominates(final, reach, directions) for _, final in completed)
 
 
 class ParetoHalvingPruner(optuna.pruners.BasePruner):
@@ -95,9 +115,13 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
         set_trial_system_attr(study, trial, key, {"values": list(values), "feasible": feasible})
         if fixed_infeasible:
             return True
-        others = [t.system_attrs[key]["values"] for t in study.get_trials(deepcopy=False)
-                  if t.number != trial.number and key in t.system_attrs and t.system_attrs[key].get("feasible", True)]
-        return not self.continues(values, others, study.directions)
+        at_rung = [t for t in study.get_trials(deepcopy=False)
+                   if t.number != trial.number and key in t.system_attrs and t.system_attrs[key].get("feasible", True)]
+        if not self.continues(values, [t.system_attrs[key]["values"] for t in at_rung], study.directions):
+            return True
+        completed = [(t.system_attrs[key]["values"], t.values) for t in at_rung
+                     if t.state == TrialState.COMPLETE and all(c <= 0 for c in t.constraints.values())]
+        return out_of_reach(values, completed, study.directions)
 
     def continues(self, values: Sequence[float], others: Sequence[Sequence[float]],
                   directions: Sequence[StudyDirection]) -> bool:
