@@ -45,10 +45,11 @@ with the width squared and is known from the first epoch, as a model's latency i
                    each epoch and the cost is the parameter count. Only the epochs a
                    trial runs are trained (the oracle trains its trials' every epoch)
 
-``--rule`` swaps the pruning rule for a comparison: ``sorted-halving`` keeps the best
-third of a rung's trials by non-dominated rank, then crowding distance (NSGA-II's
-order); ``front-only`` keeps only the rung's Pareto front. ``--min-resource`` moves the
-first rung.
+``--rule`` swaps the pruning rule for a comparison: ``rung-only`` is kubetune's without
+the out-of-reach check; ``sorted-halving`` keeps the best third of a rung's trials by
+non-dominated rank, then crowding distance (NSGA-II's order); ``front-only`` keeps only
+the rung's Pareto front (both with the out-of-reach check). ``--min-resource`` moves
+the first rung.
 
 ``--measurement-cost`` instead trains small_cnn on the digits sample for 3 epochs at
 8x8 and 32x32 and prints what measuring its costs (latency above all) took against the
@@ -191,6 +192,14 @@ def digits_mlp(trial: optuna.Trial, rng: np.random.Generator) -> tuple[Iterator[
     return mlp_curve(lr, width, decay, int(rng.integers(1 << 31))), mlp_params(width)
 
 
+class RungOnly(ParetoHalvingPruner):
+    """Without the out-of-reach check: only the rung's share of dominating trials stops a trial."""
+
+    def out_of_reach(self, values: Sequence[float], completed: Sequence[tuple[Sequence[float], Sequence[float]]],
+                     directions: Sequence[StudyDirection]) -> bool:
+        return False
+
+
 class FrontOnly(ParetoHalvingPruner):
     """Stricter: a trial continues only on the rung's Pareto front."""
 
@@ -229,7 +238,8 @@ def crowding(losses: np.ndarray) -> np.ndarray:
 
 
 RULES: dict[str, type[ParetoHalvingPruner]] = {
-    "dominated-share": ParetoHalvingPruner, "front-only": FrontOnly, "sorted-halving": SortedHalving}
+    "dominated-share": ParetoHalvingPruner, "rung-only": RungOnly, "front-only": FrontOnly,
+    "sorted-halving": SortedHalving}
 PROBLEMS = {p.name: p for p in (Problem("lr-width", lr_width, MAX_LATENCY),
                                  Problem("five-params", five_params, MAX_LATENCY),
                                  Problem("digits-mlp", digits_mlp, mlp_params(MLP_WIDTHS[1])))}

@@ -121,10 +121,15 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
             return True
         completed = [(t.system_attrs[key]["values"], t.values) for t in at_rung
                      if t.state == TrialState.COMPLETE and all(c <= 0 for c in t.constraints.values())]
-        return out_of_reach(values, completed, study.directions)
+        return self.out_of_reach(values, completed, study.directions)
 
     def continues(self, values: Sequence[float], others: Sequence[Sequence[float]],
                   directions: Sequence[StudyDirection]) -> bool:
-        """The rule: :func:`survives` (bench/multi_objective.py compares others by overriding it)."""
+        """The rung's rule: :func:`survives` (bench/multi_objective.py compares others by overriding it)."""
         return survives(values, others, directions, self.reduction_factor)
+
+    def out_of_reach(self, values: Sequence[float], completed: Sequence[tuple[Sequence[float], Sequence[float]]],
+                     directions: Sequence[StudyDirection]) -> bool:
+        """The out-of-reach check: :func:`out_of_reach` (the bench turns it off by overriding it)."""
+        return out_of_reach(values, completed, directions)
 
