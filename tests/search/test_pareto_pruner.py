@@ -64,7 +64,8 @@ def test_judge_records_the_rung_and_never_prunes_at_the_last_step():
     assert pruner.judge(study, trial, 2, 20, [0.1, 9.0])  # dominated by both of 3: pruned
     assert not pruner.judge(study, trial, 3, 20, [0.1, 9.0])  # step 3 is no rung
     assert not pruner.judge(study, study.ask(), 2, 2, [0.1, 9.0])  # its last step
-    assert study.trials[2].system_attrs["kubetune.pareto_rung_0"] == {"values": [0.1, 9.0], "feasible": True}
+    assert study.trials[2].system_attrs["kubetune.pareto_rung_0"] == {"values": [0.1, 9.0], "feasible": True,
+                                                                 "steps": 20}
 
 
 def test_out_of_reach_adds_the_largest_gain_a_completed_trial_made_after_the_rung():
@@ -97,6 +98,9 @@ def test_judge_stops_a_surviving_trial_that_cannot_catch_up_with_a_completed_one
     # trial broke a constraint (a latency of 9 ms against 5), as infeasible trials measure no one.
     assert pruner.judge(study, study.ask(), 2, 20, [0.4, 2.0]) is pruned
     assert not pruner.judge(study, study.ask(), 2, 20, [0.45, 0.5])  # cheaper: may join the front
+    # A longer trial (24 epochs, its rung also at epoch 2) has more epochs left than the completed
+    # one had to gain in: that one's gain says nothing of it.
+    assert not pruner.judge(study, study.ask(), 2, 24, [0.4, 2.0])
 
 
 def test_a_broken_fixed_cost_is_pruned_at_the_first_rung_and_dominates_no_one():

@@ -15,9 +15,10 @@ behind many others on every objective stops: with one objective this is successi
 halving itself.
 
 A trial that survives its rung still stops there when it is out of reach: if it gained
-from the rung to its end, on every objective, the most that any completed trial gained
-from that rung to its end, a completed feasible trial would still dominate it. Such a
-trial could join the front only by learning faster than every trial that finished.
+from the rung to its end, on every objective, the most that any completed trial (at
+least as long) gained from that rung to its end, a completed feasible trial would
+still dominate it. Such a trial could join the front only by learning faster than
+every trial that finished.
 
 Cost objectives (size, FLOPs, latency) are fixed from the first epoch,
 so they weigh from the first rung; times are projected to the trial's length. A
@@ -112,15 +113,17 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
         if rung is None or step >= steps:
             return False
         key = pareto_rung(rung)
-        set_trial_system_attr(study, trial, key, {"values": list(values), "feasible": feasible})
+        set_trial_system_attr(study, trial, key, {"values": list(values), "feasible": feasible, "steps": steps})
         if fixed_infeasible:
             return True
         at_rung = [t for t in study.get_trials(deepcopy=False)
                    if t.number != trial.number and key in t.system_attrs and t.system_attrs[key].get("feasible", True)]
         if not self.continues(values, [t.system_attrs[key]["values"] for t in at_rung], study.directions):
             return True
+        # A shorter trial gained over fewer epochs than this one has left: it measures no gain.
         completed = [(t.system_attrs[key]["values"], t.values) for t in at_rung
-                     if t.state == TrialState.COMPLETE and all(c <= 0 for c in t.constraints.values())]
+                     if t.state == TrialState.COMPLETE and all(c <= 0 for c in t.constraints.values())
+                     and t.system_attrs[key].get("steps", steps) >= steps]
         return self.out_of_reach(values, completed, study.directions)
 
     def continues(self, values: Sequence[float], others: Sequence[Sequence[float]],
