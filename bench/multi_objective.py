@@ -271,10 +271,10 @@ def run(method: str, seed: int, budget: int, problem: Problem = PROBLEMS["lr-wid
     while spent < budget:
         trial = study.ask()
         accs, raw_cost = problem.draw(trial, rng)
-        lat = raw_cost / problem.max_cost
+        cost = raw_cost / problem.max_cost
         if method == "oracle":
             accs = list(accs)
-            if any(dominates((acc, cost), (max(accs), lat), DIRECTIONS) for _, acc, cost in done):
+            if any(dominates(point, (max(accs), cost), DIRECTIONS) for _, *point in done):
                 spent += 1
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 continue
@@ -282,14 +282,14 @@ def run(method: str, seed: int, budget: int, problem: Problem = PROBLEMS["lr-wid
         for epoch, acc in enumerate(accs, 1):
             spent += 1
             best = max(best, acc)
-            if pruner is not None and pruner.judge(study, trial, epoch, EPOCHS, [best, lat]):
+            if pruner is not None and pruner.judge(study, trial, epoch, EPOCHS, [best, cost]):
                 pruned = True
                 break
         if pruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
-            study.tell(trial, [best, lat])
-            done.append((spent, best, lat))
+            study.tell(trial, [best, cost])
+            done.append((spent, best, cost))
     return done
 
 

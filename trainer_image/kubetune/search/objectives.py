@@ -148,6 +148,11 @@ def feasible(bounds: Mapping[str, BoundConfig], metrics: Mapping[str, float]) ->
     return all(v <= 0 for v in violations(bounds, metrics).values())
 
 
+def trial_feasible(trial: FrozenTrial) -> bool:
+    """Optuna's test of a finished trial: every constraint value it carries is <= 0."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
 def goal_reached(search: SearchConfig, values: Sequence[float]) -> bool:
     """Whether a trial's final ``values`` reach every objective's goal at once."""
     if not search.goal:
@@ -169,8 +174,7 @@ def first_goal_trial(trials: Sequence[FrozenTrial], search: SearchConfig) -> Fro
     if not search.goal:
         return None
     for trial in sorted(trials, key=lambda t: t.number):
-        if trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values()) \
-                and goal_reached(search, trial.values):
+        if trial.state == TrialState.COMPLETE and trial_feasible(trial) and goal_reached(search, trial.values):
             return trial
     return None
 

@@ -41,6 +41,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.search.attributes import pareto_rung
+from kubetune.search.objectives import trial_feasible
 from kubetune.search.optuna_internals import set_trial_system_attr
 from kubetune.search.pruners import first_rung
 
@@ -122,7 +123,7 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
             return True
         # A shorter trial gained over fewer epochs than this one has left: it measures no gain.
         completed = [(t.system_attrs[key]["values"], t.values) for t in at_rung
-                     if t.state == TrialState.COMPLETE and all(c <= 0 for c in t.constraints.values())
+                     if t.state == TrialState.COMPLETE and trial_feasible(t)
                      and t.system_attrs[key].get("steps", steps) >= steps]
         return self.out_of_reach(values, completed, study.directions)
 
